@@ -1,0 +1,37 @@
+"""Data modules for lit_automl: digits (bundled), CIFAR-10/100 (official pickles) and the DARTS bilevel split."""
+
+from .bilevel import BilevelDataModule
+from .cifar import (
+    CIFAR10_MD5,
+    CIFAR10_URL,
+    CIFAR100_MD5,
+    CIFAR100_URL,
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    CIFARDataset,
+    download_cifar,
+    read_cifar,
+)
+from .digits import DigitsDataModule
+from .sampling import EpochSeededSampler
+from .transforms import Compose, Cutout, Normalize, RandomCrop, RandomHorizontalFlip
+
+__all__ = [
+    "BilevelDataModule",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "CIFAR100_MD5",
+    "CIFAR100_URL",
+    "CIFARDataset",
+    "Compose",
+    "Cutout",
+    "DigitsDataModule",
+    "EpochSeededSampler",
+    "Normalize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "download_cifar",
+    "read_cifar",
+]

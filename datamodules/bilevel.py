@@ -1,0 +1,153 @@
+"""Paired weight/architecture batches for bilevel (DARTS-style) search.
+
+DARTS (Liu et al., ICLR 2019, Sec. 3.1.1 and the search setup of Sec. 3.2) splits
+the CIFAR-10 *training* set into two equal halves: one trains the network weights
+``w`` (the "train" half), the other the architecture parameters ``alpha`` (the
+"val" half); the official test set is only used for monitoring.
+:class:`BilevelDataModule` applies that protocol to any datamodule exposing a
+``train_dataset``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader
+
+from .sampling import EpochSeededSampler, mix_seed
+
+__all__ = ["BilevelDataModule"]
+
+
+class BilevelDataModule(pl.LightningDataModule):
+    """Split a datamodule's ``train_dataset`` into a weight half and an architecture half.
+
+    Split rule: the training indices are permuted with a generator seeded from
+    ``seed`` (the permutation does not depend on the epoch); the first
+    ``floor(train_portion * n)`` permuted indices form the ``"train"`` (weight)
+    half, the rest the ``"val"`` (architecture) half. DARTS itself takes the first
+    half in index order, which is equivalent on CIFAR-10 (its files are already
+    shuffled); permuting also protects datasets stored sorted by class.
+
+    ``train_dataloader()`` returns a ``CombinedLoader({"train": ..., "val": ...},
+    mode="min_size")`` so each training step receives
+    ``{"train": (x, y), "val": (x, y)}`` and an epoch is as long as the shorter
+    half. Each half has its own :class:`EpochSeededSampler` with a different
+    derived seed. Both halves use the wrapped module's training transform, as in
+    DARTS. ``val_dataloader()`` / ``test_dataloader()`` delegate to the wrapped
+    module's held-out data for monitoring.
+
+    Args:
+        datamodule: the data to split; must set ``train_dataset`` in ``setup``.
+        train_portion: fraction of the training set used for the weights, in (0, 1).
+        batch_size: batch size of both halves; ``None`` uses ``datamodule.batch_size``.
+        seed: seeds the split and (via derived seeds) both samplers.
+    """
+
+    def __init__(
+        self,
+        datamodule: pl.LightningDataModule,
+        train_portion: float = 0.5,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(datamodule, pl.LightningDataModule):
+            raise TypeError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
+        if isinstance(train_portion, bool) or not isinstance(train_portion, (int, float)) or not 0 < train_portion < 1:
+            raise ValueError(f"train_portion must be a float in the open interval (0, 1), got {train_portion!r}")
+        if batch_size is None:
+            batch_size = getattr(datamodule, "batch_size", None)
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+                raise ValueError(
+                    f"batch_size=None takes the wrapped {type(datamodule).__name__}.batch_size, which is "
+                    f"{batch_size!r}; pass a positive int batch_size explicitly"
+                )
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.datamodule = datamodule
+        self.train_portion = float(train_portion)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.weight_indices: list[int] | None = None
+        self.arch_indices: list[int] | None = None
+
+    # Attributes models and recipes read from the data.
+    @property
+    def num_classes(self) -> int:
+        return self._forward("num_classes")
+
+    @property
+    def in_channels(self) -> int:
+        return self._forward("in_channels")
+
+    @property
+    def image_size(self) -> int:
+        return self._forward("image_size")
+
+    @property
+    def val_dataset(self) -> Any:
+        """The wrapped module's held-out dataset (monitoring only)."""
+        return getattr(self.datamodule, "val_dataset", None)
+
+    def _forward(self, name: str) -> Any:
+        if not hasattr(self.datamodule, name):
+            raise AttributeError(f"the wrapped {type(self.datamodule).__name__} has no attribute {name!r}")
+        return getattr(self.datamodule, name)
+
+    def prepare_data(self) -> None:
+        self.datamodule.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Set up the wrapped module and compute the two disjoint index halves."""
+        self.datamodule.setup(stage)
+        if self.weight_indices is not None:
+            return
+        dataset = getattr(self.datamodule, "train_dataset", None)
+        if dataset is None:
+            raise RuntimeError(
+                f"{type(self.datamodule).__name__}.setup() did not set a train_dataset; BilevelDataModule needs one to split"
+            )
+        n = len(dataset)
+        n_weights = math.floor(self.train_portion * n)
+        if n_weights == 0 or n_weights == n:
+            raise ValueError(
+                f"train_portion={self.train_portion} of {n} training examples leaves an empty half "
+                f"({n_weights} for the weights, {n - n_weights} for the architecture); choose a value that keeps both non-empty"
+            )
+        generator = torch.Generator()
+        generator.manual_seed(mix_seed(self.seed, 0))
+        perm = torch.randperm(n, generator=generator).tolist()
+        self.weight_indices = perm[:n_weights]
+        self.arch_indices = perm[n_weights:]
+
+    def _half_loader(self, indices: list[int], stream: int) -> DataLoader:
+        num_workers = getattr(self.datamodule, "num_workers", 0)
+        return DataLoader(
+            self.datamodule.train_dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSeededSampler(indices, seed=mix_seed(self.seed, stream)),
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        if self.weight_indices is None or self.arch_indices is None:
+            raise RuntimeError("BilevelDataModule.setup() must be called before train_dataloader()")
+        loaders = {
+            "train": self._half_loader(self.weight_indices, stream=1),
+            "val": self._half_loader(self.arch_indices, stream=2),
+        }
+        return CombinedLoader(loaders, mode="min_size")
+
+    def val_dataloader(self) -> Any:
+        return self.datamodule.val_dataloader()
+
+    def test_dataloader(self) -> Any:
+        return self.datamodule.test_dataloader()

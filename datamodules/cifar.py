@@ -1,0 +1,423 @@
+"""CIFAR-10 / CIFAR-100 from the official python-pickle archives (no torchvision).
+
+Layout of the official archives (Krizhevsky, 2009):
+
+* ``cifar-10-python.tar.gz`` -> ``cifar-10-batches-py/data_batch_1`` .. ``data_batch_5``
+  and ``test_batch``; each a pickled dict with ``b"data"`` (N x 3072 uint8: the
+  1024 red, then green, then blue pixels of a 32x32 image, row-major) and
+  ``b"labels"``.
+* ``cifar-100-python.tar.gz`` -> ``cifar-100-python/train`` and ``test`` with
+  ``b"data"`` and ``b"fine_labels"`` (the 100-class labels).
+
+The pickles are read with a restricted unpickler that only resolves the few numpy
+globals needed to rebuild an array, so a tampered file cannot execute code.
+Augmentation follows the DARTS CIFAR pipeline (Liu et al., ICLR 2019): pad-4
+random crop, horizontal flip, per-channel normalisation and, for retraining,
+Cutout (DeVries & Taylor, 2017) with length 16.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import tarfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .sampling import EpochSeededSampler
+from .transforms import Compose, Cutout, Normalize, RandomCrop, RandomHorizontalFlip
+
+__all__ = [
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "CIFAR100_MD5",
+    "CIFAR100_URL",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "CIFARDataset",
+    "cifar_files",
+    "download_cifar",
+    "read_cifar",
+]
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+
+# Per-channel statistics of the training sets, pixels scaled to [0, 1].
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: bytes
+    url: str
+    md5: str
+
+
+_LAYOUTS = {
+    10: _Layout(
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        b"labels",
+        CIFAR10_URL,
+        CIFAR10_MD5,
+    ),
+    100: _Layout("cifar-100-python", ("train",), ("test",), b"fine_labels", CIFAR100_URL, CIFAR100_MD5),
+}
+
+
+def _layout(num_classes: int) -> _Layout:
+    if isinstance(num_classes, bool) or num_classes not in _LAYOUTS:
+        raise ValueError(f"num_classes must be 10 (CIFAR-10) or 100 (CIFAR-100), got {num_classes!r}")
+    return _LAYOUTS[num_classes]
+
+
+def cifar_files(root: str | os.PathLike, train: bool, num_classes: int = 10) -> list[Path]:
+    """Paths of the pickle files ``read_cifar`` expects under ``root``."""
+    layout = _layout(num_classes)
+    names = layout.train_files if train else layout.test_files
+    return [Path(root) / layout.folder / name for name in names]
+
+
+# Globals needed to unpickle a numpy array (numpy 1.x and 2.x module names, all
+# pickle protocols, Python-2 era files) -- nothing that can run arbitrary code.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name} from a CIFAR file; only numpy array reconstruction "
+                f"is allowed ({sorted(f'{m}.{n}' for m, n in _ALLOWED_GLOBALS)})"
+            )
+        return super().find_class(module, name)
+
+
+def _load_batch(path: Path) -> dict:
+    with open(path, "rb") as f:
+        entry = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} is not a CIFAR batch: expected a pickled dict, got {type(entry).__name__}")
+    return entry
+
+
+def read_cifar(root: str | os.PathLike, train: bool, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read the official CIFAR python-pickle files under ``root``.
+
+    Returns ``(images, labels)``: a uint8 tensor ``N x 3 x 32 x 32`` (RGB) and an
+    int64 tensor ``N``. ``train`` selects the training batches (all five for
+    CIFAR-10, concatenated in file order) or the test batch.
+    """
+    layout = _layout(num_classes)
+    paths = cifar_files(root, train, num_classes)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-{num_classes} file(s) not found: {', '.join(missing)}. Pass download=True "
+            f"(CIFAR{num_classes}DataModule(download=True) or download_cifar()) to fetch {layout.url}, "
+            f"or point the root/data_dir at the directory that contains '{layout.folder}/'."
+        )
+    images, labels = [], []
+    for path in paths:
+        entry = _load_batch(path)
+        for key in (b"data", layout.label_key):
+            if key not in entry:
+                raise ValueError(f"{path} has no {key!r} entry; keys present: {sorted(entry)}")
+        data = entry[b"data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            shape = getattr(data, "shape", None)
+            dtype = getattr(data, "dtype", type(data).__name__)
+            raise ValueError(f"{path}: b'data' must be an N x 3072 uint8 array, got shape {shape} dtype {dtype}")
+        lab = np.asarray(entry[layout.label_key], dtype=np.int64).reshape(-1)
+        if len(lab) != len(data):
+            raise ValueError(f"{path}: {len(data)} images but {len(lab)} labels")
+        if len(lab) and (lab.min() < 0 or lab.max() >= num_classes):
+            raise ValueError(f"{path}: labels must lie in [0, {num_classes - 1}], got [{lab.min()}, {lab.max()}]")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(lab)
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def _md5(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a .tar.gz, refusing links, devices and paths that leave ``dest``."""
+    dest_resolved = dest.resolve()
+    with tarfile.open(archive, "r:gz") as tar:
+        members = tar.getmembers()
+        for member in members:
+            if not (member.isfile() or member.isdir()):
+                raise ValueError(
+                    f"refusing to extract {member.name!r} from {archive}: only regular files and directories are allowed"
+                )
+            target = (dest / member.name).resolve()
+            if target != dest_resolved and dest_resolved not in target.parents:
+                raise ValueError(f"refusing to extract {member.name!r} from {archive}: it would land outside {dest}")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, members=members, filter="data")
+        else:  # Python < 3.11.4: members were checked above
+            tar.extractall(dest, members=members)
+
+
+def download_cifar(
+    root: str | os.PathLike,
+    num_classes: int = 10,
+    url: str | None = None,
+    md5: str | None = None,
+) -> Path:
+    """Fetch, verify (md5) and extract the CIFAR archive into ``root``; return the data folder.
+
+    ``url``/``md5`` default to the official archive for ``num_classes``. Does nothing
+    if the extracted files are already present; an archive already in ``root`` with
+    the right md5 is reused instead of downloaded again.
+    """
+    layout = _layout(num_classes)
+    url = layout.url if url is None else url
+    md5 = layout.md5 if md5 is None else md5
+    if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise ValueError(f"md5 must be a 32-character hex digest, got {md5!r}")
+    md5 = md5.lower()
+    root = Path(root)
+    folder = root / layout.folder
+    expected = cifar_files(root, True, num_classes) + cifar_files(root, False, num_classes)
+    if all(p.is_file() for p in expected):
+        return folder
+
+    filename = Path(urllib.parse.urlparse(url).path).name
+    if not filename:
+        raise ValueError(f"cannot derive an archive file name from url {url!r}")
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / filename
+    if not (archive.is_file() and _md5(archive) == md5):
+        partial = archive.with_name(archive.name + ".part")
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as f:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                f.write(block)
+        actual = _md5(partial)
+        if actual != md5:
+            partial.unlink()
+            raise RuntimeError(
+                f"MD5 mismatch for {url}: expected {md5}, got {actual}. The download was deleted; "
+                "check the url/md5 arguments or retry."
+            )
+        os.replace(partial, archive)
+    _safe_extract(archive, root)
+    missing = [str(p) for p in expected if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"archive {archive} did not contain the expected file(s): {', '.join(missing)}")
+    return folder
+
+
+class CIFARDataset(Dataset):
+    """uint8 ``N x 3 x 32 x 32`` images -> ``(float image in [0, 1] -> transform, int label)``."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be a uint8 N x C x H x W tensor, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img = self.images[index].to(torch.float32).div_(255.0)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[index])
+
+
+class _CIFARDataModule(pl.LightningDataModule):
+    """Shared implementation of :class:`CIFAR10DataModule` / :class:`CIFAR100DataModule`."""
+
+    num_classes: int
+    in_channels: int = 3
+    image_size: int = 32
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int,
+        download: bool,
+        augment: bool,
+        cutout_length: int,
+        num_workers: int,
+        seed: int,
+        url: str,
+        md5: str,
+    ) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(cutout_length, bool) or not isinstance(cutout_length, int) or cutout_length < 0:
+            raise ValueError(f"cutout_length must be an int >= 0 (0 disables Cutout; DARTS uses 16), got {cutout_length!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        for name, flag in (("download", download), ("augment", augment)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool (True or False), got {flag!r}")
+        if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+            raise ValueError(f"md5 must be a 32-character hex digest, got {md5!r}")
+        self.data_dir = str(data_dir)
+        self.batch_size = batch_size
+        self.download = download
+        self.augment = augment
+        self.cutout_length = cutout_length
+        self.num_workers = num_workers
+        self.seed = seed
+        self.url = url
+        self.md5 = md5
+        self.train_dataset: CIFARDataset | None = None
+        self.val_dataset: CIFARDataset | None = None
+
+    def train_transform(self) -> Compose:
+        """Crop/flip (if ``augment``) -> normalise -> Cutout (if ``cutout_length``), as in DARTS."""
+        steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        if self.augment:
+            steps += [RandomCrop(self.image_size, padding=4), RandomHorizontalFlip(0.5)]
+        steps.append(Normalize(self.mean, self.std))
+        if self.cutout_length:
+            steps.append(Cutout(self.cutout_length))
+        return Compose(steps)
+
+    def eval_transform(self) -> Compose:
+        return Compose([Normalize(self.mean, self.std)])
+
+    def prepare_data(self) -> None:
+        """Download if asked (runs once per node in distributed training)."""
+        if self.download:
+            download_cifar(self.data_dir, self.num_classes, url=self.url, md5=self.md5)
+            return
+        expected = cifar_files(self.data_dir, True, self.num_classes) + cifar_files(self.data_dir, False, self.num_classes)
+        missing = [str(p) for p in expected if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"CIFAR-{self.num_classes} file(s) not found: {', '.join(missing)}. "
+                f"Pass download=True to fetch {self.url}, or set data_dir to the directory containing them."
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read both splits (idempotent). ``val_dataset`` is the official test set."""
+        if self.train_dataset is not None:
+            return
+        x_train, y_train = read_cifar(self.data_dir, train=True, num_classes=self.num_classes)
+        x_test, y_test = read_cifar(self.data_dir, train=False, num_classes=self.num_classes)
+        self.train_dataset = CIFARDataset(x_train, y_train, self.train_transform())
+        self.val_dataset = CIFARDataset(x_test, y_test, self.eval_transform())
+
+    def _require_setup(self) -> None:
+        if self.train_dataset is None or self.val_dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must be called before requesting a dataloader")
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSeededSampler(len(self.train_dataset), seed=self.seed),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+class CIFAR10DataModule(_CIFARDataModule):
+    """CIFAR-10 (50k train / 10k test, 10 classes); ``val_dataset`` is the test set.
+
+    ``cutout_length=0`` disables Cutout; the DARTS retraining recipe sets 16. The
+    train loader uses :class:`EpochSeededSampler` (order = f(seed, epoch)).
+    """
+
+    num_classes = 10
+    mean = CIFAR10_MEAN
+    std = CIFAR10_STD
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 96,
+        download: bool = False,
+        augment: bool = True,
+        cutout_length: int = 0,
+        num_workers: int = 2,
+        seed: int = 0,
+        url: str = CIFAR10_URL,
+        md5: str = CIFAR10_MD5,
+    ) -> None:
+        super().__init__(data_dir, batch_size, download, augment, cutout_length, num_workers, seed, url, md5)
+
+
+class CIFAR100DataModule(_CIFARDataModule):
+    """CIFAR-100 (50k train / 10k test, 100 fine classes); otherwise as :class:`CIFAR10DataModule`."""
+
+    num_classes = 100
+    mean = CIFAR100_MEAN
+    std = CIFAR100_STD
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 96,
+        download: bool = False,
+        augment: bool = True,
+        cutout_length: int = 0,
+        num_workers: int = 2,
+        seed: int = 0,
+        url: str = CIFAR100_URL,
+        md5: str = CIFAR100_MD5,
+    ) -> None:
+        super().__init__(data_dir, batch_size, download, augment, cutout_length, num_workers, seed, url, md5)

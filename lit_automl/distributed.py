@@ -1,0 +1,36 @@
+"""Collective helpers for gradients computed outside ``manual_backward``.
+
+DDP all-reduces only the gradients that flow through its backward hooks. Gradients a method
+computes with ``torch.autograd.grad`` (unrolled or finite-difference hypergradients, policy
+gradients) must be averaged over ranks explicitly, or the ranks drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Average ``tensors`` over all ranks with one flat all-reduce; a no-op on one process."""
+    tensors = list(tensors)
+    n = world_size()
+    if n == 1 or not tensors:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(n)
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start : start + t.numel()].view_as(t))
+        start += t.numel()
+    return out

@@ -1,0 +1,64 @@
+"""Derive a discrete Genotype from the edge weights of a search cell.
+
+DARTS (Liu et al., ICLR 2019, Sec. 2.4): for every intermediate node keep the ``k = 2`` strongest
+incoming edges, an edge's strength being its largest non-``none`` weight, and on each kept edge the
+strongest non-``none`` operation. ``none`` is never chosen. Kept edges are listed strongest first
+(the order of the published genotypes); ties go to the lower input index.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from lit_automl.spaces.cells import num_search_edges
+from lit_automl.spaces.genotype import Genotype
+
+
+def derive_cell(
+    weights: torch.Tensor, primitives: Sequence[str], steps: int, k: Optional[int] = 2
+) -> List[Tuple[Tuple[str, int], ...]]:
+    """Nodes of (op, input) edges from ``weights`` of shape (num_edges, num_ops).
+
+    ``k=None`` keeps every edge (for methods whose children keep all non-``none`` edges).
+    """
+    primitives = list(primitives)
+    if tuple(weights.shape) != (num_search_edges(steps), len(primitives)):
+        raise ValueError(
+            f"weights must have shape ({num_search_edges(steps)}, {len(primitives)}) for steps={steps} "
+            f"and {len(primitives)} primitives, got {tuple(weights.shape)}"
+        )
+    candidates = [j for j, name in enumerate(primitives) if name != "none"]
+    if not candidates:
+        raise ValueError(f"primitives {primitives} contain no operation other than 'none'")
+    w = weights.detach().to("cpu", torch.float64)[:, candidates]  # (num_edges, num_candidates)
+    best_w, best_k = w.max(dim=1)
+    nodes = []
+    start = 0
+    for i in range(steps):
+        n_in = i + 2
+        strengths = best_w[start : start + n_in].tolist()
+        order = sorted(range(n_in), key=lambda j: -strengths[j])  # stable: ties keep the lower input
+        keep = order if k is None else order[:k]
+        nodes.append(tuple((primitives[candidates[int(best_k[start + j])]], j) for j in keep))
+        start += n_in
+    return nodes
+
+
+def derive_genotype(
+    weights_normal: torch.Tensor,
+    weights_reduce: torch.Tensor,
+    primitives: Sequence[str],
+    steps: int = 4,
+    multiplier: int = 4,
+    k: Optional[int] = 2,
+) -> Genotype:
+    """The genotype of a search network; the output concatenates the last ``multiplier`` nodes."""
+    concat = list(range(2 + steps - multiplier, 2 + steps))
+    return Genotype(
+        normal=derive_cell(weights_normal, primitives, steps, k),
+        normal_concat=concat,
+        reduce=derive_cell(weights_reduce, primitives, steps, k),
+        reduce_concat=concat,
+    )

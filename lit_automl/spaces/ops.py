@@ -1,0 +1,199 @@
+"""Candidate operations and the one registry every cell-based search space draws from.
+
+The DARTS set (Liu et al., "DARTS: Differentiable Architecture Search", ICLR 2019, Sec. 3.1.1)
+is registered here under its published names. Later spaces (NASNet, ENAS, PNAS, NAS-Bench-201)
+add their operations with :func:`register_op` and their name lists to :data:`OP_SETS`.
+
+Every factory has the signature ``factory(C, stride, affine) -> nn.Module`` and maps a
+``(N, C, H, W)`` tensor to ``(N, C, ceil(H / stride), ceil(W / stride))``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OpFactory = Callable[[int, int, bool], nn.Module]
+
+OPS: Dict[str, OpFactory] = {}
+"""Registry: op name -> factory(C, stride, affine)."""
+
+OP_SETS: Dict[str, Tuple[str, ...]] = {}
+"""Named candidate lists (the order is the column order of architecture parameters)."""
+
+
+def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
+    """Decorator adding ``factory`` to :data:`OPS` under ``name`` (names are unique)."""
+
+    def decorator(factory: OpFactory) -> OpFactory:
+        if name in OPS:
+            raise ValueError(f"operation {name!r} is already registered")
+        OPS[name] = factory
+        return factory
+
+    return decorator
+
+
+def get_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:
+    """Build operation ``name`` on ``C`` channels; an unknown name lists the valid ones."""
+    if name not in OPS:
+        raise KeyError(f"unknown operation {name!r}; valid names are: {', '.join(sorted(OPS))}")
+    if not isinstance(C, int) or C <= 0:
+        raise ValueError(f"C must be a positive int, got {C!r}")
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+    return OPS[name](C, stride, affine)
+
+
+def get_op_set(name: str) -> Tuple[str, ...]:
+    """The candidate list registered as ``name`` in :data:`OP_SETS`."""
+    if name not in OP_SETS:
+        raise KeyError(f"unknown op set {name!r}; valid names are: {', '.join(sorted(OP_SETS))}")
+    return OP_SETS[name]
+
+
+def validate_primitives(primitives: Sequence[str]) -> Tuple[str, ...]:
+    """Check a candidate list: non-empty, unique, every name registered."""
+    primitives = tuple(primitives)
+    if not primitives:
+        raise ValueError("primitives must name at least one operation")
+    unknown = [p for p in primitives if p not in OPS]
+    if unknown:
+        raise KeyError(f"unknown operation(s) {unknown}; valid names are: {', '.join(sorted(OPS))}")
+    if len(set(primitives)) != len(primitives):
+        raise ValueError(f"primitives must be unique, got {list(primitives)}")
+    return primitives
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> Conv -> BN, the pre-activation block used for cell preprocessing."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU -> dilated depthwise conv -> pointwise conv -> BN (DARTS ``dil_conv_*``)."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, dilation: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked depthwise-separable blocks (DARTS ``sep_conv_*``); only the first strides."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine),
+        )
+
+
+class Zero(nn.Module):
+    """The ``none`` operation: zeros of the output shape (mixed edges skip it altogether)."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(zero_output_shape(x, x.shape[1], self.stride))
+
+
+def zero_output_shape(x: torch.Tensor, C: int, stride: int) -> Tuple[int, int, int, int]:
+    """Shape an op with ``C`` output channels and ``stride`` produces from ``x``."""
+    n, _, h, w = x.shape
+    return (n, C, -(-h // stride), -(-w // stride))
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution with two offset stride-2 1x1 convolutions, concatenated.
+
+    The second path sees the input shifted by one pixel (zero padded at the bottom/right, which
+    equals the usual ``x[:, :, 1:, 1:]`` crop on even sizes and also works on odd ones).
+    """
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True):
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+# ----------------------------------------------------------------------------- the DARTS set
+
+
+@register_op("none")
+def _none(C: int, stride: int, affine: bool) -> nn.Module:
+    return Zero(stride)
+
+
+@register_op("max_pool_3x3")
+def _max_pool_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    return nn.MaxPool2d(3, stride=stride, padding=1)
+
+
+@register_op("avg_pool_3x3")
+def _avg_pool_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+
+
+@register_op("skip_connect")
+def _skip_connect(C: int, stride: int, affine: bool) -> nn.Module:
+    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine)
+
+
+@register_op("sep_conv_3x3")
+def _sep_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    return SepConv(C, C, 3, stride, 1, affine)
+
+
+@register_op("sep_conv_5x5")
+def _sep_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    return SepConv(C, C, 5, stride, 2, affine)
+
+
+@register_op("dil_conv_3x3")
+def _dil_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    return DilConv(C, C, 3, stride, 2, 2, affine)
+
+
+@register_op("dil_conv_5x5")
+def _dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    return DilConv(C, C, 5, stride, 4, 2, affine)
+
+
+DARTS_OPS: Tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+OP_SETS["darts"] = DARTS_OPS
