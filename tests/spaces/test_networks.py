@@ -1,0 +1,97 @@
+"""Search and evaluation networks; parameter counts against the DARTS paper (Tables 1 and 3)."""
+
+import pytest
+import torch
+
+from lit_automl.spaces import PUBLISHED_GENOTYPES, NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
+from lit_automl.spaces.networks import reduction_layers
+
+DARTS_V2 = PUBLISHED_GENOTYPES["DARTS_V2"]
+
+
+def sig2(x: float) -> float:
+    return float(f"{x:.2g}")
+
+
+def test_darts_v2_cifar_has_3_3M_parameters():
+    """Liu et al. 2019, Table 1: DARTS (second order) + cutout, 3.3M parameters."""
+    assert sig2(count_parameters(NetworkCIFAR(DARTS_V2, C=36, layers=20, auxiliary=True)) / 1e6) == 3.3
+    assert sig2(count_parameters(NetworkCIFAR(DARTS_V2, C=36, layers=20, auxiliary=False)) / 1e6) == 3.3
+
+
+def test_darts_v2_imagenet_mobile_has_4_7M_parameters():
+    """Liu et al. 2019, Table 3: DARTS on ImageNet (mobile setting), 4.7M parameters."""
+    assert sig2(count_parameters(NetworkImageNet(DARTS_V2, C=48, layers=14)) / 1e6) == 4.7
+
+
+def test_reductions_at_one_and_two_thirds():
+    assert reduction_layers(8) == (2, 5)
+    assert reduction_layers(20) == (6, 13)
+    assert reduction_layers(5) == (1, 3)
+
+
+def test_search_network_shapes_and_size():
+    net = SearchNetwork(C=4, layers=3, steps=2, multiplier=2, in_channels=1)
+    w = torch.softmax(torch.randn(*net.alpha_shape), -1)
+    assert net.alpha_shape == (5, 8)
+    assert net(torch.randn(2, 1, 8, 8), w, w).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"weights_reduce must have shape \(5, 8\)"):
+        net(torch.randn(2, 1, 8, 8), w, w[:4])
+
+
+def test_cifar_network_aux_head_and_eval_mode():
+    net = NetworkCIFAR(DARTS_V2, C=4, layers=3, num_classes=7)
+    assert net.auxiliary_head is not None
+    net.train()
+    logits, aux = net(torch.randn(2, 3, 32, 32))
+    assert logits.shape == aux.shape == (2, 7)
+    net.eval()
+    assert net(torch.randn(2, 3, 32, 32))[1] is None
+    assert NetworkCIFAR(DARTS_V2, C=4, layers=3, auxiliary=False).auxiliary_head is None
+
+
+def test_imagenet_network_shapes():
+    net = NetworkImageNet(DARTS_V2, C=8, layers=3, num_classes=5).train()
+    logits, aux = net(torch.randn(2, 3, 224, 224))
+    assert logits.shape == aux.shape == (2, 5)
+
+
+def test_drop_path_probability_is_read_each_forward():
+    torch.manual_seed(0)
+    net = NetworkCIFAR(DARTS_V2, C=4, layers=3, auxiliary=False, in_channels=1).train()
+    x = torch.randn(8, 1, 8, 8)
+    torch.manual_seed(1); a = net(x)[0]
+    net.drop_path_prob = 0.5
+    torch.manual_seed(1); b = net(x)[0]
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"C": 0}, "C must be a positive int, got 0"),
+    ({"layers": 0}, "layers must be a positive int"),
+    ({"num_classes": -1}, "num_classes must be a positive int"),
+])
+def test_bad_sizes(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NetworkCIFAR(DARTS_V2, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        SearchNetwork(**kwargs)
+
+
+def test_image_size_the_aux_head_cannot_take():
+    net = NetworkCIFAR(DARTS_V2, C=4, layers=3).train()
+    with pytest.raises(ValueError, match="expects a 8x8 feature map.*got 4x4.*auxiliary=False"):
+        net(torch.randn(2, 3, 16, 16))
+
+
+def test_wrong_channels_are_named():
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\), got \(2, 1, 32, 32\)"):
+        NetworkCIFAR(DARTS_V2, C=4, layers=3)(torch.randn(2, 1, 32, 32))
+
+
+def test_unknown_op_in_genotype():
+    from lit_automl.spaces import Genotype
+    g = Genotype(normal=[[("conv_9x9", 0), ("skip_connect", 1)]], normal_concat=[2],
+                 reduce=[[("max_pool_3x3", 0), ("skip_connect", 1)]], reduce_concat=[2])
+    with pytest.raises(KeyError, match="conv_9x9.*valid names"):
+        NetworkCIFAR(g, C=4, layers=3)
