@@ -1,6 +1,6 @@
 """Lightning callbacks for AutoML runs (installed as ``lit_automl.callbacks``)."""
 
 from .drop_path import ScheduledDropPath
-from .genotype_logger import GenotypeLogger, edge_entropy
+from .genotype_logger import GenotypeLogger
 
-__all__ = ["GenotypeLogger", "ScheduledDropPath", "edge_entropy"]
+__all__ = ["GenotypeLogger", "ScheduledDropPath"]

@@ -15,25 +15,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
 
-__all__ = ["GenotypeLogger", "edge_entropy"]
-
-
-def edge_entropy(alpha: torch.Tensor) -> torch.Tensor:
-    """Mean over edges of the entropy (nats) of ``softmax(alpha)`` over ops; ``alpha`` is (num_edges, num_ops).
-
-    Ranges from 0 (every edge one-hot) to ``log(num_ops)`` (uniform, as at initialisation).
-    """
-    if alpha.dim() < 1 or alpha.shape[-1] < 1:
-        raise ValueError(f"alpha must have a last dimension of ops, got shape {tuple(alpha.shape)}")
-    alpha = alpha.detach().float()
-    log_p = torch.log_softmax(alpha, dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1).mean()
+__all__ = ["GenotypeLogger"]
 
 
 class GenotypeLogger(Callback):
@@ -51,7 +39,8 @@ class GenotypeLogger(Callback):
 
     Args:
         dirpath: run folder; ``None`` uses ``trainer.log_dir`` (the logger's version folder).
-        log_entropy: log the per-cell mean edge entropy.
+        log_entropy: log the per-cell mean edge entropy, for modules that do not log it themselves
+            (DARTS and its subclasses log ``arch/entropy_<cell>`` already).
         log_text: send the genotype text to loggers that take text.
         plot: draw ``genotype.png`` at fit end.
         verbose: print the final genotype.
@@ -66,7 +55,7 @@ class GenotypeLogger(Callback):
     def __init__(
         self,
         dirpath: Optional[Union[str, os.PathLike]] = None,
-        log_entropy: bool = True,
+        log_entropy: bool = False,
         log_text: bool = True,
         plot: bool = True,
         verbose: bool = True,

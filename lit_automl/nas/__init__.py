@@ -1,0 +1,6 @@
+"""Search methods: one LightningModule (or search loop) per method, plus retraining."""
+
+from lit_automl.nas.darts import DARTS
+from lit_automl.nas.retrain import Retrain
+
+__all__ = ["DARTS", "Retrain"]

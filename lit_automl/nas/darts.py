@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from lit_automl.distributed import all_reduce_mean
 from lit_automl.rng import collect_rng_states, restore_rng_states
-from lit_automl.spaces.derive import derive_genotype
+from lit_automl.spaces.derive import derive_genotype, edge_entropy
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import SearchNetwork
 from lit_automl.spaces.ops import get_op_set, validate_primitives
@@ -40,11 +40,6 @@ from lit_automl.spaces.ops import get_op_set, validate_primitives
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-def edge_entropy(weights: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of the per-edge op distributions ``weights`` (num_edges, num_ops)."""
-    return -(weights * weights.clamp_min(1e-12).log()).sum(-1).mean()
 
 
 class DARTS(pl.LightningModule):
@@ -282,16 +277,14 @@ class DARTS(pl.LightningModule):
 
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({"train/loss": loss.detach(), "train/acc": acc, "search/arch_loss": loss_val},
-                      prog_bar=True, on_step=True, on_epoch=True, sync_dist=False)
+                      prog_bar=True, on_step=True, on_epoch=True, sync_dist=False, batch_size=len(y))
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:
         sched = self.lr_schedulers()
         self.log("search/w_lr", sched.get_last_lr()[0], sync_dist=False)
         sched.step()
-        w_normal, w_reduce = self.edge_weights()
-        self.log_dict({"arch/entropy_normal": edge_entropy(w_normal).detach(),
-                       "arch/entropy_reduce": edge_entropy(w_reduce).detach()}, prog_bar=True)
+        self.log_dict({f"arch/entropy_{cell}": edge_entropy(a) for cell, a in self.alphas.items()}, prog_bar=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch

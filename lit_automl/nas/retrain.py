@@ -155,7 +155,7 @@ class Retrain(pl.LightningModule):
     def drop_path_prob(self, value: float) -> None:
         _check_real("drop_path_prob", value, 0.0, 1.0, high_open=True)
         self.net.drop_path_prob = float(value)
-        pass
+        self._drop_path_set = True
 
     # ----------------------------------------------------------------- forward / loss
     def forward(self, x: torch.Tensor) -> torch.Tensor:

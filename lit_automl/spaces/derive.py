@@ -62,3 +62,15 @@ def derive_genotype(
         reduce=derive_cell(weights_reduce, primitives, steps, k),
         reduce_concat=concat,
     )
+
+
+def edge_entropy(alpha: torch.Tensor) -> torch.Tensor:
+    """Mean over edges of the entropy (nats) of ``softmax(alpha)`` over ops; ``alpha`` is (num_edges, num_ops).
+
+    Ranges from ``log(num_ops)`` (uniform, as at initialisation) down to 0 (every edge one-hot):
+    the number to watch falling while a differentiable search decides.
+    """
+    if alpha.dim() < 1 or alpha.shape[-1] < 1:
+        raise ValueError(f"alpha must have a last dimension of ops, got shape {tuple(alpha.shape)}")
+    log_p = torch.log_softmax(alpha.detach().float(), dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1).mean()

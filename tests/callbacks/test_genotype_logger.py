@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lit_automl.callbacks.genotype_logger as genotype_logger_module
-from lit_automl.callbacks import GenotypeLogger, edge_entropy
+from lit_automl.callbacks import GenotypeLogger
+from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
 
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
@@ -200,7 +201,7 @@ def test_fit_writes_history_final_files_and_entropy(tmp_path, monkeypatch):
     printed: list[str] = []
     monkeypatch.setattr(genotype_logger_module, "rank_zero_info", printed.append)
     model = StandInSearch()
-    cb = GenotypeLogger()
+    cb = GenotypeLogger(log_entropy=True)
     trainer = make_trainer(tmp_path, callbacks=[cb])
     trainer.fit(model, loader())
 
@@ -242,8 +243,8 @@ def test_module_without_genotype_is_named(tmp_path):
 
 def test_entropy_needs_alphas_unless_disabled(tmp_path):
     with pytest.raises(AttributeError, match=r"GenotypeOnly.alphas.*log_entropy=False"):
-        make_trainer(tmp_path, callbacks=[GenotypeLogger()]).fit(GenotypeOnly(), loader())
-    cb = GenotypeLogger(dirpath=tmp_path / "run", log_entropy=False, plot=False, verbose=False)
+        make_trainer(tmp_path, callbacks=[GenotypeLogger(log_entropy=True)]).fit(GenotypeOnly(), loader())
+    cb = GenotypeLogger(dirpath=tmp_path / "run", plot=False, verbose=False)
     make_trainer(tmp_path, max_epochs=1, callbacks=[cb]).fit(GenotypeOnly(), loader())
     assert Genotype.load(tmp_path / "run" / "genotype.json") == GenotypeOnly().genotype()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import math
 
 import pytest
@@ -216,7 +217,10 @@ def test_trainer_gradient_clip_val_conflicts(tmp_path):
 def test_scheduled_drop_path_reaches_the_network(tmp_path):
     model = Recording(**{**TINY, "drop_path_prob": 0.3})
     trainer = make_trainer(tmp_path, max_epochs=3, limit_val_batches=0, callbacks=[ScheduledDropPath()])
-    trainer.fit(model, loader())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, loader())
+    assert not [w for w in caught if "no callback set" in str(w.message)]
     # Two training batches per epoch; max 0.3 raised linearly over 3 epochs.
     assert [epoch for epoch, _ in model.net_drop_path] == [0, 0, 1, 1, 2, 2]
     assert [value for _, value in model.net_drop_path] == pytest.approx([0.0, 0.0, 0.1, 0.1, 0.2, 0.2])

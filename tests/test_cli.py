@@ -1,0 +1,69 @@
+"""The ``lit-automl`` entry point and the shipped recipes: every recipe parses, and the quickstart
+pair (search on digits, then retrain the genotype it wrote) runs end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lit_automl.cli import AutoMLCLI, main
+from lit_automl.nas import DARTS, Retrain
+from lit_automl.spaces import Genotype
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+EXPECTED = {
+    "darts_digits.yaml": DARTS,
+    "darts_cifar10.yaml": DARTS,
+    "retrain_digits.yaml": Retrain,
+    "retrain_cifar10.yaml": Retrain,
+}
+
+
+def test_every_recipe_is_covered():
+    assert sorted(p.name for p in RECIPES.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_recipe_parses_and_builds(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = AutoMLCLI(args=["-c", str(RECIPES / name)], run=False)
+    assert isinstance(cli.model, EXPECTED[name])
+    assert cli.trainer.max_epochs >= 1
+
+
+def test_cifar_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    search = AutoMLCLI(args=["-c", str(RECIPES / "darts_cifar10.yaml")], run=False)
+    hp = search.model.hparams
+    assert (hp.C, hp.layers, hp.order, hp.w_lr, hp.alpha_lr) == (16, 8, 2, 0.025, 3e-4)
+    assert search.trainer.max_epochs == 50
+    retrain = AutoMLCLI(args=["-c", str(RECIPES / "retrain_cifar10.yaml")], run=False)
+    hp = retrain.model.hparams
+    assert (hp.C, hp.layers, hp.auxiliary, hp.auxiliary_weight, hp.drop_path_prob) == (36, 20, True, 0.4, 0.2)
+    assert retrain.trainer.max_epochs == 600
+    assert retrain.datamodule.cutout_length == 16
+
+
+def test_search_then_retrain_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    main(["fit", "-c", str(RECIPES / "darts_digits.yaml"), "--model.init_args.C=4", "--model.init_args.layers=3", *tiny])
+    run = tmp_path / "runs" / "darts_digits" / "search"
+    genotype = Genotype.load(run / "genotype.txt")
+    assert len((run / "genotypes.txt").read_text().splitlines()) == 2
+    assert (run / "genotype.png").read_bytes()[:4] == b"\x89PNG"
+    assert "arch/entropy_normal" in (run / "metrics.csv").read_text().splitlines()[0]
+
+    main(["fit", "-c", str(RECIPES / "retrain_digits.yaml"), f"--model.init_args.genotype={run / 'genotype.txt'}",
+          "--model.init_args.C=4", "--model.init_args.layers=3", *tiny])
+    retrained = tmp_path / "runs" / "darts_digits" / "retrain"
+    assert Genotype.load(retrained / "genotype.json") == genotype
+    assert (retrained / "checkpoints" / "last.ckpt").exists()
+
+
+def test_unknown_genotype_name_is_refused_with_the_valid_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"'NOT_A_CELL'.*DARTS_V2"):
+        AutoMLCLI(args=["-c", str(RECIPES / "retrain_digits.yaml"), "--model.init_args.genotype=NOT_A_CELL"], run=False)
