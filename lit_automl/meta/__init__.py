@@ -1,0 +1,11 @@
+"""Meta-learners on one functional inner loop: MAML / FOMAML, Reptile, LEAP."""
+
+from lit_automl.meta.base import AdaptedModel, MetaLearner
+from lit_automl.meta.functional import InnerAdam, InnerSGD, inner_loop
+from lit_automl.meta.leap import Leap
+from lit_automl.meta.maml import MAML
+from lit_automl.meta.models import ConvNet4, SinusoidMLP
+from lit_automl.meta.reptile import Reptile
+
+__all__ = ["AdaptedModel", "ConvNet4", "InnerAdam", "InnerSGD", "Leap", "MAML", "MetaLearner", "Reptile",
+           "SinusoidMLP", "inner_loop"]
