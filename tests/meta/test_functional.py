@@ -1,0 +1,111 @@
+"""The one functional inner loop: SGD / Adam updates, first vs second order, what it records."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lit_automl.meta.functional import InnerAdam, InnerSGD, adaptable_names, inner_loop, task_loss
+from lit_automl.meta.models import ConvNet4, SinusoidMLP
+
+mse = nn.functional.mse_loss
+
+
+def data(seed=0, n=6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    return x, torch.randn(n, 1, generator=g)
+
+
+def test_sgd_steps_match_torch_optim():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = inner_loop(model, params, {}, data(), mse, steps=3, optimizer=InnerSGD(0.1),
+                     adapt=list(params), first_order=True).params
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        mse(model(data()[0]), data()[1]).backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(out[n], p.detach())
+
+
+def test_adam_beta1_zero_matches_torch_optim_and_carries_state():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    update = InnerAdam(0.05, betas=(0.0, 0.999))
+    first = inner_loop(model, params, {}, data(0), mse, steps=2, optimizer=update, adapt=list(params), first_order=True)
+    second = inner_loop(model, first.params, {}, data(1), mse, steps=2, optimizer=update, adapt=list(params),
+                        first_order=True, state=first.state)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, betas=(0.0, 0.999))
+    for seed in (0, 0, 1, 1):
+        opt.zero_grad()
+        x, y = data(seed)
+        mse(model(x), y).backward()
+        opt.step()
+    assert float(second.state["step"]) == 4
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(second.params[n], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_second_order_keeps_the_graph_first_order_drops_it():
+    model = nn.Linear(3, 1)
+    params = dict(model.named_parameters())
+    x, y = data()
+    for first_order in (False, True):
+        phi = inner_loop(model, params, {}, (x, y), mse, steps=1, optimizer=InnerSGD(0.1), adapt=list(params),
+                         first_order=first_order).params
+        loss = task_loss(model, phi, {}, (x, y), mse)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        # First order: d phi / d theta = I, so the gradient is the plain gradient at phi.
+        phi_leaf = {n: p.detach().requires_grad_() for n, p in phi.items()}
+        plain = torch.autograd.grad(task_loss(model, phi_leaf, {}, (x, y), mse), list(phi_leaf.values()))
+        same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads, plain))
+        assert same == first_order
+
+
+def test_record_gives_the_trajectory_losses_and_gradients():
+    model = nn.Linear(3, 1)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    res = inner_loop(model, params, {}, data(), mse, steps=4, optimizer=InnerSGD(0.1), adapt=list(params),
+                     first_order=True, record=True)
+    assert len(res.trajectory) == 5 and len(res.grads) == 4 and len(res.losses) == 4
+    for i in range(4):
+        for n in params:
+            torch.testing.assert_close(res.trajectory[i + 1][n], res.trajectory[i][n] - 0.1 * res.grads[i][n])
+    torch.testing.assert_close(res.final_loss, task_loss(model, res.trajectory[4], {}, data(), mse))
+    assert res.losses[-1] > res.final_loss  # gradient descent on a convex loss with a small step
+
+
+def test_only_named_parameters_move_and_norm_layers_are_outer_only():
+    model = ConvNet4(n_way=3, hidden=4, blocks=2)
+    names = adaptable_names(model)
+    assert not any("1.weight" in n or "1.bias" in n for n in names if n.startswith("features.1"))
+    assert all(not n.startswith(("features.1.", "features.4.")) for n in names)  # the BatchNorm2d layers
+    assert set(adaptable_names(model, adapt_norm=True)) == {n for n, _ in model.named_parameters()}
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    x, y = torch.randn(6, 1, 8, 8), torch.arange(3).repeat(2)
+    out = inner_loop(model, params, {}, (x, y), nn.functional.cross_entropy, steps=2, optimizer=InnerSGD(0.5),
+                     adapt=names, first_order=True).params
+    for n in params:
+        assert torch.equal(out[n], params[n]) != (n in names)
+
+
+@pytest.mark.parametrize("bad", [dict(steps=-1), dict(steps=1.5)])
+def test_bad_steps(bad):
+    model = SinusoidMLP()
+    params = dict(model.named_parameters())
+    with pytest.raises(ValueError, match="inner steps"):
+        inner_loop(model, params, {}, data(n=4)[:1] + (torch.zeros(4, 1),), mse, optimizer=InnerSGD(0.1),
+                   adapt=list(params), first_order=True, **bad)
+
+
+@pytest.mark.parametrize("make", [lambda: InnerSGD(0.0), lambda: InnerSGD(-1), lambda: InnerAdam(0.0),
+                                  lambda: InnerAdam(0.1, betas=(1.0, 0.9))])
+def test_bad_inner_optimizer_settings(make):
+    with pytest.raises(ValueError, match=r"must (be|lie)"):
+        make()
