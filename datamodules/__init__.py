@@ -35,3 +35,33 @@ __all__ = [
     "download_cifar",
     "read_cifar",
 ]
+
+# Meta-learning task datamodules (episodic N-way K-shot classification, sinusoid regression).
+from .episodic import (  # noqa: E402
+    DigitsTasksDataModule,
+    EpisodeDataset,
+    EpisodeIndices,
+    EpisodeSampler,
+    EpisodicDataModule,
+    TaskData,
+    collate_episodes,
+)
+from .omniglot import OMNIGLOT_MD5, OMNIGLOT_URL, OmniglotDataModule, download_omniglot, read_omniglot  # noqa: E402
+from .sinusoid import SinusoidDataModule, SinusoidTaskDataset  # noqa: E402
+
+__all__ += [
+    "DigitsTasksDataModule",
+    "EpisodeDataset",
+    "EpisodeIndices",
+    "EpisodeSampler",
+    "EpisodicDataModule",
+    "OMNIGLOT_MD5",
+    "OMNIGLOT_URL",
+    "OmniglotDataModule",
+    "SinusoidDataModule",
+    "SinusoidTaskDataset",
+    "TaskData",
+    "collate_episodes",
+    "download_omniglot",
+    "read_omniglot",
+]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lit_automl.cli import AutoMLCLI, main
+from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, Retrain
 from lit_automl.spaces import Genotype
 
@@ -17,6 +18,11 @@ EXPECTED = {
     "darts_cifar10.yaml": DARTS,
     "retrain_digits.yaml": Retrain,
     "retrain_cifar10.yaml": Retrain,
+    "maml_sinusoid.yaml": MAML,
+    "maml_digits.yaml": MAML,
+    "maml_omniglot.yaml": MAML,
+    "reptile_digits.yaml": Reptile,
+    "leap_digits.yaml": Leap,
 }
 
 
@@ -67,3 +73,27 @@ def test_unknown_genotype_name_is_refused_with_the_valid_names(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"'NOT_A_CELL'.*DARTS_V2"):
         AutoMLCLI(args=["-c", str(RECIPES / "retrain_digits.yaml"), "--model.init_args.genotype=NOT_A_CELL"], run=False)
+
+
+@pytest.mark.parametrize("name", ["maml_sinusoid.yaml", "maml_digits.yaml", "reptile_digits.yaml", "leap_digits.yaml"])
+def test_meta_recipes_run(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--data.init_args.val_tasks=4", "--data.init_args.tasks_per_batch=2"]
+    if "sinusoid" not in name:
+        tiny += ["--model.init_args.model.init_args.hidden=4", "--model.init_args.eval_inner_steps=2"]
+    main(["fit", "-c", str(RECIPES / name), *tiny])
+    metrics = (tmp_path / "runs" / name.removesuffix(".yaml") / "version_0" / "metrics.csv").read_text()
+    assert "val/loss" in metrics.splitlines()[0]
+
+
+def test_meta_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sin = AutoMLCLI(args=["-c", str(RECIPES / "maml_sinusoid.yaml")], run=False)
+    hp = sin.model.hparams
+    assert (hp.inner_lr, hp.inner_steps, hp.meta_lr, sin.datamodule.k_shot, sin.datamodule.tasks_per_batch) == (0.01, 1, 1e-3, 10, 25)
+    assert sum(p.numel() for p in sin.model.model.parameters()) == 1761  # 1-40-40-1
+    omni = AutoMLCLI(args=["-c", str(RECIPES / "maml_omniglot.yaml")], run=False)
+    hp = omni.model.hparams
+    assert (hp.inner_lr, hp.inner_steps, hp.eval_inner_steps, omni.datamodule.tasks_per_batch) == (0.4, 1, 3, 32)
