@@ -1,0 +1,1 @@
+"""Optuna outer loops: HPO of any LightningModule, and a GP sampler."""
