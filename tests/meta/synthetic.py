@@ -46,3 +46,18 @@ def sinusoid_batch(tasks: int = 3, k: int = 5, seed: int = 0):
     xs = 10 * torch.rand(tasks, k, 1, generator=g) - 5
     xq = 10 * torch.rand(tasks, k, 1, generator=g) - 5
     return (xs, amp * torch.sin(xs - phase)), (xq, amp * torch.sin(xq - phase))
+
+
+def assert_ddp_meta_parameters_identical(module: pl.LightningModule, tmp_path) -> None:
+    """Fit ``module`` on 2 CPU processes (the shared harness); the meta-parameters must move and
+    stay identical on both ranks while the ranks see different tasks."""
+    from tests.ddp_harness import fit_ddp
+
+    pl.seed_everything(0)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    ranks = fit_ddp(module, PrototypeTaskData(tasks=8), tmp_path, limit_train_batches=2)
+    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different tasks"
+    s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
+    assert any(not torch.allclose(s0[k], before[k]) for k in s0)
+    for k in s0:
+        torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=1e-7, msg=k)

@@ -11,8 +11,7 @@ from torch import nn
 
 from lit_automl.meta import MAML, ConvNet4, SinusoidMLP
 from lit_automl.meta.functional import task_loss
-from tests.ddp_harness import fit_ddp
-from tests.meta.synthetic import PrototypeTaskData, sinusoid_batch
+from tests.meta.synthetic import PrototypeTaskData, assert_ddp_meta_parameters_identical, sinusoid_batch
 
 mse = nn.functional.mse_loss
 
@@ -151,14 +150,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
 @pytest.mark.ddp
 def test_ddp_meta_parameters_stay_identical(tmp_path):
     pl.seed_everything(0)
-    m = MAML(ConvNet4(n_way=5, hidden=4, blocks=2), loss="cross_entropy", inner_lr=0.4)
-    before = {k: v.clone() for k, v in m.state_dict().items()}
-    ranks = fit_ddp(m, PrototypeTaskData(tasks=8), tmp_path, limit_train_batches=2)
-    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different tasks"
-    s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
-    assert any(not torch.allclose(s0[k], before[k]) for k in s0)
-    for k in s0:
-        torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=1e-7, msg=k)
+    assert_ddp_meta_parameters_identical(MAML(ConvNet4(n_way=5, hidden=4, blocks=2), loss="cross_entropy", inner_lr=0.4), tmp_path)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -11,8 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_automl.meta import ConvNet4, Reptile
-from tests.ddp_harness import fit_ddp
-from tests.meta.synthetic import PrototypeTaskData
+from tests.meta.synthetic import PrototypeTaskData, assert_ddp_meta_parameters_identical
 
 
 def linear_tasks(tasks=3, n=4, dim=3, seed=0):
@@ -126,13 +125,7 @@ def test_resume_restores_the_inner_moments_and_matches_an_uninterrupted_run(tmp_
 @pytest.mark.ddp
 def test_ddp_meta_parameters_stay_identical(tmp_path):
     pl.seed_everything(0)
-    m = Reptile(ConvNet4(n_way=5, hidden=4, blocks=2), inner_steps=2)
-    before = {k: v.clone() for k, v in m.state_dict().items()}
-    ranks = fit_ddp(m, PrototypeTaskData(tasks=8), tmp_path, limit_train_batches=2)
-    s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
-    assert any(not torch.allclose(s0[k], before[k]) for k in s0)
-    for k in s0:
-        torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=1e-7, msg=k)
+    assert_ddp_meta_parameters_identical(Reptile(ConvNet4(n_way=5, hidden=4, blocks=2), inner_steps=2), tmp_path)
 
 
 @pytest.mark.parametrize("kwargs, match", [
