@@ -46,7 +46,10 @@ class MAML(MetaLearner):
         meta_lr: beta, the Adam step size of the outer loop (1e-3).
         task_batching: ``"vmap"`` processes a meta-batch's tasks together with ``torch.func.vmap``;
             ``"loop"`` one after another; ``"auto"`` uses vmap and switches to the loop, with a
-            warning giving the reason, for a model that vmap cannot run.
+            warning giving the reason, for a model that vmap cannot run. Both give the same
+            gradients; which is faster depends on the device and model: on 2 CPU cores the loop is
+            faster for the 4-conv model in most settings (vmapped convolutions become grouped
+            ones), see ``benchmarks/meta_bench.py --parts speed``.
         adapt_norm: also adapt normalisation layers' parameters in the inner loop.
     """
 
