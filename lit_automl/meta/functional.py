@@ -142,12 +142,14 @@ def inner_loop(
     first_order: bool,
     state: Optional[Params] = None,
     record: bool = False,
+    functional_grads: bool = False,
 ) -> InnerLoopResult:
     """Run ``steps`` inner updates from ``params`` on ``support``.
 
     ``support`` is one ``(x, y)`` batch used at every step (MAML, LEAP) or a list of batches,
     step ``i`` using ``support[i % len]`` (Reptile's minibatches). Gradients come from
-    ``torch.func.grad_and_value``, so the loop also runs inside ``torch.func.vmap``.
+    ``torch.autograd.grad``, or with ``functional_grads`` from ``torch.func.grad_and_value``,
+    which the loop needs inside ``torch.func.vmap`` (and which costs more per call outside it).
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
@@ -161,10 +163,19 @@ def inner_loop(
     def loss_of(adapted: Params, batch: Batch) -> torch.Tensor:
         return task_loss(model, {**fixed, **adapted}, buffers, batch, loss_fn)
 
+    def autograd_grad_and_value(adapted: Params, batch: Batch) -> Tuple[Params, torch.Tensor]:
+        with torch.enable_grad():
+            if first_order:
+                adapted = {n: p.detach().requires_grad_() for n, p in adapted.items()}
+            loss = loss_of(adapted, batch)
+            grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=not first_order)
+        return dict(zip(adapted, grads)), loss
+
+    grad_fn = grad_and_value(loss_of) if functional_grads else autograd_grad_and_value
     result = InnerLoopResult(params={}, losses=[], state=state)
     for i in range(steps):
         batch = batches[i % len(batches)]
-        grads, loss = grad_and_value(loss_of)(current, batch)
+        grads, loss = grad_fn(current, batch)
         if first_order:
             grads = {n: g.detach() for n, g in grads.items()}
             loss = loss.detach()

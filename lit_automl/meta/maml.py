@@ -83,13 +83,13 @@ class MAML(MetaLearner):
 
     # ------------------------------------------------------------------ the meta-objective
     def _query_loss(self, params: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor],
-                    xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+                    xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor,
+                    functional_grads: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
         """One task: adapt on ``(xs, ys)``, return ``(L_query(phi), query logits)``."""
         hp = self.hparams
         adapted = inner_loop(self.model, params, buffers, (xs, ys), self.loss_fn, steps=hp.inner_steps,
                              optimizer=self.inner_optimizer(), adapt=self.adapt_names,
-                             first_order=hp.first_order).params
+                             first_order=hp.first_order, functional_grads=functional_grads).params
         logits = torch.func.functional_call(self.model, (adapted, buffers), (xq,))
         return self.loss_fn(logits, yq), logits
 
@@ -109,7 +109,8 @@ class MAML(MetaLearner):
                 rank_zero_warn(f"MAML(task_batching='auto'): torch.func.vmap cannot run {type(self.model).__name__} "
                                f"({err}); processing tasks one after another from now on")
                 self._batching = "loop"
-        pairs = [self._query_loss(params, buffers, *(a[t] for a in args)) for t in range(args[0].shape[0])]
+        pairs = [self._query_loss(params, buffers, *(a[t] for a in args), functional_grads=False)
+                 for t in range(args[0].shape[0])]
         return torch.stack([l for l, _ in pairs]).mean(), torch.stack([o for _, o in pairs])
 
     def meta_gradient(self, support: Batch, query: Batch) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:

@@ -109,3 +109,20 @@ def test_bad_steps(bad):
 def test_bad_inner_optimizer_settings(make):
     with pytest.raises(ValueError, match=r"must (be|lie)"):
         make()
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_autograd_and_functional_gradients_agree(first_order):
+    torch.manual_seed(0)
+    model = ConvNet4(n_way=3, hidden=4, blocks=2)
+    params = dict(model.named_parameters())
+    support = (torch.randn(6, 1, 8, 8), torch.arange(3).repeat(2))
+    query = (torch.randn(6, 1, 8, 8), torch.arange(3).repeat(2))
+    grads = []
+    for functional in (False, True):
+        phi = inner_loop(model, params, {}, support, nn.functional.cross_entropy, steps=2, optimizer=InnerSGD(0.3),
+                         adapt=adaptable_names(model), first_order=first_order, functional_grads=functional).params
+        loss = task_loss(model, phi, {}, query, nn.functional.cross_entropy)
+        grads.append(torch.autograd.grad(loss, list(params.values())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
