@@ -90,7 +90,7 @@ class Pretrained(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 
 
-def sinusoid_part(steps: int, test_tasks: int) -> None:
+def sinusoid_part(steps: int, test_tasks: int, only: Sequence[str] = ()) -> None:
     print(f"\n== sinusoid regression (Finn et al. 2017, Sec. 5.1): K=10, {steps} meta-steps of 25 tasks, "
           f"{test_tasks} test tasks; post-adaptation MSE (mean +- 95% CI) ==")
     def data() -> SinusoidDataModule:
@@ -111,6 +111,8 @@ def sinusoid_part(steps: int, test_tasks: int) -> None:
                           Pretrained(baseline_net))
     rows = []
     for name, (module, settings, trainable) in runs.items():
+        if only and name not in only:
+            continue
         seconds = fit(trainable or module, data(), steps)
         res = {s: mean_ci(evaluate(module, data(), s, f"{name} {s}-step")) for s in (1, 10)}
         rows.append((name, res, seconds, settings))
@@ -121,7 +123,7 @@ def sinusoid_part(steps: int, test_tasks: int) -> None:
 
 
 # --------------------------------------------------------------------------- digits
-def digits_part(steps: int, test_tasks: int) -> None:
+def digits_part(steps: int, test_tasks: int, only: Sequence[str] = ()) -> None:
     print(f"\n== rotated digits, 5-way (40 classes: 24/8/8), {steps} meta-steps, {test_tasks} test tasks; "
           "meta-test accuracy (mean +- 95% CI) ==")
     net = lambda: ConvNet4(n_way=5, in_channels=1, hidden=32)  # noqa: E731
@@ -139,6 +141,8 @@ def digits_part(steps: int, test_tasks: int) -> None:
     }
     print(f"{'method':<12} {'1-shot':>16} {'5-shot':>16} {'train s':>9}  settings")
     for name, (factory, tasks, n_steps, settings) in methods.items():
+        if only and name not in only:
+            continue
         cells, total = [], 0.0
         for shots in (1, 5):
             pl.seed_everything(0)
@@ -188,6 +192,8 @@ def main() -> None:
     parser.add_argument("--meta-steps", type=int, default=None, help="meta-steps per method (default: 3000 sinusoid, 500 digits)")
     parser.add_argument("--test-tasks", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=10, help="timed meta-steps per speed cell")
+    parser.add_argument("--methods", nargs="+", default=[],
+                        help="only these rows (e.g. MAML Reptile LEAP 'random init' pretrained)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the script")
     args = parser.parse_args()
     if args.quick:
@@ -197,9 +203,9 @@ def main() -> None:
     if "speed" in args.parts:
         speed_part(args.repeats)
     if "sinusoid" in args.parts:
-        sinusoid_part(args.meta_steps or 3000, args.test_tasks)
+        sinusoid_part(args.meta_steps or 3000, args.test_tasks, args.methods)
     if "digits" in args.parts:
-        digits_part(args.meta_steps or 500, args.test_tasks)
+        digits_part(args.meta_steps or 500, args.test_tasks, args.methods)
 
 
 if __name__ == "__main__":

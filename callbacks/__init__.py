@@ -2,5 +2,6 @@
 
 from .drop_path import ScheduledDropPath
 from .genotype_logger import GenotypeLogger
+from .optuna_pruning import OptunaPruning
 
-__all__ = ["GenotypeLogger", "ScheduledDropPath"]
+__all__ = ["GenotypeLogger", "OptunaPruning", "ScheduledDropPath"]

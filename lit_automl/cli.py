@@ -1,14 +1,23 @@
-"""``lit-automl``: the LightningCLI entry point (``fit``, ``validate``, ``test``, ``predict``).
+"""``lit-automl``: the LightningCLI entry point (``fit``, ``validate``, ``test``, ``predict``) and ``hpo``.
 
 Any LightningModule and LightningDataModule can be named by ``class_path`` in a YAML recipe::
 
     lit-automl fit -c recipes/darts_digits.yaml
     lit-automl fit -c recipes/retrain_digits.yaml --model.genotype DARTS_V2
+
+``hpo`` tunes a recipe with Optuna as the outer loop, one Lightning fit per trial (the recipe's
+``hpo:`` section declares the study and its search space; ``fit`` ignores that section)::
+
+    lit-automl hpo -c recipes/hpo_digits.yaml --n-trials 20 --sampler tpe
+    lit-automl hpo -c recipes/hpo_digits.yaml --storage postgresql://user:pw@host/db   # one per machine
+    lit-automl hpo -c recipes/hpo_digits.yaml --trainer.max_epochs=5                  # config overrides
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+import argparse
+import sys
+from typing import Any, Dict, List, Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
@@ -31,6 +40,14 @@ class AutoMLCLI(LightningCLI):
             **kwargs,
         )
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--hpo",
+            type=Optional[Dict[str, Any]],
+            default=None,
+            help="The HPO study section of a recipe, read by `lit-automl hpo` and ignored by fit/validate/test.",
+        )
+
 
 def _has_omegaconf() -> bool:
     try:
@@ -40,8 +57,91 @@ def _has_omegaconf() -> bool:
     return True
 
 
+# --------------------------------------------------------------------- lit-automl hpo
+def hpo_parser() -> argparse.ArgumentParser:
+    """Flags of ``lit-automl hpo``; each overrides the same key of the recipe's ``hpo:`` section."""
+    from lit_automl.hpo.registry import PRUNERS, SAMPLERS
+
+    parser = argparse.ArgumentParser(
+        prog="lit-automl hpo",
+        description="Tune a LightningCLI recipe with Optuna: one Lightning fit per trial. Further "
+        "--key=value arguments (e.g. --trainer.max_epochs=5) override the recipe for every trial.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("-c", "--config", required=True, help="recipe: a LightningCLI config with an hpo: section")
+    parser.add_argument("--n-trials", type=int, help="finished trials (COMPLETE or PRUNED) the study should reach")
+    parser.add_argument("--sampler", help=f"one of {sorted(SAMPLERS)}")
+    parser.add_argument("--pruner", help=f"one of {sorted(PRUNERS)}")
+    parser.add_argument("--seed", type=int, help="sampler seed")
+    parser.add_argument("--storage", help="SQLAlchemy URL, or journal:PATH; default: sqlite:///<run-dir>/study.db")
+    parser.add_argument("--study-name", help="default: the hpo section's study_name, else the recipe's file name")
+    parser.add_argument("--run-dir", help="artifacts folder; default: runs/<study-name>")
+    parser.add_argument("--max-failures", type=int, help="stop after this many failed trials in a row")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument("--heartbeat-interval", type=int, help="seconds between trial heartbeats (RDB storages); 0: off")
+    parser.add_argument("--grace-period", type=int, help="seconds without heartbeat before a running trial is failed")
+    parser.add_argument("--max-retry", type=int, help="re-runs of a trial whose worker died")
+    parser.add_argument("--no-progress-bar", dest="progress_bar", action="store_const", const=False, default=None)
+    parser.add_argument("--no-report", dest="report", action="store_const", const=False, default=None,
+                        help="skip best.yaml, trials.csv and plots")
+    return parser
+
+
+def _config_overrides(extra: List[str]) -> Dict[str, Any]:
+    """``--a.b=1 --c.d 2`` as ``{'a.b': 1, 'c.d': 2}`` (values parsed as YAML)."""
+    import yaml
+
+    overrides: Dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or len(token) < 3:
+            raise SystemExit(f"lit-automl hpo: unexpected argument {token!r}; config overrides look like --trainer.max_epochs=5")
+        if "=" in token:
+            key, value = token[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            key, value = token[2:], extra[i + 1]
+            i += 2
+        else:
+            raise SystemExit(f"lit-automl hpo: {token!r} needs a value, e.g. {token}=VALUE")
+        if "." not in key:
+            raise SystemExit(
+                f"lit-automl hpo: unknown option {token!r}; run `lit-automl hpo --help` for the flags, "
+                "or give a dotted config override such as --trainer.max_epochs=5"
+            )
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def hpo_main(args: List[str]) -> Dict[str, Any]:
+    """``lit-automl hpo``: run (or resume) the study and print where the best config and plots went."""
+    from pathlib import Path
+
+    from lit_automl.hpo.config import HPOSettings, load_recipe, merge_params
+    from lit_automl.hpo.report import format_report
+    from lit_automl.hpo.study import run_study
+
+    namespace, extra = hpo_parser().parse_known_args(args)
+    flags = {k: v for k, v in vars(namespace).items() if k != "config" and v is not None}
+    if "n_trials" in flags and flags["n_trials"] < 1:
+        raise ValueError(f"--n-trials must be >= 1, got {flags['n_trials']}")
+    recipe = Path(namespace.config)
+    base, section = load_recipe(recipe)
+    base = merge_params(base, _config_overrides(extra))
+    settings = HPOSettings.from_mapping(section, flags, recipe=recipe)
+    result = run_study(settings, base)
+    if settings.report:
+        print(format_report(result))
+    return result
+
+
 def main(args: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "hpo":
+        hpo_main(argv[1:])
+        return
     AutoMLCLI(args=args)
 
 
