@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lit_automl.cli import AutoMLCLI, main
+from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, Retrain
 from lit_automl.spaces import Genotype
@@ -23,6 +24,7 @@ EXPECTED = {
     "maml_omniglot.yaml": MAML,
     "reptile_digits.yaml": Reptile,
     "leap_digits.yaml": Leap,
+    "hpo_digits.yaml": DigitsCNN,
 }
 
 

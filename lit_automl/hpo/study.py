@@ -1,0 +1,148 @@
+"""Run a study: open (or resume) it, enqueue known configurations, optimise, report.
+
+``n_trials`` is the study's total of *finished* trials (COMPLETE or PRUNED), not this worker's:
+Optuna's :class:`~optuna.study.MaxTrialsCallback` stops every worker on the same study once the
+storage holds that many, so several ``lit-automl hpo`` processes (on one machine with SQLite or a
+journal file, or on several with PostgreSQL) share the work, and a resumed study runs only what is
+missing. Failed trials do not count; ``max_failures`` failures in a row stop this worker with an
+error naming the last reason. Known good configurations are added with ``study.enqueue_trial``
+(``skip_if_exists``, so resuming does not add them twice); the sampler proposes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from lit_automl.hpo.config import HPOSettings
+from lit_automl.hpo.objective import LightningObjective
+from lit_automl.hpo.registry import make_pruner, make_sampler
+from lit_automl.hpo.storage import make_storage, open_study
+
+__all__ = ["FINISHED", "FailureLimit", "StudyFailedError", "TrialProgressBar", "create_study", "run_study"]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+log = logging.getLogger(__name__)
+
+
+class StudyFailedError(RuntimeError):
+    """Raised when ``max_failures`` trials in a row failed."""
+
+
+class FailureLimit:
+    """Study callback: raise :class:`StudyFailedError` after ``max_failures`` consecutive FAIL trials of this worker."""
+
+    def __init__(self, max_failures: int) -> None:
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
+            raise ValueError(f"max_failures must be an int >= 1, got {max_failures!r}")
+        self.max_failures = max_failures
+        self.in_a_row = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        if self.in_a_row >= self.max_failures:
+            reason = trial.user_attrs.get("fail_reason", "no reason recorded (see the log)")
+            raise StudyFailedError(
+                f"study {study.study_name!r} stopped: {self.in_a_row} trials in a row failed "
+                f"(max_failures={self.max_failures}); the last, trial {trial.number}, failed with: {reason}"
+            )
+
+
+class TrialProgressBar:
+    """Study callback: a tqdm bar over the study's finished trials (shared by all workers), best value shown."""
+
+    def __init__(self, study: optuna.Study, total: int, enabled: bool = True) -> None:
+        self.total = total
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=min(_n_finished(study), total), desc=study.study_name, unit="trial")
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.bar is None:
+            return
+        self.bar.n = min(_n_finished(study), self.total)
+        if len(study.directions) == 1:
+            try:
+                self.bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
+            except ValueError:
+                pass
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _n_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def create_study(settings: HPOSettings, run_dir: Path) -> optuna.Study:
+    """Open the study in its storage (created or resumed) with the sampler and pruner by name."""
+    storage = make_storage(
+        settings.storage,
+        run_dir,
+        heartbeat_interval=settings.heartbeat_interval,
+        grace_period=settings.grace_period,
+        max_retry=settings.max_retry,
+    )
+    sampler = make_sampler(settings.sampler, seed=settings.seed)
+    pruner = make_pruner(settings.pruner_name, **settings.pruner_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study = open_study(storage, settings.study_name, settings.directions, sampler, pruner, settings.metric_names)
+        for params in settings.enqueue:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+    return study
+
+
+def run_study(settings: HPOSettings, base_config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Optimise until the study has ``settings.n_trials`` finished trials, then write the report.
+
+    Returns the report (see :func:`lit_automl.hpo.report.write_report`) plus ``study`` and ``run_dir``.
+    """
+    run_dir = settings.resolved_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    study = create_study(settings, run_dir)
+    objective = LightningObjective(base_config, settings, run_dir)
+    done = _n_finished(study)
+    if done >= settings.n_trials:
+        log.info(f"study {study.study_name!r} already has {done} finished trials (n_trials={settings.n_trials})")
+    else:
+        bar = TrialProgressBar(study, settings.n_trials, enabled=settings.progress_bar)
+        callbacks = [
+            MaxTrialsCallback(settings.n_trials, states=FINISHED),
+            FailureLimit(settings.max_failures),
+            bar,
+        ]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                study.optimize(
+                    objective,
+                    n_trials=None,
+                    timeout=settings.timeout,
+                    catch=(Exception,),
+                    callbacks=callbacks,
+                    gc_after_trial=True,
+                )
+        finally:
+            bar.close()
+    result: Dict[str, Any] = {"study": study, "run_dir": run_dir}
+    if settings.report:
+        from lit_automl.hpo.report import write_report
+
+        result.update(write_report(study, base_config, run_dir))
+    return result

@@ -1,0 +1,167 @@
+"""One trial = one Lightning fit: params in the config, artifacts, FAIL with a reason (exception, NaN, metric never
+logged), PRUNED with the epoch, and a 2-process ddp_spawn trial (one trial, same params on both ranks, both stopped)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from lit_automl.callbacks import OptunaPruning
+from lit_automl.hpo.config import HPOSettings
+from lit_automl.hpo.models import DigitsCNN
+from lit_automl.hpo.study import run_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+BASE = {
+    "seed_everything": 0,
+    "trainer": {
+        "accelerator": "cpu", "devices": 1, "max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 2,
+        "num_sanity_val_steps": 0, "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1,
+        "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "tiny"}},
+    },
+    "model": {"class_path": "lit_automl.hpo.models.DigitsCNN", "init_args": {"channels": 4, "hidden": 8}},
+    "data": {"class_path": "lit_automl.datamodules.DigitsDataModule", "init_args": {"batch_size": 32}},
+}
+SPACE = {"model.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+         "model.init_args.optimizer": ["adam", "sgd"],
+         "model.init_args.momentum": {"type": "float", "low": 0.5, "high": 0.9, "condition": {"model.init_args.optimizer": "sgd"}}}
+
+
+@pytest.fixture(autouse=True)
+def one_thread(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: OpenMP spin-waits make tiny models 100x slower with 2 threads
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_settings(tmp_path, **section) -> HPOSettings:
+    data = {"study_name": "t", "metric": "val/acc", "direction": "maximize", "search_space": SPACE, "n_trials": 1,
+            "sampler": "random", "seed": 0, "pruner": "nop", "run_dir": str(tmp_path / "run"), "progress_bar": False,
+            "report": False, **section}
+    return HPOSettings.from_mapping(data)
+
+
+class NaNCNN(DigitsCNN):
+    """Logs val/acc = NaN from epoch ``nan_at`` on."""
+
+    def __init__(self, nan_at: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_at = nan_at
+
+    def validation_step(self, batch, batch_idx):
+        acc = (self(batch[0]).argmax(-1) == batch[1]).float().mean()
+        self.log("val/acc", torch.tensor(math.nan) if self.current_epoch >= self.nan_at else acc)
+
+
+class RecordTrial(pl.Callback):
+    """Per rank: the model's hparams, what OptunaPruning holds, the epochs and batches trained."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches += 1
+
+    def on_train_end(self, trainer, pl_module):
+        pruning = next(c for c in trainer.callbacks if isinstance(c, OptunaPruning))
+        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "hparams": dict(pl_module.hparams),
+                  "trial_number": pruning.trial_number, "params": pruning.params, "has_trial": pruning.trial is not None,
+                  "pruned_epoch": pruning.pruned_epoch, "epoch": trainer.current_epoch, "batches": self.batches}
+        Path(self.dirpath, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_a_trial_fits_the_recipe_with_its_params_and_leaves_config_and_checkpoint(tmp_path):
+    s = make_settings(tmp_path, enqueue=[{"model.init_args.lr": 0.01, "model.init_args.optimizer": "sgd",
+                                          "model.init_args.momentum": 0.7}])
+    study = run_study(s, BASE)["study"]
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE and 0.0 <= trial.value <= 1.0
+    assert sorted(trial.intermediate_values) == [0, 1]  # reported every epoch
+    assert trial.value == pytest.approx(trial.intermediate_values[1])  # the last validation
+    folder = tmp_path / "run" / "trial_0"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["model"]["init_args"] == {"channels": 4, "hidden": 8, "lr": 0.01, "optimizer": "sgd", "momentum": 0.7}
+    assert (folder / "checkpoints" / "best.ckpt").exists() and trial.user_attrs["checkpoint"].endswith("best.ckpt")
+    assert "val/acc" in (folder / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert trial.user_attrs["worker"].endswith(f":{__import__('os').getpid()}")
+
+
+def test_an_exception_fails_the_trial_with_its_reason_and_the_study_goes_on(tmp_path):
+    space = {**SPACE, "model.init_args.dropout": [0.1, 1.5]}
+    s = make_settings(tmp_path, search_space=space, enqueue=[{"model.init_args.dropout": 1.5}, {"model.init_args.dropout": 0.1}])
+    study = run_study(s, BASE)["study"]
+    failed, done = study.trials
+    assert failed.state == TrialState.FAIL and done.state == TrialState.COMPLETE
+    assert failed.user_attrs["fail_reason"] == "ValueError: dropout must be a number in [0.0, 1.0), got 1.5"
+    assert "Traceback" in (tmp_path / "run" / "trial_0" / "error.txt").read_text()
+
+
+def test_a_nan_metric_fails_the_trial_with_its_reason(tmp_path):
+    base = {**BASE, "model": {"class_path": f"{__name__}.NaNCNN", "init_args": {"channels": 4, "hidden": 8, "nan_at": 1}},
+            "trainer": {**BASE["trainer"], "max_epochs": 4}}
+    s = make_settings(tmp_path, max_failures=1)
+    with pytest.raises(Exception, match=r"val/acc = nan at epoch 1 is not finite"):
+        run_study(s, base)
+    trial = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials[0]
+    assert trial.state == TrialState.FAIL
+    assert "val/acc = nan at epoch 1" in trial.user_attrs["fail_reason"]
+    assert trial.user_attrs["epochs_trained"] == 2 and list(trial.intermediate_values) == [0]  # stopped after epoch 1 of 4
+
+
+def test_a_metric_that_is_never_logged_fails_naming_the_logged_metrics(tmp_path):
+    s = make_settings(tmp_path, metric="val/accuracy", max_failures=1)
+    with pytest.raises(RuntimeError, match=r"'val/accuracy', which was never logged; the module logged \['train/loss', 'val/acc', 'val/loss'\]"):
+        run_study(s, BASE)
+
+
+def test_a_pruned_trial_is_recorded_pruned_with_its_epoch(tmp_path):
+    s = make_settings(tmp_path, pruner={"name": "threshold", "lower": 2.0}, n_trials=1)  # val/acc < 2: always pruned
+    study = run_study(s, {**BASE, "trainer": {**BASE["trainer"], "max_epochs": 3}})["study"]
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_epoch"] == 0
+    assert list(trial.intermediate_values) == [0]
+
+
+def test_a_strategy_that_reruns_the_command_per_rank_is_refused(tmp_path):
+    base = {**BASE, "trainer": {**BASE["trainer"], "devices": 2, "strategy": "ddp"}}
+    with pytest.raises(Exception, match=r"every rank would create trials of its own; use strategy: ddp_spawn"):
+        run_study(make_settings(tmp_path, max_failures=1), base)
+
+
+@pytest.mark.ddp
+def test_a_ddp_spawn_trial_is_one_trial_with_the_same_params_on_both_ranks_and_a_prune_stops_both(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    trainer = {**BASE["trainer"], "devices": 2, "strategy": "ddp_spawn", "max_epochs": 3,
+               "callbacks": [{"class_path": f"{__name__}.RecordTrial", "init_args": {"dirpath": str(records)}},
+                             {"class_path": "tests.ddp_harness.RecordRank", "init_args": {"dirpath": str(records)}}]}
+    s = make_settings(tmp_path, storage=f"journal:{tmp_path / 'journal.log'}", pruner={"name": "threshold", "lower": 2.0},
+                      enqueue=[{"model.init_args.lr": 0.02, "model.init_args.optimizer": "sgd", "model.init_args.momentum": 0.6}])
+    study = run_study(s, {**BASE, "trainer": trainer})["study"]
+
+    (trial,) = study.trials  # rank 1 created no trial of its own
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_epoch"] == 0
+    assert list(trial.intermediate_values) == [0]
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    params = {"model.init_args.lr": 0.02, "model.init_args.optimizer": "sgd", "model.init_args.momentum": 0.6}
+    for rank in ranks:
+        assert rank["world_size"] == 2 and rank["trial_number"] == 0 and rank["params"] == params
+        assert (rank["hparams"]["lr"], rank["hparams"]["optimizer"], rank["hparams"]["momentum"]) == (0.02, "sgd", 0.6)
+        assert rank["pruned_epoch"] == 0 and rank["epoch"] == 1 and rank["batches"] == 2  # both stopped after epoch 0 of 3
+    assert [r["has_trial"] for r in ranks] == [True, False]  # only rank 0 talks to Optuna
+    states = [torch.load(records / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert all(len(s["fingerprints"]) == 2 for s in states)
+    for key, value in states[0]["state_dict"].items():
+        torch.testing.assert_close(value, states[1]["state_dict"][key])
