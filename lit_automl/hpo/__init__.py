@@ -1,1 +1,5 @@
-"""Optuna outer loops: HPO of any LightningModule, and a GP sampler."""
+"""Optuna outer loops: HPO of any LightningModule (``lit-automl hpo``) and a GP sampler."""
+
+from lit_automl.hpo.gp import GPSampler
+
+__all__ = ["GPSampler"]
