@@ -8,7 +8,7 @@ section that ``lit-automl fit`` ignores and ``lit-automl hpo`` reads::
       metric: val/acc              # or objectives: [{metric: val/acc, direction: maximize}, ...]
       direction: maximize
       n_trials: 20
-      sampler: tpe                 # tpe | random | gp | nsga2
+      sampler: tpe                 # tpe | random | gp | optuna-gp | nsga2
       pruner: {name: median, n_warmup_steps: 1}
       enqueue: [{model.init_args.lr: 0.001}]
       search_space: {...}          # or the path of a YAML file, relative to the recipe

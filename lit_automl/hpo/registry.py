@@ -3,7 +3,8 @@
 Samplers (:class:`optuna.samplers.BaseSampler`) propose a trial's parameters from the history of
 the study; pruners (:class:`optuna.pruners.BasePruner`) decide from a trial's intermediate values
 (reported every epoch) whether to stop it early. ``gp`` is this project's Gaussian-process
-sampler, ``lit_automl.hpo.gp.sampler.GPSampler``, imported only when asked for.
+sampler, ``lit_automl.hpo.gp.sampler.GPSampler``, imported only when asked for; ``optuna-gp`` is
+Optuna's own ``GPSampler``, for comparison.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SAMPLERS: Dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed, **kw: optuna.samplers.TPESampler(seed=seed, **kw),
     "random": lambda seed, **kw: optuna.samplers.RandomSampler(seed=seed, **kw),
     "gp": _gp,
+    "optuna-gp": lambda seed, **kw: optuna.samplers.GPSampler(seed=seed, **kw),
     "nsga2": lambda seed, **kw: optuna.samplers.NSGAIISampler(seed=seed, **kw),
 }
 
@@ -47,7 +49,7 @@ PRUNERS: Dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 
 
 def make_sampler(name: str, seed: Optional[int] = None, **kwargs: Any) -> optuna.samplers.BaseSampler:
-    """A sampler by name (``tpe``, ``random``, ``gp``, ``nsga2``), seeded with ``seed``."""
+    """A sampler by name (``tpe``, ``random``, ``gp``, ``optuna-gp``, ``nsga2``), seeded with ``seed``."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid samplers: {sorted(SAMPLERS)}")
     try:
