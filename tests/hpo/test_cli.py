@@ -56,7 +56,7 @@ def test_the_recipe_is_also_a_plain_fit_config(tmp_path):
     "flags, error, message",
     [
         (["--n-trials", "0"], ValueError, r"--n-trials must be >= 1, got 0"),
-        (["--sampler", "cmaes"], ValueError, r"unknown sampler 'cmaes'; valid samplers: \['gp', 'nsga2', 'random', 'tpe'\]"),
+        (["--sampler", "cmaes"], ValueError, r"unknown sampler 'cmaes'; valid samplers: \['gp', 'nsga2', 'optuna-gp', 'random', 'tpe'\]"),
         (["--pruner", "early"], ValueError, r"unknown pruner 'early'; valid pruners: \['hyperband', 'median', 'nop'"),
         (["--max-failures", "0"], ValueError, r"max_failures must be an int >= 1, got 0"),
         (["--storage", "postgres-db"], ValueError, r"storage 'postgres-db' is neither a SQLAlchemy URL"),

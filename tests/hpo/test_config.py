@@ -51,7 +51,7 @@ def test_multi_objective_section():
         ({"n_trials": 0}, r"n_trials must be an int >= 1, got 0"),
         ({"n_trials": 2.5}, r"n_trials must be an int >= 1, got 2.5"),
         ({"max_failures": 0}, r"max_failures must be an int >= 1, got 0"),
-        ({"sampler": "cmaes"}, r"unknown sampler 'cmaes'; valid samplers: \['gp', 'nsga2', 'random', 'tpe'\]"),
+        ({"sampler": "cmaes"}, r"unknown sampler 'cmaes'; valid samplers: \['gp', 'nsga2', 'optuna-gp', 'random', 'tpe'\]"),
         ({"pruner": "patient"}, r"unknown pruner 'patient'; valid pruners: \['hyperband', 'median', 'nop'"),
         ({"direction": "up"}, r"direction for 'val/acc' must be one of \['maximize', 'minimize'\], got 'up'"),
         ({"metric": None}, r"metric must be a metric name"),

@@ -62,7 +62,7 @@ def test_pruner_options_reach_the_pruner_and_unknown_ones_are_named():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown sampler 'cmaes'; valid samplers: \['gp', 'nsga2', 'random', 'tpe'\]"):
+    with pytest.raises(ValueError, match=r"unknown sampler 'cmaes'; valid samplers: \['gp', 'nsga2', 'optuna-gp', 'random', 'tpe'\]"):
         make_sampler("cmaes")
     with pytest.raises(ValueError, match=r"unknown pruner 'patient'; valid pruners: \['hyperband', 'median', 'nop'"):
         make_pruner("patient")
