@@ -7,7 +7,7 @@ ends where an uninterrupted run ends (data order comes from samplers seeded by (
 from __future__ import annotations
 
 import random
-from typing import Any, Dict
+from typing import Any, Dict, MutableMapping
 
 import numpy as np
 import torch
@@ -40,3 +40,21 @@ def _plain_numpy_state() -> list:
     # Plain python values, so the checkpoint loads with torch.load(weights_only=True).
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+
+
+CHECKPOINT_KEY = "rng_states"
+
+
+def save_rng_states(checkpoint: MutableMapping[str, Any]) -> None:
+    """Store the RNG states in a Lightning checkpoint dict (call from ``on_save_checkpoint``)."""
+    checkpoint[CHECKPOINT_KEY] = collect_rng_states()
+
+
+def load_rng_states(checkpoint: MutableMapping[str, Any], who: str) -> None:
+    """Restore the RNG states of a checkpoint (call from ``on_load_checkpoint``); warns when it has none."""
+    if CHECKPOINT_KEY in checkpoint:
+        restore_rng_states(checkpoint[CHECKPOINT_KEY])
+    else:
+        from pytorch_lightning.utilities import rank_zero_warn
+
+        rank_zero_warn(f"{who}: the checkpoint has no RNG states, so the resumed run will not repeat an uninterrupted one")

@@ -16,13 +16,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.func import functional_call
 
 from lit_automl.distributed import all_reduce_mean
 from lit_automl.meta.functional import InnerOptimizer, Params, adaptable_names, inner_loop
-from lit_automl.rng import collect_rng_states, restore_rng_states
+from lit_automl.rng import load_rng_states, save_rng_states
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -222,10 +221,7 @@ class MetaLearner(pl.LightningModule):
         return min(max(done, 0) / (trainer.max_epochs * per_epoch), 1.0)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["rng_states"] = collect_rng_states()
+        save_rng_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
-            restore_rng_states(checkpoint["rng_states"])
-        else:
-            rank_zero_warn("checkpoint has no RNG states: the resumed run will not repeat an uninterrupted one")
+        load_rng_states(checkpoint, type(self).__name__)

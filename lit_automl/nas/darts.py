@@ -26,12 +26,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.func import functional_call
 
 from lit_automl.distributed import all_reduce_mean
-from lit_automl.rng import collect_rng_states, restore_rng_states
+from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.derive import derive_genotype, edge_entropy
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import SearchNetwork
@@ -298,10 +297,7 @@ class DARTS(pl.LightningModule):
         self.log("test/acc", (logits.argmax(-1) == y).float().mean(), sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["rng_states"] = collect_rng_states()
+        save_rng_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
-            restore_rng_states(checkpoint["rng_states"])
-        else:
-            rank_zero_warn("checkpoint has no RNG states: the resumed search will not repeat an uninterrupted run")
+        load_rng_states(checkpoint, type(self).__name__)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 
 from lit_automl.cli import AutoMLCLI, _config_overrides, main
@@ -17,12 +16,8 @@ TINY = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.
 
 
 @pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP spin-waits make tiny models 100x slower with 2 threads
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs in its tmp_path with one torch thread (tests/hpo/conftest.py)."""
 
 
 def test_hpo_on_digits_end_to_end(tmp_path, capsys):

@@ -18,6 +18,7 @@ from lit_automl.callbacks import OptunaPruning
 from lit_automl.hpo.config import HPOSettings
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.hpo.study import run_study
+from tests.hpo.conftest import make_settings as shared_settings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -37,19 +38,12 @@ SPACE = {"model.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log
 
 
 @pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP spin-waits make tiny models 100x slower with 2 threads
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs in its tmp_path with one torch thread (tests/hpo/conftest.py)."""
 
 
 def make_settings(tmp_path, **section) -> HPOSettings:
-    data = {"study_name": "t", "metric": "val/acc", "direction": "maximize", "search_space": SPACE, "n_trials": 1,
-            "sampler": "random", "seed": 0, "pruner": "nop", "run_dir": str(tmp_path / "run"), "progress_bar": False,
-            "report": False, **section}
-    return HPOSettings.from_mapping(data)
+    return shared_settings(tmp_path, SPACE, **{"study_name": "t", "n_trials": 1, **section})
 
 
 class NaNCNN(DigitsCNN):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import optuna
 import pytest
-import torch
 import yaml
 from optuna.trial import TrialState
 
 from lit_automl.hpo.config import HPOSettings
 from lit_automl.hpo.study import FailureLimit, StudyFailedError, run_study
+from tests.hpo.conftest import make_settings as shared_settings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,19 +28,12 @@ SPACE = {"model.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log
 
 
 @pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP spin-waits make tiny models 100x slower with 2 threads
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs in its tmp_path with one torch thread (tests/hpo/conftest.py)."""
 
 
 def make_settings(tmp_path, **section) -> HPOSettings:
-    data = {"study_name": "s", "metric": "val/acc", "direction": "maximize", "search_space": SPACE, "n_trials": 2,
-            "sampler": "random", "seed": 0, "pruner": "nop", "run_dir": str(tmp_path / "run"), "progress_bar": False,
-            "report": False, **section}
-    return HPOSettings.from_mapping(data)
+    return shared_settings(tmp_path, SPACE, **{"study_name": "s", "n_trials": 2, **section})
 
 
 def test_max_failures_stops_a_study_that_only_fails_naming_the_last_reason(tmp_path):
