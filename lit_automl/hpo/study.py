@@ -76,8 +76,8 @@ class TrialProgressBar:
         if len(study.directions) == 1:
             try:
                 self.bar.set_postfix(best=f"{study.best_value:.4g}", refresh=False)
-            except ValueError:
-                pass
+            except ValueError:  # no completed trial yet: nothing to show
+                self.bar.set_postfix(best="-", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

@@ -604,10 +604,8 @@ def resolve_genotype(spec: GenotypeSpec) -> Genotype:
     if not isinstance(spec, str):
         raise ValueError(f"genotype spec must be a str, a path or a Genotype, got {type(spec).__name__}: {spec!r}")
     text = spec.strip()
-    try:
+    if _name_key(text) in {_name_key(k) for k in PUBLISHED_GENOTYPES}:
         return get_genotype(text)
-    except KeyError:
-        pass
     if text and "\n" not in text and len(text) < 4096:
         try:
             is_file = Path(text).expanduser().is_file()
