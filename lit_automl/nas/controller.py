@@ -1,0 +1,526 @@
+"""Autoregressive LSTM controller and its policy-gradient trainers.
+
+One controller is shared by the RL-based searches (NAS-RL, NASNet, ENAS and
+neural optimiser search):
+
+* Zoph & Le, "Neural Architecture Search with Reinforcement Learning",
+  ICLR 2017 -- Sec. 3.1 (the controller RNN emits one token per decision, each
+  token's embedding is the next step's input), Sec. 3.2 (REINFORCE with an
+  exponential-moving-average baseline, ``m`` architectures per update),
+  Sec. 3.3 (skip connections through set-selection attention over anchor
+  points), Sec. 4.1 (2 layers x 35 hidden units, Adam lr 6e-4, uniform
+  initialisation in [-0.08, 0.08]).
+* Zoph, Vasudevan, Shlens & Le, "Learning Transferable Architectures for
+  Scalable Image Recognition", CVPR 2018 -- the controller is trained with
+  PPO (Schulman et al., "Proximal Policy Optimization Algorithms", 2017).
+* Pham et al., "Efficient Neural Architecture Search via Parameter Sharing",
+  ICML 2018 -- logit temperature and ``tanh`` constant on the controller
+  logits (Sec. 3 / appendix training details).
+* Williams, "Simple statistical gradient-following algorithms for
+  connectionist reinforcement learning", Machine Learning 1992 (REINFORCE).
+
+Action format
+-------------
+``actions`` is a list with one entry per sequence; each entry is a list with
+one element per declared :class:`Decision`, in declaration order:
+
+* a categorical decision contributes an ``int`` in ``[0, num_choices)``;
+* an anchor decision contributes a list of 0/1 ints, one per *earlier* anchor
+  decision (Zoph & Le Sec. 3.3: the anchor point of layer ``i`` has ``i - 1``
+  sigmoids, one per earlier layer ``j``).  The first anchor decision therefore
+  always contributes ``[]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "Decision",
+    "Controller",
+    "ReinforceTrainer",
+    "PPOTrainer",
+    "reinforce_loss",
+    "ppo_loss",
+]
+
+CATEGORICAL = "categorical"
+ANCHOR = "anchor"
+_KINDS = (CATEGORICAL, ANCHOR)
+
+Action = Union[int, List[int]]
+ActionSeq = List[Action]
+
+
+# --------------------------------------------------------------------------- #
+# Decision specs
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Decision:
+    """One step of the controller's output sequence.
+
+    ``kind="categorical"``: a softmax over ``num_choices`` tokens with its own
+    head and embedding (Zoph & Le Sec. 3.1, e.g. filter height, stride).
+
+    ``kind="anchor"``: a skip-connection anchor point (Zoph & Le Sec. 3.3).
+    For the ``i``-th anchor decision and each earlier anchor ``j < i`` an
+    independent Bernoulli with
+    ``P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))`` is sampled.
+    ``num_choices`` is meaningless for anchors and must be left ``None``.
+    """
+
+    name: str
+    kind: str = CATEGORICAL
+    num_choices: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Decision name must be a non-empty string, got {self.name!r}")
+        if self.kind not in _KINDS:
+            raise ValueError(
+                f"Decision {self.name!r}: unknown kind {self.kind!r}; allowed kinds are {list(_KINDS)}"
+            )
+        if self.kind == CATEGORICAL:
+            n = self.num_choices
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(
+                    f"Decision {self.name!r}: num_choices must be an int >= 1, got {n!r}"
+                )
+        elif self.num_choices is not None:
+            raise ValueError(
+                f"Decision {self.name!r}: anchor decisions take no num_choices "
+                f"(allowed: None), got {self.num_choices!r}"
+            )
+
+    @classmethod
+    def categorical(cls, name: str, num_choices: int) -> "Decision":
+        return cls(name=name, kind=CATEGORICAL, num_choices=num_choices)
+
+    @classmethod
+    def anchor(cls, name: str) -> "Decision":
+        return cls(name=name, kind=ANCHOR, num_choices=None)
+
+
+def _validate_decisions(decisions: Sequence[Decision]) -> List[Decision]:
+    decisions = list(decisions)
+    if not decisions:
+        raise ValueError(f"decisions must be a non-empty list of Decision, got {decisions!r}")
+    seen = set()
+    for d in decisions:
+        if not isinstance(d, Decision):
+            raise ValueError(f"decisions must contain Decision objects, got {d!r}")
+        if d.name in seen:
+            raise ValueError(f"duplicate decision name {d.name!r}")
+        seen.add(d.name)
+    return decisions
+
+
+def _positive_or_none(name: str, value: Optional[float]) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- #
+# Controller
+# --------------------------------------------------------------------------- #
+class Controller(nn.Module):
+    """Autoregressive LSTM controller (Zoph & Le 2017, Sec. 3.1 and 3.3).
+
+    Args:
+        decisions: the declared decision sequence.
+        hidden_size: LSTM hidden units per layer.  Default 35, as in Zoph & Le
+            Sec. 4.1 ("two-layer LSTM with 35 hidden units on each layer").
+        num_layers: LSTM layers.  Default 2 (Zoph & Le Sec. 4.1).
+        temperature: if set, logits are divided by it (Pham et al. 2018).
+        tanh_constant: if set, logits become ``C * tanh(logits)`` after the
+            temperature (Pham et al. 2018).
+        init_range: parameters are initialised uniformly in
+            ``[-init_range, init_range]``; default 0.08 (Zoph & Le Sec. 4.1).
+
+    The token embedding size equals ``hidden_size``.  After an anchor decision
+    the next input is ``(e_skip + sum_j s_j h_j) / (1 + sum_j s_j)`` where
+    ``e_skip`` is a learned embedding and ``s_j`` the sampled bits (our choice,
+    in the spirit of ENAS; Zoph & Le do not specify it).
+    """
+
+    def __init__(
+        self,
+        decisions: Sequence[Decision],
+        hidden_size: int = 35,
+        num_layers: int = 2,
+        temperature: Optional[float] = None,
+        tanh_constant: Optional[float] = None,
+        init_range: float = 0.08,
+    ) -> None:
+        super().__init__()
+        self.decisions: List[Decision] = _validate_decisions(decisions)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.num_layers = _positive_int("num_layers", num_layers)
+        self.temperature = _positive_or_none("temperature", temperature)
+        self.tanh_constant = _positive_or_none("tanh_constant", tanh_constant)
+        if _positive_or_none("init_range", init_range) is None:
+            raise ValueError(f"init_range must be a finite number > 0, got {init_range!r}")
+
+        H = self.hidden_size
+        self.cells = nn.ModuleList([nn.LSTMCell(H, H) for _ in range(self.num_layers)])
+        self.start = nn.Parameter(torch.empty(1, H))  # first step's input [1, H]
+        self.heads = nn.ModuleList()
+        self.embeddings = nn.ModuleList()
+        self._cat_index: Dict[int, int] = {}
+        for i, d in enumerate(self.decisions):
+            if d.kind == CATEGORICAL:
+                self._cat_index[i] = len(self.heads)
+                self.heads.append(nn.Linear(H, int(d.num_choices)))
+                self.embeddings.append(nn.Embedding(int(d.num_choices), H))
+        self.has_anchors = any(d.kind == ANCHOR for d in self.decisions)
+        if self.has_anchors:
+            # Zoph & Le Sec. 3.3: sigmoid(v^T tanh(W_prev h_j + W_curr h_i)).
+            self.w_prev = nn.Linear(H, H, bias=False)
+            self.w_curr = nn.Linear(H, H, bias=False)
+            self.v = nn.Linear(H, 1, bias=False)
+            self.skip_embedding = nn.Parameter(torch.empty(1, H))
+        for p in self.parameters():
+            nn.init.uniform_(p, -init_range, init_range)
+
+    # ------------------------------------------------------------------ #
+    def _shape_logits(self, logits: Tensor) -> Tensor:
+        """Temperature then tanh constant (Pham et al. 2018)."""
+        if self.temperature is not None:
+            logits = logits / self.temperature
+        if self.tanh_constant is not None:
+            logits = self.tanh_constant * torch.tanh(logits)
+        return logits
+
+    def _actions_to_tensors(self, actions: Sequence[ActionSeq]) -> List[Tensor]:
+        """Per-decision tensors: LongTensor [n] or FloatTensor [n, k_anchor]."""
+        if len(actions) == 0:
+            raise ValueError("actions must contain at least one sequence, got []")
+        D = len(self.decisions)
+        for a in actions:
+            if len(a) != D:
+                raise ValueError(f"each action sequence must have {D} entries, got {len(a)}: {a!r}")
+        out: List[Tensor] = []
+        n_anchor = 0
+        device = self.start.device
+        for i, d in enumerate(self.decisions):
+            col = [a[i] for a in actions]
+            if d.kind == CATEGORICAL:
+                t = torch.as_tensor(col, dtype=torch.long, device=device)
+                if t.dim() != 1 or bool((t < 0).any()) or bool((t >= d.num_choices).any()):
+                    raise ValueError(
+                        f"decision {d.name!r}: actions must be ints in [0, {d.num_choices}), got {col!r}"
+                    )
+            else:
+                if any(len(c) != n_anchor for c in col):
+                    raise ValueError(
+                        f"decision {d.name!r}: anchor actions must be 0/1 lists of length {n_anchor}, got {col!r}"
+                    )
+                t = torch.as_tensor(col, dtype=torch.float32, device=device).reshape(len(actions), n_anchor)
+                if bool(((t != 0) & (t != 1)).any()):
+                    raise ValueError(f"decision {d.name!r}: anchor actions must be 0/1, got {col!r}")
+                n_anchor += 1
+            out.append(t)
+        return out
+
+    def _tensors_to_actions(self, tensors: List[Tensor], n: int) -> List[ActionSeq]:
+        cols = [t.tolist() for t in tensors]
+        return [
+            [int(c[b]) if d.kind == CATEGORICAL else [int(x) for x in c[b]] for d, c in zip(self.decisions, cols)]
+            for b in range(n)
+        ]
+
+    def _rollout(
+        self,
+        n: int,
+        given: Optional[List[Tensor]] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[List[Tensor], Tensor, Tensor, List[Tensor]]:
+        """Run the controller for ``n`` sequences, sampling or teacher forcing.
+
+        Returns (per-decision action tensors, log_prob [n], entropy [n],
+        per-decision shaped logits: [n, num_choices] or [n, k_anchor]).
+        """
+        H = self.hidden_size
+        dev = self.start.device
+        h = [torch.zeros(n, H, device=dev) for _ in range(self.num_layers)]
+        c = [torch.zeros(n, H, device=dev) for _ in range(self.num_layers)]
+        x = self.start.expand(n, H)  # [n, H]
+        anchors: List[Tensor] = []  # each [n, H]
+        anchor_keys: List[Tensor] = []  # W_prev h_j, each [n, H]
+        log_prob = torch.zeros(n, device=dev)
+        entropy = torch.zeros(n, device=dev)
+        taken: List[Tensor] = []
+        all_logits: List[Tensor] = []
+        for i, d in enumerate(self.decisions):
+            for layer, cell in enumerate(self.cells):
+                h[layer], c[layer] = cell(x, (h[layer], c[layer]))
+                x = h[layer]
+            out = h[-1]  # [n, H]
+            if d.kind == CATEGORICAL:
+                k = self._cat_index[i]
+                logits = self._shape_logits(self.heads[k](out))  # [n, C]
+                logp_all = F.log_softmax(logits, dim=-1)  # [n, C]
+                if given is None:
+                    a = torch.multinomial(logp_all.detach().exp(), 1, generator=generator).squeeze(1)  # [n]
+                else:
+                    a = given[i]
+                log_prob = log_prob + logp_all.gather(1, a.unsqueeze(1)).squeeze(1)
+                entropy = entropy - (logp_all.exp() * logp_all).sum(-1)
+                x = self.embeddings[k](a)  # [n, H]
+            else:
+                m = len(anchors)
+                if m == 0:
+                    logits = out.new_zeros(n, 0)
+                    s = out.new_zeros(n, 0)
+                    x = self.skip_embedding.expand(n, H)
+                else:
+                    keys = torch.stack(anchor_keys, dim=1)  # [n, m, H]
+                    query = self.w_curr(out).unsqueeze(1)  # [n, 1, H]
+                    logits = self._shape_logits(self.v(torch.tanh(keys + query)).squeeze(-1))  # [n, m]
+                    if given is None:
+                        s = torch.bernoulli(torch.sigmoid(logits.detach()), generator=generator)  # [n, m]
+                    else:
+                        s = given[i]
+                    lp_on = F.logsigmoid(logits)
+                    lp_off = F.logsigmoid(-logits)
+                    log_prob = log_prob + (s * lp_on + (1 - s) * lp_off).sum(-1)
+                    p_on = torch.sigmoid(logits)
+                    entropy = entropy - (p_on * lp_on + (1 - p_on) * lp_off).sum(-1)
+                    prev = torch.stack(anchors, dim=1)  # [n, m, H]
+                    x = (self.skip_embedding + (s.unsqueeze(-1) * prev).sum(1)) / (1 + s.sum(1, keepdim=True))
+                a = s
+                anchors.append(out)
+                anchor_keys.append(self.w_prev(out))
+            taken.append(a)
+            all_logits.append(logits)
+        return taken, log_prob, entropy, all_logits
+
+    # ------------------------------------------------------------------ #
+    def sample(
+        self, n: int = 1, generator: Optional[torch.Generator] = None
+    ) -> Tuple[List[ActionSeq], Tensor, Tensor]:
+        """Sample ``n`` sequences.  Returns (actions, log_prob [n], entropy [n]).
+
+        ``log_prob`` and ``entropy`` keep the autograd graph.
+        """
+        n = _positive_int("n", n)
+        taken, log_prob, entropy, _ = self._rollout(n, None, generator)
+        return self._tensors_to_actions(taken, n), log_prob, entropy
+
+    def log_prob(self, actions: Sequence[ActionSeq]) -> Tuple[Tensor, Tensor]:
+        """Teacher-forced re-evaluation: (log_prob [n], entropy [n]), differentiable."""
+        given = self._actions_to_tensors(actions)
+        _, log_prob, entropy, _ = self._rollout(len(actions), given)
+        return log_prob, entropy
+
+    def step_logits(self, actions: Sequence[ActionSeq]) -> List[Tensor]:
+        """Per-decision logits (after temperature / tanh) under teacher forcing.
+
+        Categorical: [n, num_choices] softmax logits; anchor: [n, k] sigmoid logits.
+        """
+        given = self._actions_to_tensors(actions)
+        return self._rollout(len(actions), given)[3]
+
+    def forward(self, actions: Sequence[ActionSeq]) -> Tuple[Tensor, Tensor]:
+        return self.log_prob(actions)
+
+
+# --------------------------------------------------------------------------- #
+# Losses
+# --------------------------------------------------------------------------- #
+def reinforce_loss(
+    log_prob: Tensor, rewards: Tensor, baseline: Union[float, Tensor], entropy: Optional[Tensor] = None,
+    entropy_weight: float = 0.0,
+) -> Tensor:
+    """REINFORCE surrogate (Williams 1992; Zoph & Le Sec. 3.2).
+
+    ``mean_k[-(R_k - b) * log p(a_k)] - entropy_weight * mean_k[H_k]``; its
+    negated gradient is the unbiased estimate
+    ``1/m sum_k (R_k - b) grad log p(a_k)`` of ``grad E[R]``.
+    log_prob, rewards, entropy: [m].
+    """
+    adv = (rewards - baseline).detach()  # [m]
+    loss = -(adv * log_prob).mean()
+    if entropy is not None and entropy_weight:
+        loss = loss - entropy_weight * entropy.mean()
+    return loss
+
+
+def ppo_loss(
+    log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip_epsilon: float = 0.2,
+    entropy: Optional[Tensor] = None, entropy_weight: float = 0.0,
+) -> Tuple[Tensor, Tensor]:
+    """Clipped surrogate (Schulman et al. 2017, Eq. 7), negated for minimisation.
+
+    Returns (loss, ratio [m]) with ratio = exp(logp_new - logp_old).
+    """
+    ratio = torch.exp(log_prob - old_log_prob.detach())  # [m]
+    adv = advantages.detach()
+    surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * adv)
+    loss = -surr.mean()
+    if entropy is not None and entropy_weight:
+        loss = loss - entropy_weight * entropy.mean()
+    return loss, ratio
+
+
+# --------------------------------------------------------------------------- #
+# Trainers
+# --------------------------------------------------------------------------- #
+class _BaselineTrainer:
+    """Shared: Adam optimiser and EMA reward baseline (Zoph & Le Sec. 3.2)."""
+
+    def __init__(
+        self, controller: Controller, lr: float, baseline_decay: float, entropy_weight: float
+    ) -> None:
+        if not isinstance(controller, Controller):
+            raise ValueError(f"controller must be a Controller, got {type(controller).__name__}")
+        if _positive_or_none("lr", lr) is None:
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if isinstance(baseline_decay, bool) or not isinstance(baseline_decay, (int, float)) or not 0 <= baseline_decay < 1:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay!r}")
+        if isinstance(entropy_weight, bool) or not isinstance(entropy_weight, (int, float)) or not entropy_weight >= 0 or not math.isfinite(entropy_weight):
+            raise ValueError(f"entropy_weight must be a finite number >= 0, got {entropy_weight!r}")
+        self.controller = controller
+        self.lr = float(lr)
+        self.baseline_decay = float(baseline_decay)
+        self.entropy_weight = float(entropy_weight)
+        self.optimizer = torch.optim.Adam(controller.parameters(), lr=self.lr)
+        self.baseline: Optional[float] = None  # None until the first update
+        self.num_updates = 0
+
+    def _rewards(self, actions: Sequence[ActionSeq], rewards: Union[Sequence[float], Tensor]) -> Tensor:
+        r = torch.as_tensor(rewards, dtype=torch.float32, device=self.controller.start.device).reshape(-1)  # [m]
+        if r.numel() == 0 or r.numel() != len(actions):
+            raise ValueError(
+                f"need one reward per action sequence and at least one: got {r.numel()} rewards "
+                f"for {len(actions)} sequences"
+            )
+        if not bool(torch.isfinite(r).all()):
+            raise ValueError(f"rewards must be finite, got {r.tolist()!r}")
+        return r
+
+    def _advantage_baseline(self, r: Tensor) -> float:
+        """Baseline used for this batch: the EMA so far, or (ours) the batch mean at the first update."""
+        return float(r.mean()) if self.baseline is None else self.baseline
+
+    def _update_baseline(self, r: Tensor) -> None:
+        """b <- decay * b + (1 - decay) * mean(R) (Zoph & Le Sec. 3.2)."""
+        mean_r = float(r.mean())
+        if self.baseline is None:
+            self.baseline = mean_r
+        else:
+            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean_r
+        self.num_updates += 1
+
+    def state_dict(self) -> Dict[str, Any]:
+        # Deep copy: optimiser state tensors would otherwise be shared (and
+        # mutated in place) by the live trainer and whoever loads this dict.
+        return copy.deepcopy({
+            "controller": self.controller.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "baseline": self.baseline,
+            "num_updates": self.num_updates,
+        })
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]
+        self.num_updates = int(state.get("num_updates", 0))
+
+
+class ReinforceTrainer(_BaselineTrainer):
+    """REINFORCE with EMA baseline (Williams 1992; Zoph & Le 2017 Sec. 3.2).
+
+    One :meth:`step` is one controller update from ``m`` sampled architectures
+    (the mean over them, Sec. 3.2).  ``lr`` default 6e-4 is Zoph & Le Sec. 4.1;
+    ``baseline_decay=0.95`` and ``entropy_weight=0.0`` are ours (the paper gives
+    no values).  The first update uses the batch-mean reward as baseline (ours).
+    """
+
+    def __init__(
+        self, controller: Controller, lr: float = 6e-4, baseline_decay: float = 0.95,
+        entropy_weight: float = 0.0,
+    ) -> None:
+        super().__init__(controller, lr, baseline_decay, entropy_weight)
+
+    def step(self, actions: Sequence[ActionSeq], rewards: Union[Sequence[float], Tensor]) -> Dict[str, float]:
+        r = self._rewards(actions, rewards)  # [m]
+        b = self._advantage_baseline(r)
+        log_prob, entropy = self.controller.log_prob(actions)  # [m], [m]
+        loss = reinforce_loss(log_prob, r, b, entropy, self.entropy_weight)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self._update_baseline(r)
+        return {
+            "loss": float(loss.detach()),
+            "reward_mean": float(r.mean()),
+            "advantage_mean": float((r - b).mean()),
+            "baseline": float(self.baseline),  # type: ignore[arg-type]
+            "entropy": float(entropy.detach().mean()),
+            "log_prob": float(log_prob.detach().mean()),
+        }
+
+
+class PPOTrainer(_BaselineTrainer):
+    """PPO with clipped surrogate (Schulman et al. 2017), as used for the
+    controller of Zoph et al. (CVPR 2018).
+
+    Advantage ``A = R - b`` with the EMA baseline ``b`` (as in Zoph & Le
+    Sec. 3.2); ``clip_epsilon=0.2`` (Schulman et al. 2017).  ``epochs=4``
+    passes over each batch, ``lr=3.5e-4``, ``baseline_decay=0.95`` and
+    ``entropy_weight=0.0`` are our defaults.
+    """
+
+    def __init__(
+        self, controller: Controller, lr: float = 3.5e-4, clip_epsilon: float = 0.2, epochs: int = 4,
+        baseline_decay: float = 0.95, entropy_weight: float = 0.0,
+    ) -> None:
+        super().__init__(controller, lr, baseline_decay, entropy_weight)
+        if isinstance(clip_epsilon, bool) or not isinstance(clip_epsilon, (int, float)) or not 0 < clip_epsilon < 1:
+            raise ValueError(f"clip_epsilon must be in (0, 1), got {clip_epsilon!r}")
+        self.clip_epsilon = float(clip_epsilon)
+        self.epochs = _positive_int("epochs", epochs)
+
+    def step(self, actions: Sequence[ActionSeq], rewards: Union[Sequence[float], Tensor]) -> Dict[str, float]:
+        r = self._rewards(actions, rewards)  # [m]
+        b = self._advantage_baseline(r)
+        adv = r - b  # [m]
+        with torch.no_grad():
+            old_log_prob, _ = self.controller.log_prob(actions)  # [m]
+        loss = torch.zeros(())
+        clip_frac = 0.0
+        entropy = torch.zeros(())
+        for _ in range(self.epochs):
+            log_prob, entropy = self.controller.log_prob(actions)
+            loss, ratio = ppo_loss(log_prob, old_log_prob, adv, self.clip_epsilon, entropy, self.entropy_weight)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            clip_frac = float(((ratio.detach() - 1).abs() > self.clip_epsilon).float().mean())
+        self._update_baseline(r)
+        return {
+            "loss": float(loss.detach()),
+            "reward_mean": float(r.mean()),
+            "advantage_mean": float(adv.mean()),
+            "baseline": float(self.baseline),  # type: ignore[arg-type]
+            "entropy": float(entropy.detach().mean()),
+            "clip_fraction": clip_frac,
+        }
