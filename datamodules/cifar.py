@@ -18,13 +18,11 @@ Cutout (DeVries & Taylor, 2017) with length 16.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
 import tarfile
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +32,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .download import fetch_verified
 from .sampling import EpochSeededSampler
 from .transforms import Compose, Cutout, Normalize, RandomCrop, RandomHorizontalFlip
 
@@ -168,14 +167,6 @@ def read_cifar(root: str | os.PathLike, train: bool, num_classes: int = 10) -> t
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
-def _md5(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _safe_extract(archive: Path, dest: Path) -> None:
     """Extract a .tar.gz, refusing links, devices and paths that leave ``dest``."""
     dest_resolved = dest.resolve()
@@ -224,19 +215,7 @@ def download_cifar(
         raise ValueError(f"cannot derive an archive file name from url {url!r}")
     root.mkdir(parents=True, exist_ok=True)
     archive = root / filename
-    if not (archive.is_file() and _md5(archive) == md5):
-        partial = archive.with_name(archive.name + ".part")
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as f:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                f.write(block)
-        actual = _md5(partial)
-        if actual != md5:
-            partial.unlink()
-            raise RuntimeError(
-                f"MD5 mismatch for {url}: expected {md5}, got {actual}. The download was deleted; "
-                "check the url/md5 arguments or retry."
-            )
-        os.replace(partial, archive)
+    fetch_verified(url, archive, md5)
     _safe_extract(archive, root)
     missing = [str(p) for p in expected if not p.is_file()]
     if missing:

@@ -33,7 +33,6 @@ import os
 import random
 import re
 import urllib.parse
-import urllib.request
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cifar import _md5
+from .download import fetch_verified
 from .episodic import EpisodicDataModule, TaskData, _check_int
 
 __all__ = [
@@ -240,20 +239,7 @@ def download_omniglot(
             raise ValueError(f"cannot derive an archive file name from url {url!r}")
         expected = None if md5 is None else md5[subset].lower()
         archive = root / f"{subset}.zip"
-        if not (archive.is_file() and (expected is None or _md5(archive) == expected)):
-            partial = archive.with_name(archive.name + ".part")
-            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as f:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    f.write(block)
-            if expected is not None:
-                actual = _md5(partial)
-                if actual != expected:
-                    partial.unlink()
-                    raise RuntimeError(
-                        f"MD5 mismatch for {url}: expected {expected}, got {actual}. The download was deleted; "
-                        "check the base_url/md5 arguments or retry."
-                    )
-            os.replace(partial, archive)
+        fetch_verified(url, archive, expected, hint="check the base_url/md5 arguments or retry")
         _safe_extract_zip(archive, root)
         if not (root / subset).is_dir():
             raise FileNotFoundError(f"archive {archive} did not contain the folder {subset}/")
