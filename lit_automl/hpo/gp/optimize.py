@@ -128,15 +128,8 @@ def _local_lbfgsb(acq: AcquisitionFn, space: SearchSpace, candidates: Tensor, va
     unique_values = torch.full((unique.shape[0],), -torch.inf, dtype=DTYPE).scatter_reduce(0, inverse, values, "amax")
     order = torch.argsort(unique_values, descending=True)[:n_starts]
     x, vals = unique[order], unique_values[order]
-    for _ in range(max_rounds):
-        if space.continuous:
-            x, vals = _lbfgsb_continuous(acq, x, vals, space, max_iter)
-        if not space.discrete and not space.categorical:
-            break
-        x, vals, changed = _discrete_pass(acq, x, vals, space, max_enumerate)
-        if not changed:
-            break
-    return x, vals
+    continuous = (lambda x, v: _lbfgsb_continuous(acq, x, v, space, max_iter)) if space.continuous else None
+    return _alternate(acq, x, vals, space, max_rounds, max_enumerate, continuous)
 
 
 def _local_direct(acq: AcquisitionFn, space: SearchSpace, candidates: Tensor, values: Tensor, n_starts: int,
@@ -152,8 +145,15 @@ def _local_direct(acq: AcquisitionFn, space: SearchSpace, candidates: Tensor, va
 
         result = scipy.optimize.direct(objective, [(0.0, 1.0)] * len(cols), maxfun=direct_maxfun)
         base = space.project(base.index_copy(0, cols_t, torch.as_tensor(result.x, dtype=DTYPE))[None])[0]
-    x, vals = base[None], _evaluate(acq, base[None])
+    return _alternate(acq, base[None], _evaluate(acq, base[None]), space, max_rounds, max_enumerate, None)
+
+
+def _alternate(acq: AcquisitionFn, x: Tensor, vals: Tensor, space: SearchSpace, max_rounds: int, max_enumerate: int,
+               continuous: Optional[Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]]) -> Tuple[Tensor, Tensor]:
+    """Alternate a continuous refinement (if any) with discrete / categorical passes until nothing changes."""
     for _ in range(max_rounds):
+        if continuous is not None:
+            x, vals = continuous(x, vals)
         if not space.discrete and not space.categorical:
             break
         x, vals, changed = _discrete_pass(acq, x, vals, space, max_enumerate)
