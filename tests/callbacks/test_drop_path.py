@@ -6,10 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_automl.callbacks import ScheduledDropPath
+from tests.trainers import quiet_trainer
 
 
 def loader() -> DataLoader:
@@ -49,18 +49,7 @@ class NoDropPath(pl.LightningModule):
 
 
 def make_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=3,
-        limit_train_batches=2,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    return quiet_trainer(tmp_path, **{"max_epochs": 3, **kwargs})
 
 
 def per_epoch(seen: list[tuple[int, float]]) -> dict[int, float]:

@@ -17,6 +17,7 @@ import lit_automl.callbacks.genotype_logger as genotype_logger_module
 from lit_automl.callbacks import GenotypeLogger
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
+from tests.trainers import quiet_trainer
 
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
 STEPS = 2
@@ -137,18 +138,7 @@ class TextLogger(Logger):
 
 
 def make_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=3,
-        limit_train_batches=2,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    return quiet_trainer(tmp_path, **{"max_epochs": 3, **kwargs})
 
 
 def expected_entropy(epoch: int) -> float:

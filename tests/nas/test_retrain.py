@@ -9,13 +9,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_automl.callbacks import GenotypeLogger, ScheduledDropPath
 from lit_automl.nas.retrain import Retrain
 from lit_automl.spaces.genotype import PUBLISHED_GENOTYPES, Genotype
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, count_parameters
+from tests.trainers import quiet_trainer
 
 TINY = dict(C=4, layers=3, num_classes=3, in_channels=1, auxiliary=False)
 
@@ -28,19 +28,7 @@ def loader(n: int = 16, size: int = 8, channels: int = 1, classes: int = 3, seed
 
 
 def make_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=2,
-        limit_train_batches=2,
-        limit_val_batches=1,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    return quiet_trainer(tmp_path, **{"max_epochs": 2, "limit_val_batches": 1, **kwargs})
 
 
 # --------------------------------------------------------------------------- construction
