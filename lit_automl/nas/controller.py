@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lit_automl.spaces.decisions import ANCHOR, CATEGORICAL, Action, ActionSeq, Decision
+from lit_automl.spaces.decisions import validate_decisions as _validate_decisions
 
 __all__ = [
     "Decision",
@@ -50,77 +52,6 @@ __all__ = [
     "reinforce_loss",
     "ppo_loss",
 ]
-
-CATEGORICAL = "categorical"
-ANCHOR = "anchor"
-_KINDS = (CATEGORICAL, ANCHOR)
-
-Action = Union[int, List[int]]
-ActionSeq = List[Action]
-
-
-# --------------------------------------------------------------------------- #
-# Decision specs
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class Decision:
-    """One step of the controller's output sequence.
-
-    ``kind="categorical"``: a softmax over ``num_choices`` tokens with its own
-    head and embedding (Zoph & Le Sec. 3.1, e.g. filter height, stride).
-
-    ``kind="anchor"``: a skip-connection anchor point (Zoph & Le Sec. 3.3).
-    For the ``i``-th anchor decision and each earlier anchor ``j < i`` an
-    independent Bernoulli with
-    ``P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))`` is sampled.
-    ``num_choices`` is meaningless for anchors and must be left ``None``.
-    """
-
-    name: str
-    kind: str = CATEGORICAL
-    num_choices: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Decision name must be a non-empty string, got {self.name!r}")
-        if self.kind not in _KINDS:
-            raise ValueError(
-                f"Decision {self.name!r}: unknown kind {self.kind!r}; allowed kinds are {list(_KINDS)}"
-            )
-        if self.kind == CATEGORICAL:
-            n = self.num_choices
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(
-                    f"Decision {self.name!r}: num_choices must be an int >= 1, got {n!r}"
-                )
-        elif self.num_choices is not None:
-            raise ValueError(
-                f"Decision {self.name!r}: anchor decisions take no num_choices "
-                f"(allowed: None), got {self.num_choices!r}"
-            )
-
-    @classmethod
-    def categorical(cls, name: str, num_choices: int) -> "Decision":
-        return cls(name=name, kind=CATEGORICAL, num_choices=num_choices)
-
-    @classmethod
-    def anchor(cls, name: str) -> "Decision":
-        return cls(name=name, kind=ANCHOR, num_choices=None)
-
-
-def _validate_decisions(decisions: Sequence[Decision]) -> List[Decision]:
-    decisions = list(decisions)
-    if not decisions:
-        raise ValueError(f"decisions must be a non-empty list of Decision, got {decisions!r}")
-    seen = set()
-    for d in decisions:
-        if not isinstance(d, Decision):
-            raise ValueError(f"decisions must contain Decision objects, got {d!r}")
-        if d.name in seen:
-            raise ValueError(f"duplicate decision name {d.name!r}")
-        seen.add(d.name)
-    return decisions
-
 
 def _positive_or_none(name: str, value: Optional[float]) -> Optional[float]:
     if value is None:
@@ -211,14 +142,19 @@ class Controller(nn.Module):
         """Per-decision tensors: LongTensor [n] or FloatTensor [n, k_anchor]."""
         if len(actions) == 0:
             raise ValueError("actions must contain at least one sequence, got []")
-        D = len(self.decisions)
+        D = len(actions[0])
+        if not 1 <= D <= len(self.decisions):
+            raise ValueError(
+                f"an action sequence must have 1..{len(self.decisions)} entries (a prefix of the decisions), "
+                f"got {D}: {actions[0]!r}"
+            )
         for a in actions:
             if len(a) != D:
-                raise ValueError(f"each action sequence must have {D} entries, got {len(a)}: {a!r}")
+                raise ValueError(f"all action sequences must have the same length {D}, got {len(a)}: {a!r}")
         out: List[Tensor] = []
         n_anchor = 0
         device = self.start.device
-        for i, d in enumerate(self.decisions):
+        for i, d in enumerate(self.decisions[:D]):
             col = [a[i] for a in actions]
             if d.kind == CATEGORICAL:
                 t = torch.as_tensor(col, dtype=torch.long, device=device)
@@ -240,8 +176,9 @@ class Controller(nn.Module):
 
     def _tensors_to_actions(self, tensors: List[Tensor], n: int) -> List[ActionSeq]:
         cols = [t.tolist() for t in tensors]
+        decisions = self.decisions[: len(cols)]
         return [
-            [int(c[b]) if d.kind == CATEGORICAL else [int(x) for x in c[b]] for d, c in zip(self.decisions, cols)]
+            [int(c[b]) if d.kind == CATEGORICAL else [int(x) for x in c[b]] for d, c in zip(decisions, cols)]
             for b in range(n)
         ]
 
@@ -250,8 +187,9 @@ class Controller(nn.Module):
         n: int,
         given: Optional[List[Tensor]] = None,
         generator: Optional[torch.Generator] = None,
+        length: Optional[int] = None,
     ) -> Tuple[List[Tensor], Tensor, Tensor, List[Tensor]]:
-        """Run the controller for ``n`` sequences, sampling or teacher forcing.
+        """Run the controller for ``n`` sequences over the first ``length`` decisions, sampling or teacher forcing.
 
         Returns (per-decision action tensors, log_prob [n], entropy [n],
         per-decision shaped logits: [n, num_choices] or [n, k_anchor]).
@@ -267,7 +205,8 @@ class Controller(nn.Module):
         entropy = torch.zeros(n, device=dev)
         taken: List[Tensor] = []
         all_logits: List[Tensor] = []
-        for i, d in enumerate(self.decisions):
+        length = len(given) if given is not None else (len(self.decisions) if length is None else length)
+        for i, d in enumerate(self.decisions[:length]):
             for layer, cell in enumerate(self.cells):
                 h[layer], c[layer] = cell(x, (h[layer], c[layer]))
                 x = h[layer]
@@ -313,18 +252,25 @@ class Controller(nn.Module):
 
     # ------------------------------------------------------------------ #
     def sample(
-        self, n: int = 1, generator: Optional[torch.Generator] = None
+        self, n: int = 1, generator: Optional[torch.Generator] = None, length: Optional[int] = None
     ) -> Tuple[List[ActionSeq], Tensor, Tensor]:
         """Sample ``n`` sequences.  Returns (actions, log_prob [n], entropy [n]).
 
+        ``length`` samples only the first ``length`` decisions (a growing search space, e.g.
+        NAS-RL's schedule of increasing depth, Zoph & Le Sec. 4.1); ``None`` samples all.
         ``log_prob`` and ``entropy`` keep the autograd graph.
         """
         n = _positive_int("n", n)
-        taken, log_prob, entropy, _ = self._rollout(n, None, generator)
+        if length is not None and (_positive_int("length", length) > len(self.decisions)):
+            raise ValueError(f"length must be in 1..{len(self.decisions)} (the declared decisions), got {length!r}")
+        taken, log_prob, entropy, _ = self._rollout(n, None, generator, length)
         return self._tensors_to_actions(taken, n), log_prob, entropy
 
     def log_prob(self, actions: Sequence[ActionSeq]) -> Tuple[Tensor, Tensor]:
-        """Teacher-forced re-evaluation: (log_prob [n], entropy [n]), differentiable."""
+        """Teacher-forced re-evaluation: (log_prob [n], entropy [n]), differentiable.
+
+        The sequences may be a prefix of the declared decisions (all of the same length).
+        """
         given = self._actions_to_tensors(actions)
         _, log_prob, entropy, _ = self._rollout(len(actions), given)
         return log_prob, entropy

@@ -241,3 +241,26 @@ def test_state_dict_round_trip_keeps_baseline(trainer_cls):
     assert s1["loss"] == pytest.approx(s2["loss"], abs=1e-6)
     for k, v in t1.controller.state_dict().items():
         torch.testing.assert_close(t2.controller.state_dict()[k], v)
+
+
+def test_prefix_sampling_and_log_prob_match_the_full_rollout_prefix():
+    """A growing space samples the first `length` decisions; log_prob of that prefix is its own sum."""
+    from lit_automl.nas.controller import Controller, Decision
+
+    torch.manual_seed(0)
+    decisions = [Decision.categorical("a", 3), Decision.anchor("s0"), Decision.categorical("b", 4), Decision.anchor("s1")]
+    ctrl = Controller(decisions, hidden_size=8, num_layers=1)
+    actions, lp, _ = ctrl.sample(5, length=3)
+    assert all(len(a) == 3 for a in actions)
+    lp2, _ = ctrl.log_prob(actions)
+    assert torch.allclose(lp, lp2)
+    # the prefix log-prob equals the per-step terms of the full sequence's first three decisions
+    full = [a + [[1]] for a in actions]
+    logits = ctrl.step_logits(full)
+    manual = sum(torch.log_softmax(logits[i], -1).gather(1, torch.tensor([[a[i]] for a in actions])).squeeze(1)
+                 for i in (0, 2))
+    assert torch.allclose(lp2, manual, atol=1e-6)
+    with pytest.raises(ValueError, match="length must be in 1..4"):
+        ctrl.sample(1, length=5)
+    with pytest.raises(ValueError, match="same length"):
+        ctrl.log_prob([actions[0], actions[1][:2]])

@@ -1,0 +1,106 @@
+"""Decisions: the token sequence a search space asks a policy to emit.
+
+A search space that is searched by a sequential policy (the RL controller of Zoph & Le, ICLR 2017,
+Sec. 3.1 / 3.3; NASNet, ENAS) declares its architecture as an ordered list of :class:`Decision`:
+categorical choices (filter size, operation, input) and skip-connection anchor points. The space
+decodes a list of actions into an architecture; the policy (``lit_automl.nas.controller``) only
+sees the declarations. Pure Python, no torch.
+
+Action format: one entry per decision, in declaration order -- an ``int`` in
+``[0, num_choices)`` for a categorical decision, a list of 0/1 ints (one per earlier anchor
+decision) for an anchor decision; the first anchor decision therefore contributes ``[]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+__all__ = ["ANCHOR", "CATEGORICAL", "Action", "ActionSeq", "Decision", "validate_actions", "validate_decisions"]
+
+CATEGORICAL = "categorical"
+ANCHOR = "anchor"
+_KINDS = (CATEGORICAL, ANCHOR)
+
+Action = Union[int, List[int]]
+ActionSeq = List[Action]
+
+
+# --------------------------------------------------------------------------- #
+# Decision specs
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Decision:
+    """One step of the controller's output sequence.
+
+    ``kind="categorical"``: a softmax over ``num_choices`` tokens with its own
+    head and embedding (Zoph & Le Sec. 3.1, e.g. filter height, stride).
+
+    ``kind="anchor"``: a skip-connection anchor point (Zoph & Le Sec. 3.3).
+    For the ``i``-th anchor decision and each earlier anchor ``j < i`` an
+    independent Bernoulli with
+    ``P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))`` is sampled.
+    ``num_choices`` is meaningless for anchors and must be left ``None``.
+    """
+
+    name: str
+    kind: str = CATEGORICAL
+    num_choices: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Decision name must be a non-empty string, got {self.name!r}")
+        if self.kind not in _KINDS:
+            raise ValueError(
+                f"Decision {self.name!r}: unknown kind {self.kind!r}; allowed kinds are {list(_KINDS)}"
+            )
+        if self.kind == CATEGORICAL:
+            n = self.num_choices
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(
+                    f"Decision {self.name!r}: num_choices must be an int >= 1, got {n!r}"
+                )
+        elif self.num_choices is not None:
+            raise ValueError(
+                f"Decision {self.name!r}: anchor decisions take no num_choices "
+                f"(allowed: None), got {self.num_choices!r}"
+            )
+
+    @classmethod
+    def categorical(cls, name: str, num_choices: int) -> "Decision":
+        return cls(name=name, kind=CATEGORICAL, num_choices=num_choices)
+
+    @classmethod
+    def anchor(cls, name: str) -> "Decision":
+        return cls(name=name, kind=ANCHOR, num_choices=None)
+
+
+def validate_decisions(decisions: Sequence[Decision]) -> List[Decision]:
+    decisions = list(decisions)
+    if not decisions:
+        raise ValueError(f"decisions must be a non-empty list of Decision, got {decisions!r}")
+    seen = set()
+    for d in decisions:
+        if not isinstance(d, Decision):
+            raise ValueError(f"decisions must contain Decision objects, got {d!r}")
+        if d.name in seen:
+            raise ValueError(f"duplicate decision name {d.name!r}")
+        seen.add(d.name)
+    return decisions
+
+
+def validate_actions(decisions: Sequence[Decision], actions: Sequence[Action]) -> List[Action]:
+    """Check one action sequence against ``decisions`` (a prefix of them when shorter); errors name the bad entry."""
+    actions = list(actions)
+    if len(actions) > len(decisions):
+        raise ValueError(f"got {len(actions)} actions for {len(decisions)} decisions: {actions!r}")
+    n_anchor = 0
+    for d, a in zip(decisions, actions):
+        if d.kind == CATEGORICAL:
+            if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < int(d.num_choices):
+                raise ValueError(f"decision {d.name!r}: action must be an int in [0, {d.num_choices}), got {a!r}")
+        else:
+            if not isinstance(a, (list, tuple)) or len(a) != n_anchor or any(b not in (0, 1) or isinstance(b, bool) for b in a):
+                raise ValueError(f"decision {d.name!r}: action must be a list of {n_anchor} 0/1 ints, got {a!r}")
+            n_anchor += 1
+    return actions
