@@ -14,9 +14,9 @@ decision) for an anchor decision; the first anchor decision therefore contribute
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Union, runtime_checkable
 
-__all__ = ["ANCHOR", "CATEGORICAL", "Action", "ActionSeq", "Decision", "validate_actions", "validate_decisions"]
+__all__ = ["ANCHOR", "CATEGORICAL", "Action", "ActionSeq", "Decision", "SequentialSpace", "validate_actions", "validate_decisions"]
 
 CATEGORICAL = "categorical"
 ANCHOR = "anchor"
@@ -104,3 +104,28 @@ def validate_actions(decisions: Sequence[Decision], actions: Sequence[Action]) -
                 raise ValueError(f"decision {d.name!r}: action must be a list of {n_anchor} 0/1 ints, got {a!r}")
             n_anchor += 1
     return actions
+
+
+@runtime_checkable
+class SequentialSpace(Protocol):
+    """A search space a sequential policy can search (NAS-RL's chain, NASNet cells, ENAS, ...).
+
+    ``decisions()`` declares the token sequence; ``decode`` turns one action sequence into the
+    space's architecture object and ``encode`` inverts it; ``to_json`` / ``from_json`` give the
+    plain-JSON record stored with every evaluated child (an Optuna trial's user attribute);
+    ``build`` makes the child network, whose ``forward(x)`` returns class logits, or
+    ``(logits, aux_logits)`` when it has an auxiliary head (``aux_logits`` None outside training).
+    A network with a writable ``drop_path_prob`` attribute is driven by ScheduledDropPath.
+    """
+
+    def decisions(self) -> List[Decision]: ...
+
+    def decode(self, actions: Sequence[Action]) -> Any: ...
+
+    def encode(self, architecture: Any) -> List[Action]: ...
+
+    def to_json(self, architecture: Any) -> Dict[str, Any]: ...
+
+    def from_json(self, data: Dict[str, Any]) -> Any: ...
+
+    def build(self, architecture: Any, in_channels: int, num_classes: int, image_size: int) -> Any: ...
