@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_automl.distributed import all_reduce_mean
 from lit_automl.spaces.decisions import ANCHOR, CATEGORICAL, Action, ActionSeq, Decision
 from lit_automl.spaces.decisions import validate_decisions as _validate_decisions
 
@@ -374,6 +375,19 @@ class _BaselineTrainer:
             self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean_r
         self.num_updates += 1
 
+    def _apply(self, loss: Tensor) -> None:
+        """One optimiser step on ``loss``; gradients averaged over DDP ranks.
+
+        ``torch.autograd.grad`` (not ``backward``) so no DDP reducer hook fires: the controller
+        lives outside any DDP forward, and the explicit all-reduce keeps ranks identical.
+        """
+        params = [p for p in self.controller.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = all_reduce_mean([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.optimizer.step()
+
     def state_dict(self) -> Dict[str, Any]:
         # Deep copy: optimiser state tensors would otherwise be shared (and
         # mutated in place) by the live trainer and whoever loads this dict.
@@ -411,9 +425,7 @@ class ReinforceTrainer(_BaselineTrainer):
         b = self._advantage_baseline(r)
         log_prob, entropy = self.controller.log_prob(actions)  # [m], [m]
         loss = reinforce_loss(log_prob, r, b, entropy, self.entropy_weight)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self._apply(loss)
         self._update_baseline(r)
         return {
             "loss": float(loss.detach()),
@@ -457,9 +469,7 @@ class PPOTrainer(_BaselineTrainer):
         for _ in range(self.epochs):
             log_prob, entropy = self.controller.log_prob(actions)
             loss, ratio = ppo_loss(log_prob, old_log_prob, adv, self.clip_epsilon, entropy, self.entropy_weight)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
+            self._apply(loss)
             clip_frac = float(((ratio.detach() - 1).abs() > self.clip_epsilon).float().mean())
         self._update_baseline(r)
         return {

@@ -25,3 +25,14 @@ __all__ = [
     "DARTS_OPS", "OP_SETS", "OPS", "get_op", "get_op_set", "register_op",
     "plot_genotype",
 ]
+from lit_automl.spaces.chain import ChainArchitecture, ChainLayer, ChainNetwork, ChainSpace  # noqa: E402
+__all__ += ["ChainArchitecture", "ChainLayer", "ChainNetwork", "ChainSpace"]
+from lit_automl.spaces.drop_path import sample_keep_mask  # noqa: E402
+from lit_automl.spaces.fractalnet import FractalBlock, FractalNet  # noqa: E402
+__all__ += ["sample_keep_mask", "FractalBlock", "FractalNet"]
+
+from lit_automl.spaces.genotype import COMBINE_METHODS  # noqa: E402
+from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states  # noqa: E402
+from lit_automl.spaces.ops import NASNET_OPS  # noqa: E402
+
+__all__ += ["COMBINE_METHODS", "NASNetCell", "NASNetCellSpace", "NASNetCIFAR", "unused_states", "NASNET_OPS"]

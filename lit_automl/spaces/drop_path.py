@@ -2,9 +2,15 @@
 
 Used on every non-identity path of evaluation cells (Zoph et al., "Learning Transferable
 Architectures", CVPR 2018, Sec. 4 ScheduledDropPath; DARTS retraining, Liu et al. 2019, Sec. 3.2).
+
+:func:`sample_keep_mask` is the other form of drop path: choose which of several parallel paths
+survive, keeping at least one (FractalNet's local drop-path, Larsson et al., ICLR 2017, Sec. 3.1;
+one-shot path dropout, Bender et al., ICML 2018, Sec. 3).
 """
 
 from __future__ import annotations
+
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -38,3 +44,47 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+def sample_keep_mask(
+    num_paths: int,
+    drop_prob: float,
+    batch_shape: Sequence[int] = (),
+    min_keep: int = 1,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[str, torch.device]] = None,
+) -> torch.Tensor:
+    """Which of ``num_paths`` parallel paths survive: a bool mask of shape ``(*batch_shape, num_paths)``.
+
+    Each path is dropped independently with probability ``drop_prob``. A mask row with fewer than
+    ``min_keep`` survivors then has ``min_keep - survivors`` of its dropped paths revived, chosen
+    uniformly at random without replacement; with ``min_keep=1`` this is FractalNet's rule "a join
+    drops each input with fixed probability, but we make sure at least one survives" (Larsson et
+    al., ICLR 2017, Sec. 3.1): when all are dropped, one uniformly random path comes back. The same
+    rule serves one-shot path dropout (Bender et al., ICML 2018, Sec. 3: rate r**(1/k) over k
+    incoming paths, at least one kept). Each path is therefore kept with probability
+    ``E[max(S, min_keep)] / num_paths``, S ~ Binomial(num_paths, 1 - drop_prob).
+
+    ``batch_shape=()`` gives one mask for a whole mini-batch (FractalNet's implementation samples
+    per mini-batch); ``batch_shape=(N,)`` one per sample. Random numbers come from ``generator``
+    (or torch's global generator), on ``device`` (default CPU).
+    """
+    if not isinstance(num_paths, int) or isinstance(num_paths, bool) or num_paths <= 0:
+        raise ValueError(f"num_paths must be a positive int, got {num_paths!r}")
+    if not 0.0 <= drop_prob < 1.0:
+        raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob!r}")
+    if not isinstance(min_keep, int) or isinstance(min_keep, bool) or not 0 <= min_keep <= num_paths:
+        raise ValueError(f"min_keep must be an int in [0, num_paths={num_paths}], got {min_keep!r}")
+    batch_shape = tuple(batch_shape)
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in batch_shape):
+        raise ValueError(f"batch_shape must be a sequence of non-negative ints, got {batch_shape!r}")
+    shape = batch_shape + (num_paths,)
+    dropped = torch.rand(shape, generator=generator, device=device) < drop_prob
+    if min_keep == 0:
+        return ~dropped
+    deficit = (min_keep - (~dropped).sum(-1, keepdim=True)).clamp_(min=0)
+    # Rank the dropped paths of each row in a uniformly random order (kept paths rank after them);
+    # reviving the first `deficit` of them picks a uniform random subset of the dropped paths.
+    priority = torch.rand(shape, generator=generator, device=device).masked_fill_(~dropped, 2.0)
+    rank = priority.argsort(-1).argsort(-1)
+    return ~dropped | (rank < deficit)

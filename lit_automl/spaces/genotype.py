@@ -9,8 +9,15 @@ methods (P-DARTS, PC-DARTS, GDAS, SNAS, ...) reuse:
 * index 0 is the cell input ``c_{k-2}``, index 1 is ``c_{k-1}``;
 * intermediate node ``i`` (0-based) has index ``i + 2``, and each of its edges
   ``(op_name, input_index)`` may read any index ``< i + 2``;
-* ``*_concat`` lists the intermediate node indices whose outputs are
-  concatenated into the cell output ``c_k``.
+* ``*_concat`` lists the node indices whose outputs are concatenated into the
+  cell output ``c_k``: intermediate nodes (DARTS) and, for NASNet (Zoph et al.,
+  "Learning Transferable Architectures for Scalable Image Recognition", CVPR
+  2018, Sec. 3), also the cell inputs 0 and 1;
+* ``*_combine`` (optional) says per node how its edges are combined: ``"add"``
+  (DARTS and every cell that does not say otherwise) or ``"concat"`` (NASNet's
+  second combination method, Sec. 3 step 5).  When every node of a cell adds,
+  the field is left out of the text and JSON forms, so DARTS-family genotypes
+  read and print exactly as published.
 
 DARTS keeps exactly two edges per node and writes a cell as a *flat* list of
 ``2 * steps`` edges.  Methods such as SNAS keep every non-``none`` edge, so a
@@ -32,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Union
 
 __all__ = [
+    "COMBINE_METHODS",
     "Edge",
     "Node",
     "CellNodes",
@@ -51,6 +59,10 @@ CellNodes = tuple[Node, ...]
 """One cell: its intermediate nodes in order."""
 
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+_OPTIONAL_FIELDS = ("normal_combine", "reduce_combine")
+_ALL_FIELDS = _FIELDS + _OPTIONAL_FIELDS
+COMBINE_METHODS = ("add", "concat")
+"""How a node combines its edges: element-wise sum, or concatenation along channels."""
 _CELL_NAMES = ("normal", "reduce")
 _QUOTE_MAX = 70
 
@@ -97,12 +109,40 @@ def _edge_problem(op: Any, index: Any, node_pos: int) -> str | None:
 
 def _concat_problem(value: Any, steps: int) -> str | None:
     """Why ``value`` cannot appear in the concat list of a cell with ``steps`` nodes, or None."""
-    allowed = f"allowed 2..{steps + 1} (the intermediate nodes of a {steps}-node cell)"
+    allowed = (
+        f"allowed 2..{steps + 1} (the intermediate nodes of a {steps}-node cell) "
+        "or 0..1 (the cell inputs c_{k-2}, c_{k-1}, which NASNet concatenates when unused)"
+    )
     if not _is_int(value):
         return f"concat index must be an int, got {value!r} ({type(value).__name__}); {allowed}"
-    if not 2 <= int(value) < steps + 2:
+    if not 0 <= int(value) < steps + 2:
         return f"concat index {value!r} out of range; {allowed}"
     return None
+
+
+def _combine_problem(value: Any, node_pos: int) -> str | None:
+    """Why ``value`` cannot be the combination method of node ``node_pos``, or None."""
+    if not isinstance(value, str) or value not in COMBINE_METHODS:
+        return f"node {node_pos}: unknown combine method {value!r}; allowed {list(COMBINE_METHODS)}"
+    return None
+
+
+def _normalise_combine(name: str, combine: Any, steps: int) -> tuple[str, ...]:
+    """A full per-node tuple of combination methods; empty or None means every node adds."""
+    if combine is None or (_is_seq(combine) and len(combine) == 0):
+        return ("add",) * steps
+    if not _is_seq(combine):
+        raise ValueError(
+            f"{name} must be a list of one method per node from {list(COMBINE_METHODS)}, "
+            f"got {type(combine).__name__}: {combine!r}"
+        )
+    if len(combine) != steps:
+        raise ValueError(f"{name} has {len(combine)} entries but the cell has {steps} nodes; give one method per node")
+    for pos, value in enumerate(combine):
+        problem = _combine_problem(value, pos)
+        if problem:
+            raise ValueError(f"{name} {problem}")
+    return tuple(combine)
 
 
 def _is_seq(value: Any) -> bool:
@@ -159,7 +199,7 @@ def _normalise_concat(name: str, concat: Any, steps: int) -> tuple[int, ...]:
     if not _is_seq(concat):
         raise ValueError(f"{name} must be a list of node indices, got {type(concat).__name__}: {concat!r}")
     if len(concat) == 0:
-        raise ValueError(f"{name} is empty; list at least one node index in 2..{steps + 1}")
+        raise ValueError(f"{name} is empty; list at least one node index in 0..{steps + 1}")
     for value in concat:
         problem = _concat_problem(value, steps)
         if problem:
@@ -179,6 +219,9 @@ class Genotype:
     ``(op, index)`` edges, two per node in order) or a nested form (one list of edges
     per node, any number >= 1 each); both are stored nested, as tuples, so equality
     and hashing do not depend on the input form.  ``range`` concat lists are accepted.
+    ``normal_combine`` / ``reduce_combine`` give one method per node from
+    :data:`COMBINE_METHODS`; left out (or empty) they mean "every node adds", and they are
+    always stored in full, so an explicit all-``"add"`` list equals the default.
     Invalid content raises ``ValueError`` naming the bad value and the allowed range.
     """
 
@@ -186,6 +229,8 @@ class Genotype:
     normal_concat: tuple[int, ...]
     reduce: CellNodes
     reduce_concat: tuple[int, ...]
+    normal_combine: tuple[str, ...] = ()
+    reduce_combine: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         normal = _normalise_cell("normal", self.normal)
@@ -194,6 +239,8 @@ class Genotype:
         object.__setattr__(self, "reduce", reduce)
         object.__setattr__(self, "normal_concat", _normalise_concat("normal_concat", self.normal_concat, len(normal)))
         object.__setattr__(self, "reduce_concat", _normalise_concat("reduce_concat", self.reduce_concat, len(reduce)))
+        object.__setattr__(self, "normal_combine", _normalise_combine("normal_combine", self.normal_combine, len(normal)))
+        object.__setattr__(self, "reduce_combine", _normalise_combine("reduce_combine", self.reduce_combine, len(reduce)))
 
     # ----------------------------------------------------------------- views
     @property
@@ -205,6 +252,17 @@ class Genotype:
     def is_flat(self) -> bool:
         """True when every node has exactly two edges, i.e. the genotype fits the flat DARTS form."""
         return all(len(node) == 2 for node in self.normal + self.reduce)
+
+    @property
+    def all_add(self) -> bool:
+        """True when every node of both cells sums its edges (the DARTS meaning of a genotype)."""
+        return all(c == "add" for c in self.normal_combine + self.reduce_combine)
+
+    def combine(self, cell: str = "normal") -> tuple[str, ...]:
+        """The per-node combination methods of ``cell`` ("normal" or "reduce")."""
+        if cell not in _CELL_NAMES:
+            raise ValueError(f"cell must be one of {_CELL_NAMES}, got {cell!r}")
+        return self.normal_combine if cell == "normal" else self.reduce_combine
 
     def cells(self) -> dict[str, CellView]:
         """``{"normal": CellView(nodes, concat), "reduce": CellView(nodes, concat)}``."""
@@ -240,9 +298,15 @@ class Genotype:
         def concat_text(concat: tuple[int, ...]) -> str:
             return "[" + ", ".join(str(v) for v in concat) + "]"
 
+        def combine_text(name: str, combine: tuple[str, ...]) -> str:
+            if all(c == "add" for c in combine):
+                return ""
+            return f", {name}=[" + ", ".join(repr(c) for c in combine) + "]"
+
         return (
             f"Genotype(normal={cell_text(self.normal)}, normal_concat={concat_text(self.normal_concat)}, "
-            f"reduce={cell_text(self.reduce)}, reduce_concat={concat_text(self.reduce_concat)})"
+            f"reduce={cell_text(self.reduce)}, reduce_concat={concat_text(self.reduce_concat)}"
+            f"{combine_text('normal_combine', self.normal_combine)}{combine_text('reduce_combine', self.reduce_combine)})"
         )
 
     __repr__ = __str__
@@ -260,13 +324,21 @@ class Genotype:
 
     # ----------------------------------------------------------------- JSON / files
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; cells are always nested (``[[[op, index], ...], ...]``)."""
-        return {
+        """JSON-ready dict; cells are always nested (``[[[op, index], ...], ...]``).
+
+        ``normal_combine`` / ``reduce_combine`` appear only for a cell with a non-``"add"`` node.
+        """
+        data: dict[str, Any] = {
             "normal": [[[op, idx] for op, idx in node] for node in self.normal],
             "normal_concat": list(self.normal_concat),
             "reduce": [[[op, idx] for op, idx in node] for node in self.reduce],
             "reduce_concat": list(self.reduce_concat),
         }
+        for name in _OPTIONAL_FIELDS:
+            combine = getattr(self, name)
+            if any(c != "add" for c in combine):
+                data[name] = list(combine)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Genotype":
@@ -274,12 +346,13 @@ class Genotype:
         if not isinstance(data, Mapping):
             raise ValueError(f"a genotype dict must be a mapping, got {type(data).__name__}: {data!r}")
         missing = [k for k in _FIELDS if k not in data]
-        unknown = sorted(str(k) for k in data if k not in _FIELDS)
+        unknown = sorted(str(k) for k in data if k not in _ALL_FIELDS)
         if missing or unknown:
             raise ValueError(
-                f"genotype dict must have exactly the keys {list(_FIELDS)}; missing {missing}, unknown {unknown}"
+                f"genotype dict must have exactly the keys {list(_FIELDS)} (optionally also {list(_OPTIONAL_FIELDS)}); "
+                f"missing {missing}, unknown {unknown}"
             )
-        return cls(**{k: data[k] for k in _FIELDS})
+        return cls(**{k: data[k] for k in _ALL_FIELDS if k in data})
 
     def to_json(self, indent: int | None = None) -> str:
         """JSON text of :meth:`to_dict`."""
@@ -357,17 +430,17 @@ class _Parser:
             raise self.fail("expected a call Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)", call)
 
         values: dict[str, ast.expr] = {}
-        if len(call.args) > len(_FIELDS):
-            raise self.fail(f"Genotype takes at most {len(_FIELDS)} positional arguments", call.args[len(_FIELDS)])
-        for name, arg in zip(_FIELDS, call.args):
+        if len(call.args) > len(_ALL_FIELDS):
+            raise self.fail(f"Genotype takes at most {len(_ALL_FIELDS)} positional arguments", call.args[len(_ALL_FIELDS)])
+        for name, arg in zip(_ALL_FIELDS, call.args):
             if isinstance(arg, ast.Starred):
                 raise self.fail("starred arguments are not allowed", arg)
             values[name] = arg
         for kw in call.keywords:
             if kw.arg is None:
                 raise self.fail("'**' arguments are not allowed", kw)
-            if kw.arg not in _FIELDS:
-                raise self.fail(f"unknown keyword {kw.arg!r}; expected one of {list(_FIELDS)}", kw)
+            if kw.arg not in _ALL_FIELDS:
+                raise self.fail(f"unknown keyword {kw.arg!r}; expected one of {list(_ALL_FIELDS)}", kw)
             if kw.arg in values:
                 raise self.fail(f"keyword {kw.arg!r} given twice", kw)
             values[kw.arg] = kw.value
@@ -379,8 +452,10 @@ class _Parser:
         reduce = self._cell("reduce", values["reduce"])
         normal_concat = self._concat("normal_concat", values["normal_concat"], len(normal))
         reduce_concat = self._concat("reduce_concat", values["reduce_concat"], len(reduce))
+        normal_combine = self._combine("normal_combine", values.get("normal_combine"), len(normal))
+        reduce_combine = self._combine("reduce_combine", values.get("reduce_combine"), len(reduce))
         try:
-            return Genotype(normal, normal_concat, reduce, reduce_concat)
+            return Genotype(normal, normal_concat, reduce, reduce_concat, normal_combine, reduce_combine)
         except ValueError as exc:  # anything the checks above did not already pin to a part of the text
             raise self.fail(f"invalid genotype ({exc})") from None
 
@@ -462,6 +537,23 @@ class _Parser:
         edges = [self._edge(name, e, i // 2) for i, e in enumerate(node.elts)]
         return tuple(tuple(edges[i : i + 2]) for i in range(0, len(edges), 2))
 
+    def _combine(self, name: str, node: ast.expr | None, steps: int) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, (ast.List, ast.Tuple)):
+            raise self.fail(f"{name} must be a list of combine methods {list(COMBINE_METHODS)}", node)
+        if len(node.elts) != steps:
+            raise self.fail(f"{name} has {len(node.elts)} entries but the cell has {steps} nodes; give one method per node", node)
+        methods = []
+        for pos, item in enumerate(node.elts):
+            if not (isinstance(item, ast.Constant) and isinstance(item.value, str)):
+                raise self.fail(f"{name} node {pos}: combine method must be a string literal", item)
+            problem = _combine_problem(item.value, pos)
+            if problem:
+                raise self.fail(f"{name} {problem}", item)
+            methods.append(item.value)
+        return tuple(methods)
+
     def _concat(self, name: str, node: ast.expr, steps: int) -> tuple[int, ...]:
         if isinstance(node, ast.Call):
             if not (isinstance(node.func, ast.Name) and node.func.id == "range") or node.keywords:
@@ -487,7 +579,7 @@ class _Parser:
         else:
             raise self.fail(f"{name} must be a list of ints or range(start, stop)", node)
         if not values:
-            raise self.fail(f"{name} is empty; list at least one node index in 2..{steps + 1}", node)
+            raise self.fail(f"{name} is empty; list at least one node index in 0..{steps + 1}", node)
         if len(set(values)) != len(values):
             raise self.fail(f"{name} repeats a node index", node)
         return tuple(values)
@@ -560,14 +652,44 @@ _PC_DARTS = Genotype(  # PC-DARTS, CIFAR-10 search (Xu et al., ICLR 2020)
     reduce_concat=[2, 3, 4, 5],
 )
 
+# NASNet-A (Zoph et al., CVPR 2018, Fig. 4), re-typed from the cells of the TensorFlow reference
+# (tensorflow/models, research/slim/nets/nasnet/nasnet_utils.py).  The reference numbers its
+# hidden states 0 = c_{k-1}, 1 = c_{k-2}; here they are swapped to this module's convention.
+# "identity" is ``skip_connect``; every node adds.  The concat lists are the reference's
+# unused-state flags: c_{k-2} and all five blocks in the normal cell (6 states, hence the 768 =
+# 6 x 128 penultimate filters of NASNet-A 6@768), blocks 1-4 in the reduction cell.  Note that
+# these flags are hand-set in the reference and keep two states that a block does read (c_{k-2}
+# in the normal cell, block 1 in the reduction cell); the literal rule of Sec. 3 ("all of the
+# unused hidden states ... are concatenated") would give [2..6] and [4, 5, 6], which is what
+# DARTS' re-typed "NASNet" genotype uses.
+_NASNET_A = Genotype(
+    normal=[
+        ("sep_conv_5x5", 1), ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 0), ("sep_conv_3x3", 0),
+        ("avg_pool_3x3", 1), ("skip_connect", 0),
+        ("avg_pool_3x3", 0), ("avg_pool_3x3", 0),
+        ("sep_conv_3x3", 1), ("skip_connect", 1),
+    ],
+    normal_concat=[0, 2, 3, 4, 5, 6],
+    reduce=[
+        ("sep_conv_5x5", 1), ("sep_conv_7x7", 0),
+        ("max_pool_3x3", 1), ("sep_conv_7x7", 0),
+        ("avg_pool_3x3", 1), ("sep_conv_5x5", 0),
+        ("skip_connect", 3), ("avg_pool_3x3", 2),
+        ("sep_conv_3x3", 2), ("max_pool_3x3", 1),
+    ],
+    reduce_concat=[3, 4, 5, 6],
+)
+
 PUBLISHED_GENOTYPES: dict[str, Genotype] = {
     "DARTS_V1": _DARTS_V1,
     "DARTS_V2": _DARTS_V2,
     "DARTS": _DARTS_V2,  # the cell reported as "DARTS" in the paper is the second-order one
     "PDARTS": _PDARTS,
     "PC_DARTS": _PC_DARTS,
+    "NASNet_A": _NASNET_A,
 }
-"""Published genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``."""
+"""Published genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``; ``"NASNet_A"`` has 5 nodes per cell."""
 
 
 def _name_key(name: str) -> str:

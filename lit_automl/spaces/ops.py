@@ -197,3 +197,105 @@ DARTS_OPS: Tuple[str, ...] = (
     "dil_conv_5x5",
 )
 OP_SETS["darts"] = DARTS_OPS
+
+
+# ----------------------------------------------------------------------------- the NASNet set
+# Zoph, Vasudevan, Shlens & Le, "Learning Transferable Architectures for Scalable Image
+# Recognition", CVPR 2018, Sec. 3 (the 13 candidate operations) and Appendix A.4 (every
+# convolution is ReLU -> conv -> BN; a separable convolution is applied twice, with neither BN
+# nor ReLU between its depthwise and pointwise parts). Operations the DARTS set already has with
+# the same semantics are reused: ``skip_connect`` (identity; a factorized reduction at stride 2,
+# where NASNet's reference uses a strided 1x1 convolution of the same parameter count),
+# ``avg_pool_3x3`` (padding not counted, like TensorFlow's SAME average pooling),
+# ``max_pool_3x3`` and ``sep_conv_3x3`` / ``sep_conv_5x5`` (two stacked ReLU-depthwise-pointwise-BN
+# blocks, only the first strided: exactly NASNet's "separable_kxk_2").
+
+
+class ConvBN(nn.Sequential):
+    """ReLU -> one (possibly rectangular, dilated) convolution -> BN; output size ceil(H / stride)."""
+
+    def __init__(self, C: int, kernel_size: int, stride: int, dilation: int = 1, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, kernel_size, stride=stride, padding=dilation * (kernel_size - 1) // 2,
+                      dilation=dilation, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+
+class FactorizedConv(nn.Sequential):
+    """ReLU -> 1xk conv -> kx1 conv -> BN (NASNet's "1xk then kx1 convolution").
+
+    The 1xk convolution strides along the width and the kx1 convolution along the height, so a
+    stride-2 op halves both; one BN after the pair, as in the spatially factorized convolutions
+    of Inception-v3 that the op is taken from.
+    """
+
+    def __init__(self, C: int, k: int, stride: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, k // 2), bias=False),
+            nn.Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(k // 2, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+
+@register_op("conv_1x3_3x1")
+def _conv_1x3_3x1(C: int, stride: int, affine: bool) -> nn.Module:
+    return FactorizedConv(C, 3, stride, affine)
+
+
+@register_op("conv_1x7_7x1")
+def _conv_1x7_7x1(C: int, stride: int, affine: bool) -> nn.Module:
+    return FactorizedConv(C, 7, stride, affine)
+
+
+@register_op("dilated_conv_3x3")
+def _dilated_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    # A full (not separable) 3x3 convolution; the paper does not give the rate, 2 is ours
+    # (the rate DARTS' dilated separable convolutions use).
+    return ConvBN(C, 3, stride, dilation=2, affine=affine)
+
+
+@register_op("max_pool_5x5")
+def _max_pool_5x5(C: int, stride: int, affine: bool) -> nn.Module:
+    return nn.MaxPool2d(5, stride=stride, padding=2)
+
+
+@register_op("max_pool_7x7")
+def _max_pool_7x7(C: int, stride: int, affine: bool) -> nn.Module:
+    return nn.MaxPool2d(7, stride=stride, padding=3)
+
+
+@register_op("conv_1x1")
+def _conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
+    return ConvBN(C, 1, stride, affine=affine)
+
+
+@register_op("conv_3x3")
+def _conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    return ConvBN(C, 3, stride, affine=affine)
+
+
+@register_op("sep_conv_7x7")
+def _sep_conv_7x7(C: int, stride: int, affine: bool) -> nn.Module:
+    return SepConv(C, C, 7, stride, 3, affine)
+
+
+NASNET_OPS: Tuple[str, ...] = (
+    "skip_connect",  # identity
+    "conv_1x3_3x1",
+    "conv_1x7_7x1",
+    "dilated_conv_3x3",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "max_pool_5x5",
+    "max_pool_7x7",
+    "conv_1x1",
+    "conv_3x3",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "sep_conv_7x7",
+)
+"""The 13 operations of the NASNet search space, in the order of Zoph et al. (2018), Sec. 3."""
+OP_SETS["nasnet"] = NASNET_OPS

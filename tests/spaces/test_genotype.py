@@ -77,8 +77,9 @@ def test_darts_v1_matches_the_published_cell_and_range_concat() -> None:
 def test_darts_alias_and_names() -> None:
     assert PUBLISHED_GENOTYPES["DARTS"] is PUBLISHED_GENOTYPES["DARTS_V2"]
     assert {"DARTS", "DARTS_V1", "DARTS_V2"} <= set(PUBLISHED_GENOTYPES)
-    for g in PUBLISHED_GENOTYPES.values():
-        assert g.steps == 4 and g.is_flat
+    for name, g in PUBLISHED_GENOTYPES.items():
+        assert g.is_flat and g.all_add
+        assert g.steps == (5 if name == "NASNet_A" else 4)  # NASNet has B = 5 blocks per cell
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_GENOTYPES))
@@ -198,7 +199,11 @@ def test_json_form_is_nested_lists() -> None:
         ({"normal": [("a", 0), [("b", 1)]]}, r"mixes flat edges and nested nodes"),
         ({"normal": [[("a", 0, 1)]]}, r"expected \(op_name, input_index\), got \('a', 0, 1\)"),
         ({"normal_concat": [3]}, r"concat index 3 out of range; allowed 2\.\.2"),
-        ({"reduce_concat": [1]}, r"reduce_concat: concat index 1 out of range"),
+        ({"reduce_concat": [-1]}, r"reduce_concat: concat index -1 out of range"),
+        ({"reduce_concat": [3]}, r"concat index 3 out of range; allowed 2\.\.2 .* or 0\.\.1 \(the cell inputs"),
+        ({"normal_combine": ["add", "add"]}, r"normal_combine has 2 entries but the cell has 1 nodes"),
+        ({"normal_combine": ["mul"]}, r"normal_combine node 0: unknown combine method 'mul'; allowed \['add', 'concat'\]"),
+        ({"reduce_combine": "concat"}, r"reduce_combine must be a list of one method per node.*got str: 'concat'"),
         ({"normal_concat": []}, r"normal_concat is empty"),
         ({"normal_concat": [2, 2]}, r"repeats a node index"),
         ({"normal_concat": ["2"]}, r"must be an int, got '2'"),
@@ -272,6 +277,11 @@ def _swap(old: str, new: str) -> str:
         ("x = " + SMALL, "= Genotype(normal=", "malformed genotype text"),
         (_swap("normal_concat=[2]", "normal_concat=list(range(2, 3))"), "list(range(2, 3))", "list of ints or range"),
         (_swap("normal=[('a', 0), ('b', 1)]", "**extra"), "**extra", "'\\*\\*' arguments are not allowed"),
+        # combine methods (optional keywords)
+        (SMALL[:-1] + ", normal_combine=['mul'])", "'mul'", "unknown combine method 'mul'"),
+        (SMALL[:-1] + ", normal_combine=[x])", "x", "combine method must be a string literal"),
+        (SMALL[:-1] + ", reduce_combine='add')", "'add'", "must be a list of combine methods"),
+        (SMALL[:-1] + ", reduce_combine=['add', 'add'])", "['add', 'add']", "2 entries but the cell has 1 nodes"),
     ],
 )
 def test_malformed_text_quotes_the_bad_part(text: str, quoted: str, reason: str) -> None:
@@ -361,3 +371,65 @@ def test_module_is_pure_python() -> None:
         for alias in node.names
     }
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+# --------------------------------------------------------------------------- NASNet extensions
+def nasnet_style_genotype() -> Genotype:
+    """Inputs in the concat lists (NASNet's unused states) and a concat-combined node."""
+    return Genotype(
+        normal=[("conv_1x1", 1), ("conv_3x3", 1), ("sep_conv_3x3", 2), ("skip_connect", 1)],
+        normal_concat=[0, 3],
+        reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 0)],
+        reduce_concat=[1, 2],
+        normal_combine=["add", "concat"],
+    )
+
+
+def test_concat_may_list_the_cell_inputs() -> None:
+    g = nasnet_style_genotype()
+    assert g.normal_concat == (0, 3) and g.reduce_concat == (1, 2)
+    text = str(g)
+    assert "normal_concat=[0, 3]" in text and "reduce_concat=[1, 2]" in text
+    assert Genotype.parse(text) == g
+    assert Genotype.from_json(g.to_json()) == g
+
+
+def test_combine_defaults_to_add_and_is_left_out_of_text_and_json() -> None:
+    g = get_genotype("DARTS_V2")
+    assert g.normal_combine == g.reduce_combine == ("add",) * 4 and g.all_add
+    assert g.combine("reduce") == ("add",) * 4
+    explicit = Genotype(g.normal, g.normal_concat, g.reduce, g.reduce_concat, ["add"] * 4, ("add",) * 4)
+    assert explicit == g and hash(explicit) == hash(g)
+    assert str(explicit) == DARTS_V2_TEXT
+    assert set(explicit.to_dict()) == {"normal", "normal_concat", "reduce", "reduce_concat"}
+    with pytest.raises(ValueError, match="'middle'"):
+        g.combine("middle")
+
+
+def test_combine_round_trips_only_where_not_all_add(tmp_path: Path) -> None:
+    g = nasnet_style_genotype()
+    assert g.normal_combine == ("add", "concat") and g.reduce_combine == ("add",) and not g.all_add
+    text = str(g)
+    assert text.endswith("reduce_concat=[1, 2], normal_combine=['add', 'concat'])")
+    assert "reduce_combine" not in text
+    data = g.to_dict()
+    assert data["normal_combine"] == ["add", "concat"] and "reduce_combine" not in data
+    assert Genotype.parse(text) == g
+    assert Genotype.from_dict(data) == g
+    assert Genotype.load(g.save(tmp_path / "g.json")) == g == Genotype.load(g.save(tmp_path / "g.txt"))
+    assert resolve_genotype(text) == g
+    positional = Genotype.parse(
+        "Genotype([('a', 0), ('b', 1)], [2], [('c', 0), ('d', 1)], [2], ['concat'], ['add'])"
+    )
+    assert positional.normal_combine == ("concat",)
+    assert g != Genotype(g.normal, g.normal_concat, g.reduce, g.reduce_concat)
+
+
+def test_nasnet_a_is_published_with_the_reference_concat() -> None:
+    g = get_genotype("nasnet-a")
+    assert g is PUBLISHED_GENOTYPES["NASNet_A"]
+    assert g.normal_concat == (0, 2, 3, 4, 5, 6)  # c_{k-2} plus all five blocks
+    assert g.reduce_concat == (3, 4, 5, 6)
+    assert "combine" not in str(g)
+    assert g.flat_edges("normal")[:2] == (("sep_conv_5x5", 1), ("sep_conv_3x3", 0))
+    assert g.flat_edges("reduce")[-2:] == (("sep_conv_3x3", 2), ("max_pool_3x3", 1))

@@ -58,3 +58,43 @@ def test_register_refuses_duplicates():
 def test_factorized_reduce_needs_even_channels():
     with pytest.raises(ValueError, match="even number of output channels, got 5"):
         FactorizedReduce(4, 5)
+
+
+# ----------------------------------------------------------------------------- the NASNet set
+from lit_automl.spaces.ops import NASNET_OPS  # noqa: E402
+
+
+def test_nasnet_set_has_the_papers_thirteen_ops_in_order():
+    # Zoph et al. (2018), Sec. 3: identity, 1x3 then 3x1, 1x7 then 7x1, 3x3 dilated, 3x3 avg pool,
+    # 3x3/5x5/7x7 max pool, 1x1 conv, 3x3 conv, 3x3/5x5/7x7 depthwise-separable conv.
+    assert NASNET_OPS == ("skip_connect", "conv_1x3_3x1", "conv_1x7_7x1", "dilated_conv_3x3", "avg_pool_3x3",
+                          "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3",
+                          "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7")
+    assert get_op_set("nasnet") == NASNET_OPS
+    assert all(name in OPS for name in NASNET_OPS)
+
+
+@pytest.mark.parametrize("name", NASNET_OPS)
+@pytest.mark.parametrize("stride, h, w", [(1, 8, 8), (2, 8, 8), (2, 7, 5), (1, 5, 6)])
+def test_every_nasnet_op_keeps_channels_and_scales_resolution(name, stride, h, w):
+    y = get_op(name, 4, stride, affine=True)(torch.randn(2, 4, h, w))
+    assert y.shape == (2, 4, -(-h // stride), -(-w // stride))
+
+
+def test_nasnet_op_structure_and_parameter_counts():
+    C = 8
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(get_op("conv_1x1", C, 1)) == C * C + 2 * C
+    assert count(get_op("conv_3x3", C, 1)) == 9 * C * C + 2 * C
+    assert count(get_op("conv_1x3_3x1", C, 1)) == 2 * 3 * C * C + 2 * C
+    assert count(get_op("conv_1x7_7x1", C, 1)) == 2 * 7 * C * C + 2 * C
+    dil = get_op("dilated_conv_3x3", C, 1)
+    assert count(dil) == 9 * C * C + 2 * C and dil[1].dilation == (2, 2) and dil[1].groups == 1
+    # separable applied twice (Appendix A.4): two depthwise + pointwise + BN blocks
+    assert count(get_op("sep_conv_7x7", C, 1)) == 2 * (49 * C + C * C + 2 * C)
+    for pool in ("max_pool_5x5", "max_pool_7x7"):
+        assert count(get_op(pool, C, 2)) == 0
+    # ReLU -> conv -> BN ordering (Appendix A.4)
+    conv = get_op("conv_1x7_7x1", C, 2)
+    assert isinstance(conv[0], torch.nn.ReLU) and isinstance(conv[-1], torch.nn.BatchNorm2d)
+    assert conv[1].kernel_size == (1, 7) and conv[1].stride == (1, 2) and conv[2].stride == (2, 1)

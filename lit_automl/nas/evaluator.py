@@ -1,0 +1,217 @@
+"""``evaluate(architecture, budget) -> metrics``: the one interface of sample-based search.
+
+An RL controller, an evolution loop or an Optuna sampler proposes architectures; an *evaluator*
+says how good each is. :class:`TrainingEvaluator` builds the child network from the search space
+and trains it with Lightning for ``budget`` epochs (NAS-RL, Zoph & Le ICLR 2017 Sec. 4.1; NASNet,
+Zoph et al. CVPR 2018 Sec. 4). Other evaluators (shared one-shot weights, tabular benchmarks)
+implement the same method.
+
+Evaluators are picklable, so worker processes receive them whole; each evaluation builds a fresh
+network and a fresh Trainer.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lit_automl.nas.child import ChildClassifier
+from lit_automl.spaces.decisions import SequentialSpace
+
+__all__ = ["Evaluator", "TrainingEvaluator", "REWARDS", "reward_from_metrics", "count_parameters"]
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-fit info lines (device summary, tips) while children train."""
+    logger = logging.getLogger("pytorch_lightning")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+REWARDS = ("max_last5_cubed", "max_last5", "final")
+"""Reward definitions over the per-epoch validation accuracies:
+
+* ``max_last5_cubed``: the maximum validation accuracy of the last 5 epochs, cubed (NAS-RL,
+  Zoph & Le 2017 Sec. 4.1);
+* ``max_last5``: the same, not cubed;
+* ``final``: the last epoch's validation accuracy (NASNet, Zoph et al. 2018 Sec. 4 uses the
+  accuracy of the held-out validation set at the end of child training).
+"""
+
+
+def reward_from_metrics(metrics: Mapping[str, Any], reward: str) -> float:
+    """The scalar reward ``reward`` (one of :data:`REWARDS`) of an evaluation's metrics."""
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {list(REWARDS)}, got {reward!r}")
+    history = metrics.get("val_acc_history")
+    if not history:
+        raise ValueError(f"metrics carry no validation accuracies (val_acc_history={history!r}); cannot compute {reward!r}")
+    if reward == "final":
+        return float(history[-1])
+    best = max(float(a) for a in history[-5:])
+    return best ** 3 if reward == "max_last5_cubed" else best
+
+
+class Evaluator(abc.ABC):
+    """Scores one architecture of a :class:`~lit_automl.spaces.decisions.SequentialSpace`.
+
+    ``space`` decodes the JSON record of an architecture (as stored with each Optuna trial).
+    """
+
+    space: SequentialSpace
+
+    @abc.abstractmethod
+    def evaluate(self, architecture: Any, budget: int) -> Dict[str, Any]:
+        """Metrics of ``architecture`` trained or scored for ``budget`` units (epochs for training).
+
+        Must contain ``val_acc_history`` (list of floats, one per epoch) and ``params``.
+        """
+
+
+class TrainingEvaluator(Evaluator):
+    """Train the child network of an architecture with Lightning for ``budget`` epochs.
+
+    Args:
+        space: the search space that builds networks (``space.build(arch, in_channels, num_classes, image_size)``).
+        datamodule: the data the children train on (its validation split gives the reward). Its
+            ``num_classes`` / ``in_channels`` / ``image_size`` attributes are used unless given.
+        lr, momentum, nesterov, weight_decay, schedule, auxiliary_weight, grad_clip: the child's
+            :class:`~lit_automl.nas.child.ChildClassifier` settings (NAS-RL's by default).
+        drop_path_prob: maximum of a :class:`~lit_automl.callbacks.ScheduledDropPath` schedule run
+            during each child's training (0: no drop path).
+        trainer_kwargs: extra ``pl.Trainer`` arguments for each child (e.g. ``accelerator``,
+            ``devices``, ``strategy="ddp"`` to train one child on several devices).
+        run_dir: where each child's Lightning logs go (``<run_dir>/child_<key>``); ``None`` turns
+            child logging off.
+        num_classes, in_channels, image_size: override the datamodule's attributes.
+        seed: seed of each child's weight initialisation and data order (``None``: not seeded).
+    """
+
+    def __init__(
+        self,
+        space: SequentialSpace,
+        datamodule: pl.LightningDataModule,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 1e-4,
+        schedule: str = "cosine",
+        auxiliary_weight: float = 0.4,
+        drop_path_prob: float = 0.0,
+        grad_clip: Optional[float] = None,
+        trainer_kwargs: Optional[Dict[str, Any]] = None,
+        run_dir: Optional[str] = None,
+        num_classes: Optional[int] = None,
+        in_channels: Optional[int] = None,
+        image_size: Optional[int] = None,
+        seed: Optional[int] = 0,
+    ) -> None:
+        if not isinstance(space, SequentialSpace):
+            raise ValueError(
+                f"space must implement SequentialSpace (decisions/decode/encode/to_json/from_json/build), "
+                f"got {type(space).__name__}"
+            )
+        if not isinstance(datamodule, pl.LightningDataModule):
+            raise ValueError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
+        self.space = space
+        self.datamodule = datamodule
+        self.num_classes = self._data_attr("num_classes", num_classes)
+        self.in_channels = self._data_attr("in_channels", in_channels)
+        self.image_size = self._data_attr("image_size", image_size)
+        forbidden = {"max_epochs", "callbacks", "logger", "default_root_dir"} & set(trainer_kwargs or {})
+        if forbidden:
+            raise ValueError(
+                f"trainer_kwargs may not set {sorted(forbidden)}: the evaluator sets max_epochs from the budget, "
+                "its own callbacks and logger (run_dir)"
+            )
+        self.trainer_kwargs = dict(trainer_kwargs or {})
+        self.run_dir = run_dir
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.seed = seed
+        self.child_kwargs = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
+            auxiliary_weight=auxiliary_weight, drop_path_prob=drop_path_prob, grad_clip=grad_clip,
+        )
+        # validate the child settings once, here, rather than in the first worker
+        ChildClassifier(nn.Linear(1, 2), num_classes=2, **{**self.child_kwargs, "drop_path_prob": 0.0})
+        if not (isinstance(drop_path_prob, (int, float)) and 0 <= drop_path_prob < 1):
+            raise ValueError(f"drop_path_prob must be a number in [0, 1), got {drop_path_prob!r}")
+
+    def _data_attr(self, name: str, given: Optional[int]) -> int:
+        value = given if given is not None else getattr(self.datamodule, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{name} must be a positive int: give TrainingEvaluator({name}=...) or use a datamodule with a "
+                f"`{name}` attribute; got {value!r}"
+            )
+        return value
+
+    def build(self, architecture: Any) -> nn.Module:
+        """The child network of ``architecture``."""
+        return self.space.build(architecture, self.in_channels, self.num_classes, self.image_size)
+
+    def evaluate(self, architecture: Any, budget: int, key: Optional[str] = None) -> Dict[str, Any]:
+        """Train ``architecture`` for ``budget`` epochs; per-epoch validation accuracy, parameters, time."""
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"budget (epochs) must be an int >= 1, got {budget!r}")
+        if self.seed is not None:
+            pl.seed_everything(self.seed, workers=True, verbose=False)
+        network = self.build(architecture)
+        module = ChildClassifier(network, num_classes=self.num_classes, epochs=budget, **self.child_kwargs)
+        callbacks: List[pl.Callback] = []
+        if self.child_kwargs["drop_path_prob"] > 0:
+            from lit_automl.callbacks import ScheduledDropPath
+
+            callbacks.append(ScheduledDropPath(self.child_kwargs["drop_path_prob"], epochs=budget))
+        logger: Any = False
+        if self.run_dir is not None:
+            from pytorch_lightning.loggers import CSVLogger
+
+            logger = CSVLogger(str(Path(self.run_dir)), name=f"child_{key}" if key else "child", version="")
+        kwargs = dict(
+            accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0,
+        )
+        kwargs.update(self.trainer_kwargs)
+        trainer = pl.Trainer(max_epochs=budget, callbacks=callbacks, logger=logger, **kwargs)
+        start = time.perf_counter()
+        with _quiet_lightning():
+            trainer.fit(module, datamodule=self.datamodule)
+        seconds = time.perf_counter() - start
+        history = list(module.val_acc_history)
+        if len(history) < 1:
+            raise RuntimeError(
+                f"the child trained {budget} epoch(s) but recorded no validation accuracy: the datamodule "
+                "needs a val_dataloader and the Trainer must run validation (check limit_val_batches / "
+                "check_val_every_n_epoch in trainer_kwargs)"
+            )
+        if not all(math.isfinite(a) for a in history):
+            raise FloatingPointError(f"child validation accuracy is not finite: {history}")
+        return {
+            "val_acc_history": history,
+            "val_acc": history[-1],
+            "max_val_acc_last5": max(history[-5:]),
+            "params": count_parameters(network),
+            "train_seconds": seconds,
+            "epochs": budget,
+        }
