@@ -13,6 +13,7 @@ from .cifar import (
     read_cifar,
 )
 from .digits import DigitsDataModule
+from .holdout import HoldoutDataModule
 from .sampling import EpochSeededSampler
 from .transforms import Compose, Cutout, Normalize, RandomCrop, RandomHorizontalFlip
 
@@ -29,6 +30,7 @@ __all__ = [
     "Cutout",
     "DigitsDataModule",
     "EpochSeededSampler",
+    "HoldoutDataModule",
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",

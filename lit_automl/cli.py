@@ -20,24 +20,35 @@ import sys
 from typing import Any, Dict, List, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningCLI, _get_module_type, _InstantiatorFn
 
 
 class AutoMLCLI(LightningCLI):
-    """LightningCLI in subclass mode for both model and data, with the run config saved."""
+    """LightningCLI in subclass mode for both model and (optional) data, with the run config saved."""
 
     def __init__(self, args: Optional[List[str]] = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"} if _has_omegaconf() else {})
         super().__init__(
             pl.LightningModule,
-            pl.LightningDataModule,
+            None,  # any LightningDataModule by class_path, and optional: searches such as NASRL bring their own
             subclass_mode_model=True,
             subclass_mode_data=True,
             args=args,
             run=run,
             auto_configure_optimizers=False,
             **kwargs,
+        )
+
+    def _add_instantiators(self) -> None:
+        # LightningCLI records a datamodule's hyperparameters from the top-level ``data:`` section and
+        # fails when that section is absent but a datamodule is nested in the model's arguments (a
+        # search's evaluator). Such nested datamodules are built plainly.
+        super()._add_instantiators()
+        self.parser.add_instantiator(
+            _NestedDataInstantiator(cli=self, key="data"),
+            _get_module_type(self._datamodule_class),
+            subclasses=self.subclass_mode_data,
         )
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -47,6 +58,16 @@ class AutoMLCLI(LightningCLI):
             default=None,
             help="The HPO study section of a recipe, read by `lit-automl hpo` and ignored by fit/validate/test.",
         )
+
+
+class _NestedDataInstantiator(_InstantiatorFn):
+    """Lightning's datamodule instantiator, tolerating a missing top-level ``data:`` section."""
+
+    def __call__(self, class_type: Any, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
+        self.cli._dump_config()
+        if self.cli.config_dump.get(self.key) is None:
+            return class_type(*args, **kwargs)
+        return super().__call__(class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs)
 
 
 def _has_omegaconf() -> bool:

@@ -1,7 +1,15 @@
 """Search methods: one LightningModule (or search loop) per method, plus retraining."""
 
+from lit_automl.nas.child import ChildClassifier
 from lit_automl.nas.controller import Controller, Decision, PPOTrainer, ReinforceTrainer
 from lit_automl.nas.darts import DARTS
+from lit_automl.nas.evaluator import Evaluator, TrainingEvaluator
+from lit_automl.nas.nas_rl import NASRL
+from lit_automl.nas.nasnet import NASNetSearch
 from lit_automl.nas.retrain import Retrain
+from lit_automl.nas.rl_search import RLSearch
 
-__all__ = ["Controller", "DARTS", "Decision", "PPOTrainer", "ReinforceTrainer", "Retrain"]
+__all__ = [
+    "ChildClassifier", "Controller", "DARTS", "Decision", "Evaluator", "NASNetSearch", "NASRL", "PPOTrainer",
+    "RLSearch", "ReinforceTrainer", "Retrain", "TrainingEvaluator",
+]

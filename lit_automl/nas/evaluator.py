@@ -33,13 +33,16 @@ __all__ = ["Evaluator", "TrainingEvaluator", "REWARDS", "reward_from_metrics", "
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's per-fit info lines (device summary, tips) while children train."""
-    logger = logging.getLogger("pytorch_lightning")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero",
+                                                    "lightning_fabric", "lightning_fabric.utilities.rank_zero")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -127,7 +130,7 @@ class TrainingEvaluator(Evaluator):
     ) -> None:
         if not isinstance(space, SequentialSpace):
             raise ValueError(
-                f"space must implement SequentialSpace (decisions/decode/encode/to_json/from_json/build), "
+                f"space must be a SequentialSpace (e.g. ChainSpace, NASNetCellSpace), "
                 f"got {type(space).__name__}"
             )
         if not isinstance(datamodule, pl.LightningDataModule):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_automl.spaces.decisions import Action, Decision, validate_actions
+from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, validate_actions
 
 __all__ = [
     "ChainLayer",
@@ -197,7 +197,7 @@ class ChainArchitecture:
 # --------------------------------------------------------------------------- #
 # Search space
 # --------------------------------------------------------------------------- #
-class ChainSpace:
+class ChainSpace(SequentialSpace):
     """NAS-RL's chain CNN space as a :class:`~lit_automl.spaces.decisions.SequentialSpace`.
 
     Args:

@@ -13,8 +13,10 @@ decision) for an anchor decision; the first anchor decision therefore contribute
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 __all__ = ["ANCHOR", "CATEGORICAL", "Action", "ActionSeq", "Decision", "SequentialSpace", "validate_actions", "validate_decisions"]
 
@@ -106,9 +108,8 @@ def validate_actions(decisions: Sequence[Decision], actions: Sequence[Action]) -
     return actions
 
 
-@runtime_checkable
-class SequentialSpace(Protocol):
-    """A search space a sequential policy can search (NAS-RL's chain, NASNet cells, ENAS, ...).
+class SequentialSpace(abc.ABC):
+    """Base of search spaces a sequential policy can search (NAS-RL's chain, NASNet cells, ENAS, ...).
 
     ``decisions()`` declares the token sequence; ``decode`` turns one action sequence into the
     space's architecture object and ``encode`` inverts it; ``to_json`` / ``from_json`` give the
@@ -116,16 +117,30 @@ class SequentialSpace(Protocol):
     ``build`` makes the child network, whose ``forward(x)`` returns class logits, or
     ``(logits, aux_logits)`` when it has an auxiliary head (``aux_logits`` None outside training).
     A network with a writable ``drop_path_prob`` attribute is driven by ScheduledDropPath.
+    An abstract base class rather than a Protocol so LightningCLI recipes can name any
+    subclass by ``class_path``.
     """
 
-    def decisions(self) -> List[Decision]: ...
+    @abc.abstractmethod
+    def decisions(self) -> List[Decision]:
+        """The declared decisions, in sampling order."""
 
-    def decode(self, actions: Sequence[Action]) -> Any: ...
+    @abc.abstractmethod
+    def decode(self, actions: Sequence[Action]) -> Any:
+        """The architecture of an action sequence."""
 
-    def encode(self, architecture: Any) -> List[Action]: ...
+    @abc.abstractmethod
+    def encode(self, architecture: Any) -> List[Action]:
+        """The action sequence of an architecture (inverse of :meth:`decode`)."""
 
-    def to_json(self, architecture: Any) -> Dict[str, Any]: ...
+    @abc.abstractmethod
+    def to_json(self, architecture: Any) -> Dict[str, Any]:
+        """A plain-JSON record of an architecture."""
 
-    def from_json(self, data: Dict[str, Any]) -> Any: ...
+    @abc.abstractmethod
+    def from_json(self, data: Any) -> Any:
+        """The architecture of a :meth:`to_json` record."""
 
-    def build(self, architecture: Any, in_channels: int, num_classes: int, image_size: int) -> Any: ...
+    @abc.abstractmethod
+    def build(self, architecture: Any, in_channels: int, num_classes: int, image_size: Any) -> Any:
+        """The child network (an ``nn.Module``) of an architecture."""

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from lit_automl.spaces.decisions import Action, Decision, validate_actions
+from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, validate_actions
 from lit_automl.spaces.drop_path import drop_path
 from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeSpec, resolve_genotype
 from lit_automl.spaces.ops import OP_SETS, OPS, FactorizedReduce, ReLUConvBN, get_op
@@ -341,7 +341,7 @@ _FIELDS_PER_BLOCK = ("input_a", "input_b", "op_a", "op_b", "combine")
 _CELLS = ("normal", "reduce")
 
 
-class NASNetCellSpace:
+class NASNetCellSpace(SequentialSpace):
     """The NASNet search space as a :class:`~lit_automl.spaces.decisions.SequentialSpace`.
 
     ``decisions()`` is ``2 x 5B`` categorical choices (Sec. 3; Appendix A.2: "2 x 5B softmax
