@@ -1,4 +1,4 @@
-"""``lit-automl``: the LightningCLI entry point (``fit``, ``validate``, ``test``, ``predict``) and ``hpo``.
+"""``lit-automl``: the LightningCLI entry point (``fit``, ``validate``, ``test``, ``predict``), ``hpo`` and ``nas-worker``.
 
 Any LightningModule and LightningDataModule can be named by ``class_path`` in a YAML recipe::
 
@@ -11,6 +11,12 @@ Any LightningModule and LightningDataModule can be named by ``class_path`` in a 
     lit-automl hpo -c recipes/hpo_digits.yaml --n-trials 20 --sampler tpe
     lit-automl hpo -c recipes/hpo_digits.yaml --storage postgresql://user:pw@host/db   # one per machine
     lit-automl hpo -c recipes/hpo_digits.yaml --trainer.max_epochs=5                  # config overrides
+
+``nas-worker`` evaluates the children of a sample-based search recipe (NASRL, NASNetSearch) from a
+shared Optuna storage, on any number of machines, while ``fit`` runs the controller::
+
+    lit-automl fit -c recipes/nas_rl_cifar10.yaml --model.init_args.storage=postgresql://u:pw@host/db
+    lit-automl nas-worker -c recipes/nas_rl_cifar10.yaml --storage postgresql://u:pw@host/db
 """
 
 from __future__ import annotations
@@ -157,11 +163,61 @@ def hpo_main(args: List[str]) -> Dict[str, Any]:
     return result
 
 
+# --------------------------------------------------------------- lit-automl nas-worker
+def nas_worker_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lit-automl nas-worker",
+        description="Evaluate the children of a sample-based search (NASRL, NASNetSearch): claim WAITING child "
+        "trials of the recipe's Optuna study, train them with the recipe's evaluator, tell the rewards. Run one per "
+        "machine (or per GPU) against a shared storage. Further --key=value arguments override the recipe.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("-c", "--config", required=True, help="the search recipe (the same file the controller runs)")
+    parser.add_argument("--storage", help="Optuna storage URL; default: the recipe's model.init_args.storage")
+    parser.add_argument("--study-name", help="default: the recipe's study_name, else the search class name in lower case")
+    parser.add_argument("--max-children", type=int, help="exit after evaluating this many children")
+    parser.add_argument("--idle-timeout", type=float, help="exit when no child has waited this many seconds")
+    parser.add_argument("--threads", type=int, help="torch threads for this worker")
+    parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds between looks at the queue")
+    return parser
+
+
+def nas_worker_main(args: List[str]) -> int:
+    """``lit-automl nas-worker``: serve a search's child queue; returns the number of children evaluated."""
+    from lit_automl.nas.rl_search import RLSearch
+    from lit_automl.nas.workqueue import run_worker
+
+    namespace, extra = nas_worker_parser().parse_known_args(args)
+    cli = AutoMLCLI(args=["-c", namespace.config, *extra], run=False)
+    model = cli.model
+    if not isinstance(model, RLSearch):
+        raise ValueError(
+            f"lit-automl nas-worker needs a search recipe whose model is an RLSearch (NASRL, NASNetSearch), "
+            f"got {type(model).__name__} from {namespace.config}"
+        )
+    storage = namespace.storage or model.hparams.storage
+    if not storage:
+        raise ValueError(
+            "lit-automl nas-worker needs the storage the controller uses: --storage URL or model.init_args.storage "
+            "in the recipe (SQLite or a journal file on one machine, PostgreSQL/MySQL across machines)"
+        )
+    study_name = namespace.study_name or model.hparams.study_name or type(model).__name__.lower()
+    done = run_worker(
+        storage, study_name, model.evaluator, search_id=None, poll_interval=namespace.poll_interval,
+        max_children=namespace.max_children, num_threads=namespace.threads, idle_timeout=namespace.idle_timeout,
+    )
+    print(f"lit-automl nas-worker: evaluated {done} child(ren) of study {study_name!r}")
+    return done
+
+
 def main(args: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "hpo":
         hpo_main(argv[1:])
+        return
+    if argv and argv[0] == "nas-worker":
+        nas_worker_main(argv[1:])
         return
     AutoMLCLI(args=args)
 

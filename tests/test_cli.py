@@ -10,7 +10,7 @@ import pytest
 from lit_automl.cli import AutoMLCLI, main
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
-from lit_automl.nas import DARTS, Retrain
+from lit_automl.nas import DARTS, NASRL, NASNetSearch, Retrain
 from lit_automl.spaces import Genotype
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -25,6 +25,10 @@ EXPECTED = {
     "reptile_digits.yaml": Reptile,
     "leap_digits.yaml": Leap,
     "hpo_digits.yaml": DigitsCNN,
+    "nas_rl_digits.yaml": NASRL,
+    "nas_rl_cifar10.yaml": NASRL,
+    "nasnet_digits.yaml": NASNetSearch,
+    "nasnet_cifar10.yaml": NASNetSearch,
 }
 
 
@@ -99,3 +103,58 @@ def test_meta_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
     omni = AutoMLCLI(args=["-c", str(RECIPES / "maml_omniglot.yaml")], run=False)
     hp = omni.model.hparams
     assert (hp.inner_lr, hp.inner_steps, hp.eval_inner_steps, omni.datamodule.tasks_per_batch) == (0.4, 1, 3, 32)
+
+
+def test_rl_search_cifar_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    nas_rl = AutoMLCLI(args=["-c", str(RECIPES / "nas_rl_cifar10.yaml")], run=False).model
+    hp = nas_rl.hparams
+    assert (hp.algorithm, hp.children_per_step, hp.budget, hp.reward) == ("reinforce", 8, 50, "max_last5_cubed")
+    assert (hp.hidden_size, hp.num_layers, hp.lr, hp.init_range) == (35, 2, 6e-4, 0.08)
+    assert (hp.initial_layers, hp.layers_increment, hp.grow_every) == (6, 2, 1600)
+    ev = nas_rl.evaluator
+    assert ev.child_kwargs["lr"] == 0.1 and ev.child_kwargs["weight_decay"] == 1e-4 and ev.child_kwargs["nesterov"]
+    assert ev.datamodule.val_size == 5000 and ev.space.num_filters == (24, 36, 48, 64)
+    nasnet = AutoMLCLI(args=["-c", str(RECIPES / "nasnet_cifar10.yaml")], run=False).model
+    hp = nasnet.hparams
+    assert (hp.algorithm, hp.hidden_size, hp.num_layers, hp.lr, hp.entropy_weight, hp.init_range) == (
+        "ppo", 100, 1, 3.5e-4, 1e-5, 0.1)
+    assert len(nasnet.decisions) == 2 * 5 * 5 and nasnet.space.N == 2
+
+
+def test_nas_rl_search_from_the_command_line_writes_the_best_architecture(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "-c", str(RECIPES / "nas_rl_digits.yaml"), "--trainer.max_epochs=1", "--model.init_args.steps_per_epoch=2",
+          "--model.init_args.children_per_step=2", "--model.init_args.budget=1", "--trainer.enable_progress_bar=false"])
+    run = tmp_path / "runs" / "nas_rl_digits" / "search"
+    assert (run / "best_architecture.txt").read_text().startswith("layer 0")
+    assert len((run / "children.jsonl").read_text().splitlines()) == 4
+    import optuna
+
+    study = optuna.load_study(study_name="nasrl", storage=f"sqlite:///{run / 'study.db'}")
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_nas_worker_evaluates_waiting_children_of_the_recipe_study(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from lit_automl.cli import nas_worker_main
+    from lit_automl.nas.workqueue import ChildQueue
+    from lit_automl.spaces import ChainSpace
+
+    space = ChainSpace(num_layers=6)
+    url = f"sqlite:///{tmp_path / 'children.db'}"
+    queue = ChildQueue(url, "nasrl", space.decisions())
+    for i in range(2):
+        actions = [0, 0, 0, []] + [1, 1, 1, [1]]
+        arch = space.decode(actions)
+        queue.submit(f"manual/0/{i}", actions, space.to_json(arch), 1, "final")
+    done = nas_worker_main(["-c", str(RECIPES / "nas_rl_digits.yaml"), "--storage", url, "--max-children", "2",
+                            "--threads", "1"])
+    assert done == 2
+    trials = queue.study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(0 < t.value <= 1 and len(t.user_attrs["val_acc_history"]) == 1 for t in trials)
+    with pytest.raises(ValueError, match="needs the storage the controller uses"):
+        nas_worker_main(["-c", str(RECIPES / "nas_rl_digits.yaml"), "--max-children", "1"])
+    with pytest.raises(ValueError, match="model is an RLSearch.*got DARTS"):
+        nas_worker_main(["-c", str(RECIPES / "darts_digits.yaml"), "--storage", url])

@@ -196,9 +196,9 @@ class TrainingEvaluator(Evaluator):
             enable_model_summary=False, num_sanity_val_steps=0,
         )
         kwargs.update(self.trainer_kwargs)
-        trainer = pl.Trainer(max_epochs=budget, callbacks=callbacks, logger=logger, **kwargs)
         start = time.perf_counter()
         with _quiet_lightning():
+            trainer = pl.Trainer(max_epochs=budget, callbacks=callbacks, logger=logger, **kwargs)
             trainer.fit(module, datamodule=self.datamodule)
         seconds = time.perf_counter() - start
         history = list(module.val_acc_history)

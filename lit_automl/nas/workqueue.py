@@ -260,11 +260,13 @@ def run_worker(
     poll_interval: float = 0.5,
     max_children: Optional[int] = None,
     num_threads: Optional[int] = None,
+    idle_timeout: Optional[float] = None,
 ) -> int:
     """Evaluate children of ``study_name`` until the search ``search_id`` says stop (or ``max_children``).
 
-    With ``search_id=None`` the worker serves any search on the study until ``max_children`` or
-    forever (stop it with Ctrl-C). Returns the number of children evaluated.
+    With ``search_id=None`` the worker serves any search on the study until ``max_children``, until
+    no child has waited for ``idle_timeout`` seconds, or forever (stop it with Ctrl-C). Returns the
+    number of children evaluated.
     """
     if num_threads is not None:
         import torch
@@ -272,15 +274,20 @@ def run_worker(
         torch.set_num_threads(int(num_threads))
     queue = ChildQueue(storage, study_name, evaluator.space.decisions(), run_dir)
     done = 0
+    idle_since = time.monotonic()
     while max_children is None or done < max_children:
         claimed = queue.claim()
         if claimed is None:
             if queue.stopped(search_id):
                 break
+            if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                log.info("no child waited for %.0f s; worker exits after %d children", idle_timeout, done)
+                break
             time.sleep(poll_interval)
             continue
         queue.evaluate(claimed, evaluator)
         done += 1
+        idle_since = time.monotonic()
     return done
 
 
