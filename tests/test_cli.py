@@ -10,7 +10,7 @@ import pytest
 from lit_automl.cli import AutoMLCLI, main
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
-from lit_automl.nas import DARTS, NASRL, NASNetSearch, Retrain
+from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
 from lit_automl.spaces import Genotype
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -29,6 +29,7 @@ EXPECTED = {
     "nas_rl_cifar10.yaml": NASRL,
     "nasnet_digits.yaml": NASNetSearch,
     "nasnet_cifar10.yaml": NASNetSearch,
+    "fractalnet_digits.yaml": ChildClassifier,
 }
 
 

@@ -165,6 +165,12 @@ class _EvalNetwork(nn.Module):
     stem_reduces_prev: bool = False
 
     def _build_cells(self, genotype, C_pp: int, C_p: int, C_curr: int, layers: int, aux_cls, num_classes: int) -> int:
+        if not getattr(genotype, "all_add", True):
+            raise ValueError(
+                "the DARTS evaluation networks sum every node's edges, but this genotype has concat-combined "
+                f"nodes (normal_combine={list(genotype.normal_combine)}, reduce_combine={list(genotype.reduce_combine)}); "
+                "build it with lit_automl.spaces.NASNetCIFAR, which implements NASNet's combinations"
+            )
         reductions = reduction_layers(layers)
         cells, reduction_prev = [], self.stem_reduces_prev
         self.auxiliary_head: Optional[nn.Module] = None

@@ -170,3 +170,19 @@ def test_holdout_uses_the_evaluation_transform_for_held_out_images(tmp_path):
     x0, _ = dm.val_dataset[0]
     x1, _ = dm.val_dataset[0]
     assert torch.equal(x0, x1)  # no augmentation on held-out images
+
+
+def test_one_child_trains_under_ddp_with_identical_weights_on_both_ranks(tmp_path):
+    from tests.ddp_harness import fit_ddp
+
+    space = ChainSpace(num_layers=2)
+    arch = ChainArchitecture((ChainLayer(3, 3, 24), ChainLayer(1, 3, 24, inputs=(0,))))
+    torch.manual_seed(0)
+    module = ChildClassifier(space.build(arch, 1, 10, 8), lr=0.05)
+    init = {k: v.clone() for k, v in module.state_dict().items()}
+    results = fit_ddp(module, DigitsDataModule(batch_size=32), tmp_path, limit_train_batches=3)
+    s0, s1 = (r["state_dict"] for r in results)
+    params = [k for k in s0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert params and all(torch.equal(s0[k], s1[k]) for k in params)  # BN statistics stay per rank (DDP syncs them at forward)
+    assert not torch.equal(s0["net.classifier.weight"], init["net.classifier.weight"])
+    assert results[0]["fingerprints"] != results[1]["fingerprints"]  # each rank saw its own shard

@@ -95,3 +95,12 @@ def test_unknown_op_in_genotype():
                  reduce=[[("max_pool_3x3", 0), ("skip_connect", 1)]], reduce_concat=[2])
     with pytest.raises(KeyError, match="conv_9x9.*valid names"):
         NetworkCIFAR(g, C=4, layers=3)
+
+
+def test_darts_networks_refuse_concat_combined_genotypes():
+    from lit_automl.spaces import Genotype, NetworkCIFAR
+
+    g = Genotype(normal=[("skip_connect", 0), ("skip_connect", 1)], normal_concat=[2],
+                 reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1)], reduce_concat=[2], normal_combine=["concat"])
+    with pytest.raises(ValueError, match="concat-combined nodes.*NASNetCIFAR"):
+        NetworkCIFAR(g, C=4, num_classes=10, layers=2, auxiliary=False)

@@ -1,0 +1,202 @@
+"""RL architecture search figures, side by side with what a user would otherwise pick.
+
+    python benchmarks/rl_search.py                 # all parts (about 10 minutes on 2 CPU cores)
+    python benchmarks/rl_search.py --parts counts controller
+    python benchmarks/rl_search.py --parts search --seeds 0 1 2 --children 32
+
+Parts:
+* ``counts``: parameters of NASNet-A 6@768 (paper: 3.3M) and FractalNet 20 layers (paper: 38.6M).
+* ``controller``: seconds per controller update (sample m=8 + update) for REINFORCE and PPO on the
+  NAS-RL chain space and the NASNet cell space (paper controller sizes).
+* ``workers``: children per minute on digits, evaluated in the controller's process vs. 2 worker
+  processes (1 torch thread each) through the Optuna child queue.
+* ``search``: NAS-RL (REINFORCE) and PPO vs. random search with the same evaluator and number of
+  children on digits (chain space, 6 layers, 3-epoch children): best and late-mean held-out
+  accuracy over seeds.
+* ``fractal``: FractalNet training-step time with local / global / no drop-path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+
+def part_counts() -> None:
+    from lit_automl.spaces import FractalNet, NASNetCIFAR
+
+    with torch.device("meta"):
+        nasnet = NASNetCIFAR("NASNet_A", N=6, F=32, auxiliary=False)
+        fractal = FractalNet()
+    n = sum(p.numel() for p in nasnet.parameters())
+    f = sum(p.numel() for p in fractal.parameters())
+    print("\n== parameter counts (no auxiliary head) ==")
+    print(f"{'network':34s} {'ours':>12s} {'paper':>8s}")
+    print(f"{'NASNet-A 6@768 CIFAR-10':34s} {n:12,d} {'3.3M':>8s}   penultimate filters {nasnet.penultimate_filters}")
+    print(f"{'FractalNet 20 layers (C=3) CIFAR':34s} {f:12,d} {'38.6M':>8s}")
+
+
+def part_controller(repeats: int = 5) -> None:
+    from lit_automl.nas.controller import Controller, PPOTrainer, ReinforceTrainer
+    from lit_automl.spaces import ChainSpace, NASNetCellSpace
+
+    print("\n== controller update (sample 8 + update), s, median of", repeats, "==")
+    print(f"{'space (decisions)':28s} {'controller':12s} {'REINFORCE':>10s} {'PPO (4 ep.)':>12s}")
+    for label, space, hidden, layers in (("NAS-RL chain 15 layers", ChainSpace(num_layers=15), 35, 2),
+                                          ("NASNet cells B=5", NASNetCellSpace(), 100, 1)):
+        row = []
+        for algo in (ReinforceTrainer, PPOTrainer):
+            torch.manual_seed(0)
+            ctrl = Controller(space.decisions(), hidden_size=hidden, num_layers=layers)
+            trainer = algo(ctrl)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                with torch.no_grad():
+                    actions, _, _ = ctrl.sample(8)
+                trainer.step(actions, torch.rand(8).tolist())
+                times.append(time.perf_counter() - start)
+            row.append(statistics.median(times))
+        name = f"{label} ({len(space.decisions())})"
+        print(f"{name:28s} {f'{layers}x{hidden} LSTM':12s} {row[0]:10.4f} {row[1]:12.4f}")
+
+
+def _digits_evaluator(space, budget_batches=None):
+    from lit_automl.datamodules import DigitsDataModule, HoldoutDataModule
+    from lit_automl.nas import TrainingEvaluator
+
+    kwargs = {"limit_train_batches": budget_batches} if budget_batches else None
+    return TrainingEvaluator(space, HoldoutDataModule(DigitsDataModule(batch_size=64), val_size=300), lr=0.05,
+                             trainer_kwargs=kwargs)
+
+
+def part_workers(children: int = 8) -> None:
+    import pytorch_lightning as pl
+
+    from lit_automl.nas import NASRL
+    from lit_automl.spaces import ChainSpace
+
+    print(f"\n== child throughput on digits ({children} children, 3 epochs each) ==")
+    results = {}
+    for label, n_workers, threads in (("in the controller process (2 threads)", 0, None),
+                                      ("2 worker processes (1 thread each)", 2, 1)):
+        torch.set_num_threads(2)
+        with tempfile.TemporaryDirectory() as tmp:
+            search = NASRL(_digits_evaluator(ChainSpace(num_layers=4)), grow_depth=False, children_per_step=children,
+                           budget=3, steps_per_epoch=1, hidden_size=16, num_layers=1, n_workers=n_workers,
+                           threads_per_worker=threads, storage=f"sqlite:///{Path(tmp) / 'c.db'}", study_name="bench")
+            trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False, default_root_dir=tmp)
+            start = time.perf_counter()
+            trainer.fit(search)
+            seconds = time.perf_counter() - start
+        results[label] = seconds
+        print(f"{label:42s} {seconds:7.1f} s   {60 * children / seconds:6.1f} children/min")
+
+
+def _random_actions(space, gen: torch.Generator) -> list:
+    actions, n_anchor = [], 0
+    for d in space.decisions():
+        if d.kind == "anchor":
+            actions.append(torch.randint(0, 2, (n_anchor,), generator=gen).tolist())
+            n_anchor += 1
+        else:
+            actions.append(int(torch.randint(0, d.num_choices, (1,), generator=gen)))
+    return actions
+
+
+def part_search(seeds: List[int], children: int) -> None:
+    import pytorch_lightning as pl
+
+    from lit_automl.nas import NASRL
+    from lit_automl.spaces import ChainSpace
+
+    torch.set_num_threads(2)
+    space = ChainSpace(num_layers=6)
+    m = 4
+    print(f"\n== search on digits: {children} children per run, chain space (6 layers), 3-epoch children, "
+          f"held-out accuracy; seeds {seeds} ==")
+    table: Dict[str, List[tuple]] = {}
+    for seed in seeds:
+        ev = _digits_evaluator(space)
+        gen = torch.Generator().manual_seed(seed)
+        accs = [ev.evaluate(space.decode(_random_actions(space, gen)), 3)["val_acc"] for _ in range(children)]
+        table.setdefault("random search", []).append((max(accs), statistics.mean(accs[-m * 2:]), statistics.mean(accs)))
+        for label, algo in (("NAS-RL REINFORCE", "reinforce"), ("PPO", "ppo")):
+            with tempfile.TemporaryDirectory() as tmp:
+                search = NASRL(_digits_evaluator(space), grow_depth=False, algorithm=algo, children_per_step=m, budget=3,
+                               reward="max_last5", steps_per_epoch=children // m, hidden_size=32, num_layers=1, lr=0.005,
+                               seed=seed, storage=f"sqlite:///{Path(tmp) / 'c.db'}", study_name="bench")
+                pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                           enable_model_summary=False, default_root_dir=tmp).fit(search)
+            accs = [h["val_acc"] for h in search.history]
+            table.setdefault(label, []).append((max(accs), statistics.mean(accs[-m * 2:]), statistics.mean(accs)))
+    print(f"{'method':18s} {'best acc':>16s} {'mean of last 8':>16s} {'mean of all':>16s}")
+    for label, rows in table.items():
+        cols = []
+        for i in range(3):
+            vals = [r[i] for r in rows]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cols.append(f"{statistics.mean(vals):.4f}±{sd:.4f}")
+        print(f"{label:18s} {cols[0]:>16s} {cols[1]:>16s} {cols[2]:>16s}")
+
+
+def part_fractal(repeats: int = 5) -> None:
+    from lit_automl.spaces import FractalNet
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    net = FractalNet(channels=(16, 32, 64), dropout=(0.0, 0.1, 0.2))
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    print("\n== FractalNet training step (C=3, channels 16/32/64, batch 64, 32x32), s, median of", repeats, "==")
+    for label, kwargs in (("no drop-path (all columns)", {"local_drop": 0.0, "global_ratio": 0.0}),
+                          ("local drop-path 0.15 only", {"local_drop": 0.15, "global_ratio": 0.0}),
+                          ("paper mix: 50% global / 50% local", {"local_drop": 0.15, "global_ratio": 0.5})):
+        net.local_drop, net.global_ratio = kwargs["local_drop"], kwargs["global_ratio"]
+        net.train()
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - start)
+        print(f"{label:36s} {statistics.median(times[1:]):.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["counts", "controller", "fractal", "workers", "search"],
+                        choices=["counts", "controller", "fractal", "workers", "search"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--children", type=int, default=32)
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    for part in args.parts:
+        if part == "counts":
+            part_counts()
+        elif part == "controller":
+            part_controller()
+        elif part == "fractal":
+            part_fractal()
+        elif part == "workers":
+            part_workers()
+        elif part == "search":
+            part_search(args.seeds, args.children)
+
+
+if __name__ == "__main__":
+    main()
