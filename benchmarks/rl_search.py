@@ -83,7 +83,7 @@ def part_workers(children: int = 8) -> None:
     from lit_automl.nas import NASRL
     from lit_automl.spaces import ChainSpace
 
-    print(f"\n== child throughput on digits ({children} children, 3 epochs each) ==")
+    print(f"\n== child throughput on digits ({children} children, 3 epochs each; includes worker start-up) ==")
     results = {}
     for label, n_workers, threads in (("in the controller process (2 threads)", 0, None),
                                       ("2 worker processes (1 thread each)", 2, 1)):
@@ -178,7 +178,8 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["counts", "controller", "fractal", "workers", "search"],
                         choices=["counts", "controller", "fractal", "workers", "search"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--children", type=int, default=32)
+    parser.add_argument("--children", type=int, default=32, help="children per search run (part search)")
+    parser.add_argument("--worker-children", type=int, default=24, help="children timed in part workers")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     import warnings
@@ -193,7 +194,7 @@ def main() -> None:
         elif part == "fractal":
             part_fractal()
         elif part == "workers":
-            part_workers()
+            part_workers(args.worker_children)
         elif part == "search":
             part_search(args.seeds, args.children)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pytorch_lightning as pl
@@ -72,7 +73,12 @@ class ChildClassifier(pl.LightningModule):
         drop_path_prob: maximum drop-path probability for a schedule callback
             (:class:`~lit_automl.callbacks.ScheduledDropPath`); forwarded to ``network.drop_path_prob``.
             Networks without that attribute must leave it 0.
-        grad_clip: gradient-norm clipping (``None``: off, the NAS-RL setting).
+        grad_clip: gradient-norm clipping (``None``: off, the NAS-RL setting); clipped here, so
+            ``Trainer(gradient_clip_val)`` must stay unset when it is given.
+        lr_min: learning rate at the end of the cosine schedule (0).
+
+    Subclasses that build their network from an architecture (:class:`~lit_automl.nas.Retrain`)
+    pass it to ``__init__``; the training, evaluation and optimisation code is this class's.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class ChildClassifier(pl.LightningModule):
         auxiliary_weight: float = 0.4,
         drop_path_prob: float = 0.0,
         grad_clip: Optional[float] = None,
+        lr_min: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(network, nn.Module):
@@ -114,7 +121,14 @@ class ChildClassifier(pl.LightningModule):
             )
         if grad_clip is not None:
             _check_real("grad_clip", grad_clip, 0.0, low_open=True)
+        _check_real("lr_min", lr_min, 0.0, float(lr), high_open=False)
         self.save_hyperparameters(ignore=["network"])
+        # The code reads these, not ``hparams``: a subclass saves its own hyperparameters (Retrain: the genotype).
+        self.settings: Dict[str, Any] = dict(
+            lr=float(lr), momentum=float(momentum), nesterov=nesterov, weight_decay=float(weight_decay),
+            schedule=schedule, epochs=epochs, auxiliary_weight=float(auxiliary_weight),
+            drop_path_prob=float(drop_path_prob), grad_clip=grad_clip, lr_min=float(lr_min),
+        )
         self.net = network
         if hasattr(network, "drop_path_prob"):
             network.drop_path_prob = 0.0  # the start of a schedule; ScheduledDropPath raises it
@@ -122,6 +136,8 @@ class ChildClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_history: List[float] = []
+        self._drop_path_set = False
+        self._drop_path_warned = False
 
     # ----------------------------------------------------------------- drop path
     @property
@@ -137,6 +153,7 @@ class ChildClassifier(pl.LightningModule):
                 raise ValueError(f"{type(self.net).__name__} has no drop path; cannot set drop_path_prob={value!r}")
             return
         self.net.drop_path_prob = float(value)
+        self._drop_path_set = True
 
     # ----------------------------------------------------------------- steps
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,12 +166,17 @@ class ChildClassifier(pl.LightningModule):
             raise ValueError(f"ChildClassifier expects batches (images, labels), got {type(batch).__name__}")
         return batch[0], batch[1]
 
+    def criterion(self, logits: torch.Tensor, logits_aux: Optional[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """Cross entropy, plus ``auxiliary_weight`` times the auxiliary head's when it ran."""
+        loss = F.cross_entropy(logits, target)
+        if logits_aux is not None and self.settings["auxiliary_weight"]:
+            loss = loss + self.settings["auxiliary_weight"] * F.cross_entropy(logits_aux, target)
+        return loss
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = self._unpack(batch)
         logits, aux = split_logits(self.net(x))
-        loss = F.cross_entropy(logits, y)
-        if aux is not None and self.hparams.auxiliary_weight:
-            loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(aux, y)
+        loss = self.criterion(logits, aux, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"child training loss is {float(loss)} at epoch {self.current_epoch}, batch {batch_idx}")
         self.train_acc(logits, y)
@@ -183,7 +205,25 @@ class ChildClassifier(pl.LightningModule):
         # compute() reduces across ranks, so every rank records the same value
         self.val_acc_history.append(float(self.val_acc.compute()))
 
+    def on_fit_start(self) -> None:
+        self._drop_path_set = False
+        clip = self.trainer.gradient_clip_val
+        if clip is not None and self.settings["grad_clip"]:
+            raise ValueError(
+                f"{type(self).__name__} clips the gradient norm itself (grad_clip={self.settings['grad_clip']!r}); "
+                f"Trainer(gradient_clip_val={clip!r}) would clip a second time. Set {type(self).__name__}(grad_clip=...) "
+                f"and leave the Trainer flag unset, or set {type(self).__name__}(grad_clip=None) to let the Trainer clip"
+            )
+
     def on_train_epoch_start(self) -> None:
+        # Callbacks' on_train_epoch_start runs before the module's, so a schedule has set it by now.
+        if not self._drop_path_set and self.settings["drop_path_prob"] > 0 and not self._drop_path_warned:
+            self._drop_path_warned = True
+            rank_zero_warn(
+                f"{type(self).__name__}(drop_path_prob={self.settings['drop_path_prob']}) is the maximum of a schedule, "
+                f"but no callback set `drop_path_prob`; training runs with drop path {self.drop_path_prob}. Add "
+                "lit_automl.callbacks.ScheduledDropPath() to the Trainer's callbacks"
+            )
         self.log("drop_path_prob", self.drop_path_prob, on_step=False, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
@@ -195,24 +235,24 @@ class ChildClassifier(pl.LightningModule):
     # ----------------------------------------------------------------- optimisation
     def schedule_epochs(self) -> int:
         """Length of the cosine schedule: ``epochs`` or the Trainer's ``max_epochs``."""
-        if self.hparams.epochs is not None:
-            return int(self.hparams.epochs)
+        if self.settings["epochs"] is not None:
+            return int(self.settings["epochs"])
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         if max_epochs is None or max_epochs < 1:
             raise ValueError(
-                f"ChildClassifier(epochs=None) takes the schedule length from Trainer(max_epochs), which is "
-                f"{max_epochs!r}; set Trainer(max_epochs=...) or ChildClassifier(epochs=...)"
+                f"{type(self).__name__}(epochs=None) takes the cosine schedule length from Trainer(max_epochs), which "
+                f"is {max_epochs!r}; set Trainer(max_epochs=...) or {type(self).__name__}(epochs=...)"
             )
         return int(max_epochs)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = SimpleNamespace(**self.settings)
         optimizer = torch.optim.SGD(
             self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
         )
         if hp.schedule == "constant":
             return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.schedule_epochs())
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.schedule_epochs(), eta_min=hp.lr_min)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def configure_gradient_clipping(
@@ -222,12 +262,7 @@ class ChildClassifier(pl.LightningModule):
         gradient_clip_algorithm: Optional[str] = None,
     ) -> None:
         """Clip the gradient norm to ``grad_clip`` when set; otherwise the Trainer's flag applies."""
-        if self.hparams.grad_clip:
-            if gradient_clip_val is not None:
-                rank_zero_warn(
-                    f"ChildClassifier(grad_clip={self.hparams.grad_clip}) clips; Trainer(gradient_clip_val="
-                    f"{gradient_clip_val}) is ignored"
-                )
-            self.clip_gradients(optimizer, gradient_clip_val=float(self.hparams.grad_clip), gradient_clip_algorithm="norm")
+        if self.settings["grad_clip"]:
+            self.clip_gradients(optimizer, gradient_clip_val=float(self.settings["grad_clip"]), gradient_clip_algorithm="norm")
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
