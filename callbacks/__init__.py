@@ -5,3 +5,7 @@ from .genotype_logger import GenotypeLogger
 from .optuna_pruning import OptunaPruning
 
 __all__ = ["GenotypeLogger", "OptunaPruning", "ScheduledDropPath"]
+from .darts_plus import DartsPlusEarlyStopping
+from .hessian import HessianEigenvalueMonitor, darts_es_rule, dominant_hessian_eigenvalue
+
+__all__ += ["DartsPlusEarlyStopping", "HessianEigenvalueMonitor", "darts_es_rule", "dominant_hessian_eigenvalue"]

@@ -13,7 +13,6 @@ The eigenvalue is found by power iteration on Hessian-vector products (double ba
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -429,5 +428,3 @@ def _probe_mode(module: torch.nn.Module, mode: str) -> Iterator[None]:
         for m, flag in flags:
             m.training = flag
 
-
-_ = math  # math kept for readers extending the rule (log-ratios); no runtime use

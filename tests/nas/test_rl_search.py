@@ -63,8 +63,8 @@ def test_every_child_is_a_trial_with_its_decisions_reward_and_architecture(tmp_p
 
 def test_search_concentrates_on_the_best_architecture(tmp_path):
     torch.manual_seed(0)
-    search = _search(tmp_path, children_per_step=8, lr=0.05, hidden_size=16, seed=1)
-    trainer = quiet_trainer(tmp_path, max_steps=25)
+    search = _search(tmp_path, children_per_step=8, lr=0.1, hidden_size=16, seed=1)
+    trainer = quiet_trainer(tmp_path, max_steps=12)
     trainer.fit(search)
     rewards = [h["reward"] for h in search.history]
     first, last = sum(rewards[:16]) / 16, sum(rewards[-16:]) / 16
