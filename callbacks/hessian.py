@@ -9,6 +9,12 @@ eigenvalue rises too fast and return the architecture of a few epochs earlier.
 
 The eigenvalue is found by power iteration on Hessian-vector products (double backward through
 ``torch.autograd.grad(..., create_graph=True)``); the Hessian itself is never formed.
+
+The stopping rule is the paper's text (Sec. 5.2: window 5, k = 5, ratio 0.75). The authors'
+released code (automl/RobustDARTS) differs in details we do not copy: it forms the full Hessian
+and takes its largest eigenvalue, adds ``arch_weight_decay * I`` to it, centres the averaging
+window, compares against ``1 / 1.3`` instead of 0.75, and only starts checking after a minimum
+epoch.
 """
 
 from __future__ import annotations
@@ -183,8 +189,8 @@ class HessianEigenvalueMonitor(Callback):
     DARTS-ES (``early_stop=True``, Sec. 5.2): after each epoch's eigenvalue, :func:`darts_es_rule`
     with ``window=5``, ``k=5``, ``threshold=0.75`` (the paper's values); on a stop
     ``trainer.should_stop`` is set and :meth:`genotype_at_stop` returns the genotype of epoch
-    ``stopped_epoch - k`` (genotypes are stored per epoch as text). Needs ``every_n_epochs=1``
-    and ``module.genotype()``.
+    ``stopped_epoch - k`` (genotypes are stored per epoch as text); the ratio is logged as
+    ``arch/hessian_es_ratio`` once defined. Needs ``every_n_epochs=1`` and ``module.genotype()``.
 
     Args:
         every_n_epochs: probe at epochs ``e`` with ``e % every_n_epochs == 0`` (ours: 1).
@@ -245,11 +251,12 @@ class HessianEigenvalueMonitor(Callback):
         self.stopped_epoch: Optional[int] = None
         self.stop_reason: Optional[str] = None
         self.stop_genotype: Optional[str] = None
+        self.last_ratio: Optional[float] = None  # avg(epoch - k) / avg(epoch) of the last check
         self._captured: Deque[Batch] = deque(maxlen=self.num_batches)
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(every_n_epochs=self.every_n_epochs, source=self.source, early_stop=self.early_stop)
+        return self._generate_state_key(source=self.source, mode=self.mode)
 
     # ----------------------------------------------------------------- decisions (no trainer needed)
     def is_due(self, epoch: int) -> bool:
@@ -266,12 +273,14 @@ class HessianEigenvalueMonitor(Callback):
         self.eigenvalues[epoch] = float(eigenvalue)
         if genotype is not None:
             self.genotypes[epoch] = str(genotype)
+        self.last_ratio = None
         if not self.early_stop:
             return False, ""
         span = range(epoch - self.window - self.k + 1, epoch + 1)
         if any(e not in self.eigenvalues for e in span):
             return False, ""
         stop, ratio = darts_es_rule([self.eigenvalues[e] for e in span], self.window, self.k, self.threshold)
+        self.last_ratio = ratio
         if not stop:
             return False, ""
         reason = (
@@ -365,13 +374,16 @@ class HessianEigenvalueMonitor(Callback):
         should_stop, reason = self.check(epoch, eigenvalue, genotype)
         if not self.early_stop:
             return
+        if self.last_ratio is not None:
+            pl_module.log("arch/hessian_es_ratio", self.last_ratio, on_step=False, on_epoch=True)
         should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
-        if should_stop and self.stopped_epoch is None:
-            self.stopped_epoch = epoch
-            self.stop_reason = reason or "DARTS-ES: another rank met the stopping rule"
-            self.stop_genotype = self.genotypes.get(epoch - self.k)
+        if should_stop:
             trainer.should_stop = True
-            rank_zero_info(f"HessianEigenvalueMonitor: stopping at epoch {epoch}. {self.stop_reason}. Genotype: {self.stop_genotype}")
+            if self.stopped_epoch is None:
+                self.stopped_epoch = epoch
+                self.stop_reason = reason or "DARTS-ES: another rank met the stopping rule"
+                self.stop_genotype = self.genotypes.get(epoch - self.k)
+                rank_zero_info(f"HessianEigenvalueMonitor: stopping at epoch {epoch}. {self.stop_reason}. Genotype: {self.stop_genotype}")
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
