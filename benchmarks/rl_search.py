@@ -129,6 +129,7 @@ def part_search(seeds: List[int], children: int) -> None:
         gen = torch.Generator().manual_seed(seed)
         accs = [ev.evaluate(space.decode(_random_actions(space, gen)), 3)["val_acc"] for _ in range(children)]
         table.setdefault("random search", []).append((max(accs), statistics.mean(accs[-m * 2:]), statistics.mean(accs)))
+        print(f"  seed {seed} random search: best {max(accs):.4f}", flush=True)
         for label, algo in (("NAS-RL REINFORCE", "reinforce"), ("PPO", "ppo")):
             with tempfile.TemporaryDirectory() as tmp:
                 search = NASRL(_digits_evaluator(space), grow_depth=False, algorithm=algo, children_per_step=m, budget=3,
@@ -138,6 +139,7 @@ def part_search(seeds: List[int], children: int) -> None:
                            enable_model_summary=False, default_root_dir=tmp).fit(search)
             accs = [h["val_acc"] for h in search.history]
             table.setdefault(label, []).append((max(accs), statistics.mean(accs[-m * 2:]), statistics.mean(accs)))
+            print(f"  seed {seed} {label}: best {max(accs):.4f}", flush=True)
     print(f"{'method':18s} {'best acc':>16s} {'mean of last 8':>16s} {'mean of all':>16s}")
     for label, rows in table.items():
         cols = []

@@ -9,3 +9,6 @@ from .darts_plus import DartsPlusEarlyStopping
 from .hessian import HessianEigenvalueMonitor, darts_es_rule, dominant_hessian_eigenvalue
 
 __all__ += ["DartsPlusEarlyStopping", "HessianEigenvalueMonitor", "darts_es_rule", "dominant_hessian_eigenvalue"]
+from .temperature import TemperatureAnnealing
+
+__all__ += ["TemperatureAnnealing"]

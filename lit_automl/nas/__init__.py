@@ -13,3 +13,6 @@ __all__ = [
     "ChildClassifier", "Controller", "DARTS", "Decision", "Evaluator", "NASNetSearch", "NASRL", "PPOTrainer",
     "RLSearch", "ReinforceTrainer", "Retrain", "TrainingEvaluator",
 ]
+from lit_automl.nas.snas import SNAS, expected_resource_cost
+
+__all__ += ["SNAS", "expected_resource_cost"]

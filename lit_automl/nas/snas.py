@@ -1,0 +1,395 @@
+"""SNAS: stochastic neural architecture search on the DARTS supernet.
+
+Xie, Zheng, Liu & Lin, "SNAS: Stochastic Neural Architecture Search", ICLR 2019.
+
+* Sec. 2.2: the architecture is a factorised categorical ``p(Z | alpha)``, one one-hot ``Z_e`` per
+  edge; it is relaxed with the concrete (Gumbel-softmax) distribution
+  ``Z_e = softmax((alpha_e + G_e) / tau)``, ``G = -log(-log(U))``, at temperature ``tau``.
+* Sec. 2.3: supernet weights and alphas are trained together on ONE loss, the training loss of the
+  sampled child (single level: no train / val split).
+* Sec. 2.4: a resource constraint ``C(Z)`` with per-op costs (parameters or FLOPs), whose gradient
+  is the score-function term ``E[C(Z) d log p(Z) / d alpha]``. ``C`` is a sum of per-edge costs, so
+  we use the per-edge form ``sum_e c_e(Z_e) d log p(Z_e) / d alpha_e`` (same expectation, lower
+  variance).
+
+The supernet is :class:`~lit_automl.spaces.networks.SearchNetwork` (shared with DARTS); SNAS only
+decides the edge weights it is handed. One noise sample per edge and cell type per training step,
+shared by all cells of that type (the supernet ties alphas per cell type) and by the whole batch.
+The noise comes from a ``torch.Generator`` seeded from ``(seed, global_step)``, so every DDP rank
+draws the same architecture; alpha gradients flow through DDP's own all-reduce (and the resource
+term is averaged explicitly).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lit_automl.distributed import all_reduce_mean
+from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.spaces.cells import MixedEdge
+from lit_automl.spaces.derive import edge_entropy
+from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.networks import SearchNetwork
+from lit_automl.spaces.ops import get_op_set, validate_primitives
+
+__all__ = ["SNAS", "expected_resource_cost", "gumbel_softmax_sample", "score_function_resource_grad"]
+
+RESOURCES = ("params", "flops")
+
+
+def _check_tau(tau: Any) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not float(tau) > 0:
+        raise ValueError(f"temperature tau must be a number > 0, got {tau!r}")
+    return float(tau)
+
+
+def gumbel_softmax_sample(
+    alpha: torch.Tensor,
+    tau: float,
+    generator: Optional[torch.Generator] = None,
+    hard: bool = False,
+    noise: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """A concrete sample ``softmax((alpha + G) / tau)`` over the last dim (SNAS eq. 3).
+
+    ``noise``: a fixed Gumbel draw ``G`` (same shape as ``alpha``); otherwise drawn from
+    ``generator`` on the CPU (device-independent, so identical on every rank). ``hard=True``
+    returns the one-hot ``argmax(alpha + G)`` in the forward pass with the relaxed gradient
+    (straight-through).
+    """
+    tau = _check_tau(tau)
+    if noise is None:
+        u = torch.rand(alpha.shape, generator=generator, dtype=torch.float64)
+        noise = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-12)))
+    noise = noise.to(device=alpha.device, dtype=alpha.dtype)
+    soft = F.softmax((alpha + noise) / tau, dim=-1)
+    if not hard:
+        return soft
+    index = (alpha.detach() + noise).argmax(dim=-1, keepdim=True)
+    one_hot = torch.zeros_like(soft).scatter_(-1, index, 1.0)
+    return one_hot - soft.detach() + soft
+
+
+def expected_resource_cost(alphas: Union[torch.Tensor, Sequence[torch.Tensor]],
+                           costs: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
+    """``E_{Z ~ p(Z|alpha)}[C(Z)] = sum_e softmax(alpha_e) . cost_e``, summed over cell types too."""
+    if isinstance(alphas, torch.Tensor):
+        alphas, costs = [alphas], [costs]
+    if len(alphas) != len(costs):
+        raise ValueError(f"got {len(alphas)} alpha tensors but {len(costs)} cost tensors")
+    total = None
+    for a, c in zip(alphas, costs):
+        if tuple(a.shape) != tuple(c.shape):
+            raise ValueError(f"alpha shape {tuple(a.shape)} does not match cost shape {tuple(c.shape)}")
+        term = (F.softmax(a, dim=-1) * c.to(a)).sum()
+        total = term if total is None else total + term
+    return total
+
+
+def score_function_resource_grad(alphas: Sequence[torch.Tensor], samples: Sequence[torch.Tensor],
+                                 costs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Per-edge score-function estimate of ``d E[C(Z)] / d alpha`` from one-hot samples ``Z`` (Sec. 2.4):
+    ``sum_e c_e(Z_e) * d log p(Z_e | alpha_e) / d alpha_e = c_e(Z_e) * (Z_e - softmax(alpha_e))``."""
+    out = []
+    for a, z, c in zip(alphas, samples, costs):
+        z = z.detach().to(a)
+        c_z = (z * c.to(a)).sum(dim=-1, keepdim=True)
+        out.append(c_z * (z - F.softmax(a.detach(), dim=-1)))
+    return out
+
+
+def _op_param_cost(op: nn.Module) -> float:
+    return float(sum(p.numel() for p in op.parameters()))
+
+
+class _FlopCounter:
+    """Multiply-accumulates of the convolutions and poolings inside one module (forward hooks)."""
+
+    def __init__(self, module: nn.Module):
+        self.total = 0.0
+        self.handles = [m.register_forward_hook(self._hook) for m in module.modules()
+                        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Linear))]
+
+    def _hook(self, m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        per_sample = output.numel() / output.shape[0]
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            self.total += per_sample * (m.in_channels // m.groups) * kh * kw
+        elif isinstance(m, nn.Linear):
+            self.total += per_sample * m.in_features
+        else:
+            k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
+            self.total += per_sample * k[0] * k[1]
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class SNAS(pl.LightningModule):
+    """Single-level SNAS search over the DARTS supernet (Xie et al., ICLR 2019).
+
+    Defaults: supernet C=16, 8 cells, 4 steps (the paper's CIFAR-10 search reuses the DARTS
+    space and setting); weights SGD lr 0.025 cosine to 0.001, momentum 0.9, weight decay 3e-4,
+    gradient clip 5, alphas Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3 (the SNAS code,
+    which follows the DARTS code; the paper does not list them: ours where not stated).
+    Initial temperature ``tau=1.0`` (annealed by :class:`lit_automl.callbacks.TemperatureAnnealing`;
+    the paper anneals it, the exact rate is ours). ``resource_weight=0`` (resource constraint off:
+    ours), alphas initialised at ``1e-3 * randn`` (DARTS code; ours).
+
+    Batches are plain ``(x, y)`` pairs (single level). Optimisers, in order:
+    ``[weights SGD, architecture Adam]``, both stepping on the same backward.
+    Documented attributes: ``alphas``, ``genotype()``, ``temperature`` (writable float),
+    ``resource_costs`` (``[normal, reduce]`` per-op costs, millions of params or MACs, or ``None``).
+
+    Args:
+        tau: initial temperature (> 0).
+        hard: straight-through one-hot samples (forward uses only the sampled op per edge; under
+            DDP this leaves unused weights: use ``find_unused_parameters=True``).
+        resource: ``"params"``, ``"flops"`` or ``None``: the per-op cost of ``C(Z)``.
+        resource_weight: weight of the resource term (``>= 0``; 0 disables it).
+        input_size: spatial size of the probe input used to count FLOPs.
+        seed: seed of the architecture-noise generator (combined with ``global_step``).
+    """
+
+    def __init__(
+        self,
+        C: int = 16,
+        layers: int = 8,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        primitives: Union[str, Sequence[str]] = "darts",
+        tau: float = 1.0,
+        hard: bool = False,
+        resource: Optional[str] = None,
+        resource_weight: float = 0.0,
+        input_size: int = 32,
+        w_lr: float = 0.025,
+        w_lr_min: float = 0.001,
+        w_momentum: float = 0.9,
+        w_weight_decay: float = 3e-4,
+        grad_clip: float = 5.0,
+        alpha_lr: float = 3e-4,
+        alpha_betas: Tuple[float, float] = (0.5, 0.999),
+        alpha_weight_decay: float = 1e-3,
+        alpha_init_std: float = 1e-3,
+        epochs: Optional[int] = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        _check_tau(tau)
+        if resource is not None and resource not in RESOURCES:
+            raise ValueError(f"resource must be one of {RESOURCES} or None, got {resource!r}")
+        for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name, value in (("w_lr_min", w_lr_min), ("w_weight_decay", w_weight_decay),
+                            ("alpha_weight_decay", alpha_weight_decay), ("alpha_init_std", alpha_init_std),
+                            ("grad_clip", grad_clip), ("resource_weight", resource_weight)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if resource_weight > 0 and resource is None:
+            raise ValueError(f"resource_weight={resource_weight!r} needs resource='params' or 'flops', got resource=None")
+        if not 0 <= w_momentum < 1:
+            raise ValueError(f"w_momentum must be in [0, 1), got {w_momentum!r}")
+        if epochs is not None and epochs <= 0:
+            raise ValueError(f"epochs must be a positive int or None (= trainer.max_epochs), got {epochs!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+
+        prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
+        self.primitives: Tuple[str, ...] = prims
+        self.model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels)
+        shape = self.model.alpha_shape
+        # Architecture parameters: registered here (saved in checkpoints), in this fixed order.
+        self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
+        self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))
+        self.temperature: float = float(tau)
+        self.resource_costs: Optional[List[torch.Tensor]] = None
+        if resource is not None:
+            self.resource_costs = self.op_costs(resource, input_size)
+
+    # ------------------------------------------------------------------ architecture
+
+    @property
+    def alphas(self) -> Dict[str, nn.Parameter]:
+        return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        return list(self.model.parameters())
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = _check_tau(value)
+
+    def op_costs(self, resource: str, input_size: int = 32) -> List[torch.Tensor]:
+        """Per-op costs ``[normal, reduce]``, each (num_edges, num_ops), in millions, summed over the
+        cells of that type (alphas are shared per cell type). ``none`` costs 0."""
+        if resource not in RESOURCES:
+            raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}")
+        costs = {False: torch.zeros(self.model.alpha_shape, dtype=torch.float64),
+                 True: torch.zeros(self.model.alpha_shape, dtype=torch.float64)}
+        counters: Dict[Tuple[int, int, int], _FlopCounter] = {}
+        for c, cell in enumerate(self.model.cells):
+            for e, edge in enumerate(cell.edges):
+                for k, op in enumerate(edge.ops):
+                    if resource == "params":
+                        costs[cell.reduction][e, k] += _op_param_cost(op)
+                    else:
+                        counters[(c, e, k)] = _FlopCounter(op)
+        if resource == "flops":
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                ones = torch.ones(self.model.alpha_shape)
+                with torch.no_grad():
+                    self.model(torch.zeros(1, self.model.in_channels, input_size, input_size), ones, ones)
+            finally:
+                self.model.train(was_training)
+                for counter in counters.values():
+                    counter.close()
+            for (c, e, k), counter in counters.items():
+                costs[self.model.cells[c].reduction][e, k] += counter.total
+        for e_k in costs.values():  # none never runs and costs nothing
+            for k, name in enumerate(self.primitives):
+                if name == "none":
+                    e_k[:, k] = 0.0
+        return [(costs[False] / 1e6).float(), (costs[True] / 1e6).float()]
+
+    def noise_generator(self, step: Optional[int] = None) -> torch.Generator:
+        """CPU generator seeded from ``(seed, global_step)``: the same on every rank."""
+        step = self.global_step if step is None else step
+        return torch.Generator().manual_seed(int(self.hparams.seed) * 1_000_003 + int(step))
+
+    def sample_edge_weights(self, generator: Optional[torch.Generator] = None,
+                            tau: Optional[float] = None, hard: Optional[bool] = None) -> List[torch.Tensor]:
+        """One concrete sample per edge for each cell type, ``[normal, reduce]``."""
+        tau = self.temperature if tau is None else tau
+        hard = self.hparams.hard if hard is None else hard
+        generator = self.noise_generator() if generator is None else generator
+        return [gumbel_softmax_sample(a, tau, generator, hard) for a in self.arch_parameters()]
+
+    def edge_weights(self, alphas: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
+        """Deterministic (evaluation) weights: softmax(alpha), the mean architecture."""
+        alphas = self.arch_parameters() if alphas is None else alphas
+        return [F.softmax(a, dim=-1) for a in alphas]
+
+    def genotype(self) -> Genotype:
+        """Child network: argmax op of every edge; every edge whose argmax is not ``none`` is kept.
+
+        A node whose edges all choose ``none`` keeps its strongest non-``none`` edge (a node needs
+        an input; ours).
+        """
+        prims = list(self.primitives)
+        steps = self.model.steps
+        cells = []
+        for alpha in self.arch_parameters():
+            a = alpha.detach().cpu()
+            nodes, start = [], 0
+            for i in range(steps):
+                n_in = i + 2
+                node = []
+                for j in range(n_in):
+                    k = int(a[start + j].argmax())
+                    if prims[k] != "none":
+                        node.append((prims[k], j))
+                if not node:
+                    cand = [k for k, p in enumerate(prims) if p != "none"]
+                    block = a[start : start + n_in][:, cand]
+                    flat = int(block.argmax())
+                    j, kk = divmod(flat, len(cand))
+                    node.append((prims[cand[kk]], j))
+                nodes.append(tuple(node))
+                start += n_in
+            cells.append(nodes)
+        concat = list(range(2 + steps - self.model.multiplier, 2 + steps))
+        return Genotype(normal=cells[0], normal_concat=concat, reduce=cells[1], reduce_concat=concat)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, *self.edge_weights())
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        w_opt = torch.optim.SGD(self.weight_parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
+                                weight_decay=hp.w_weight_decay)
+        a_opt = torch.optim.Adam(self.arch_parameters(), lr=hp.alpha_lr, betas=tuple(hp.alpha_betas),
+                                 weight_decay=hp.alpha_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=self._schedule_epochs(), eta_min=hp.w_lr_min)
+        return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+
+    def _schedule_epochs(self) -> int:
+        if self.hparams.epochs is not None:
+            return int(self.hparams.epochs)
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        if max_epochs is None or max_epochs < 1:
+            raise ValueError(f"SNAS needs the length of its cosine schedule: set epochs=... or Trainer(max_epochs=...) "
+                             f"(got trainer.max_epochs={max_epochs!r})")
+        return int(max_epochs)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"SNAS is single level and expects (inputs, targets) batches, got {type(batch).__name__}")
+        x, y = batch
+        w_opt, a_opt = self.optimizers()
+        weights = self.sample_edge_weights()
+        logits = self.model(x, *weights)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"SNAS search diverged: loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        w_opt.zero_grad()
+        a_opt.zero_grad()
+        self.manual_backward(loss)  # one loss, one backward: weights and alphas (DDP all-reduces both)
+        if self.hparams.resource_weight > 0 and self.resource_costs is not None:
+            samples = [F.one_hot(w.detach().argmax(-1), w.shape[-1]) for w in weights]
+            costs = [c.to(self.device) for c in self.resource_costs]
+            extra = all_reduce_mean(score_function_resource_grad(self.arch_parameters(), samples, costs))
+            for a, g in zip(self.arch_parameters(), extra):
+                a.grad = g * self.hparams.resource_weight if a.grad is None else a.grad + self.hparams.resource_weight * g
+            self.log("snas/expected_cost", expected_resource_cost(
+                [a.detach() for a in self.arch_parameters()], costs), on_step=True, on_epoch=True)
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(w_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        w_opt.step()
+        a_opt.step()
+        acc = (logits.argmax(-1) == y).float().mean()
+        self.log_dict({"train/loss": loss.detach(), "train/acc": acc}, prog_bar=True, on_step=True, on_epoch=True,
+                      batch_size=len(y))
+        return loss.detach()
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        self.log("search/w_lr", sched.get_last_lr()[0])
+        sched.step()
+        self.log_dict({f"arch/entropy_{cell}": edge_entropy(a) for cell, a in self.alphas.items()})
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log_dict({"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(-1) == y).float().mean()},
+                      prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["snas_temperature"] = self.temperature
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if "snas_temperature" in checkpoint:
+            self.temperature = checkpoint["snas_temperature"]
+        load_rng_states(checkpoint, type(self).__name__)

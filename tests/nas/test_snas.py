@@ -1,0 +1,201 @@
+"""SNAS: concrete samples, resource cost, single-level fit, genotype, resume, DDP, bad input."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lit_automl.callbacks import TemperatureAnnealing
+from lit_automl.nas.snas import SNAS, expected_resource_cost, gumbel_softmax_sample, score_function_resource_grad
+from lit_automl.spaces import Genotype
+from tests.ddp_harness import fit_ddp
+
+TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1, alpha_lr=0.05)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+class Synthetic(pl.LightningDataModule):
+    def __init__(self, n: int = 32, batch_size: int = 8, seed: int = 0):
+        super().__init__()
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(self.seed)
+        x, y = torch.randn(self.n, 1, 8, 8, generator=g), torch.randint(0, 10, (self.n,), generator=g)
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=self.batch_size)
+
+
+def trainer(tmp_path, **kw) -> pl.Trainer:
+    kw = {"max_epochs": 1, "limit_train_batches": 2, **kw}
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                      limit_val_batches=0, **kw)
+
+
+def gumbel(shape, seed):
+    u = torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return -torch.log(-torch.log(u))
+
+
+def test_relaxed_sample_is_differentiable_in_alpha():
+    alpha = torch.tensor([[0.3, -0.2, 1.0, 0.1], [0.0, 0.5, -0.5, 0.2]], dtype=torch.float64, requires_grad=True)
+    noise, v = gumbel(alpha.shape, 1), torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    f = lambda a: (gumbel_softmax_sample(a, 0.7, noise=noise) * v).sum()
+    (grad,) = torch.autograd.grad(f(alpha), alpha)
+    assert grad.abs().sum() > 0
+    eps = 1e-6
+    fd = torch.zeros_like(alpha)
+    with torch.no_grad():
+        for idx in [(i, j) for i in range(2) for j in range(4)]:
+            e = torch.zeros_like(alpha)
+            e[idx] = eps
+            fd[idx] = (f(alpha + e) - f(alpha - e)) / (2 * eps)
+    torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
+    # Straight-through: one-hot forward, relaxed gradient.
+    hard = gumbel_softmax_sample(alpha, 0.7, noise=noise, hard=True)
+    assert set(hard.detach().flatten().tolist()) <= {0.0, 1.0} and torch.all(hard.detach().sum(-1) == 1)
+    (g_hard,) = torch.autograd.grad((hard * v).sum(), alpha)
+    torch.testing.assert_close(g_hard, grad)
+
+
+def test_hard_frequencies_match_softmax_and_relaxed_mean_approaches_them():
+    alpha = torch.tensor([1.0, 0.0, -1.0, 0.5], dtype=torch.float64)
+    n = 4000
+    a = alpha.expand(n, 4)
+    noise = gumbel((n, 4), 7)
+    hard = gumbel_softmax_sample(a, 1.0, noise=noise, hard=True)
+    freq = hard.mean(0)
+    p = torch.softmax(alpha, -1)
+    sd = (p * (1 - p) / n).sqrt()
+    assert torch.all((freq - p).abs() < 4 * sd), (freq, p)
+    gaps = [(gumbel_softmax_sample(a, tau, noise=noise).mean(0) - freq).abs().max().item() for tau in (1.0, 0.3, 0.03)]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.01, gaps
+
+
+def test_expected_resource_cost_matches_monte_carlo_and_score_function():
+    g = torch.Generator().manual_seed(0)
+    alphas = [torch.randn(5, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    costs = [torch.rand(5, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    exact = expected_resource_cost(alphas, costs)
+    n = 20000
+    samples, total = [], torch.zeros(n, dtype=torch.float64)
+    for i, (a, c) in enumerate(zip(alphas, costs)):
+        z = gumbel_softmax_sample(a.expand(n, 5, 8), 1.0, noise=gumbel((n, 5, 8), 10 + i), hard=True)
+        samples.append(z)
+        total += (z * c).sum((-1, -2))
+    assert abs(total.mean() - exact) < 4 * total.std() / math.sqrt(n)
+    # The score-function term is an unbiased estimate of d E[C] / d alpha.
+    a_req = [a.clone().requires_grad_() for a in alphas]
+    exact_grad = torch.autograd.grad(expected_resource_cost(a_req, costs), a_req)
+    sf = score_function_resource_grad([a.expand(n, 5, 8) for a in alphas], samples, costs)
+    for est, ex in zip(sf, exact_grad):
+        se = est.std(0) / math.sqrt(n)
+        assert torch.all((est.mean(0) - ex).abs() < 5 * se + 1e-6)
+
+
+def test_op_costs_params_and_flops():
+    m = SNAS(**TINY, resource="params")
+    normal, reduce = m.resource_costs
+    prims = list(m.primitives)
+    assert normal.shape == m.model.alpha_shape
+    assert torch.all(normal[:, prims.index("none")] == 0) and torch.all(normal[:, prims.index("skip_connect")] == 0)
+    assert torch.all(normal[:, prims.index("sep_conv_5x5")] > normal[:, prims.index("sep_conv_3x3")])
+    flops = SNAS(**TINY, resource="flops", input_size=8).resource_costs
+    assert torch.all(flops[0][:, prims.index("sep_conv_3x3")] > 0) and torch.all(flops[0][:, prims.index("none")] == 0)
+    assert torch.all(flops[0][:, prims.index("max_pool_3x3")] > 0)
+
+
+def test_tiny_fit_moves_alphas_and_genotype_keeps_every_non_none_edge(tmp_path):
+    pl.seed_everything(0)
+    m = SNAS(**TINY, resource="params", resource_weight=1.0)
+    before = [a.detach().clone() for a in m.arch_parameters()]
+    trainer(tmp_path).fit(m, Synthetic())
+    assert all(not torch.allclose(a, b) for a, b in zip(m.arch_parameters(), before))
+    prims = list(m.primitives)
+    with torch.no_grad():
+        m.alpha_normal.zero_()
+        m.alpha_normal[:, prims.index("sep_conv_3x3")] = 1.0
+        m.alpha_normal[1, prims.index("none")] = 5.0       # node 0 keeps only input 0
+        m.alpha_normal[4, prims.index("skip_connect")] = 5.0
+        m.alpha_reduce.zero_()
+        m.alpha_reduce[:, prims.index("none")] = 5.0         # all none: strongest non-none edge kept
+        m.alpha_reduce[3, prims.index("max_pool_3x3")] = 2.0
+    g = m.genotype()
+    assert isinstance(g, Genotype)
+    assert [list(n) for n in g.normal] == [[("sep_conv_3x3", 0)],
+                                           [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 2)]]
+    assert list(g.reduce[1]) == [("max_pool_3x3", 1)]
+
+
+def test_noise_depends_only_on_seed_and_step():
+    m = SNAS(**TINY)
+    a = m.sample_edge_weights(m.noise_generator(5))
+    b = m.sample_edge_weights(m.noise_generator(5))
+    c = m.sample_edge_weights(m.noise_generator(6))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[0], c[0])
+
+
+def test_resume_continues_with_the_same_alphas(tmp_path):
+    def run(max_epochs, ckpt=None):
+        pl.seed_everything(3)
+        m = SNAS(**TINY, epochs=3)
+        t = trainer(tmp_path, max_epochs=max_epochs, callbacks=[TemperatureAnnealing(decay=0.5)])
+        t.fit(m, Synthetic(seed=5), ckpt_path=ckpt)
+        return m, t
+
+    full, _ = run(2)
+    part, t = run(1)
+    ckpt = tmp_path / "e1.ckpt"
+    t.save_checkpoint(ckpt)
+    pl.seed_everything(99)
+    resumed, _ = run(2, ckpt=str(ckpt))
+    for a, b in zip(resumed.arch_parameters(), full.arch_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(part.alpha_normal, full.alpha_normal)
+    assert resumed.temperature == full.temperature == 0.5
+    ck = torch.load(ckpt, weights_only=False)
+    assert "alpha_normal" in ck["state_dict"] and ck["snas_temperature"] == 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"tau": 0.0}, "tau must be a number > 0, got 0.0"),
+    ({"tau": -1}, "got -1"),
+    ({"resource": "memory"}, "resource must be one of.*'memory'"),
+    ({"resource_weight": 1.0}, "resource_weight=1.0 needs resource"),
+    ({"w_lr": 0.0}, "w_lr must be > 0"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SNAS(**{**TINY, **kwargs})
+
+
+def test_bad_temperature_at_runtime():
+    m = SNAS(**TINY)
+    with pytest.raises(ValueError, match="got 0"):
+        m.temperature = 0
+    with pytest.raises(ValueError, match=r"got -0.5"):
+        gumbel_softmax_sample(torch.zeros(3), -0.5)
+    with pytest.raises(ValueError, match="'flop'"):
+        m.op_costs("flop")
+
+
+@pytest.mark.ddp
+def test_ddp_alphas_identical_on_both_ranks(tmp_path):
+    pl.seed_everything(0)
+    m = SNAS(**TINY)
+    before = m.alpha_normal.detach().clone()
+    ranks = fit_ddp(m, Synthetic(batch_size=4), tmp_path, limit_train_batches=2)
+    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
+    s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
+    assert not torch.allclose(s0["alpha_normal"], before)
+    for key in ("alpha_normal", "alpha_reduce"):
+        torch.testing.assert_close(s0[key], s1[key], rtol=0, atol=1e-7)
