@@ -41,6 +41,33 @@ Batch = Tuple[torch.Tensor, torch.Tensor]
 MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
+def cosine_schedule_epochs(module: pl.LightningModule) -> int:
+    """Length of a supernet's weight schedule: ``hparams.epochs`` or ``Trainer(max_epochs)``."""
+    if module.hparams.epochs is not None:
+        return int(module.hparams.epochs)
+    max_epochs = module.trainer.max_epochs if module._trainer is not None else None
+    if max_epochs is None or max_epochs < 1:
+        raise ValueError(
+            f"{type(module).__name__} needs the length of its cosine schedule: set epochs=... or "
+            f"Trainer(max_epochs=...) (got trainer.max_epochs={max_epochs!r})"
+        )
+    return int(max_epochs)
+
+
+def supernet_optimizers(module: pl.LightningModule) -> Tuple[List[torch.optim.Optimizer], List[Dict[str, Any]]]:
+    """The two optimisers of a DARTS-family search, in this order: weights (SGD, cosine-annealed
+    per epoch to ``w_lr_min``), then architecture parameters (Adam); read from the module's
+    hyperparameters ``w_lr, w_momentum, w_weight_decay, w_lr_min, alpha_lr, alpha_betas,
+    alpha_weight_decay, epochs``."""
+    hp = module.hparams
+    w_opt = torch.optim.SGD(module.weight_parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
+                            weight_decay=hp.w_weight_decay)
+    a_opt = torch.optim.Adam(module.arch_parameters(), lr=hp.alpha_lr, betas=tuple(hp.alpha_betas),
+                             weight_decay=hp.alpha_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=cosine_schedule_epochs(module), eta_min=hp.w_lr_min)
+    return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+
+
 class DARTS(pl.LightningModule):
     """Bilevel DARTS search over the supernet (Liu et al., ICLR 2019, Sec. 2.3 and 3.1.1).
 
@@ -216,24 +243,10 @@ class DARTS(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def configure_optimizers(self):
-        hp = self.hparams
-        w_opt = torch.optim.SGD(self.weight_parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
-                                weight_decay=hp.w_weight_decay)
-        a_opt = torch.optim.Adam(self.arch_parameters(), lr=hp.alpha_lr, betas=tuple(hp.alpha_betas),
-                                 weight_decay=hp.alpha_weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=self._schedule_epochs(), eta_min=hp.w_lr_min)
-        return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+        return supernet_optimizers(self)
 
     def _schedule_epochs(self) -> int:
-        if self.hparams.epochs is not None:
-            return int(self.hparams.epochs)
-        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        if max_epochs is None or max_epochs < 1:
-            raise ValueError(
-                f"DARTS needs the length of its cosine schedule: set epochs=... or Trainer(max_epochs=...) "
-                f"(got trainer.max_epochs={max_epochs!r})"
-            )
-        return int(max_epochs)
+        return cosine_schedule_epochs(self)
 
     @staticmethod
     def split_batch(batch: Any) -> Tuple[Batch, Batch]:

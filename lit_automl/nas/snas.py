@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_automl.distributed import all_reduce_mean
+from lit_automl.nas.darts import cosine_schedule_epochs, supernet_optimizers
 from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.cells import MixedEdge
 from lit_automl.spaces.derive import edge_entropy
@@ -326,22 +327,11 @@ class SNAS(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def configure_optimizers(self):
-        hp = self.hparams
-        w_opt = torch.optim.SGD(self.weight_parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
-                                weight_decay=hp.w_weight_decay)
-        a_opt = torch.optim.Adam(self.arch_parameters(), lr=hp.alpha_lr, betas=tuple(hp.alpha_betas),
-                                 weight_decay=hp.alpha_weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=self._schedule_epochs(), eta_min=hp.w_lr_min)
-        return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+        """The DARTS family's two optimisers (weights SGD + cosine, then alphas Adam), stepped on one loss."""
+        return supernet_optimizers(self)
 
     def _schedule_epochs(self) -> int:
-        if self.hparams.epochs is not None:
-            return int(self.hparams.epochs)
-        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        if max_epochs is None or max_epochs < 1:
-            raise ValueError(f"SNAS needs the length of its cosine schedule: set epochs=... or Trainer(max_epochs=...) "
-                             f"(got trainer.max_epochs={max_epochs!r})")
-        return int(max_epochs)
+        return cosine_schedule_epochs(self)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
