@@ -41,6 +41,55 @@ Batch = Tuple[torch.Tensor, torch.Tensor]
 MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
+def check_supernet_settings(w_lr: float, alpha_lr: float, w_lr_min: float, w_momentum: float, w_weight_decay: float,
+                            alpha_weight_decay: float, alpha_init_std: float, grad_clip: float,
+                            epochs: Optional[int]) -> None:
+    """Validate the weight / architecture optimiser settings shared by the DARTS family."""
+    for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+    for name, value in (("w_lr_min", w_lr_min), ("w_weight_decay", w_weight_decay),
+                        ("alpha_weight_decay", alpha_weight_decay), ("alpha_init_std", alpha_init_std),
+                        ("grad_clip", grad_clip)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if not 0 <= w_momentum < 1:
+        raise ValueError(f"w_momentum must be in [0, 1), got {w_momentum!r}")
+    if epochs is not None and epochs <= 0:
+        raise ValueError(f"epochs must be a positive int or None (= trainer.max_epochs), got {epochs!r}")
+
+
+class SupernetParameters:
+    """The supernet and its architecture parameters, as every DARTS-family module holds them.
+
+    :meth:`build_supernet` builds the one :class:`SearchNetwork` and registers ``alpha_normal`` then
+    ``alpha_reduce`` (fixed order, saved in checkpoints, out of the weight optimiser).
+    """
+
+    def build_supernet(self, C: int, num_classes: int, layers: int, steps: int, multiplier: int,
+                       stem_multiplier: int, primitives: Union[str, Sequence[str]], in_channels: int,
+                       alpha_init_std: float) -> None:
+        prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
+        self.primitives: Tuple[str, ...] = prims
+        self.model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels)
+        shape = self.model.alpha_shape
+        self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
+        self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))
+
+    @property
+    def alphas(self) -> Dict[str, nn.Parameter]:
+        """Raw architecture parameters by cell type, ``{"normal": ..., "reduce": ...}``."""
+        return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """Architecture parameters in their fixed order (normal, reduce)."""
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        """Supernet weights: everything the weight optimiser updates (no alphas)."""
+        return list(self.model.parameters())
+
+
 def cosine_schedule_epochs(module: pl.LightningModule) -> int:
     """Length of a supernet's weight schedule: ``hparams.epochs`` or ``Trainer(max_epochs)``."""
     if module.hparams.epochs is not None:
@@ -68,7 +117,7 @@ def supernet_optimizers(module: pl.LightningModule) -> Tuple[List[torch.optim.Op
     return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
 
 
-class DARTS(pl.LightningModule):
+class DARTS(SupernetParameters, pl.LightningModule):
     """Bilevel DARTS search over the supernet (Liu et al., ICLR 2019, Sec. 2.3 and 3.1.1).
 
     Defaults are the paper's CIFAR-10 search: C=16, 8 cells, 4 steps; weights SGD lr 0.025
@@ -118,47 +167,21 @@ class DARTS(pl.LightningModule):
         super().__init__()
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (second order), got {order!r}")
-        for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr), ("unrolled_eps", unrolled_eps)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name, value in (("w_lr_min", w_lr_min), ("w_weight_decay", w_weight_decay),
-                            ("alpha_weight_decay", alpha_weight_decay), ("alpha_init_std", alpha_init_std),
-                            ("grad_clip", grad_clip)):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
-        if not 0 <= w_momentum < 1:
-            raise ValueError(f"w_momentum must be in [0, 1), got {w_momentum!r}")
-        if epochs is not None and epochs <= 0:
-            raise ValueError(f"epochs must be a positive int or None (= trainer.max_epochs), got {epochs!r}")
+        if not unrolled_eps > 0:
+            raise ValueError(f"unrolled_eps must be > 0, got {unrolled_eps!r}")
+        check_supernet_settings(w_lr, alpha_lr, w_lr_min, w_momentum, w_weight_decay, alpha_weight_decay,
+                                alpha_init_std, grad_clip, epochs)
         if memory_format not in MEMORY_FORMATS:
             raise ValueError(f"memory_format must be one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
 
-        prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
-        self.primitives: Tuple[str, ...] = prims
         self.memory_format = MEMORY_FORMATS[memory_format]
-        self.model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels)
+        self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
+                            alpha_init_std)
         self.model.to(memory_format=self.memory_format)
-        shape = self.model.alpha_shape
-        # Architecture parameters: registered here (saved in checkpoints), in this fixed order.
-        self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
-        self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))
 
     # ------------------------------------------------------------------ architecture
-
-    @property
-    def alphas(self) -> Dict[str, nn.Parameter]:
-        """Raw architecture parameters by cell type, ``{"normal": ..., "reduce": ...}``."""
-        return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}
-
-    def arch_parameters(self) -> List[nn.Parameter]:
-        """Architecture parameters in their fixed order (normal, reduce)."""
-        return [self.alpha_normal, self.alpha_reduce]
-
-    def weight_parameters(self) -> List[nn.Parameter]:
-        """Supernet weights: everything the weight optimiser updates (no alphas)."""
-        return list(self.model.parameters())
 
     def edge_weights(self, alphas: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
         """Mixed-edge weights handed to the supernet: softmax over ops (DARTS eq. 2)."""

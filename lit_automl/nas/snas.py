@@ -30,13 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_automl.distributed import all_reduce_mean
-from lit_automl.nas.darts import cosine_schedule_epochs, supernet_optimizers
+from lit_automl.nas.darts import (
+    SupernetParameters,
+    check_supernet_settings,
+    cosine_schedule_epochs,
+    supernet_optimizers,
+)
 from lit_automl.rng import load_rng_states, save_rng_states
-from lit_automl.spaces.cells import MixedEdge
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
-from lit_automl.spaces.networks import SearchNetwork
-from lit_automl.spaces.ops import get_op_set, validate_primitives
 
 __all__ = ["SNAS", "expected_resource_cost", "gumbel_softmax_sample", "score_function_resource_grad"]
 
@@ -132,7 +134,7 @@ class _FlopCounter:
             h.remove()
 
 
-class SNAS(pl.LightningModule):
+class SNAS(SupernetParameters, pl.LightningModule):
     """Single-level SNAS search over the DARTS supernet (Xie et al., ICLR 2019).
 
     Defaults: supernet C=16, 8 cells, 4 steps (the paper's CIFAR-10 search reuses the DARTS
@@ -189,46 +191,22 @@ class SNAS(pl.LightningModule):
         _check_tau(tau)
         if resource is not None and resource not in RESOURCES:
             raise ValueError(f"resource must be one of {RESOURCES} or None, got {resource!r}")
-        for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name, value in (("w_lr_min", w_lr_min), ("w_weight_decay", w_weight_decay),
-                            ("alpha_weight_decay", alpha_weight_decay), ("alpha_init_std", alpha_init_std),
-                            ("grad_clip", grad_clip), ("resource_weight", resource_weight)):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        check_supernet_settings(w_lr, alpha_lr, w_lr_min, w_momentum, w_weight_decay, alpha_weight_decay,
+                                alpha_init_std, grad_clip, epochs)
+        if not resource_weight >= 0:
+            raise ValueError(f"resource_weight must be >= 0, got {resource_weight!r}")
         if resource_weight > 0 and resource is None:
             raise ValueError(f"resource_weight={resource_weight!r} needs resource='params' or 'flops', got resource=None")
-        if not 0 <= w_momentum < 1:
-            raise ValueError(f"w_momentum must be in [0, 1), got {w_momentum!r}")
-        if epochs is not None and epochs <= 0:
-            raise ValueError(f"epochs must be a positive int or None (= trainer.max_epochs), got {epochs!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-
-        prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
-        self.primitives: Tuple[str, ...] = prims
-        self.model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels)
-        shape = self.model.alpha_shape
-        # Architecture parameters: registered here (saved in checkpoints), in this fixed order.
-        self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
-        self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))
+        self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
+                            alpha_init_std)
         self.temperature: float = float(tau)
         self.resource_costs: Optional[List[torch.Tensor]] = None
         if resource is not None:
             self.resource_costs = self.op_costs(resource, input_size)
 
     # ------------------------------------------------------------------ architecture
-
-    @property
-    def alphas(self) -> Dict[str, nn.Parameter]:
-        return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}
-
-    def arch_parameters(self) -> List[nn.Parameter]:
-        return [self.alpha_normal, self.alpha_reduce]
-
-    def weight_parameters(self) -> List[nn.Parameter]:
-        return list(self.model.parameters())
 
     @property
     def temperature(self) -> float:
