@@ -8,31 +8,38 @@ strongest non-``none`` operation. ``none`` is never chosen. Kept edges are liste
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import math
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from lit_automl.spaces.cells import num_search_edges
+from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists, num_search_edges
 from lit_automl.spaces.genotype import Genotype
 
 
 def derive_cell(
-    weights: torch.Tensor, primitives: Sequence[str], steps: int, k: Optional[int] = 2
+    weights: torch.Tensor, primitives: EdgePrimitives, steps: int, k: Optional[int] = 2
 ) -> List[Tuple[Tuple[str, int], ...]]:
     """Nodes of (op, input) edges from ``weights`` of shape (num_edges, num_ops).
 
-    ``k=None`` keeps every edge (for methods whose children keep all non-``none`` edges).
+    ``primitives``: the op names of the weight columns, shared by every edge or one list per edge
+    (P-DARTS). ``k=None`` keeps every edge (for methods whose children keep all non-``none`` edges).
     """
-    primitives = list(primitives)
-    if tuple(weights.shape) != (num_search_edges(steps), len(primitives)):
+    num_edges = num_search_edges(steps)
+    per_edge = edge_primitive_lists(primitives, num_edges)
+    num_ops = len(per_edge[0])
+    if tuple(weights.shape) != (num_edges, num_ops):
         raise ValueError(
-            f"weights must have shape ({num_search_edges(steps)}, {len(primitives)}) for steps={steps} "
-            f"and {len(primitives)} primitives, got {tuple(weights.shape)}"
+            f"weights must have shape ({num_edges}, {num_ops}) for steps={steps} "
+            f"and {num_ops} primitives, got {tuple(weights.shape)}"
         )
-    candidates = [j for j, name in enumerate(primitives) if name != "none"]
-    if not candidates:
-        raise ValueError(f"primitives {primitives} contain no operation other than 'none'")
-    w = weights.detach().to("cpu", torch.float64)[:, candidates]  # (num_edges, num_candidates)
+    w = weights.detach().to("cpu", torch.float64).clone()  # (num_edges, num_ops)
+    for e, names in enumerate(per_edge):
+        if all(name == "none" for name in names):
+            raise ValueError(f"primitives {list(names)} of edge {e} contain no operation other than 'none'")
+        for j, name in enumerate(names):
+            if name == "none":
+                w[e, j] = -math.inf
     best_w, best_k = w.max(dim=1)
     nodes = []
     start = 0
@@ -41,7 +48,7 @@ def derive_cell(
         strengths = best_w[start : start + n_in].tolist()
         order = sorted(range(n_in), key=lambda j: -strengths[j])  # stable: ties keep the lower input
         keep = order if k is None else order[:k]
-        nodes.append(tuple((primitives[candidates[int(best_k[start + j])]], j) for j in keep))
+        nodes.append(tuple((per_edge[start + j][int(best_k[start + j])], j) for j in keep))
         start += n_in
     return nodes
 
@@ -49,17 +56,25 @@ def derive_cell(
 def derive_genotype(
     weights_normal: torch.Tensor,
     weights_reduce: torch.Tensor,
-    primitives: Sequence[str],
+    primitives: Union[EdgePrimitives, Mapping[str, EdgePrimitives]],
     steps: int = 4,
     multiplier: int = 4,
     k: Optional[int] = 2,
 ) -> Genotype:
-    """The genotype of a search network; the output concatenates the last ``multiplier`` nodes."""
+    """The genotype of a search network; the output concatenates the last ``multiplier`` nodes.
+
+    ``primitives``: shared op names, or ``{"normal": ..., "reduce": ...}`` per cell type (e.g. a
+    supernet's ``edge_primitives``).
+    """
     concat = list(range(2 + steps - multiplier, 2 + steps))
+    if isinstance(primitives, Mapping):
+        p_normal, p_reduce = primitives["normal"], primitives["reduce"]
+    else:
+        p_normal = p_reduce = primitives
     return Genotype(
-        normal=derive_cell(weights_normal, primitives, steps, k),
+        normal=derive_cell(weights_normal, p_normal, steps, k),
         normal_concat=concat,
-        reduce=derive_cell(weights_reduce, primitives, steps, k),
+        reduce=derive_cell(weights_reduce, p_reduce, steps, k),
         reduce_concat=concat,
     )
 

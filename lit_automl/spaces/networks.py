@@ -8,12 +8,12 @@ drop path on every non-identity path.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from lit_automl.spaces.cells import Cell, SearchCell, num_search_edges
+from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, validate_primitives
 
 
@@ -44,6 +44,10 @@ class SearchNetwork(nn.Module):
     Architecture weights are not owned here: ``forward(x, weights_normal, weights_reduce)`` takes
     them (each of shape (num_edges, num_ops)) from the search method. Paper defaults: C=16,
     8 cells, 4 steps, multiplier 4, stem multiplier 3 (Sec. 3.1.1).
+
+    ``edge_primitives`` (optional, ``{"normal": [...], "reduce": [...]}``, one equally long op list
+    per edge) replaces ``primitives`` edge by edge: P-DARTS's later stages search only the ops that
+    survived on each edge. ``partial_channels`` is PC-DARTS's K (see :class:`MixedEdge`).
     """
 
     def __init__(
@@ -56,15 +60,28 @@ class SearchNetwork(nn.Module):
         stem_multiplier: int = 3,
         primitives: Sequence[str] = DARTS_OPS,
         in_channels: int = 3,
+        partial_channels: int = 1,
+        edge_primitives: Optional[Mapping[str, Sequence[Sequence[str]]]] = None,
     ):
         super().__init__()
         _check_positive(C=C, num_classes=num_classes, layers=layers, steps=steps, multiplier=multiplier,
-                        stem_multiplier=stem_multiplier, in_channels=in_channels)
+                        stem_multiplier=stem_multiplier, in_channels=in_channels, partial_channels=partial_channels)
         if multiplier > steps:
             raise ValueError(f"multiplier must be at most steps={steps}, got {multiplier}")
         self.primitives = validate_primitives(primitives)
         self.steps, self.multiplier, self.in_channels = steps, multiplier, in_channels
         self.num_edges = num_search_edges(steps)
+        if edge_primitives is None:
+            edge_primitives = {"normal": [self.primitives] * self.num_edges, "reduce": [self.primitives] * self.num_edges}
+        if set(edge_primitives) != {"normal", "reduce"}:
+            raise ValueError(f"edge_primitives must have the keys ['normal', 'reduce'], got {sorted(edge_primitives)}")
+        self.edge_primitives: Dict[str, List[Tuple[str, ...]]] = {
+            cell: edge_primitive_lists(edge_primitives[cell], self.num_edges) for cell in ("normal", "reduce")
+        }
+        num_ops = {len(v[0]) for v in self.edge_primitives.values()}
+        if len(num_ops) != 1:
+            raise ValueError(f"normal and reduce edges must have the same number of candidate ops, got {sorted(num_ops)}")
+        self.num_ops = num_ops.pop()
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
         C_pp, C_p, C_curr = C_curr, C_curr, C
@@ -74,7 +91,9 @@ class SearchNetwork(nn.Module):
             reduction = i in reductions
             if reduction:
                 C_curr *= 2
-            cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, self.primitives))
+            prims = self.edge_primitives["reduce" if reduction else "normal"]
+            cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, prims,
+                                    partial_channels))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.cells = nn.ModuleList(cells)
@@ -84,7 +103,21 @@ class SearchNetwork(nn.Module):
     @property
     def alpha_shape(self) -> Tuple[int, int]:
         """Shape of one cell type's architecture weights: (num_edges, num_ops)."""
-        return (self.num_edges, len(self.primitives))
+        return (self.num_edges, self.num_ops)
+
+    @property
+    def skip_dropout(self) -> float:
+        """P-DARTS's dropout rate after every ``skip_connect`` of the supernet."""
+        rates = {edge.identity_dropout for cell in self.cells for edge in cell.edges}
+        return rates.pop() if len(rates) == 1 else float("nan")
+
+    @skip_dropout.setter
+    def skip_dropout(self, p: float) -> None:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"skip_dropout must be a number in [0, 1), got {p!r}")
+        for cell in self.cells:
+            for edge in cell.edges:
+                edge.identity_dropout = float(p)
 
     def forward(self, x: torch.Tensor, weights_normal: torch.Tensor, weights_reduce: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_channels)

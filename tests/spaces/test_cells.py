@@ -82,3 +82,84 @@ def test_drop_path_only_on_non_identity_paths_while_training():
 def test_discrete_cell_rejects_out_of_range_inputs():
     with pytest.raises(ValueError, match="node 0 takes input 2; allowed inputs are 0..1"):
         Cell([(("sep_conv_3x3", 2),)], [2], 4, 4, 4, False, False)
+
+
+# ---------------------------------------------------------------- PC-DARTS / P-DARTS extensions
+
+
+def test_channel_shuffle_interleaves_groups():
+    from lit_automl.spaces.cells import channel_shuffle
+
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+    with pytest.raises(ValueError, match="5 channels cannot be shuffled in 2 groups"):
+        channel_shuffle(torch.zeros(1, 5, 1, 1), 2)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partial_channel_edge_mixes_one_kth_and_bypasses_the_rest(stride):
+    """PC-DARTS Sec. 3.2: ops see C/K channels; the rest is passed (max pooled at stride 2); shuffle."""
+    from lit_automl.spaces.cells import channel_shuffle
+
+    torch.manual_seed(0)
+    edge = MixedEdge(8, stride, DARTS_OPS, partial_channels=4)
+    assert all(p.shape[0] in (2, 1) or p.dim() < 2 for op in edge.ops for p in op.parameters())
+    x = torch.randn(3, 8, 6, 6)
+    w = torch.softmax(torch.randn(len(DARTS_OPS)), 0)
+    mixed = sum(w[k] * op(x[:, :2]) for k, op in enumerate(edge.ops) if DARTS_OPS[k] != "none")
+    rest = x[:, 2:] if stride == 1 else torch.nn.functional.max_pool2d(x[:, 2:], 2, 2)
+    expected = channel_shuffle(torch.cat([mixed, rest], 1), 4)
+    torch.testing.assert_close(edge(x, w), expected)
+    # The bypassed channels reach the output untouched (stride 1): channel 1 of the output is input channel 2.
+    if stride == 1:
+        torch.testing.assert_close(edge(x, w)[:, 1], x[:, 2])
+
+
+def test_partial_channels_must_divide_the_channels():
+    with pytest.raises(ValueError, match=r"partial_channels=3 must divide the edge's 8 channels .*\[1, 2, 4, 8\]"):
+        MixedEdge(8, 1, DARTS_OPS, partial_channels=3)
+    with pytest.raises(ValueError, match="partial_channels must be a positive int, got 0"):
+        MixedEdge(8, 1, DARTS_OPS, partial_channels=0)
+
+
+def test_partial_channels_cut_the_op_parameters_by_about_k():
+    full = sum(p.numel() for p in MixedEdge(16, 1, DARTS_OPS).parameters())
+    quarter = sum(p.numel() for p in MixedEdge(16, 1, DARTS_OPS, partial_channels=4).parameters())
+    assert 4 * quarter <= full < 16 * quarter  # pointwise convs shrink by K^2, depthwise by K
+
+
+def test_per_edge_primitives_build_different_ops_per_edge():
+    from lit_automl.spaces.cells import edge_primitive_lists
+
+    lists = [("skip_connect", "sep_conv_3x3"), ("max_pool_3x3", "dil_conv_5x5")] * 2 + [("none", "skip_connect")]
+    cell = SearchCell(2, 2, 4, 4, 4, reduction=False, reduction_prev=False, primitives=lists)
+    assert [edge.primitives for edge in cell.edges] == lists
+    out = cell(torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6), torch.softmax(torch.randn(5, 2), -1))
+    assert out.shape == (2, 8, 6, 6)
+    with pytest.raises(ValueError, match="expected 5 lists, got 2"):
+        edge_primitive_lists(lists[:2], 5)
+    with pytest.raises(ValueError, match=r"same number of candidate ops, got lengths \[1, 2\]"):
+        edge_primitive_lists(lists[:4] + [("skip_connect",)], 5)
+
+
+def test_identity_dropout_only_after_skip_connect_and_only_while_training():
+    torch.manual_seed(0)
+    edge = MixedEdge(4, 1, ("skip_connect", "avg_pool_3x3"))
+    edge.identity_dropout = 0.5
+    x = torch.ones(64, 4, 4, 4)
+    out = edge(x, torch.tensor([1.0, 0.0]))
+    assert 0.3 < (out == 0).float().mean() < 0.7 and set(out.unique().tolist()) <= {0.0, 2.0}
+    z = torch.randn(8, 4, 4, 4)  # the pooling path is never dropped
+    torch.testing.assert_close(edge(z, torch.tensor([0.0, 1.0])), edge.ops[1](z))
+    edge.eval()
+    torch.testing.assert_close(edge(x, torch.tensor([1.0, 0.0])), x)
+
+
+def test_derive_with_per_edge_primitives_names_each_edge_s_own_op():
+    from lit_automl.spaces.derive import derive_cell
+
+    lists = [("skip_connect", "sep_conv_3x3"), ("none", "dil_conv_5x5"), ("max_pool_3x3", "sep_conv_5x5"),
+             ("sep_conv_3x3", "none"), ("avg_pool_3x3", "skip_connect")]
+    w = torch.tensor([[0.9, 0.1], [0.1, 0.8], [0.2, 0.3], [0.05, 0.95], [0.6, 0.4]])
+    nodes = derive_cell(w, lists, steps=2, k=2)
+    assert nodes == [(("skip_connect", 0), ("dil_conv_5x5", 1)), (("avg_pool_3x3", 2), ("sep_conv_5x5", 0))]

@@ -104,3 +104,33 @@ def test_darts_networks_refuse_concat_combined_genotypes():
                  reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1)], reduce_concat=[2], normal_combine=["concat"])
     with pytest.raises(ValueError, match="concat-combined nodes.*NASNetCIFAR"):
         NetworkCIFAR(g, C=4, num_classes=10, layers=2, auxiliary=False)
+
+
+def test_search_network_partial_channels_and_skip_dropout():
+    from lit_automl.spaces.networks import SearchNetwork
+
+    net = SearchNetwork(C=8, num_classes=10, layers=3, steps=2, multiplier=2, in_channels=1, partial_channels=4)
+    full = SearchNetwork(C=8, num_classes=10, layers=3, steps=2, multiplier=2, in_channels=1)
+    assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in full.parameters())
+    w = torch.softmax(torch.randn(net.alpha_shape), -1)
+    assert net(torch.randn(2, 1, 7, 7), w, w).shape == (2, 10)  # odd sizes through the max-pooled bypass
+    net.skip_dropout = 0.2
+    assert net.skip_dropout == 0.2
+    with pytest.raises(ValueError, match=r"skip_dropout must be a number in \[0, 1\), got 1.5"):
+        net.skip_dropout = 1.5
+    with pytest.raises(ValueError, match="partial_channels=3 must divide"):
+        SearchNetwork(C=8, num_classes=10, layers=3, steps=2, multiplier=2, partial_channels=3)
+
+
+def test_search_network_edge_primitives():
+    from lit_automl.spaces.networks import SearchNetwork
+
+    lists = [("skip_connect", "sep_conv_3x3", "max_pool_3x3")] * 5
+    net = SearchNetwork(C=4, num_classes=3, layers=3, steps=2, multiplier=2, in_channels=1,
+                        edge_primitives={"normal": lists, "reduce": [("avg_pool_3x3", "none", "dil_conv_3x3")] * 5})
+    assert net.alpha_shape == (5, 3)
+    assert [e.primitives for e in net.cells[1].edges] == [("avg_pool_3x3", "none", "dil_conv_3x3")] * 5
+    w = torch.softmax(torch.randn(5, 3), -1)
+    assert net(torch.randn(2, 1, 8, 8), w, w).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"keys \['normal', 'reduce'\]"):
+        SearchNetwork(C=4, layers=3, steps=2, multiplier=2, edge_primitives={"normal": lists})
