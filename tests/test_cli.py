@@ -11,6 +11,7 @@ from lit_automl.cli import AutoMLCLI, main
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
+from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.spaces import Genotype
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -30,6 +31,8 @@ EXPECTED = {
     "nasnet_digits.yaml": NASNetSearch,
     "nasnet_cifar10.yaml": NASNetSearch,
     "fractalnet_digits.yaml": ChildClassifier,
+    "pc_darts_digits.yaml": PCDARTS,
+    "pc_darts_cifar10.yaml": PCDARTS,
 }
 
 
@@ -56,6 +59,14 @@ def test_cifar_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
     assert (hp.C, hp.layers, hp.auxiliary, hp.auxiliary_weight, hp.drop_path_prob) == (36, 20, True, 0.4, 0.2)
     assert retrain.trainer.max_epochs == 600
     assert retrain.datamodule.cutout_length == 16
+
+
+def test_pc_darts_cifar_recipe_carries_the_paper_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = AutoMLCLI(args=["-c", str(RECIPES / "pc_darts_cifar10.yaml")], run=False)
+    hp = cli.model.hparams
+    assert (hp.partial_channels, hp.order, hp.arch_warmup_epochs, hp.w_lr, hp.alpha_lr) == (4, 1, 15, 0.1, 6e-4)
+    assert cli.trainer.max_epochs == 50 and cli.datamodule.datamodule.batch_size == 256
 
 
 def test_search_then_retrain_from_the_command_line(tmp_path, monkeypatch):

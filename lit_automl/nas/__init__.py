@@ -13,6 +13,7 @@ __all__ = [
     "ChildClassifier", "Controller", "DARTS", "Decision", "Evaluator", "NASNetSearch", "NASRL", "PPOTrainer",
     "RLSearch", "ReinforceTrainer", "Retrain", "TrainingEvaluator",
 ]
+from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.snas import SNAS, expected_resource_cost
 
-__all__ += ["SNAS", "expected_resource_cost"]
+__all__ += ["PCDARTS", "SNAS", "expected_resource_cost"]

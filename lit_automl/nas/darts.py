@@ -68,10 +68,13 @@ class SupernetParameters:
 
     def build_supernet(self, C: int, num_classes: int, layers: int, steps: int, multiplier: int,
                        stem_multiplier: int, primitives: Union[str, Sequence[str]], in_channels: int,
-                       alpha_init_std: float) -> None:
+                       alpha_init_std: float, **network_options: Any) -> None:
+        """``network_options``: further :class:`SearchNetwork` arguments (``partial_channels``,
+        ``edge_primitives``)."""
         prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
         self.primitives: Tuple[str, ...] = prims
-        self.model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels)
+        self.model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels,
+                                   **network_options)
         shape = self.model.alpha_shape
         self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
         self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))
@@ -136,6 +139,8 @@ class DARTS(SupernetParameters, pl.LightningModule):
             op names.
         order: 1 (first-order approximation, xi = 0) or 2 (finite-difference second order).
         epochs: length of the cosine schedule; ``None`` uses ``trainer.max_epochs``.
+        arch_warmup_epochs: epochs of weight-only training before the first architecture step
+            (0 in DARTS; PC-DARTS warms up for 15 epochs, P-DARTS for 10 per stage).
         memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster convolutions on
             CPU and on tensor-core GPUs; the same numbers up to float rounding).
     """
@@ -162,9 +167,12 @@ class DARTS(SupernetParameters, pl.LightningModule):
         alpha_init_std: float = 1e-3,
         unrolled_eps: float = 0.01,
         epochs: Optional[int] = None,
+        arch_warmup_epochs: int = 0,
         memory_format: str = "contiguous_format",
     ):
         super().__init__()
+        if isinstance(arch_warmup_epochs, bool) or not isinstance(arch_warmup_epochs, int) or arch_warmup_epochs < 0:
+            raise ValueError(f"arch_warmup_epochs must be an int >= 0, got {arch_warmup_epochs!r}")
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (second order), got {order!r}")
         if not unrolled_eps > 0:
@@ -178,8 +186,12 @@ class DARTS(SupernetParameters, pl.LightningModule):
 
         self.memory_format = MEMORY_FORMATS[memory_format]
         self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
-                            alpha_init_std)
+                            alpha_init_std, **self.supernet_options())
         self.model.to(memory_format=self.memory_format)
+
+    def supernet_options(self) -> Dict[str, Any]:
+        """Extra :class:`SearchNetwork` arguments of a subclass (read from ``self.hparams``)."""
+        return {}
 
     # ------------------------------------------------------------------ architecture
 
@@ -191,7 +203,7 @@ class DARTS(SupernetParameters, pl.LightningModule):
     def genotype(self) -> Genotype:
         """The discrete cell the current alphas encode (Sec. 2.4: top-2 edges per node)."""
         w_normal, w_reduce = self.edge_weights()
-        return derive_genotype(w_normal, w_reduce, self.primitives, self.model.steps, self.model.multiplier, k=2)
+        return derive_genotype(w_normal, w_reduce, self.model.edge_primitives, self.model.steps, self.model.multiplier, k=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format), *self.edge_weights())
@@ -285,17 +297,24 @@ class DARTS(SupernetParameters, pl.LightningModule):
                 raise TypeError(f"batch[{key!r}] must be an (inputs, targets) pair, got {type(batch[key]).__name__}")
         return tuple(batch["train"]), tuple(batch["val"])
 
+    @property
+    def architecture_frozen(self) -> bool:
+        """True during the ``arch_warmup_epochs`` of weight-only training."""
+        return self.current_epoch < self.hparams.arch_warmup_epochs
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         train, val = self.split_batch(batch)
         w_opt, a_opt = self.optimizers()
         xi = 0.0 if self.hparams.order == 1 else w_opt.param_groups[0]["lr"]
 
-        # Phase 1: architecture step on the val half.
-        grads, loss_val = self.architecture_gradient(train, val, xi, w_opt.optimizer)
-        a_opt.zero_grad()
-        for a, g in zip(self.arch_parameters(), grads):
-            a.grad = g.detach().clone()
-        a_opt.step()
+        # Phase 1: architecture step on the val half (skipped during the warm-up epochs).
+        loss_val = None
+        if not self.architecture_frozen:
+            grads, loss_val = self.architecture_gradient(train, val, xi, w_opt.optimizer)
+            a_opt.zero_grad()
+            for a, g in zip(self.arch_parameters(), grads):
+                a.grad = g.detach().clone()
+            a_opt.step()
 
         # Phase 2: weight step on the train half (alphas take a gradient too, under DDP every
         # parameter must be used; it is discarded at the next architecture step).
@@ -311,8 +330,10 @@ class DARTS(SupernetParameters, pl.LightningModule):
         w_opt.step()
 
         acc = (logits.argmax(-1) == y).float().mean()
-        self.log_dict({"train/loss": loss.detach(), "train/acc": acc, "search/arch_loss": loss_val},
-                      prog_bar=True, on_step=True, on_epoch=True, sync_dist=False, batch_size=len(y))
+        logged = {"train/loss": loss.detach(), "train/acc": acc}
+        if loss_val is not None:
+            logged["search/arch_loss"] = loss_val
+        self.log_dict(logged, prog_bar=True, on_step=True, on_epoch=True, sync_dist=False, batch_size=len(y))
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:

@@ -165,7 +165,10 @@ class SearchCell(nn.Module):
         s1: torch.Tensor,
         weights: torch.Tensor,
         active: Optional[List[List[bool]]] = None,
+        edge_scale: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """``edge_scale`` (num_edges,): a weight per whole edge output, bypass included (PC-DARTS's
+        edge normalisation); None = 1."""
         if active is None:
             active = (weights != 0).tolist()
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -175,6 +178,8 @@ class SearchCell(nn.Module):
             for j, h in enumerate(states):
                 e = offset + j
                 term = self.edges[e](h, weights[e], active[e])
+                if edge_scale is not None:
+                    term = edge_scale[e] * term
                 node = term if node is None else node + term
             offset += len(states)
             states.append(node)

@@ -119,20 +119,26 @@ class SearchNetwork(nn.Module):
             for edge in cell.edges:
                 edge.identity_dropout = float(p)
 
-    def forward(self, x: torch.Tensor, weights_normal: torch.Tensor, weights_reduce: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights_normal: torch.Tensor, weights_reduce: torch.Tensor,
+                scale_normal: Optional[torch.Tensor] = None, scale_reduce: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``weights_*``: (num_edges, num_ops) op weights; ``scale_*``: optional (num_edges,) weight of
+        each whole edge (PC-DARTS's edge normalisation)."""
         _check_input(x, self.in_channels)
         for name, w in (("weights_normal", weights_normal), ("weights_reduce", weights_reduce)):
             if tuple(w.shape) != self.alpha_shape:
                 raise ValueError(f"{name} must have shape {self.alpha_shape}, got {tuple(w.shape)}")
+        for name, w in (("scale_normal", scale_normal), ("scale_reduce", scale_reduce)):
+            if w is not None and tuple(w.shape) != (self.num_edges,):
+                raise ValueError(f"{name} must have shape ({self.num_edges},), got {tuple(w.shape)}")
         # One host sync per cell type and forward, not one per op.
         active_normal = (weights_normal != 0).tolist()
         active_reduce = (weights_reduce != 0).tolist()
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             if cell.reduction:
-                s0, s1 = s1, cell(s0, s1, weights_reduce, active_reduce)
+                s0, s1 = s1, cell(s0, s1, weights_reduce, active_reduce, scale_reduce)
             else:
-                s0, s1 = s1, cell(s0, s1, weights_normal, active_normal)
+                s0, s1 = s1, cell(s0, s1, weights_normal, active_normal, scale_normal)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
 
