@@ -1,10 +1,14 @@
 """Temperature annealing for Gumbel-softmax (concrete) architecture search.
 
-SNAS (Xie et al., ICLR 2019, Sec. 2.2 / 3) anneals the temperature of the concrete distribution so
-that samples approach one-hot architectures; the paper states that the temperature is annealed
-(starting from 1.0 in its search setting), its code uses an exponential schedule
-``tau_0 * decay ** epoch``. The default ``decay=0.97`` is ours. A linear schedule from ``tau_0`` to
-``tau_min`` over ``epochs`` is offered as well.
+SNAS (Xie et al., ICLR 2019, Sec. 2.2) samples the architecture from a concrete distribution whose
+temperature is annealed so that samples approach one-hot architectures. The defaults are the
+authors' schedule (github.com/SNAS-Series/SNAS-Series, ``SNAS/utils.py`` and the search commands
+in its README): start at 1.0 (``--temp 1``) and decrease linearly to 0.03 (``--temp_min 0.03``)
+over the search (its 150 epochs). One difference: the authors' scheduler is stepped once before
+the first epoch, so their first epoch already runs one decrement below 1.0 and their last one at
+0.03; here epoch 0 runs at ``tau_0`` and the floor is reached when ``epoch == epochs``.
+An exponential schedule ``tau_0 * decay ** epoch`` (floored at ``tau_min``) is offered too; its
+``decay=0.97`` is this library's choice.
 """
 
 from __future__ import annotations
@@ -30,16 +34,19 @@ class TemperatureAnnealing(Callback):
     """Set ``pl_module.temperature`` at the start of every training epoch and log ``snas/temperature``.
 
     Args:
-        tau_0: temperature of epoch 0 (> 0; default 1.0).
-        schedule: ``"exponential"`` (``tau_0 * decay ** epoch``) or ``"linear"``
-            (``tau_0 + (tau_min - tau_0) * min(epoch, epochs) / epochs``).
-        decay: exponential decay per epoch, in (0, 1] (default 0.97: ours).
-        tau_min: floor of both schedules (> 0, <= tau_0; default 0.01 ... ours; the linear end point).
-        epochs: length of the linear schedule; ``None`` uses ``Trainer(max_epochs)``.
+        tau_0: temperature of epoch 0 (> 0; default 1.0: the authors' code).
+        schedule: ``"linear"`` (``tau_0 + (tau_min - tau_0) * min(epoch, epochs) / epochs``; default:
+            the authors' code) or ``"exponential"`` (``max(tau_min, tau_0 * decay ** epoch)``).
+        decay: exponential decay per epoch, in (0, 1] (default 0.97: this library's choice; only
+            used by the exponential schedule).
+        tau_min: floor of both schedules and end point of the linear one (> 0, <= tau_0;
+            default 0.03: the authors' code).
+        epochs: length of the linear schedule; ``None`` (default) uses ``Trainer(max_epochs)``
+            (the authors' code anneals over its whole 150-epoch search).
     """
 
-    def __init__(self, tau_0: float = 1.0, schedule: str = "exponential", decay: float = 0.97,
-                 tau_min: float = 0.01, epochs: Optional[int] = None) -> None:
+    def __init__(self, tau_0: float = 1.0, schedule: str = "linear", decay: float = 0.97,
+                 tau_min: float = 0.03, epochs: Optional[int] = None) -> None:
         super().__init__()
         self.tau_0 = _positive("tau_0", tau_0)
         if schedule not in SCHEDULES:

@@ -12,6 +12,7 @@ from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
 from lit_automl.nas.pc_darts import PCDARTS
+from lit_automl.nas.snas import SNAS
 from lit_automl.spaces import Genotype
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -33,6 +34,8 @@ EXPECTED = {
     "fractalnet_digits.yaml": ChildClassifier,
     "pc_darts_digits.yaml": PCDARTS,
     "pc_darts_cifar10.yaml": PCDARTS,
+    "snas_digits.yaml": SNAS,
+    "snas_cifar10.yaml": SNAS,
 }
 
 

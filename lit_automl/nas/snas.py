@@ -1,23 +1,25 @@
 """SNAS: stochastic neural architecture search on the DARTS supernet.
 
-Xie, Zheng, Liu & Lin, "SNAS: Stochastic Neural Architecture Search", ICLR 2019.
+Xie, Zheng, Liu & Lin, "SNAS: Stochastic Neural Architecture Search", ICLR 2019; the authors' code
+is github.com/SNAS-Series/SNAS-Series (folder ``SNAS``; cited below as "the authors' code").
 
 * Sec. 2.2: the architecture is a factorised categorical ``p(Z | alpha)``, one one-hot ``Z_e`` per
   edge; it is relaxed with the concrete (Gumbel-softmax) distribution
   ``Z_e = softmax((alpha_e + G_e) / tau)``, ``G = -log(-log(U))``, at temperature ``tau``.
 * Sec. 2.3: supernet weights and alphas are trained together on ONE loss, the training loss of the
   sampled child (single level: no train / val split).
-* Sec. 2.4: a resource constraint ``C(Z)`` with per-op costs (parameters or FLOPs), whose gradient
-  is the score-function term ``E[C(Z) d log p(Z) / d alpha]``. ``C`` is a sum of per-edge costs, so
-  we use the per-edge form ``sum_e c_e(Z_e) d log p(Z_e) / d alpha_e`` (same expectation, lower
-  variance).
+* Sec. 2.4: a resource constraint ``C(Z)`` with per-op costs, whose gradient is the score-function
+  term ``E[C(Z) d log p(Z) / d alpha]``. ``C`` is a sum of per-edge costs, so we use the per-edge
+  form ``sum_e c_e(Z_e) d log p(Z_e) / d alpha_e`` (same expectation, lower variance). This library
+  offers parameter or FLOP costs; the authors' code combines parameter size, FLOPs and memory access
+  cost (the mean of their logs per edge), which is not implemented here.
 
 The supernet is :class:`~lit_automl.spaces.networks.SearchNetwork` (shared with DARTS); SNAS only
 decides the edge weights it is handed. One noise sample per edge and cell type per training step,
-shared by all cells of that type (the supernet ties alphas per cell type) and by the whole batch.
-The noise comes from a ``torch.Generator`` seeded from ``(seed, global_step)``, so every DDP rank
-draws the same architecture; alpha gradients flow through DDP's own all-reduce (and the resource
-term is averaged explicitly).
+shared by all cells of that type (the supernet ties alphas per cell type) and by the whole batch,
+as in the authors' code. The noise comes from a ``torch.Generator`` seeded from
+``(seed, global_step)``, so every DDP rank draws the same architecture; alpha gradients flow
+through DDP's own all-reduce (and the resource term is averaged explicitly).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import nn
 
 from lit_automl.distributed import all_reduce_mean
 from lit_automl.nas.darts import (
+    MEMORY_FORMATS,
     SupernetParameters,
     check_supernet_settings,
     cosine_schedule_epochs,
@@ -137,13 +140,37 @@ class _FlopCounter:
 class SNAS(SupernetParameters, pl.LightningModule):
     """Single-level SNAS search over the DARTS supernet (Xie et al., ICLR 2019).
 
-    Defaults: supernet C=16, 8 cells, 4 steps (the paper's CIFAR-10 search reuses the DARTS
-    space and setting); weights SGD lr 0.025 cosine to 0.001, momentum 0.9, weight decay 3e-4,
-    gradient clip 5, alphas Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3 (the SNAS code,
-    which follows the DARTS code; the paper does not list them: ours where not stated).
-    Initial temperature ``tau=1.0`` (annealed by :class:`lit_automl.callbacks.TemperatureAnnealing`;
-    the paper anneals it, the exact rate is ours). ``resource_weight=0`` (resource constraint off:
-    ours), alphas initialised at ``1e-3 * randn`` (DARTS code; ours).
+    Defaults are the CIFAR-10 search (Sec. 3.1: an 8-cell network searched for 150 epochs with
+    single-level optimisation, the rest of the setup following DARTS). Source of each default:
+
+    * ``C=16, layers=8, steps=4, multiplier=4, stem_multiplier=3, primitives="darts"`` (the 8
+      DARTS ops, ``none`` included): Sec. 3.1 (8 cells, DARTS setup) and the authors' code
+      (``--layers 8 --init_channels 16``; 4 nodes, stem x3).
+    * ``num_classes=10, in_channels=3, input_size=32``: CIFAR-10.
+    * ``tau=1.0``: the authors' code (``--temp 1``); anneal it with
+      :class:`lit_automl.callbacks.TemperatureAnnealing`, whose defaults are the authors' schedule
+      (linear to 0.03 over the search).
+    * ``hard=False``: Sec. 2.2 and the authors' code (the forward pass mixes all ops with the
+      relaxed sample); ``hard=True`` is this library's option.
+    * ``w_lr=0.025`` cosine to ``w_lr_min=0.001``, ``w_momentum=0.9``, ``w_weight_decay=3e-4``,
+      ``grad_clip=5`` (weights' gradient norm): the authors' code (= DARTS Sec. 3.1.1).
+    * ``alpha_lr=3e-4``, ``alpha_betas=(0.5, 0.999)``, ``alpha_weight_decay=1e-3`` (Adam): the
+      authors' code (its multi-GPU path; = DARTS). Its single-GPU path uses plain SGD at 3e-4 on
+      the alphas instead.
+    * ``alpha_grad_clip=10``: the authors' code clips the alphas' gradient norm at 10.
+    * ``alpha_init_std=0.01``: the authors' code draws alphas from N(1, 0.01^2)
+      (``--loc_mean 1 --loc_std 0.01``); the mean does not matter (softmax is shift invariant), so
+      we draw N(0, 0.01^2).
+    * ``resource=None, resource_weight=0`` (constraint off): this library's choice. The paper's
+      "mild" / "moderate" / "aggressive" searches (Table 1) penalise the authors' combined cost
+      (mean over each edge of log parameter size, log FLOPs and log memory access cost); the
+      weight in the authors' single-GPU 8-cell command, 1e-2 on that cost, does not carry over to
+      the parameter / FLOP costs here, and no weights per level were found.
+    * ``epochs=None`` (the cosine schedule spans ``Trainer(max_epochs)``; the paper searches 150),
+      ``seed=0``, ``memory_format="contiguous_format"``: this library's choice.
+
+    Not reproduced: the authors' code also applies drop-path (p=0.3) to every edge during search,
+    which :class:`SearchNetwork` does not offer.
 
     Batches are plain ``(x, y)`` pairs (single level). Optimisers, in order:
     ``[weights SGD, architecture Adam]``, both stepping on the same backward.
@@ -152,11 +179,17 @@ class SNAS(SupernetParameters, pl.LightningModule):
 
     Args:
         tau: initial temperature (> 0).
-        hard: straight-through one-hot samples (forward uses only the sampled op per edge; under
-            DDP this leaves unused weights: use ``find_unused_parameters=True``).
+        hard: straight-through one-hot samples. The forward pass runs only the sampled op of each
+            edge (ops with weight exactly zero are skipped), so the loss does not depend on the
+            other ops' weights; the alpha gradient flows through the relaxed sample
+            ``softmax((alpha + G) / tau)`` of the sampled op. Under DDP this leaves unused
+            weights: use ``find_unused_parameters=True``.
         resource: ``"params"``, ``"flops"`` or ``None``: the per-op cost of ``C(Z)``.
         resource_weight: weight of the resource term (``>= 0``; 0 disables it).
         input_size: spatial size of the probe input used to count FLOPs.
+        alpha_grad_clip: max norm of the alphas' gradient (``>= 0``; 0 disables clipping).
+        memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster convolutions on
+            CPU; supernet and inputs are converted).
         seed: seed of the architecture-noise generator (combined with ``global_step``).
     """
 
@@ -183,16 +216,22 @@ class SNAS(SupernetParameters, pl.LightningModule):
         alpha_lr: float = 3e-4,
         alpha_betas: Tuple[float, float] = (0.5, 0.999),
         alpha_weight_decay: float = 1e-3,
-        alpha_init_std: float = 1e-3,
+        alpha_init_std: float = 0.01,
+        alpha_grad_clip: float = 10.0,
         epochs: Optional[int] = None,
         seed: int = 0,
+        memory_format: str = "contiguous_format",
     ):
         super().__init__()
         _check_tau(tau)
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
         if resource is not None and resource not in RESOURCES:
             raise ValueError(f"resource must be one of {RESOURCES} or None, got {resource!r}")
         check_supernet_settings(w_lr, alpha_lr, w_lr_min, w_momentum, w_weight_decay, alpha_weight_decay,
                                 alpha_init_std, grad_clip, epochs)
+        if isinstance(alpha_grad_clip, bool) or not isinstance(alpha_grad_clip, (int, float)) or not alpha_grad_clip >= 0:
+            raise ValueError(f"alpha_grad_clip must be a number >= 0 (0 disables clipping), got {alpha_grad_clip!r}")
         if not resource_weight >= 0:
             raise ValueError(f"resource_weight must be >= 0, got {resource_weight!r}")
         if resource_weight > 0 and resource is None:
@@ -201,6 +240,8 @@ class SNAS(SupernetParameters, pl.LightningModule):
         self.automatic_optimization = False
         self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
                             alpha_init_std)
+        self.memory_format = MEMORY_FORMATS[memory_format]
+        self.model.to(memory_format=self.memory_format)
         self.temperature: float = float(tau)
         self.resource_costs: Optional[List[torch.Tensor]] = None
         if resource is not None:
@@ -269,10 +310,11 @@ class SNAS(SupernetParameters, pl.LightningModule):
         return [F.softmax(a, dim=-1) for a in alphas]
 
     def genotype(self) -> Genotype:
-        """Child network: argmax op of every edge; every edge whose argmax is not ``none`` is kept.
+        """Child network: argmax op of every edge; every edge whose argmax is not ``none`` is kept
+        (the authors' code derives the same "all edges" child, ``none`` edges contributing nothing).
 
         A node whose edges all choose ``none`` keeps its strongest non-``none`` edge (a node needs
-        an input; ours).
+        an input; this library's choice).
         """
         prims = list(self.primitives)
         steps = self.model.steps
@@ -300,7 +342,7 @@ class SNAS(SupernetParameters, pl.LightningModule):
         return Genotype(normal=cells[0], normal_concat=concat, reduce=cells[1], reduce_concat=concat)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, *self.edge_weights())
+        return self.model(x.contiguous(memory_format=self.memory_format), *self.edge_weights())
 
     # ------------------------------------------------------------------ Lightning hooks
 
@@ -315,6 +357,7 @@ class SNAS(SupernetParameters, pl.LightningModule):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise TypeError(f"SNAS is single level and expects (inputs, targets) batches, got {type(batch).__name__}")
         x, y = batch
+        x = x.contiguous(memory_format=self.memory_format)
         w_opt, a_opt = self.optimizers()
         weights = self.sample_edge_weights()
         logits = self.model(x, *weights)
@@ -334,6 +377,8 @@ class SNAS(SupernetParameters, pl.LightningModule):
                 [a.detach() for a in self.arch_parameters()], costs), on_step=True, on_epoch=True)
         if self.hparams.grad_clip > 0:
             self.clip_gradients(w_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        if self.hparams.alpha_grad_clip > 0:
+            self.clip_gradients(a_opt, gradient_clip_val=self.hparams.alpha_grad_clip, gradient_clip_algorithm="norm")
         w_opt.step()
         a_opt.step()
         acc = (logits.argmax(-1) == y).float().mean()

@@ -46,20 +46,29 @@ def fit(tmp_path, cb, max_epochs, ckpt=None, module=None):
 
 
 def test_schedules():
-    exp = TemperatureAnnealing(tau_0=2.0, decay=0.5, tau_min=0.3)
+    exp = TemperatureAnnealing(tau_0=2.0, schedule="exponential", decay=0.5, tau_min=0.3)
     assert [exp.value(e) for e in range(4)] == [2.0, 1.0, 0.5, 0.3]
     lin = TemperatureAnnealing(tau_0=1.0, schedule="linear", tau_min=0.2, epochs=4)
     assert [lin.value(e) for e in range(6)] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.2])
 
 
+def test_defaults_are_the_authors_schedule():
+    """SNAS authors' code: 1.0 linearly down to 0.03 over the 150-epoch search."""
+    cb = TemperatureAnnealing()
+    assert (cb.tau_0, cb.schedule, cb.tau_min, cb.epochs) == (1.0, "linear", 0.03, None)
+    values = [cb.value(e, 150) for e in range(160)]
+    assert values[0] == 1.0 and values[75] == pytest.approx(0.515) and values[150:] == [pytest.approx(0.03)] * 10
+    assert all(a > b for a, b in zip(values[:150], values[1:151]))
+
+
 def test_sets_temperature_each_epoch_logs_and_resumes(tmp_path):
-    m, t = fit(tmp_path, TemperatureAnnealing(decay=0.5), 3)
+    m, t = fit(tmp_path, TemperatureAnnealing(schedule="exponential", decay=0.5), 3)
     # The callback runs before the module's own epoch-start hook.
     assert m.seen == [1.0, 0.5, 0.25]
     assert t.callback_metrics["snas/temperature"] == pytest.approx(0.25)
     ckpt = tmp_path / "c.ckpt"
     t.save_checkpoint(ckpt)
-    cb = TemperatureAnnealing(decay=0.5)
+    cb = TemperatureAnnealing(schedule="exponential", decay=0.5)
     state = torch.load(ckpt, weights_only=False)["callbacks"][cb.state_key]
     assert state == {"last_epoch": 2, "last_value": 0.25}
     m2, _ = fit(tmp_path, cb, 5, ckpt=str(ckpt))
@@ -74,9 +83,9 @@ def test_linear_uses_max_epochs(tmp_path):
 def test_drives_snas(tmp_path):
     from lit_automl.nas.snas import SNAS
     m = SNAS(C=2, layers=3, steps=1, multiplier=1, stem_multiplier=1, in_channels=1)
-    cb = TemperatureAnnealing(tau_0=0.8)
+    cb = TemperatureAnnealing(tau_0=0.8)  # default: linear to 0.03 over max_epochs
     cb.on_train_epoch_start(type("T", (), {"current_epoch": 1, "max_epochs": 3})(), _NoLog(m))
-    assert m.temperature == pytest.approx(0.8 * 0.97)
+    assert m.temperature == pytest.approx(0.8 + (0.03 - 0.8) / 3)
 
 
 class _NoLog:

@@ -1,10 +1,13 @@
 """SNAS: concrete samples, resource cost, single-level fit, genotype, resume, DDP, bad input."""
 
+import inspect
 import math
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 
 from lit_automl.callbacks import TemperatureAnnealing
 from lit_automl.nas.snas import SNAS, expected_resource_cost, gumbel_softmax_sample, score_function_resource_grad
@@ -80,6 +83,20 @@ def test_hard_frequencies_match_softmax_and_relaxed_mean_approaches_them():
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.01, gaps
 
 
+def test_defaults_are_the_cifar10_search_settings():
+    """Pins the documented defaults (sources in the SNAS docstring)."""
+    defaults = {k: p.default for k, p in inspect.signature(SNAS).parameters.items()}
+    assert {k: defaults[k] for k in ("C", "layers", "steps", "multiplier", "stem_multiplier", "num_classes",
+                                     "in_channels", "primitives", "input_size")} == dict(
+        C=16, layers=8, steps=4, multiplier=4, stem_multiplier=3, num_classes=10, in_channels=3, primitives="darts",
+        input_size=32)
+    assert (defaults["tau"], defaults["hard"], defaults["resource"], defaults["resource_weight"]) == (1.0, False, None, 0.0)
+    assert (defaults["w_lr"], defaults["w_lr_min"], defaults["w_momentum"], defaults["w_weight_decay"],
+            defaults["grad_clip"]) == (0.025, 0.001, 0.9, 3e-4, 5.0)
+    assert (defaults["alpha_lr"], tuple(defaults["alpha_betas"]), defaults["alpha_weight_decay"],
+            defaults["alpha_grad_clip"], defaults["alpha_init_std"]) == (3e-4, (0.5, 0.999), 1e-3, 10.0, 0.01)
+
+
 def test_expected_resource_cost_matches_monte_carlo_and_score_function():
     g = torch.Generator().manual_seed(0)
     alphas = [torch.randn(5, 8, generator=g, dtype=torch.float64) for _ in range(2)]
@@ -135,6 +152,19 @@ def test_tiny_fit_moves_alphas_and_genotype_keeps_every_non_none_edge(tmp_path):
     assert list(g.reduce[1]) == [("max_pool_3x3", 1)]
 
 
+def test_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    a, b = SNAS(**TINY), SNAS(**TINY, memory_format="channels_last")
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+        wa = a.sample_edge_weights(a.noise_generator(2))
+        torch.testing.assert_close(b.model(x.contiguous(memory_format=torch.channels_last), *wa), a.model(x, *wa),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_noise_depends_only_on_seed_and_step():
     m = SNAS(**TINY)
     a = m.sample_edge_weights(m.noise_generator(5))
@@ -148,7 +178,7 @@ def test_resume_continues_with_the_same_alphas(tmp_path):
     def run(max_epochs, ckpt=None):
         pl.seed_everything(3)
         m = SNAS(**TINY, epochs=3)
-        t = trainer(tmp_path, max_epochs=max_epochs, callbacks=[TemperatureAnnealing(decay=0.5)])
+        t = trainer(tmp_path, max_epochs=max_epochs, callbacks=[TemperatureAnnealing(schedule="exponential", decay=0.5)])
         t.fit(m, Synthetic(seed=5), ckpt_path=ckpt)
         return m, t
 
@@ -172,6 +202,8 @@ def test_resume_continues_with_the_same_alphas(tmp_path):
     ({"resource": "memory"}, "resource must be one of.*'memory'"),
     ({"resource_weight": 1.0}, "resource_weight=1.0 needs resource"),
     ({"w_lr": 0.0}, "w_lr must be > 0"),
+    ({"alpha_grad_clip": -1.0}, "alpha_grad_clip must be a number >= 0"),
+    ({"memory_format": "nhwc"}, "memory_format must be one of.*'nhwc'"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -198,4 +230,129 @@ def test_ddp_alphas_identical_on_both_ranks(tmp_path):
     s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
     assert not torch.allclose(s0["alpha_normal"], before)
     for key in ("alpha_normal", "alpha_reduce"):
+        torch.testing.assert_close(s0[key], s1[key], rtol=0, atol=1e-7)
+
+
+class _AlphaGradNorms(pl.Callback):
+    """Norm of the alphas' gradient when the architecture optimiser steps (after any clipping)."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if any(p is pl_module.alpha_normal for p in params):
+            self.norms.append(float(torch.cat([a.grad.flatten() for a in pl_module.arch_parameters()]).norm()))
+
+
+def test_alpha_gradient_norm_is_clipped(tmp_path):
+    norms = {}
+    for clip in (0.0, 1e-3):
+        pl.seed_everything(0)
+        rec = _AlphaGradNorms()
+        trainer(tmp_path, limit_train_batches=1, callbacks=[rec]).fit(SNAS(**TINY, alpha_grad_clip=clip), Synthetic())
+        norms[clip] = rec.norms
+    assert len(norms[0.0]) == len(norms[1e-3]) == 1
+    assert norms[0.0][0] > 1e-2, "unclipped alpha gradient is too small for this check"
+    assert norms[1e-3][0] == pytest.approx(1e-3, rel=1e-3)
+
+
+def _gumbel_like_module(alphas, generator):
+    """The noise ``sample_edge_weights`` draws from ``generator`` (same recipe, same order)."""
+    out = []
+    for a in alphas:
+        u = torch.rand(a.shape, generator=generator, dtype=torch.float64).clamp(1e-20, 1.0 - 1e-12)
+        out.append((-torch.log(-torch.log(u))).to(a.dtype))
+    return out
+
+
+def _hook_ops(model, ran):
+    """Forward hooks recording ``(cell, edge, op)`` for every candidate op that runs."""
+    handles = []
+    for c, cell in enumerate(model.cells):
+        for e, edge in enumerate(cell.edges):
+            for k, op in enumerate(edge.ops):
+                handles.append(op.register_forward_hook(lambda mod, inp, out, key=(c, e, k): ran.add(key)))
+    return handles
+
+
+def test_hard_runs_only_the_sampled_op_and_alpha_gradient_is_relaxed():
+    torch.manual_seed(0)
+    tau = 0.7
+    m = SNAS(**TINY, hard=True, tau=tau)
+    with torch.no_grad():  # distinct, non-trivial probabilities
+        for a in m.arch_parameters():
+            a.copy_(torch.randn(a.shape))
+    prims = list(m.primitives)
+    ran = set()
+    handles = _hook_ops(m.model, ran)
+    weights = m.sample_edge_weights(m.noise_generator(7))
+    for w in weights:
+        w.retain_grad()
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    F.cross_entropy(m.model(x, *weights), y).backward()
+    for h in handles:
+        h.remove()
+
+    noise = _gumbel_like_module(m.arch_parameters(), m.noise_generator(7))
+    for t, (a, w, g) in enumerate(zip(m.arch_parameters(), weights, noise)):
+        sel = (a.detach() + g).argmax(-1)                                    # Gumbel-max sample
+        torch.testing.assert_close(w.detach(), F.one_hot(sel, a.shape[-1]).to(w), rtol=0, atol=1e-6)
+        # Every cell of this type ran exactly the sampled op on each edge (nothing for `none`).
+        cells = [c for c, cell in enumerate(m.model.cells) if cell.reduction == bool(t)]
+        expected = {(c, e, int(k)) for c in cells for e, k in enumerate(sel) if prims[int(k)] != "none"}
+        assert {key for key in ran if key[0] in cells} == expected
+        # The loss sees only the sampled weights ...
+        dw = w.grad
+        off = torch.ones_like(dw, dtype=torch.bool).scatter_(-1, sel[:, None], False)
+        assert torch.all(dw[off] == 0)
+        # ... and the alpha gradient is the relaxed sample's Jacobian applied to it:
+        # d/d alpha_j of softmax((alpha + g) / tau)_k = soft_k (delta_jk - soft_j) / tau.
+        soft = torch.softmax((a.detach() + g) / tau, -1)
+        g_sel = dw.gather(-1, sel[:, None])
+        s_sel = soft.gather(-1, sel[:, None])
+        relaxed = g_sel * s_sel * (F.one_hot(sel, a.shape[-1]).to(soft) - soft) / tau
+        torch.testing.assert_close(a.grad, relaxed, rtol=1e-5, atol=1e-8)
+    assert any(a.grad.abs().sum() > 0 for a in m.arch_parameters())
+
+
+class RecordOpsRun(pl.Callback):
+    """Per rank: the set of ``(cell, edge, op)`` that ran in each training step (forward hooks)."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+
+    def on_train_start(self, trainer, pl_module):
+        self.steps, self.current = [], set()
+        self.handles = _hook_ops(pl_module.model, self.current)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append(sorted(self.current))
+        self.current.clear()
+
+    def on_train_end(self, trainer, pl_module):
+        for h in self.handles:
+            h.remove()
+        torch.save(self.steps, Path(self.dirpath) / f"ops{trainer.global_rank}.pt")
+
+
+@pytest.mark.ddp
+def test_ddp_hard_samples_the_same_architecture_on_both_ranks(tmp_path):
+    pl.seed_everything(0)
+    m = SNAS(**TINY, hard=True)
+    before = [a.detach().clone() for a in m.arch_parameters()]
+    ranks = fit_ddp(m, Synthetic(batch_size=4), tmp_path, find_unused_parameters=True,
+                    callbacks=[RecordOpsRun(str(tmp_path))], limit_train_batches=2)
+    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
+    ops = [torch.load(tmp_path / f"ops{r}.pt") for r in range(2)]
+    assert len(ops[0]) == 2 and ops[0] == ops[1], "both ranks must run the same sampled ops every step"
+    assert ops[0][0] != ops[0][1], "a new architecture is sampled every step"
+    for step in ops[0]:
+        per_edge = {}
+        for c, e, k in step:
+            per_edge.setdefault((c, e), []).append(k)
+        assert all(len(k) == 1 for k in per_edge.values()), "hard samples run at most one op per edge"
+    s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
+    for key, b in zip(("alpha_normal", "alpha_reduce"), before):
+        assert not torch.allclose(s0[key], b)
         torch.testing.assert_close(s0[key], s1[key], rtol=0, atol=1e-7)
