@@ -9,6 +9,7 @@ from .darts_plus import DartsPlusEarlyStopping
 from .hessian import HessianEigenvalueMonitor, darts_es_rule, dominant_hessian_eigenvalue
 
 __all__ += ["DartsPlusEarlyStopping", "HessianEigenvalueMonitor", "darts_es_rule", "dominant_hessian_eigenvalue"]
+from .skip_dropout import SkipDropoutDecay
 from .temperature import TemperatureAnnealing
 
-__all__ += ["TemperatureAnnealing"]
+__all__ += ["SkipDropoutDecay", "TemperatureAnnealing"]

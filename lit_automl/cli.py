@@ -12,6 +12,12 @@ Any LightningModule and LightningDataModule can be named by ``class_path`` in a 
     lit-automl hpo -c recipes/hpo_digits.yaml --storage postgresql://user:pw@host/db   # one per machine
     lit-automl hpo -c recipes/hpo_digits.yaml --trainer.max_epochs=5                  # config overrides
 
+A staged search (a model with ``next_stage()``, such as P-DARTS) runs one ``Trainer.fit`` per
+stage under ``fit``, each with a fresh trainer logging to ``<logger version>/stage_<n>``::
+
+    lit-automl fit -c recipes/pdarts_digits.yaml
+    lit-automl fit -c recipes/pdarts_digits.yaml --ckpt_path runs/pdarts_digits/search/stage_1/checkpoints/last.ckpt
+
 ``nas-worker`` evaluates the children of a sample-based search recipe (NASRL, NASNetSearch) from a
 shared Optuna storage, on any number of machines, while ``fit`` runs the controller::
 
@@ -26,13 +32,14 @@ import sys
 from typing import Any, Dict, List, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.cli import LightningCLI, _get_module_type, _InstantiatorFn
+from pytorch_lightning.cli import LightningCLI, _get_module_type, _InstantiatorFn, instantiate_class
 
 
 class AutoMLCLI(LightningCLI):
     """LightningCLI in subclass mode for both model and (optional) data, with the run config saved."""
 
     def __init__(self, args: Optional[List[str]] = None, run: bool = True, **kwargs) -> None:
+        self._stage_versions: Optional[List[Optional[str]]] = None  # logger folders of a staged fit
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"} if _has_omegaconf() else {})
         super().__init__(
@@ -65,6 +72,41 @@ class AutoMLCLI(LightningCLI):
             help="The HPO study section of a recipe, read by `lit-automl hpo` and ignored by fit/validate/test.",
         )
 
+    # ------------------------------------------------------------------ staged searches (P-DARTS)
+    def fit(self, model: pl.LightningModule, **kwargs: Any) -> None:
+        """The ``fit`` subcommand (LightningCLI runs a CLI method named after the subcommand).
+
+        A staged search, i.e. a model with ``next_stage()`` (:class:`~lit_automl.nas.pdarts.PDARTS`),
+        runs :func:`~lit_automl.nas.pdarts.fit_stages`: one ``Trainer.fit`` per stage, each with a
+        fresh trainer from :meth:`stage_trainer` (modules are never swapped inside a fit). A
+        ``--ckpt_path`` stage checkpoint resumes its stage and then runs the stages after it; as
+        for any model, LightningCLI rebuilds the model from the checkpoint's hyperparameters
+        (stage, surviving ops and the model settings of that run), the trainer from the recipe.
+        Any other model is fitted once, exactly as LightningCLI does.
+        """
+        if not callable(getattr(model, "next_stage", None)):
+            self.trainer.fit(model, **kwargs)
+            return
+        from lit_automl.nas.pdarts import fit_stages
+
+        self.model = fit_stages(model, self.stage_trainer, **kwargs)
+
+    def stage_trainer(self, stage: int) -> pl.Trainer:
+        """A fresh trainer for ``stage``: the recipe's trainer settings, its callbacks and logger built
+        anew from the config; a logger with a ``version`` argument (CSV, TensorBoard) writes to
+        ``<version>/stage_<stage>`` (an automatic version is fixed at the first stage). Other
+        loggers (``true``, ``false``, ones without ``version``) are used as configured."""
+        config = self.config[self.subcommand]["trainer"]
+        specs = config.get("logger")
+        loggers = specs if isinstance(specs, list) else [specs]
+        if self._stage_versions is None:
+            self._stage_versions = [_base_version(spec) for spec in loggers]
+        staged = [_stage_spec(spec, base, stage) for spec, base in zip(loggers, self._stage_versions)]
+        logger = staged if isinstance(specs, list) else staged[0]
+        callbacks = [_build(spec) for spec in config.get("callbacks") or []]
+        self.trainer = self.instantiate_trainer(callbacks=callbacks, logger=logger)
+        return self.trainer
+
 
 class _NestedDataInstantiator(_InstantiatorFn):
     """Lightning's datamodule instantiator, tolerating a missing top-level ``data:`` section."""
@@ -74,6 +116,41 @@ class _NestedDataInstantiator(_InstantiatorFn):
         if self.cli.config_dump.get(self.key) is None:
             return class_type(*args, **kwargs)
         return super().__call__(class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs)
+
+
+def _plain(spec: Any) -> Any:
+    """A parsed config value as plain dicts and lists (jsonargparse Namespaces have ``as_dict``)."""
+    return spec.as_dict() if hasattr(spec, "as_dict") else spec
+
+
+def _build(spec: Any) -> Any:
+    """Instantiate a ``{class_path, init_args}`` spec, nested specs first; other values as they are."""
+    spec = _plain(spec)
+    if isinstance(spec, list):
+        return [_build(item) for item in spec]
+    if isinstance(spec, dict) and "class_path" in spec:
+        init_args = {key: _build(value) for key, value in (spec.get("init_args") or {}).items()}
+        return instantiate_class((), {"class_path": spec["class_path"], "init_args": init_args})
+    return spec
+
+
+def _base_version(spec: Any) -> Optional[str]:
+    """The run folder name a logger spec with a ``version`` argument writes to (``None`` for others)."""
+    spec = _plain(spec)
+    if not isinstance(spec, dict) or "version" not in (spec.get("init_args") or {}):
+        return None
+    version = spec["init_args"]["version"]
+    if version is None:
+        version = _build(spec).version  # the next free number, as the logger would pick it
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+def _stage_spec(spec: Any, base: Optional[str], stage: int) -> Any:
+    """A built logger for ``stage``: version ``<base>/stage_<stage>`` where the spec has one."""
+    spec = _plain(spec)
+    if base is None:
+        return _build(spec)
+    return _build({**spec, "init_args": {**spec["init_args"], "version": f"{base}/stage_{stage}"}})
 
 
 def _has_omegaconf() -> bool:

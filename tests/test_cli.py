@@ -12,6 +12,7 @@ from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
 from lit_automl.nas.pc_darts import PCDARTS
+from lit_automl.nas.pdarts import PDARTS
 from lit_automl.nas.snas import SNAS
 from lit_automl.spaces import Genotype
 
@@ -36,6 +37,8 @@ EXPECTED = {
     "pc_darts_cifar10.yaml": PCDARTS,
     "snas_digits.yaml": SNAS,
     "snas_cifar10.yaml": SNAS,
+    "pdarts_digits.yaml": PDARTS,
+    "pdarts_cifar10.yaml": PDARTS,
 }
 
 

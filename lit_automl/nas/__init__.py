@@ -14,6 +14,7 @@ __all__ = [
     "RLSearch", "ReinforceTrainer", "Retrain", "TrainingEvaluator",
 ]
 from lit_automl.nas.pc_darts import PCDARTS
+from lit_automl.nas.pdarts import PDARTS, fit_stages
 from lit_automl.nas.snas import SNAS, expected_resource_cost
 
-__all__ += ["PCDARTS", "SNAS", "expected_resource_cost"]
+__all__ += ["PCDARTS", "PDARTS", "SNAS", "expected_resource_cost", "fit_stages"]
