@@ -1,0 +1,656 @@
+"""One-shot architecture search with path dropout, on the DARTS supernet.
+
+Bender, Kindermans, Zoph, Vasudevan & Le, "Understanding and Simplifying One-Shot Architecture
+Search", ICML 2018.
+
+Notation:
+
+* ``r``: the final path-dropout rate (``drop_rate``, ``0 <= r < 1``); ``r_t`` the rate at training
+  step ``t`` of ``T``: ``r_t = r * t / (T - 1)``, a linear ramp from 0 (Sec. 3, "Robustness to
+  co-adaptation": little dropout early, more later).
+* ``k``: the incoming paths of a node. Node ``i`` of a DARTS cell reads ``i + 2`` states, each
+  through every non-``none`` op, so ``k_i = (i + 2) * |O|`` paths (input, op).
+* ``r_t ** (1 / k)``: the probability each path of a ``k``-path node is dropped (Sec. 3), so a node
+  loses all of its paths with probability ``r_t`` whatever its fan-in; a node that lost them all
+  gets one uniformly chosen path back (at least one path is always kept).
+* ``m``: a path mask, 0/1 of shape (num_edges, num_ops) per cell type (1 = path kept; ``none`` is
+  never a path). The edge weights handed to :class:`~lit_automl.spaces.networks.SearchNetwork` are
+  ``w = m / n`` with ``n`` the number of paths the node kept (``join="mean"``: every node averages
+  its kept paths) or ``w = m`` (``join="sum"``). One mask per cell type, shared by every cell of that
+  type: the supernet ties its edge weights per cell type, and a sampled architecture repeats one
+  normal and one reduction cell.
+* ``N``: the number of architectures sampled and ranked after training (``num_samples``).
+
+The method (Sec. 3): (1) train the one-shot model, i.e. the supernet whose paths are dropped by a
+fresh mask every step (per ghost batch); (2) sample ``N`` architectures uniformly from the search
+space; (3) evaluate each with the one-shot weights (its mask, batch-norm statistics of the
+evaluation batch) on held-out validation data and rank them by that accuracy; (4) retrain the best
+from scratch (:class:`lit_automl.nas.Retrain`, not part of this module).
+
+Masks come from a CPU ``torch.Generator`` seeded from ``(seed, global_step)`` and architectures
+from one seeded from ``seed``: every DDP rank draws the same ones, and a resumed fit continues
+with the masks an uninterrupted one would have drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import nn
+
+from lit_automl.nas.darts import MEMORY_FORMATS, check_supernet_settings, cosine_schedule_epochs
+from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.spaces.cells import num_search_edges
+from lit_automl.spaces.drop_path import sample_keep_mask
+from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.networks import SearchNetwork
+from lit_automl.spaces.ops import get_op_set, validate_primitives
+
+__all__ = [
+    "OneShot",
+    "RankedArchitecture",
+    "genotype_edge_weights",
+    "join_paths",
+    "path_drop_prob",
+    "ramped_drop_rate",
+    "sample_genotype",
+    "sample_path_mask",
+]
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+EDGES_PER_NODE = 2
+"""Inputs of every node of a sampled architecture: the DARTS cell (Liu et al., ICLR 2019, Sec. 2.4)."""
+
+RANKING_FILE = "one_shot_ranking.jsonl"
+
+JOINS = ("mean", "sum")
+"""How a node combines its kept paths: their average (weights ``1 / n``) or their sum (weights 1)."""
+
+_MASK_STREAM, _ARCH_STREAM = 0, 1
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def path_drop_prob(rate: float, num_paths: int) -> float:
+    """``rate ** (1 / k)``: per-path drop probability of a node with ``k`` incoming paths (Sec. 3)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+    if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
+        raise ValueError(f"num_paths must be a positive int, got {num_paths!r}")
+    return float(rate) ** (1.0 / num_paths)
+
+
+def ramped_drop_rate(step: int, total_steps: int, final_rate: float) -> float:
+    """Linear ramp from 0 at step 0 to ``final_rate`` at the last step ``total_steps - 1`` (Sec. 3)."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    if total_steps == 1:
+        return float(final_rate)
+    return float(final_rate) * min(1.0, max(0, int(step)) / (total_steps - 1))
+
+
+def _candidate_ops(primitives: Sequence[str]) -> List[int]:
+    """Column indices of the ops that can be a path (everything but ``none``)."""
+    return [k for k, name in enumerate(primitives) if name != "none"]
+
+
+def _node_offsets(steps: int) -> List[int]:
+    """First edge row of every node: node ``i`` owns rows ``offset_i .. offset_i + i + 1``."""
+    return [i * (i + 3) // 2 for i in range(steps)]
+
+
+def sample_path_mask(steps: int, primitives: Sequence[str], rate: float,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A 0/1 path mask of shape (num_edges, num_ops) for one cell type (Sec. 3).
+
+    Every (input, op) path of node ``i`` (``k_i = (i + 2) * |O|`` of them, ``none`` excluded) is
+    dropped with probability ``rate ** (1 / k_i)``; a node that lost all of them gets one uniform
+    path back (:func:`~lit_automl.spaces.drop_path.sample_keep_mask` with ``min_keep=1``).
+    """
+    ops = _candidate_ops(primitives)
+    if not ops:
+        raise ValueError(f"primitives {list(primitives)} have no operation other than 'none'")
+    mask = torch.zeros(num_search_edges(steps), len(primitives))
+    cols = torch.tensor(ops)
+    for i, start in enumerate(_node_offsets(steps)):
+        k = (i + 2) * len(ops)
+        keep = sample_keep_mask(k, path_drop_prob(rate, k), generator=generator).view(i + 2, len(ops))
+        mask[start : start + i + 2, cols] = keep.float()
+    return mask
+
+
+def join_paths(mask: torch.Tensor, steps: int, join: str = "mean") -> torch.Tensor:
+    """Edge weights from a 0/1 path mask: each node's kept paths averaged (``"mean"``) or summed (``"sum"``).
+
+    The mean keeps a node's output on one scale whether it kept 1 path or all ``k``, as FractalNet's
+    join averages the paths that survive drop-path (Larsson et al., ICLR 2017, Sec. 2 and 3.1).
+    """
+    if join not in JOINS:
+        raise ValueError(f"join must be one of {JOINS}, got {join!r}")
+    if join == "sum":
+        return mask
+    out = mask.clone()
+    for i, start in enumerate(_node_offsets(steps)):
+        block = out[start : start + i + 2]
+        block /= block.sum().clamp_min(1.0)
+    return out
+
+
+def _sample_cell(steps: int, primitives: Sequence[str], generator: torch.Generator) -> List[Tuple[Tuple[str, int], ...]]:
+    ops = [primitives[k] for k in _candidate_ops(primitives)]
+    nodes = []
+    for i in range(steps):
+        inputs = sorted(torch.randperm(i + 2, generator=generator)[:EDGES_PER_NODE].tolist())
+        picks = torch.randint(len(ops), (len(inputs),), generator=generator).tolist()
+        nodes.append(tuple((ops[p], j) for p, j in zip(picks, inputs)))
+    return nodes
+
+
+def sample_genotype(steps: int, multiplier: int, primitives: Sequence[str],
+                    generator: Optional[torch.Generator] = None) -> Genotype:
+    """A uniform sample from the DARTS cell space (what the DARTS evaluation networks build).
+
+    Every node of both cells takes 2 distinct inputs among its predecessors (uniform over the
+    pairs) and one non-``none`` op per input (uniform); the output concatenates the last
+    ``multiplier`` nodes, as the supernet does.
+    """
+    if not _candidate_ops(primitives):
+        raise ValueError(f"primitives {list(primitives)} have no operation other than 'none'")
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    concat = list(range(2 + steps - multiplier, 2 + steps))
+    return Genotype(normal=_sample_cell(steps, primitives, generator), normal_concat=concat,
+                    reduce=_sample_cell(steps, primitives, generator), reduce_concat=concat)
+
+
+def _cell_weights(nodes: Sequence[Sequence[Tuple[str, int]]], primitives: Sequence[str], steps: int,
+                  cell: str) -> torch.Tensor:
+    if len(nodes) != steps:
+        raise ValueError(f"the {cell} cell has {len(nodes)} nodes but the supernet has steps={steps}")
+    prims = list(primitives)
+    w = torch.zeros(num_search_edges(steps), len(prims))
+    for i, (node, start) in enumerate(zip(nodes, _node_offsets(steps))):
+        for op, j in node:
+            if op == "none" or op not in prims:
+                raise ValueError(f"{cell} node {i}: op {op!r} is not a path of this supernet; allowed "
+                                 f"{[p for p in prims if p != 'none']}")
+            if w[start + j, prims.index(op)] != 0:
+                raise ValueError(f"{cell} node {i} lists the edge ({op!r}, {j}) twice")
+            w[start + j, prims.index(op)] = 1.0
+    return w
+
+
+def genotype_edge_weights(genotype: Genotype, primitives: Sequence[str], steps: int) -> List[torch.Tensor]:
+    """``[normal, reduce]`` 0/1 edge weights that run exactly ``genotype``'s ops in the supernet."""
+    return [_cell_weights(genotype.normal, primitives, steps, "normal"),
+            _cell_weights(genotype.reduce, primitives, steps, "reduce")]
+
+
+def _stream_generator(seed: int, stream: int, index: int) -> torch.Generator:
+    """A CPU generator for ``(seed, stream, index)``: independent streams, the same on every rank."""
+    state = np.random.SeedSequence((int(seed), int(stream), int(index))).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Batch norm normalises with each batch's own statistics; running statistics stay untouched.
+
+    The one-shot model's running averages mix every architecture trained, so an architecture is
+    evaluated with the statistics of the evaluation batch (Sec. 3, "Evaluating candidate
+    architectures").
+    """
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+
+
+def _dist_rank_world() -> Tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if _dist_rank_world()[1] > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# --------------------------------------------------------------------------- ranking records
+
+
+@dataclass(frozen=True)
+class RankedArchitecture:
+    """One evaluated architecture: its place (1 = best), sample index, one-shot accuracy and cell."""
+
+    rank: int
+    sample: int
+    accuracy: float
+    correct: int
+    total: int
+    genotype: Genotype
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready (plain python values; the genotype as :meth:`Genotype.to_dict`)."""
+        return {"rank": self.rank, "sample": self.sample, "accuracy": self.accuracy, "correct": self.correct,
+                "total": self.total, "genotype": self.genotype.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "RankedArchitecture":
+        return cls(int(data["rank"]), int(data["sample"]), float(data["accuracy"]), int(data["correct"]),
+                   int(data["total"]), Genotype.from_dict(data["genotype"]))
+
+
+def _ranked(genotypes: Sequence[Genotype], correct: Sequence[int], total: int) -> List[RankedArchitecture]:
+    """Sorted by accuracy, best first; ties keep the sampling order."""
+    order = sorted(range(len(genotypes)), key=lambda i: (-correct[i], i))
+    return [RankedArchitecture(place + 1, i, correct[i] / max(total, 1), int(correct[i]), int(total), genotypes[i])
+            for place, i in enumerate(order)]
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an int >= {minimum}{extra}, got {value!r}")
+
+
+def _check_rate(value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    if not ok or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"drop_rate must be a number in [0, 1) (the final path-dropout rate r), got {value!r}")
+
+
+def build_search_network(C: int, num_classes: int, layers: int, steps: int, multiplier: int, stem_multiplier: int,
+                         primitives: Union[str, Sequence[str]], in_channels: int) -> Tuple[SearchNetwork, Tuple[str, ...]]:
+    """The DARTS supernet and its op list, without architecture parameters (one-shot has none)."""
+    prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
+    if not _candidate_ops(prims):
+        raise ValueError(f"primitives must contain an operation other than 'none', got {list(prims)}")
+    return SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels), prims
+
+
+# --------------------------------------------------------------------------- the module
+
+
+class OneShot(pl.LightningModule):
+    """One-shot search with path dropout over the DARTS supernet (Bender et al., ICML 2018, Sec. 3).
+
+    Training: plain ``(x, y)`` batches; every step (every ghost batch) runs the supernet with a
+    fresh path mask, dropping each of the ``k`` incoming paths of a node with rate ``r_t**(1/k)``,
+    at least one kept, where ``r_t`` ramps linearly from 0 to ``drop_rate`` over the fit
+    (``Trainer.estimated_stepping_batches`` steps; logged per epoch as ``one_shot/drop_rate``).
+    One optimiser: SGD on the supernet weights (no architecture parameters, so no ``alphas``:
+    :class:`~lit_automl.callbacks.GenotypeLogger` is not needed, this module writes its files).
+    Parameters on dropped paths get no gradient, so SGD's weight decay touches only the paths the
+    step used, as the paper regularises only the current architecture (Sec. 3, "Stabilizing model
+    training").
+
+    After training (``on_train_end``, ``rank_after_fit=True``) :meth:`rank_architectures` samples
+    ``num_samples`` distinct architectures uniformly from the DARTS cell space, evaluates each with
+    the one-shot weights on the datamodule's ``val_dataloader()`` (batch norm on the evaluation
+    batch's statistics, Sec. 3) and ranks them by that accuracy. Under DDP every rank evaluates a
+    share of the validation batches and the correct counts are summed, so every rank ends with the
+    same ranking. The run folder (``trainer.log_dir``) gets ``one_shot_ranking.jsonl`` (one line
+    per architecture, best first), ``genotype.txt`` / ``genotype.json`` / ``genotype.png`` (the
+    best). :meth:`genotype` returns the best once ranked; the ranking is saved in checkpoints.
+
+    Documented attributes: ``ranking`` (list of :class:`RankedArchitecture`, best first),
+    ``last_masks`` (the 0/1 masks ``[normal, reduce]`` of each ghost batch of the latest step),
+    ``genotype()``.
+
+    During fit, validation reports ``val/acc``: the one-shot accuracy of a fixed probe architecture
+    (the first of the ranking sample) — a progress signal, not a search result.
+
+    Defaults: the supernet is the DARTS search supernet (C=16, 8 cells, 4 nodes, DARTS ops), not
+    the paper's own space (choice blocks with several inputs and ops each); the weight optimiser is
+    the DARTS search's (SGD lr 0.025 cosine to 0.001, momentum 0.9, weight decay 3e-4, gradient
+    clip 5): this library's choice for this supernet. ``drop_rate=0.1`` is this library's choice
+    (the paper tunes r and shows the ranking depends on it, Sec. 4 Fig. 4): at the end of training
+    a node then keeps about ``-ln r = 2.3`` paths, as many as a sampled architecture uses (2).
+    ``num_samples=1000`` is this library's choice. ``join="mean"`` (every node averages the paths it
+    kept) is this library's choice too: summing 0/1-weighted paths (``join="sum"``) lets a node's
+    output grow with the number of paths it kept (up to 35 here), which on digits started training
+    at a loss of 5 (mean: 2.3) and did not learn at lr 0.1 (mean: loss 1.6 after 120 steps).
+
+    Args:
+        drop_rate: final path-dropout rate ``r`` in [0, 1).
+        join: ``"mean"`` (kept paths of a node averaged: weights ``1 / n``) or ``"sum"`` (weights 1).
+        ghost_batch_size: split every training batch into ghost batches of this size, each with
+            its own mask and its own batch-norm statistics (Sec. 3, ghost batch normalisation);
+            ``None``: one mask per batch. Masks are the same on every DDP rank.
+        num_samples: architectures sampled and ranked after training (>= 1).
+        rank_batches: validation batches each architecture is evaluated on (``None``: all).
+        rank_after_fit: rank at the end of ``fit``; otherwise call :meth:`rank_architectures`.
+        epochs: length of the cosine learning-rate schedule; ``None`` uses ``trainer.max_epochs``.
+        seed: seed of the mask and architecture generators (>= 0).
+        memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster on CPU, as in DARTS).
+
+    Under DDP the dropped paths leave parameters unused: use
+    ``strategy="ddp_find_unused_parameters_true"`` (or ``DDPStrategy(find_unused_parameters=True)``).
+    """
+
+    def __init__(
+        self,
+        C: int = 16,
+        layers: int = 8,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        primitives: Union[str, Sequence[str]] = "darts",
+        drop_rate: float = 0.1,
+        join: str = "mean",
+        ghost_batch_size: Optional[int] = None,
+        num_samples: int = 1000,
+        rank_batches: Optional[int] = None,
+        rank_after_fit: bool = True,
+        w_lr: float = 0.025,
+        w_lr_min: float = 0.001,
+        w_momentum: float = 0.9,
+        w_weight_decay: float = 3e-4,
+        grad_clip: float = 5.0,
+        epochs: Optional[int] = None,
+        seed: int = 0,
+        memory_format: str = "contiguous_format",
+    ):
+        super().__init__()
+        _check_rate(drop_rate)
+        _check_int("ghost_batch_size", ghost_batch_size, 1, allow_none=True)
+        _check_int("num_samples", num_samples, 1)
+        _check_int("rank_batches", rank_batches, 1, allow_none=True)
+        _check_int("seed", seed, 0)
+        if join not in JOINS:
+            raise ValueError(f"join must be one of {JOINS}, got {join!r}")
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
+        if not isinstance(rank_after_fit, bool):
+            raise ValueError(f"rank_after_fit must be True or False, got {rank_after_fit!r}")
+        # No architecture optimiser: neutral placeholders for the alpha settings.
+        check_supernet_settings(w_lr, 1.0, w_lr_min, w_momentum, w_weight_decay, 0.0, 0.0, grad_clip, epochs)
+        self.save_hyperparameters()
+        self.model, self.primitives = build_search_network(C, num_classes, layers, steps, multiplier,
+                                                           stem_multiplier, primitives, in_channels)
+        self.memory_format = MEMORY_FORMATS[memory_format]
+        self.model.to(memory_format=self.memory_format)
+        self.ranking: List[RankedArchitecture] = []
+        self.last_masks: List[List[torch.Tensor]] = []
+        self._total_steps: Optional[int] = None
+
+    # ------------------------------------------------------------------ masks
+
+    def total_steps(self) -> int:
+        """Steps the drop rate ramps over: the whole fit (``trainer.estimated_stepping_batches``)."""
+        if self._total_steps is None:
+            if self._trainer is None:
+                raise RuntimeError("OneShot needs the number of training steps: attach a Trainer or pass total_steps")
+            estimated = self.trainer.estimated_stepping_batches
+            if not math.isfinite(estimated):
+                raise ValueError("OneShot ramps its drop rate over the fit: set Trainer(max_epochs=...) or max_steps")
+            self._total_steps = max(1, int(estimated))
+        return self._total_steps
+
+    def drop_rate_at(self, step: int, total_steps: Optional[int] = None) -> float:
+        """``r_t``: the path-dropout rate at training step ``step`` (linear ramp from 0, Sec. 3)."""
+        total = self.total_steps() if total_steps is None else total_steps
+        return ramped_drop_rate(step, total, self.hparams.drop_rate)
+
+    def path_masks(self, step: int, num_masks: int = 1, rate: Optional[float] = None) -> List[List[torch.Tensor]]:
+        """``num_masks`` masks ``[normal, reduce]`` for training step ``step``: a pure function of
+        ``(seed, step, rate)``, drawn on the CPU (identical on every rank and after a resume)."""
+        rate = self.drop_rate_at(step) if rate is None else rate
+        generator = _stream_generator(self.hparams.seed, _MASK_STREAM, step)
+        steps = self.model.steps
+        return [[sample_path_mask(steps, self.primitives, rate, generator) for _ in range(2)] for _ in range(num_masks)]
+
+    def path_weights(self, mask: torch.Tensor) -> torch.Tensor:
+        """The supernet edge weights of a 0/1 path mask (see ``join``), on this module's device."""
+        return join_paths(mask, self.model.steps, self.hparams.join).to(self.device)
+
+    # ------------------------------------------------------------------ architectures
+
+    def sample_architectures(self, num_samples: int, seed: Optional[int] = None) -> List[Genotype]:
+        """``num_samples`` distinct uniform samples of the DARTS cell space (fewer, with a warning,
+        when a small space runs out: at most ``20 * num_samples`` draws)."""
+        _check_int("num_samples", num_samples, 1)
+        generator = _stream_generator(self.hparams.seed if seed is None else seed, _ARCH_STREAM, 0)
+        found: Dict[Genotype, None] = {}
+        for _ in range(20 * num_samples):
+            found.setdefault(sample_genotype(self.model.steps, self.model.multiplier, self.primitives, generator))
+            if len(found) == num_samples:
+                break
+        if len(found) < num_samples:
+            rank_zero_warn(f"OneShot: only {len(found)} distinct architectures found in {20 * num_samples} draws "
+                           f"(num_samples={num_samples}); ranking those")
+        return list(found)
+
+    def edge_weights(self, genotype: Genotype) -> List[torch.Tensor]:
+        """``[normal, reduce]`` supernet weights that run exactly ``genotype``'s ops (see ``join``)."""
+        return [self.path_weights(m) for m in genotype_edge_weights(genotype, self.primitives, self.model.steps)]
+
+    def probe_genotype(self) -> Genotype:
+        """The fixed architecture ``val/acc`` follows during training (the first ranking sample)."""
+        return self.sample_architectures(1)[0]
+
+    def one_shot_logits(self, x: torch.Tensor, genotype: Genotype) -> torch.Tensor:
+        """Logits of ``genotype`` with the one-shot weights, batch norm on ``x``'s own statistics."""
+        with batch_statistics(self.model):
+            return self.model(self._format(x), *self.edge_weights(genotype))
+
+    def genotype(self) -> Genotype:
+        """The best ranked architecture (after :meth:`rank_architectures`, or from a checkpoint)."""
+        if not self.ranking:
+            raise RuntimeError(
+                "OneShot has no ranking yet: the best genotype exists after fit (rank_after_fit=True) or after "
+                "rank_architectures(dataloader)"
+            )
+        return self.ranking[0].genotype
+
+    def forward(self, x: torch.Tensor, genotype: Optional[Genotype] = None) -> torch.Tensor:
+        """One-shot logits of ``genotype`` (default: the best ranked one)."""
+        return self.one_shot_logits(x, self.genotype() if genotype is None else genotype)
+
+    # ------------------------------------------------------------------ evaluation and ranking
+
+    def _local_batches(self, dataloader: Iterable, max_batches: Optional[int]) -> List[Batch]:
+        """This rank's share of the first ``max_batches`` batches (batch ``b`` goes to rank ``b % world``)."""
+        rank, world = _dist_rank_world()
+        out = []
+        for b, batch in enumerate(dataloader):
+            if max_batches is not None and b >= max_batches:
+                break
+            if b % world == rank:
+                x, y = self._check_batch(batch)
+                out.append((self._format(x.to(self.device)), y.to(self.device)))
+        return out
+
+    @torch.no_grad()
+    def evaluate_architectures(self, genotypes: Sequence[Genotype], dataloader: Iterable,
+                               max_batches: Optional[int] = None, progress: bool = False) -> Tuple[List[int], int]:
+        """``(correct per architecture, examples)`` of one-shot evaluation, summed over DDP ranks.
+
+        Every architecture sees the same batches; batch norm uses each batch's statistics, so the
+        counts do not depend on how the batches are spread over ranks.
+        """
+        batches = self._local_batches(dataloader, max_batches)
+        correct = torch.zeros(len(genotypes), dtype=torch.long, device=self.device)
+        total = torch.tensor([sum(len(y) for _, y in batches)], dtype=torch.long, device=self.device)
+        bar = _progress_bar(len(genotypes), progress and _dist_rank_world()[0] == 0)
+        with batch_statistics(self.model):
+            for a, genotype in enumerate(genotypes):
+                weights = self.edge_weights(genotype)
+                for x, y in batches:
+                    correct[a] += (self.model(x, *weights).argmax(-1) == y).sum()
+                bar.update(1)
+        bar.close()
+        counts = _all_reduce_sum(torch.cat([correct, total]))
+        return [int(c) for c in counts[:-1].tolist()], int(counts[-1])
+
+    def rank_architectures(self, dataloader: Iterable, num_samples: Optional[int] = None,
+                           max_batches: Optional[int] = None, progress: bool = False) -> List[RankedArchitecture]:
+        """Sample, evaluate and rank architectures by one-shot validation accuracy (Sec. 3).
+
+        Call it on every rank under DDP (it all-reduces). The result, best first, is also kept as
+        ``self.ranking`` (so :meth:`genotype` returns its head).
+        """
+        genotypes = self.sample_architectures(self.hparams.num_samples if num_samples is None else num_samples)
+        correct, total = self.evaluate_architectures(genotypes, dataloader, max_batches, progress)
+        if total == 0:
+            raise ValueError("the ranking dataloader yielded no batches: nothing to evaluate the architectures on")
+        self.ranking = _ranked(genotypes, correct, total)
+        return self.ranking
+
+    def write_ranking(self, folder: Union[str, Path], plot: bool = True) -> Path:
+        """Write ``one_shot_ranking.jsonl`` and the best genotype (``.txt``, ``.json``, ``.png``)."""
+        best = self.genotype()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps(entry.to_dict()) + "\n" for entry in self.ranking]
+        (folder / RANKING_FILE).write_text("".join(lines), encoding="utf-8")
+        best.save(folder / "genotype.txt")
+        best.save(folder / "genotype.json")
+        if plot:
+            from lit_automl.spaces.plot import plot_genotype  # matplotlib only when needed
+
+            head = self.ranking[0]
+            plot_genotype(best, folder / "genotype.png",
+                          title=f"OneShot: best of {len(self.ranking)} (one-shot val. acc. {head.accuracy:.3f})")
+        return folder
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
+            raise ValueError(
+                "OneShot drops paths, so parameters go unused in a step: DDP needs find_unused_parameters=True "
+                "(strategy='ddp_find_unused_parameters_true' or DDPStrategy(find_unused_parameters=True))"
+            )
+
+    def configure_optimizers(self):
+        """SGD on the supernet weights, cosine-annealed per epoch to ``w_lr_min``."""
+        hp = self.hparams
+        opt = torch.optim.SGD(self.model.parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
+                              weight_decay=hp.w_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cosine_schedule_epochs(self), eta_min=hp.w_lr_min)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+
+    def _format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self.memory_format)
+
+    @staticmethod
+    def _check_batch(batch: Any) -> Batch:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"OneShot expects (inputs, targets) batches, got {type(batch).__name__}")
+        return batch[0], batch[1]
+
+    def _ghost_batches(self, x: torch.Tensor, y: torch.Tensor) -> List[Batch]:
+        size = self.hparams.ghost_batch_size or len(y)
+        return list(zip(torch.split(x, size), torch.split(y, size)))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = self._check_batch(batch)
+        ghosts = self._ghost_batches(self._format(x), y)
+        self.last_masks = self.path_masks(self.global_step, len(ghosts))
+        loss_sum, correct = x.new_zeros(()), x.new_zeros(())
+        for (xg, yg), masks in zip(ghosts, self.last_masks):
+            logits = self.model(xg, *(self.path_weights(m) for m in masks))
+            loss_sum = loss_sum + F.cross_entropy(logits, yg, reduction="sum")
+            correct = correct + (logits.argmax(-1) == yg).sum()
+        loss = loss_sum / len(y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"OneShot training diverged: loss is {loss.item()} at epoch {self.current_epoch}, "
+                                     f"batch {batch_idx}")
+        self.log_dict({"train/loss": loss.detach(), "train/acc": correct / len(y)}, prog_bar=True, on_step=True,
+                      on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("one_shot/drop_rate", self.drop_rate_at(max(0, self.global_step - 1)), prog_bar=True)
+        self.log("search/w_lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = self._check_batch(batch)
+        logits = self.one_shot_logits(x, self.probe_genotype())
+        self.log_dict({"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(-1) == y).float().mean()},
+                      prog_bar=True, sync_dist=True, batch_size=len(y))
+
+    def on_train_start(self) -> None:
+        self._total_steps = None  # re-read: max_epochs may differ after a resume
+        self.total_steps()
+
+    def on_train_end(self) -> None:
+        if not self.hparams.rank_after_fit:
+            return
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective under DDP: every rank
+        loader = self._ranking_dataloader()
+        if loader is None:
+            return
+        show = self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None
+        self.rank_architectures(loader, max_batches=self.hparams.rank_batches, progress=show)
+        if self.trainer.is_global_zero:
+            self.write_ranking(folder)
+            self._report(folder)
+
+    def _ranking_dataloader(self) -> Optional[Iterable]:
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not callable(getattr(datamodule, "val_dataloader", None)):
+            rank_zero_warn("OneShot: no datamodule with val_dataloader(); architectures were not ranked. "
+                           "Call rank_architectures(dataloader) yourself")
+            return None
+        return datamodule.val_dataloader()
+
+    def _report(self, folder: Path) -> None:
+        head = self.ranking[0]
+        accs = [entry.accuracy for entry in self.ranking]
+        for logger in self.trainer.loggers:
+            logger.log_metrics({"one_shot/best_val_acc": head.accuracy, "one_shot/median_val_acc": float(np.median(accs))},
+                               step=self.global_step)
+        rank_zero_info(f"OneShot: best of {len(accs)} architectures, one-shot val. acc. {head.accuracy:.4f} "
+                       f"(median {np.median(accs):.4f}); written to {folder}: {head.genotype}")
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["one_shot_ranking"] = [entry.to_dict() for entry in self.ranking]
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self.ranking = [RankedArchitecture.from_dict(d) for d in checkpoint.get("one_shot_ranking", [])]
+        load_rng_states(checkpoint, type(self).__name__)
+
+
+def _progress_bar(total: int, show: bool):
+    """A tqdm bar over architecture evaluations (a no-op object when not shown)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="one-shot ranking", unit="arch", disable=not show)
