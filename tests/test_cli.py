@@ -11,6 +11,7 @@ from lit_automl.cli import AutoMLCLI, main
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
+from lit_automl.nas.bayesnas import BayesNAS
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
@@ -42,6 +43,8 @@ EXPECTED = {
     "pdarts_cifar10.yaml": PDARTS,
     "one_shot_digits.yaml": OneShot,
     "one_shot_cifar10.yaml": OneShot,
+    "bayesnas_digits.yaml": BayesNAS,
+    "bayesnas_cifar10.yaml": BayesNAS,
 }
 
 

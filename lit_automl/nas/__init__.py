@@ -13,9 +13,10 @@ __all__ = [
     "ChildClassifier", "Controller", "DARTS", "Decision", "Evaluator", "NASNetSearch", "NASRL", "PPOTrainer",
     "RLSearch", "ReinforceTrainer", "Retrain", "TrainingEvaluator",
 ]
+from lit_automl.nas.bayesnas import BayesNAS
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS, fit_stages
 from lit_automl.nas.snas import SNAS, expected_resource_cost
 
-__all__ += ["OneShot", "PCDARTS", "PDARTS", "SNAS", "expected_resource_cost", "fit_stages"]
+__all__ += ["BayesNAS", "OneShot", "PCDARTS", "PDARTS", "SNAS", "expected_resource_cost", "fit_stages"]
