@@ -96,7 +96,7 @@ class AutoMLCLI(LightningCLI):
         anew from the config; a logger with a ``version`` argument (CSV, TensorBoard) writes to
         ``<version>/stage_<stage>`` (an automatic version is fixed at the first stage). Other
         loggers (``true``, ``false``, ones without ``version``) are used as configured."""
-        config = self.config[self.subcommand]["trainer"]
+        config = (self.config[self.subcommand] if self.subcommand else self.config)["trainer"]  # run=False: no subcommand
         specs = config.get("logger")
         loggers = specs if isinstance(specs, list) else [specs]
         if self._stage_versions is None:

@@ -26,13 +26,7 @@ TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels
 DARTS_OPS = list(get_op_set("darts"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread; on a shared CPU a second one mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def digits() -> BilevelDataModule:

@@ -16,12 +16,7 @@ from lit_automl.callbacks.optuna_pruning import CONTINUE, PRUNE, STOP_NON_FINITE
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: OpenMP spin-waits make tiny models 100x slower with 2 threads
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):

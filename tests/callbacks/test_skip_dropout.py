@@ -9,12 +9,7 @@ import torch
 from lit_automl.callbacks.skip_dropout import SkipDropoutDecay, skip_dropout_rate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class Supernet(torch.nn.Module):

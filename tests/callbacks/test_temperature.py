@@ -7,12 +7,7 @@ import torch
 from lit_automl.callbacks import TemperatureAnnealing
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyTempModule(pl.LightningModule):

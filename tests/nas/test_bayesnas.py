@@ -17,28 +17,13 @@ from lit_automl.nas.ard import (
 from lit_automl.nas.bayesnas import BayesNAS, cell_edges, idle_parameters, prune_masks
 from lit_automl.spaces import Genotype, NetworkCIFAR
 from tests.ddp_harness import fit_ddp
+from tests.trainers import SyntheticImages
 
 TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1)
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-class Synthetic(pl.LightningDataModule):
-    def __init__(self, n: int = 32, batch_size: int = 8, seed: int = 0):
-        super().__init__()
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(self.seed)
-        x, y = torch.randn(self.n, 1, 8, 8, generator=g), torch.randint(0, 10, (self.n,), generator=g)
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=self.batch_size)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class PruneQuantile(pl.Callback):
@@ -231,7 +216,7 @@ def test_fit_prunes_monotonically_pruned_ops_are_zero_and_not_run(tmp_path):
     pl.seed_everything(0)
     m = BayesNAS(**TINY)
     rec = RecordMasks()
-    trainer(tmp_path, max_epochs=3, callbacks=[PruneQuantile(0.4), rec]).fit(m, Synthetic())
+    trainer(tmp_path, max_epochs=3, callbacks=[PruneQuantile(0.4), rec]).fit(m, SyntheticImages())
     masks = rec.masks
     for before, after in zip(masks, masks[1:]):
         assert torch.all(after <= before), "a pruned op came back"
@@ -271,7 +256,7 @@ def test_resume_continues_with_the_same_switches_gammas_and_masks(tmp_path):
         pl.seed_everything(3)
         m = BayesNAS(**TINY)
         t = trainer(tmp_path, max_epochs=max_epochs, callbacks=[PruneQuantile(0.3)])
-        t.fit(m, Synthetic(seed=5), ckpt_path=ckpt)
+        t.fit(m, SyntheticImages(seed=5), ckpt_path=ckpt)
         return m, t
 
     full, _ = run(2)
@@ -333,7 +318,7 @@ def test_bad_batch_is_refused():
 def test_ddp_gammas_masks_and_switches_identical_on_both_ranks(tmp_path):
     pl.seed_everything(0)
     m = BayesNAS(**TINY)
-    ranks = fit_ddp(m, Synthetic(batch_size=4), tmp_path, max_epochs=3, callbacks=[PruneQuantile(0.5)])
+    ranks = fit_ddp(m, SyntheticImages(batch_size=4), tmp_path, max_epochs=3, callbacks=[PruneQuantile(0.5)])
     assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
     s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
     assert int(s0["op_mask"].sum()) < 70, "nothing was pruned"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_automl.callbacks.skip_dropout import SkipDropoutDecay
-from lit_automl.cli import main
+from lit_automl.cli import AutoMLCLI, main
 from lit_automl.datamodules import BilevelDataModule, DigitsDataModule
 from lit_automl.nas.pdarts import PDARTS, fit_stages, refine_skip_connects, strongest_ops
 from lit_automl.spaces import Genotype
@@ -24,12 +24,7 @@ TWO = dict(TINY, stage_layers=(3, 4), stage_num_ops=(8, 3), stage_skip_dropout=(
 EDGES = 5  # steps=2: node 0 has edges 0-1, node 1 edges 2-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def digits(batch_size: int = 16, seed: int = 0) -> BilevelDataModule:
@@ -235,6 +230,21 @@ def test_cli_runs_every_stage_writes_the_genotype_and_resumes(tmp_path, monkeypa
     main(["fit", "-c", str(RECIPES / "pdarts_digits.yaml"), *tiny, f"--ckpt_path={ckpt}"])  # already complete
     assert Genotype.load(run / "stage_1" / "genotype.txt") == final
     assert not (run / "stage_0" / "checkpoints" / "last-v1.ckpt").exists()  # stage 0 not rerun
+
+
+def test_stages_from_a_cli_built_without_a_subcommand(tmp_path, monkeypatch):
+    """``AutoMLCLI(run=False)`` (scripts, benchmarks): ``stage_trainer`` reads the top-level trainer config."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--model.init_args.C=4", "--model.init_args.steps=2", "--model.init_args.multiplier=2",
+            "--model.init_args.stage_layers=[3,4]", "--model.init_args.stage_num_ops=[8,3]",
+            "--model.init_args.stage_skip_dropout=[0.0,0.3]", "--model.init_args.arch_warmup_epochs=0",
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    cli = AutoMLCLI(args=["-c", str(RECIPES / "pdarts_digits.yaml"), *tiny], run=False)
+    final = fit_stages(cli.model, cli.stage_trainer, datamodule=cli.datamodule)
+    assert final.stage == 1 and final.is_last_stage
+    run = tmp_path / "runs" / "pdarts_digits" / "search"
+    assert sorted(p.name for p in run.iterdir()) == ["stage_0", "stage_1"]
 
 
 @pytest.mark.ddp

@@ -13,27 +13,12 @@ from lit_automl.callbacks import TemperatureAnnealing
 from lit_automl.nas.snas import SNAS, expected_resource_cost, gumbel_softmax_sample, score_function_resource_grad
 from lit_automl.spaces import Genotype
 from tests.ddp_harness import fit_ddp
+from tests.trainers import SyntheticImages
 
 TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1, alpha_lr=0.05)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-class Synthetic(pl.LightningDataModule):
-    def __init__(self, n: int = 32, batch_size: int = 8, seed: int = 0):
-        super().__init__()
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(self.seed)
-        x, y = torch.randn(self.n, 1, 8, 8, generator=g), torch.randint(0, 10, (self.n,), generator=g)
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=self.batch_size)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def trainer(tmp_path, **kw) -> pl.Trainer:
@@ -134,7 +119,7 @@ def test_tiny_fit_moves_alphas_and_genotype_keeps_every_non_none_edge(tmp_path):
     pl.seed_everything(0)
     m = SNAS(**TINY, resource="params", resource_weight=1.0)
     before = [a.detach().clone() for a in m.arch_parameters()]
-    trainer(tmp_path).fit(m, Synthetic())
+    trainer(tmp_path).fit(m, SyntheticImages())
     assert all(not torch.allclose(a, b) for a, b in zip(m.arch_parameters(), before))
     prims = list(m.primitives)
     with torch.no_grad():
@@ -179,7 +164,7 @@ def test_resume_continues_with_the_same_alphas(tmp_path):
         pl.seed_everything(3)
         m = SNAS(**TINY, epochs=3)
         t = trainer(tmp_path, max_epochs=max_epochs, callbacks=[TemperatureAnnealing(schedule="exponential", decay=0.5)])
-        t.fit(m, Synthetic(seed=5), ckpt_path=ckpt)
+        t.fit(m, SyntheticImages(seed=5), ckpt_path=ckpt)
         return m, t
 
     full, _ = run(2)
@@ -225,7 +210,7 @@ def test_ddp_alphas_identical_on_both_ranks(tmp_path):
     pl.seed_everything(0)
     m = SNAS(**TINY)
     before = m.alpha_normal.detach().clone()
-    ranks = fit_ddp(m, Synthetic(batch_size=4), tmp_path, limit_train_batches=2)
+    ranks = fit_ddp(m, SyntheticImages(batch_size=4), tmp_path, limit_train_batches=2)
     assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
     s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
     assert not torch.allclose(s0["alpha_normal"], before)
@@ -250,7 +235,7 @@ def test_alpha_gradient_norm_is_clipped(tmp_path):
     for clip in (0.0, 1e-3):
         pl.seed_everything(0)
         rec = _AlphaGradNorms()
-        trainer(tmp_path, limit_train_batches=1, callbacks=[rec]).fit(SNAS(**TINY, alpha_grad_clip=clip), Synthetic())
+        trainer(tmp_path, limit_train_batches=1, callbacks=[rec]).fit(SNAS(**TINY, alpha_grad_clip=clip), SyntheticImages())
         norms[clip] = rec.norms
     assert len(norms[0.0]) == len(norms[1e-3]) == 1
     assert norms[0.0][0] > 1e-2, "unclipped alpha gradient is too small for this check"
@@ -341,7 +326,7 @@ def test_ddp_hard_samples_the_same_architecture_on_both_ranks(tmp_path):
     pl.seed_everything(0)
     m = SNAS(**TINY, hard=True)
     before = [a.detach().clone() for a in m.arch_parameters()]
-    ranks = fit_ddp(m, Synthetic(batch_size=4), tmp_path, find_unused_parameters=True,
+    ranks = fit_ddp(m, SyntheticImages(batch_size=4), tmp_path, find_unused_parameters=True,
                     callbacks=[RecordOpsRun(str(tmp_path))], limit_train_batches=2)
     assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
     ops = [torch.load(tmp_path / f"ops{r}.pt") for r in range(2)]
