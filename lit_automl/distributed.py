@@ -20,6 +20,20 @@ def world_size() -> int:
     return 1
 
 
+def rank() -> int:
+    """This process's rank in the default group (0 when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place (counts, totals); a no-op on one process."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     """Average ``tensors`` over all ranks with one flat all-reduce; a no-op on one process."""
     tensors = list(tensors)

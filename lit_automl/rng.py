@@ -13,6 +13,17 @@ import numpy as np
 import torch
 
 
+def keyed_generator(*keys: int) -> torch.Generator:
+    """A CPU generator that is a pure function of integer ``keys`` (e.g. ``(seed, step)``).
+
+    Methods draw per-step architecture noise or masks from it, so every DDP rank and a resumed run
+    draw the same values; distinct key tuples give independent streams (numpy ``SeedSequence``).
+    """
+    # The key count leads: numpy pads entropy with zeros, so (3, 7) and (3, 7, 0) would collide.
+    state = np.random.SeedSequence((len(keys), *(int(k) for k in keys))).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def collect_rng_states() -> Dict[str, Any]:
     """The current RNG states of torch (CPU and CUDA when present), numpy and python."""
     states: Dict[str, Any] = {

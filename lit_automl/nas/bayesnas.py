@@ -40,7 +40,7 @@ from torch import nn
 from lit_automl.distributed import all_reduce_mean
 from lit_automl.nas.ard import ard_gamma, ard_omega, combine_with_parent, mc_ggn_diagonal, reweighted_l1
 from lit_automl.nas.darts import SupernetParameters, check_supernet_settings
-from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
 from lit_automl.spaces.genotype import Genotype
 
 __all__ = ["BayesNAS", "cell_edges", "hard_gammas", "idle_parameters", "prune_masks"]
@@ -375,8 +375,7 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
         return reduced[:-1]
 
     def _accumulate_curvature(self, logits: torch.Tensor) -> None:
-        gen = torch.Generator().manual_seed(
-            (int(self.hparams.seed) * 1_000_003 + int(self.global_step)) * 1_009 + int(self.global_rank))
+        gen = keyed_generator(self.hparams.seed, self.global_step, self.global_rank)
         est = mc_ggn_diagonal(logits, self.arch_parameters(), gen)
         if self._curvature is None:
             self._curvature = est

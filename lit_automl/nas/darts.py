@@ -20,7 +20,6 @@ supernet is never copied, and batch-norm running statistics are untouched by vir
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
@@ -59,6 +58,18 @@ def check_supernet_settings(w_lr: float, alpha_lr: float, w_lr_min: float, w_mom
         raise ValueError(f"epochs must be a positive int or None (= trainer.max_epochs), got {epochs!r}")
 
 
+def make_supernet(C: int, num_classes: int, layers: int, steps: int, multiplier: int, stem_multiplier: int,
+                  primitives: Union[str, Sequence[str]], in_channels: int,
+                  **network_options: Any) -> Tuple[SearchNetwork, Tuple[str, ...]]:
+    """The one :class:`SearchNetwork` of a DARTS-family method and its op names; ``primitives`` is an
+    op-set name or a list; ``network_options`` are further SearchNetwork arguments
+    (``partial_channels``, ``edge_primitives``)."""
+    prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
+    model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels,
+                          **network_options)
+    return model, prims
+
+
 class SupernetParameters:
     """The supernet and its architecture parameters, as every DARTS-family module holds them.
 
@@ -69,12 +80,9 @@ class SupernetParameters:
     def build_supernet(self, C: int, num_classes: int, layers: int, steps: int, multiplier: int,
                        stem_multiplier: int, primitives: Union[str, Sequence[str]], in_channels: int,
                        alpha_init_std: float, **network_options: Any) -> None:
-        """``network_options``: further :class:`SearchNetwork` arguments (``partial_channels``,
-        ``edge_primitives``)."""
-        prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
-        self.primitives: Tuple[str, ...] = prims
-        self.model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels,
-                                   **network_options)
+        """``network_options``: see :func:`make_supernet`."""
+        self.model, self.primitives = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier,
+                                                    primitives, in_channels, **network_options)
         shape = self.model.alpha_shape
         self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
         self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))

@@ -44,19 +44,19 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lit_automl.nas.darts import MEMORY_FORMATS, check_supernet_settings, cosine_schedule_epochs
-from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.distributed import all_reduce_sum, world_size
+from lit_automl.distributed import rank as dist_rank
+from lit_automl.nas.darts import MEMORY_FORMATS, check_supernet_settings, cosine_schedule_epochs, make_supernet
+from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
 from lit_automl.spaces.cells import num_search_edges
 from lit_automl.spaces.drop_path import sample_keep_mask
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import SearchNetwork
-from lit_automl.spaces.ops import get_op_set, validate_primitives
 
 __all__ = [
     "OneShot",
@@ -199,12 +199,6 @@ def genotype_edge_weights(genotype: Genotype, primitives: Sequence[str], steps: 
             _cell_weights(genotype.reduce, primitives, steps, "reduce")]
 
 
-def _stream_generator(seed: int, stream: int, index: int) -> torch.Generator:
-    """A CPU generator for ``(seed, stream, index)``: independent streams, the same on every rank."""
-    state = np.random.SeedSequence((int(seed), int(stream), int(index))).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[None]:
     """Batch norm normalises with each batch's own statistics; running statistics stay untouched.
@@ -223,18 +217,6 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(saved[name])
-
-
-def _dist_rank_world() -> Tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if _dist_rank_world()[1] > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 # --------------------------------------------------------------------------- ranking records
@@ -288,11 +270,11 @@ def _check_rate(value: Any) -> None:
 
 def build_search_network(C: int, num_classes: int, layers: int, steps: int, multiplier: int, stem_multiplier: int,
                          primitives: Union[str, Sequence[str]], in_channels: int) -> Tuple[SearchNetwork, Tuple[str, ...]]:
-    """The DARTS supernet and its op list, without architecture parameters (one-shot has none)."""
-    prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
+    """The DARTS supernet and its op list (:func:`make_supernet`); one-shot has no architecture parameters."""
+    model, prims = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels)
     if not _candidate_ops(prims):
         raise ValueError(f"primitives must contain an operation other than 'none', got {list(prims)}")
-    return SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels), prims
+    return model, prims
 
 
 # --------------------------------------------------------------------------- the module
@@ -425,7 +407,7 @@ class OneShot(pl.LightningModule):
         """``num_masks`` masks ``[normal, reduce]`` for training step ``step``: a pure function of
         ``(seed, step, rate)``, drawn on the CPU (identical on every rank and after a resume)."""
         rate = self.drop_rate_at(step) if rate is None else rate
-        generator = _stream_generator(self.hparams.seed, _MASK_STREAM, step)
+        generator = keyed_generator(self.hparams.seed, _MASK_STREAM, step)
         steps = self.model.steps
         return [[sample_path_mask(steps, self.primitives, rate, generator) for _ in range(2)] for _ in range(num_masks)]
 
@@ -439,7 +421,7 @@ class OneShot(pl.LightningModule):
         """``num_samples`` distinct uniform samples of the DARTS cell space (fewer, with a warning,
         when a small space runs out: at most ``20 * num_samples`` draws)."""
         _check_int("num_samples", num_samples, 1)
-        generator = _stream_generator(self.hparams.seed if seed is None else seed, _ARCH_STREAM, 0)
+        generator = keyed_generator(self.hparams.seed if seed is None else seed, _ARCH_STREAM, 0)
         found: Dict[Genotype, None] = {}
         for _ in range(20 * num_samples):
             found.setdefault(sample_genotype(self.model.steps, self.model.multiplier, self.primitives, generator))
@@ -480,7 +462,7 @@ class OneShot(pl.LightningModule):
 
     def _local_batches(self, dataloader: Iterable, max_batches: Optional[int]) -> List[Batch]:
         """This rank's share of the first ``max_batches`` batches (batch ``b`` goes to rank ``b % world``)."""
-        rank, world = _dist_rank_world()
+        rank, world = dist_rank(), world_size()
         out = []
         for b, batch in enumerate(dataloader):
             if max_batches is not None and b >= max_batches:
@@ -501,7 +483,7 @@ class OneShot(pl.LightningModule):
         batches = self._local_batches(dataloader, max_batches)
         correct = torch.zeros(len(genotypes), dtype=torch.long, device=self.device)
         total = torch.tensor([sum(len(y) for _, y in batches)], dtype=torch.long, device=self.device)
-        bar = _progress_bar(len(genotypes), progress and _dist_rank_world()[0] == 0)
+        bar = _progress_bar(len(genotypes), progress and dist_rank() == 0)
         with batch_statistics(self.model):
             for a, genotype in enumerate(genotypes):
                 weights = self.edge_weights(genotype)
@@ -509,7 +491,7 @@ class OneShot(pl.LightningModule):
                     correct[a] += (self.model(x, *weights).argmax(-1) == y).sum()
                 bar.update(1)
         bar.close()
-        counts = _all_reduce_sum(torch.cat([correct, total]))
+        counts = all_reduce_sum(torch.cat([correct, total]))
         return [int(c) for c in counts[:-1].tolist()], int(counts[-1])
 
     def rank_architectures(self, dataloader: Iterable, num_samples: Optional[int] = None,

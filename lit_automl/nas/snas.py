@@ -39,7 +39,7 @@ from lit_automl.nas.darts import (
     cosine_schedule_epochs,
     supernet_optimizers,
 )
-from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
 
@@ -294,7 +294,7 @@ class SNAS(SupernetParameters, pl.LightningModule):
     def noise_generator(self, step: Optional[int] = None) -> torch.Generator:
         """CPU generator seeded from ``(seed, global_step)``: the same on every rank."""
         step = self.global_step if step is None else step
-        return torch.Generator().manual_seed(int(self.hparams.seed) * 1_000_003 + int(step))
+        return keyed_generator(self.hparams.seed, step)
 
     def sample_edge_weights(self, generator: Optional[torch.Generator] = None,
                             tau: Optional[float] = None, hard: Optional[bool] = None) -> List[torch.Tensor]:
