@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from lit_automl.spaces.genotype import Genotype
-from lit_automl.spaces.ops import get_op, get_op_set, validate_primitives
+from lit_automl.spaces.ops import get_op, resolve_primitives
 
 __all__ = ["DartsPlusEarlyStopping", "count_skip_connects", "learnable_op_indices"]
 
@@ -253,6 +253,6 @@ class DartsPlusEarlyStopping(Callback):
 
 def _resolve_primitives(primitives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     try:
-        return get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
+        return resolve_primitives(primitives)
     except KeyError as exc:
         raise ValueError(f"primitives must be an op-set name or a list of registered op names: {exc.args[0]}") from None

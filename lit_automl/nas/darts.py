@@ -33,7 +33,7 @@ from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.derive import derive_genotype, edge_entropy
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import SearchNetwork
-from lit_automl.spaces.ops import get_op_set, validate_primitives
+from lit_automl.spaces.ops import resolve_primitives
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -64,7 +64,7 @@ def make_supernet(C: int, num_classes: int, layers: int, steps: int, multiplier:
     """The one :class:`SearchNetwork` of a DARTS-family method and its op names; ``primitives`` is an
     op-set name or a list; ``network_options`` are further SearchNetwork arguments
     (``partial_channels``, ``edge_primitives``)."""
-    prims = get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
+    prims = resolve_primitives(primitives)
     model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels,
                           **network_options)
     return model, prims

@@ -35,7 +35,7 @@ from lit_automl.nas.darts import DARTS, Batch
 from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists, num_search_edges
 from lit_automl.spaces.derive import derive_cell
 from lit_automl.spaces.genotype import Genotype
-from lit_automl.spaces.ops import get_op_set, validate_primitives
+from lit_automl.spaces.ops import resolve_primitives
 
 __all__ = ["PDARTS", "check_stage_schedule", "fit_stages", "refine_skip_connects", "strongest_ops"]
 
@@ -210,10 +210,6 @@ def _check_surviving_ops(surviving_ops: Any, stage: int, num_ops: int, primitive
     return _plain_ops(surviving_ops)
 
 
-def _resolve_primitives(primitives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
-    return get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
-
-
 # ----------------------------------------------------------------------------- the module
 class PDARTS(DARTS):
     """One stage of a P-DARTS search (Chen et al., ICCV 2019), first-order DARTS underneath.
@@ -291,7 +287,7 @@ class PDARTS(DARTS):
             raise ValueError(
                 f"stage must be an int in 0..{len(stage_layers) - 1} ({len(stage_layers)} stages), got {stage!r}"
             )
-        prims = _resolve_primitives(primitives)
+        prims = resolve_primitives(primitives)
         if stage_num_ops[0] != len(prims):
             too = "more candidates than" if stage_num_ops[0] > len(prims) else "fewer candidates than"
             raise ValueError(

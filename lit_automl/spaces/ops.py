@@ -10,7 +10,7 @@ Every factory has the signature ``factory(C, stride, affine) -> nn.Module`` and 
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,11 @@ def validate_primitives(primitives: Sequence[str]) -> Tuple[str, ...]:
     if len(set(primitives)) != len(primitives):
         raise ValueError(f"primitives must be unique, got {list(primitives)}")
     return primitives
+
+
+def resolve_primitives(primitives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """An op-set name (:func:`get_op_set`) or a list of op names (:func:`validate_primitives`)."""
+    return get_op_set(primitives) if isinstance(primitives, str) else validate_primitives(primitives)
 
 
 # ----------------------------------------------------------------------------- building blocks
