@@ -34,6 +34,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_debug, rank_zero_inf
 
 from lit_automl.distributed import all_reduce_mean, world_size
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.networks import batch_statistics, preserved_modes
 
 __all__ = ["HessianEigenvalueMonitor", "darts_es_rule", "dominant_hessian_eigenvalue"]
 
@@ -423,20 +424,11 @@ def _pair(batch: Any, what: str) -> Batch:
 @contextmanager
 def _probe_mode(module: torch.nn.Module, mode: str) -> Iterator[None]:
     """Eval or train mode for the probe; restores every submodule's flag and, in train mode, the buffers."""
-    flags = [(m, m.training) for m in module.modules()]
-    saved = None
     if mode == "eval":
-        module.eval()
+        with preserved_modes(module):
+            module.eval()
+            yield
     else:
-        module.train()
-        saved = {name: b.detach().clone() for name, b in module.named_buffers()}
-    try:
-        yield
-    finally:
-        if saved is not None:
-            with torch.no_grad():
-                for name, b in module.named_buffers():
-                    b.copy_(saved[name])
-        for m, flag in flags:
-            m.training = flag
+        with batch_statistics(module):
+            yield
 

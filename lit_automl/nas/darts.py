@@ -32,8 +32,7 @@ from lit_automl.distributed import all_reduce_mean
 from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.derive import derive_genotype, edge_entropy
 from lit_automl.spaces.genotype import Genotype
-from lit_automl.spaces.networks import SearchNetwork
-from lit_automl.spaces.ops import resolve_primitives
+from lit_automl.spaces.networks import make_supernet
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -56,18 +55,6 @@ def check_supernet_settings(w_lr: float, alpha_lr: float, w_lr_min: float, w_mom
         raise ValueError(f"w_momentum must be in [0, 1), got {w_momentum!r}")
     if epochs is not None and epochs <= 0:
         raise ValueError(f"epochs must be a positive int or None (= trainer.max_epochs), got {epochs!r}")
-
-
-def make_supernet(C: int, num_classes: int, layers: int, steps: int, multiplier: int, stem_multiplier: int,
-                  primitives: Union[str, Sequence[str]], in_channels: int,
-                  **network_options: Any) -> Tuple[SearchNetwork, Tuple[str, ...]]:
-    """The one :class:`SearchNetwork` of a DARTS-family method and its op names; ``primitives`` is an
-    op-set name or a list; ``network_options`` are further SearchNetwork arguments
-    (``partial_channels``, ``edge_primitives``)."""
-    prims = resolve_primitives(primitives)
-    model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels,
-                          **network_options)
-    return model, prims
 
 
 class SupernetParameters:

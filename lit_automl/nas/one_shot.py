@@ -51,28 +51,24 @@ from torch import nn
 
 from lit_automl.distributed import all_reduce_sum, world_size
 from lit_automl.distributed import rank as dist_rank
-from lit_automl.nas.darts import MEMORY_FORMATS, check_supernet_settings, cosine_schedule_epochs, make_supernet
+from lit_automl.nas.darts import MEMORY_FORMATS, check_supernet_settings, cosine_schedule_epochs
 from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
-from lit_automl.spaces.cells import num_search_edges
+from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
 from lit_automl.spaces.drop_path import sample_keep_mask
 from lit_automl.spaces.genotype import Genotype
-from lit_automl.spaces.networks import SearchNetwork
+from lit_automl.spaces.networks import SearchNetwork, batch_statistics, make_supernet
+from lit_automl.spaces.sampling import EDGES_PER_NODE, candidate_ops, genotype_edge_weights, sample_genotype
 
 __all__ = [
     "OneShot",
     "RankedArchitecture",
-    "genotype_edge_weights",
     "join_paths",
     "path_drop_prob",
     "ramped_drop_rate",
-    "sample_genotype",
     "sample_path_mask",
 ]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
-
-EDGES_PER_NODE = 2
-"""Inputs of every node of a sampled architecture: the DARTS cell (Liu et al., ICLR 2019, Sec. 2.4)."""
 
 RANKING_FILE = "one_shot_ranking.jsonl"
 
@@ -103,16 +99,6 @@ def ramped_drop_rate(step: int, total_steps: int, final_rate: float) -> float:
     return float(final_rate) * min(1.0, max(0, int(step)) / (total_steps - 1))
 
 
-def _candidate_ops(primitives: Sequence[str]) -> List[int]:
-    """Column indices of the ops that can be a path (everything but ``none``)."""
-    return [k for k, name in enumerate(primitives) if name != "none"]
-
-
-def _node_offsets(steps: int) -> List[int]:
-    """First edge row of every node: node ``i`` owns rows ``offset_i .. offset_i + i + 1``."""
-    return [i * (i + 3) // 2 for i in range(steps)]
-
-
 def sample_path_mask(steps: int, primitives: Sequence[str], rate: float,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """A 0/1 path mask of shape (num_edges, num_ops) for one cell type (Sec. 3).
@@ -121,15 +107,16 @@ def sample_path_mask(steps: int, primitives: Sequence[str], rate: float,
     dropped with probability ``rate ** (1 / k_i)``; a node that lost all of them gets one uniform
     path back (:func:`~lit_automl.spaces.drop_path.sample_keep_mask` with ``min_keep=1``).
     """
-    ops = _candidate_ops(primitives)
+    ops = candidate_ops(primitives)
     if not ops:
         raise ValueError(f"primitives {list(primitives)} have no operation other than 'none'")
     mask = torch.zeros(num_search_edges(steps), len(primitives))
     cols = torch.tensor(ops)
-    for i, start in enumerate(_node_offsets(steps)):
-        k = (i + 2) * len(ops)
-        keep = sample_keep_mask(k, path_drop_prob(rate, k), generator=generator).view(i + 2, len(ops))
-        mask[start : start + i + 2, cols] = keep.float()
+    for edges in node_edge_slices(steps):
+        n_in = edges.stop - edges.start
+        k = n_in * len(ops)
+        keep = sample_keep_mask(k, path_drop_prob(rate, k), generator=generator).view(n_in, len(ops))
+        mask[edges, cols] = keep.float()
     return mask
 
 
@@ -144,79 +131,10 @@ def join_paths(mask: torch.Tensor, steps: int, join: str = "mean") -> torch.Tens
     if join == "sum":
         return mask
     out = mask.clone()
-    for i, start in enumerate(_node_offsets(steps)):
-        block = out[start : start + i + 2]
+    for edges in node_edge_slices(steps):
+        block = out[edges]
         block /= block.sum().clamp_min(1.0)
     return out
-
-
-def _sample_cell(steps: int, primitives: Sequence[str], generator: torch.Generator) -> List[Tuple[Tuple[str, int], ...]]:
-    ops = [primitives[k] for k in _candidate_ops(primitives)]
-    nodes = []
-    for i in range(steps):
-        inputs = sorted(torch.randperm(i + 2, generator=generator)[:EDGES_PER_NODE].tolist())
-        picks = torch.randint(len(ops), (len(inputs),), generator=generator).tolist()
-        nodes.append(tuple((ops[p], j) for p, j in zip(picks, inputs)))
-    return nodes
-
-
-def sample_genotype(steps: int, multiplier: int, primitives: Sequence[str],
-                    generator: Optional[torch.Generator] = None) -> Genotype:
-    """A uniform sample from the DARTS cell space (what the DARTS evaluation networks build).
-
-    Every node of both cells takes 2 distinct inputs among its predecessors (uniform over the
-    pairs) and one non-``none`` op per input (uniform); the output concatenates the last
-    ``multiplier`` nodes, as the supernet does.
-    """
-    if not _candidate_ops(primitives):
-        raise ValueError(f"primitives {list(primitives)} have no operation other than 'none'")
-    generator = torch.Generator().manual_seed(0) if generator is None else generator
-    concat = list(range(2 + steps - multiplier, 2 + steps))
-    return Genotype(normal=_sample_cell(steps, primitives, generator), normal_concat=concat,
-                    reduce=_sample_cell(steps, primitives, generator), reduce_concat=concat)
-
-
-def _cell_weights(nodes: Sequence[Sequence[Tuple[str, int]]], primitives: Sequence[str], steps: int,
-                  cell: str) -> torch.Tensor:
-    if len(nodes) != steps:
-        raise ValueError(f"the {cell} cell has {len(nodes)} nodes but the supernet has steps={steps}")
-    prims = list(primitives)
-    w = torch.zeros(num_search_edges(steps), len(prims))
-    for i, (node, start) in enumerate(zip(nodes, _node_offsets(steps))):
-        for op, j in node:
-            if op == "none" or op not in prims:
-                raise ValueError(f"{cell} node {i}: op {op!r} is not a path of this supernet; allowed "
-                                 f"{[p for p in prims if p != 'none']}")
-            if w[start + j, prims.index(op)] != 0:
-                raise ValueError(f"{cell} node {i} lists the edge ({op!r}, {j}) twice")
-            w[start + j, prims.index(op)] = 1.0
-    return w
-
-
-def genotype_edge_weights(genotype: Genotype, primitives: Sequence[str], steps: int) -> List[torch.Tensor]:
-    """``[normal, reduce]`` 0/1 edge weights that run exactly ``genotype``'s ops in the supernet."""
-    return [_cell_weights(genotype.normal, primitives, steps, "normal"),
-            _cell_weights(genotype.reduce, primitives, steps, "reduce")]
-
-
-@contextlib.contextmanager
-def batch_statistics(model: nn.Module) -> Iterator[None]:
-    """Batch norm normalises with each batch's own statistics; running statistics stay untouched.
-
-    The one-shot model's running averages mix every architecture trained, so an architecture is
-    evaluated with the statistics of the evaluation batch (Sec. 3, "Evaluating candidate
-    architectures").
-    """
-    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
-    was_training = model.training
-    model.train()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
 
 
 # --------------------------------------------------------------------------- ranking records
@@ -272,7 +190,7 @@ def build_search_network(C: int, num_classes: int, layers: int, steps: int, mult
                          primitives: Union[str, Sequence[str]], in_channels: int) -> Tuple[SearchNetwork, Tuple[str, ...]]:
     """The DARTS supernet and its op list (:func:`make_supernet`); one-shot has no architecture parameters."""
     model, prims = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels)
-    if not _candidate_ops(prims):
+    if not candidate_ops(prims):
         raise ValueError(f"primitives must contain an operation other than 'none', got {list(prims)}")
     return model, prims
 

@@ -14,12 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_automl.spaces.drop_path import drop_path
+from lit_automl.spaces.geometry import edge_sources, num_search_edges
 from lit_automl.spaces.ops import FactorizedReduce, ReLUConvBN, get_op, validate_primitives, zero_output_shape
-
-
-def num_search_edges(steps: int) -> int:
-    """Edges of a search cell: node i has ``i + 2`` inputs, so ``steps * (steps + 3) / 2``."""
-    return steps * (steps + 3) // 2
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -153,7 +149,7 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         per_edge = edge_primitive_lists(primitives, num_search_edges(steps))
-        inputs = [j for i in range(steps) for j in range(i + 2)]
+        inputs = edge_sources(steps)
         self.edges = nn.ModuleList(
             MixedEdge(C, 2 if reduction and j < 2 else 1, prims, partial_channels)
             for j, prims in zip(inputs, per_edge)

@@ -8,13 +8,14 @@ drop path on every non-identity path.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+import contextlib
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists, num_search_edges
-from lit_automl.spaces.ops import DARTS_OPS, validate_primitives
+from lit_automl.spaces.ops import DARTS_OPS, resolve_primitives, validate_primitives
 
 
 def _check_positive(**values: int) -> None:
@@ -140,6 +141,19 @@ class SearchNetwork(nn.Module):
             else:
                 s0, s1 = s1, cell(s0, s1, weights_normal, active_normal, scale_normal)
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+
+def make_supernet(C: int, num_classes: int, layers: int, steps: int, multiplier: int, stem_multiplier: int,
+                  primitives: Union[str, Sequence[str]], in_channels: int,
+                  **network_options: Any) -> Tuple[SearchNetwork, Tuple[str, ...]]:
+    """The one :class:`SearchNetwork` of a DARTS-family method and its op names; ``primitives`` is an
+    op-set name or a list; ``network_options`` are further SearchNetwork arguments
+    (``partial_channels``, ``edge_primitives``)."""
+    prims = resolve_primitives(primitives)
+    model = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, prims, in_channels,
+                          **network_options)
+    return model, prims
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
@@ -331,3 +345,33 @@ def count_parameters(model: nn.Module, exclude_auxiliary: bool = True) -> int:
     return sum(
         p.numel() for name, p in model.named_parameters() if not (exclude_auxiliary and name.startswith("auxiliary_head"))
     )
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Batch norm normalises with each batch's own statistics; running statistics stay untouched.
+
+    For evaluations whose running averages would mislead or must not change: a one-shot model's
+    running averages mix every architecture trained (Bender et al. 2018, Sec. 3), and a probe such as
+    a Hessian eigenvalue must leave the model as it found it.
+    """
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    with preserved_modes(model):
+        model.train()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, b in model.named_buffers():
+                    b.copy_(saved[name])
+
+
+@contextlib.contextmanager
+def preserved_modes(model: nn.Module) -> Iterator[None]:
+    """Restores every submodule's train / eval flag on exit (``model.train(flag)`` would set them all alike)."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag

@@ -16,13 +16,12 @@ from pytorch_lightning.strategies import DDPStrategy
 from lit_automl.nas.one_shot import (
     RANKING_FILE,
     OneShot,
-    genotype_edge_weights,
     join_paths,
     path_drop_prob,
     ramped_drop_rate,
-    sample_genotype,
     sample_path_mask,
 )
+from lit_automl.spaces.sampling import genotype_edge_weights, sample_genotype
 from lit_automl.spaces import DARTS_OPS, Genotype
 from lit_automl.spaces.networks import NetworkCIFAR
 from tests.ddp_harness import fit_ddp

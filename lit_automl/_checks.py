@@ -1,0 +1,134 @@
+"""Argument validation and registry lookup, written once for every module (standard library only).
+
+Each ``check_*`` takes the argument's name first and its value second, bounds keyword-only, and
+returns the normalised value (``int``, ``float``, ``bool`` or the choice itself), so a constructor
+reads ``self.steps = check_int("steps", steps, low=1)``. One exception convention:
+
+* a value of the wrong type raises :class:`ArgumentTypeError`, a ``TypeError`` that is also a
+  ``ValueError`` (so ``except ValueError`` around a bad argument keeps working);
+* a value of the right type outside its bounds or choices raises ``ValueError``;
+* a name missing from a registry raises :class:`UnknownNameError` (a ``ValueError`` that is also a
+  ``KeyError``, the mapping protocol's exception) listing the valid names, as timm's registries do.
+
+Messages name the argument, what is allowed and the value received:
+``"steps must be an int >= 1, got 0"``. ``hint`` adds a parenthesised remark after what is
+allowed: ``"n_way must be an int >= 2 (classes per episode), got 1"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Optional, TypeVar
+
+__all__ = [
+    "ArgumentTypeError",
+    "UnknownNameError",
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_real",
+    "lookup",
+]
+
+T = TypeVar("T")
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a ``TypeError``; also a ``ValueError``: it is a bad argument)."""
+
+
+class UnknownNameError(ValueError, KeyError):
+    """A name not in a registry (a ``ValueError``; also a ``KeyError``, as a mapping lookup raises)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def _with_hint(allowed: str, hint: Optional[str], allow_none: bool) -> str:
+    if allow_none:
+        allowed += " or None"
+    return f"{allowed} ({hint})" if hint else allowed
+
+
+def _bounds_text(kind: str, low: Any, high: Any, low_open: bool = False, high_open: bool = False) -> str:
+    if low is not None and high is not None:
+        return f"{kind} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{kind} {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f"{kind} {'<' if high_open else '<='} {high}"
+    return kind
+
+
+def check_int(name: str, value: Any, *, low: Optional[int] = None, high: Optional[int] = None,
+              allow_none: bool = False, hint: Optional[str] = None) -> Optional[int]:
+    """``value`` as an ``int`` in ``[low, high]`` (either bound optional); ``bool`` is not an int."""
+    if value is None and allow_none:
+        return None
+    allowed = _with_hint(_bounds_text("an int", low, high), hint, allow_none)
+    if isinstance(value, bool) or not isinstance(value, int):
+        # numpy / torch integer scalars are ints too (they implement __index__), floats are not.
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise ArgumentTypeError(f"{name} must be {allowed}, got {value!r}")
+        value = value.__index__()
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
+               low_open: bool = False, high_open: bool = False, allow_none: bool = False,
+               allow_inf: bool = False, hint: Optional[str] = None) -> Optional[float]:
+    """``value`` as a finite ``float`` between ``low`` and ``high`` (open ends where ``*_open``).
+
+    Ints are accepted and converted; ``bool`` and NaN are refused; infinity only with ``allow_inf``.
+    """
+    if value is None and allow_none:
+        return None
+    allowed = _with_hint(_bounds_text("a number", low, high, low_open, high_open), hint, allow_none)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not hasattr(value, "__float__") or hasattr(value, "__len__"):
+            raise ArgumentTypeError(f"{name} must be {allowed}, got {value!r}")
+    number = float(value)
+    if math.isnan(number) or (math.isinf(number) and not allow_inf):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if too_low or too_high:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return number
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a ``bool`` (only ``True`` / ``False``: ``0``, ``1`` and strings are refused)."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[T], *, hint: Optional[str] = None) -> T:
+    """``value`` if it is one of ``allowed`` (compared with ``==``), else a ``ValueError`` listing them."""
+    choices = list(allowed)
+    try:
+        found = value in choices
+    except TypeError:  # an unhashable or incomparable value is not a choice
+        found = False
+    if not found:
+        shown = sorted(choices, key=repr) if not all(isinstance(c, str) for c in choices) else sorted(choices)
+        extra = f" ({hint})" if hint else ""
+        raise ValueError(f"{name} must be one of {shown}{extra}, got {value!r}")
+    return value
+
+
+def lookup(registry: Mapping[str, T], name: Any, what: str) -> T:
+    """``registry[name]``; a missing name raises :class:`UnknownNameError` listing the valid names.
+
+    ``what`` names the kind of entry in the message: ``lookup(OPS, "conv_9x9", "operation")`` raises
+    ``unknown operation 'conv_9x9'; valid names are: avg_pool_3x3, ...``.
+    """
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError(
+            f"unknown {what} {name!r}; valid names are: {', '.join(sorted(map(str, registry)))}"
+        ) from None

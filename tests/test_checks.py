@@ -1,0 +1,84 @@
+"""lit_automl._checks: one validation convention for every argument."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lit_automl._checks import (
+    ArgumentTypeError,
+    UnknownNameError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_real,
+    lookup,
+)
+
+
+def test_check_int_returns_the_normalised_value():
+    assert check_int("n", 3, low=1) == 3
+    assert type(check_int("n", np.int64(4), low=1)) is int
+    assert check_int("n", torch.tensor(5), low=1) == 5
+    assert check_int("n", None, allow_none=True) is None
+
+
+@pytest.mark.parametrize("value", [True, 2.0, "3", None, [1]])
+def test_check_int_refuses_other_types_with_both_exception_classes(value):
+    with pytest.raises(ArgumentTypeError, match=r"n must be an int >= 1, got"):
+        check_int("n", value, low=1)
+    assert issubclass(ArgumentTypeError, TypeError) and issubclass(ArgumentTypeError, ValueError)
+
+
+def test_check_int_bounds_are_named_in_the_message():
+    with pytest.raises(ValueError, match=r"^n must be an int >= 1, got 0$"):
+        check_int("n", 0, low=1)
+    with pytest.raises(ValueError, match=r"^n must be an int in \[1, 3\], got 4$"):
+        check_int("n", 4, low=1, high=3)
+    with pytest.raises(ValueError, match=r"^n must be an int <= 3 or None \(per epoch\), got 4$"):
+        check_int("n", 4, high=3, allow_none=True, hint="per epoch")
+    with pytest.raises(ValueError) as info:
+        check_int("n", -1, low=0)
+    assert not isinstance(info.value, TypeError)  # a bad value, not a bad type
+
+
+def test_check_real_bounds_open_and_closed():
+    assert check_real("lr", 1, low=0, low_open=True) == 1.0
+    assert check_real("p", 0.0, low=0, high=1, high_open=True) == 0.0
+    with pytest.raises(ValueError, match=r"^p must be a number in \[0, 1\), got 1.0$"):
+        check_real("p", 1.0, low=0, high=1, high_open=True)
+    with pytest.raises(ValueError, match=r"^lr must be a number > 0, got 0$"):
+        check_real("lr", 0, low=0, low_open=True)
+    with pytest.raises(ValueError, match="got nan"):
+        check_real("lr", math.nan)
+    with pytest.raises(ValueError, match="got inf"):
+        check_real("lr", math.inf, low=0)
+    assert check_real("timeout", math.inf, low=0, allow_inf=True) == math.inf
+    with pytest.raises(ArgumentTypeError, match="got True"):
+        check_real("lr", True)
+    with pytest.raises(ArgumentTypeError, match=r"got \[0.1\]"):
+        check_real("lr", [0.1])
+    assert check_real("lr", np.float32(0.5)) == 0.5
+
+
+def test_check_bool_and_choice():
+    assert check_bool("hard", False) is False
+    with pytest.raises(ArgumentTypeError, match="hard must be True or False, got 1"):
+        check_bool("hard", 1)
+    assert check_choice("join", "mean", ("mean", "sum")) == "mean"
+    with pytest.raises(ValueError, match=r"^join must be one of \['mean', 'sum'\], got 'max'$"):
+        check_choice("join", "max", ("sum", "mean"))
+    with pytest.raises(ValueError, match="got \\[1\\]"):
+        check_choice("order", [1], (1, 2))  # unhashable values are simply not a choice
+
+
+def test_lookup_lists_valid_names():
+    registry = {"b": 2, "a": 1}
+    assert lookup(registry, "a", "op") == 1
+    with pytest.raises(UnknownNameError) as info:
+        lookup(registry, "c", "operation")
+    assert str(info.value) == "unknown operation 'c'; valid names are: a, b"
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    with pytest.raises(UnknownNameError, match="unknown op \\['a'\\]"):
+        lookup(registry, ["a"], "op")
