@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.genotype_files import save_genotype_files
 
 __all__ = ["GenotypeLogger"]
 
@@ -140,12 +141,8 @@ class GenotypeLogger(Callback):
             return
         genotype = pl_module.genotype()
         folder = self._folder()
-        genotype.save(folder / "genotype.txt")
-        genotype.save(folder / "genotype.json")
-        if self.plot:
-            from lit_automl.spaces.plot import plot_genotype  # matplotlib only when needed
-
-            plot_genotype(genotype, folder / "genotype.png", title=f"{type(pl_module).__name__} after {trainer.current_epoch} epochs")
+        save_genotype_files(genotype, folder, plot=self.plot,
+                            title=f"{type(pl_module).__name__} after {trainer.current_epoch} epochs")
         if self.verbose:
             rank_zero_info(f"Final genotype (written to {folder}): {genotype}")
 

@@ -56,6 +56,7 @@ from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
 from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
 from lit_automl.spaces.drop_path import sample_keep_mask
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.genotype_files import save_genotype_files
 from lit_automl.spaces.networks import SearchNetwork, batch_statistics, make_supernet
 from lit_automl.spaces.sampling import EDGES_PER_NODE, candidate_ops, genotype_edge_weights, sample_genotype
 
@@ -433,14 +434,8 @@ class OneShot(pl.LightningModule):
         folder.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(entry.to_dict()) + "\n" for entry in self.ranking]
         (folder / RANKING_FILE).write_text("".join(lines), encoding="utf-8")
-        best.save(folder / "genotype.txt")
-        best.save(folder / "genotype.json")
-        if plot:
-            from lit_automl.spaces.plot import plot_genotype  # matplotlib only when needed
-
-            head = self.ranking[0]
-            plot_genotype(best, folder / "genotype.png",
-                          title=f"OneShot: best of {len(self.ranking)} (one-shot val. acc. {head.accuracy:.3f})")
+        save_genotype_files(best, folder, plot=plot, title=f"OneShot: best of {len(self.ranking)} "
+                            f"(one-shot val. acc. {self.ranking[0].accuracy:.3f})")
         return folder
 
     # ------------------------------------------------------------------ Lightning hooks

@@ -352,13 +352,13 @@ class RLSearch(pl.LightningModule):
         plt.close(fig)
 
     def _plot_best(self, best: Any, run_dir: Path) -> None:
-        """A picture of the best architecture when the space can draw one (cell genotypes)."""
+        """The best architecture's files (text, JSON, picture) when it is a cell genotype."""
         from lit_automl.spaces.genotype import Genotype
 
         if isinstance(best, Genotype):
-            from lit_automl.spaces.plot import plot_genotype
+            from lit_automl.spaces.genotype_files import save_genotype_files
 
-            plot_genotype(best, run_dir / "best_architecture.png")
+            save_genotype_files(best, run_dir, stem="best_architecture")
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
