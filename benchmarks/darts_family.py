@@ -67,33 +67,22 @@ def _mean_sd(values: Sequence[float]) -> str:
 def memory_worker(method: str, batch_size: int, device: str, steps: int, image_size: int) -> Dict[str, Any]:
     """Time ``steps`` search steps (after one warm-up step) and record the peak memory."""
     import torch
-    import torch.nn.functional as F
 
     from lit_automl.nas.darts import DARTS
     from lit_automl.nas.pc_darts import PCDARTS
 
     torch.manual_seed(0)
-    module = DARTS(order=1, epochs=50) if method == "darts" else PCDARTS(epochs=50)
+    # Warm-up off: every measured step has its architecture phase.
+    module = DARTS(order=1, epochs=50) if method == "darts" else PCDARTS(epochs=50, arch_warmup_epochs=0)
     module.to(device)
-    w_opt, a_opt = module.configure_optimizers()[0]
+    optimizers = module.configure_optimizers()[0]
 
     def batch() -> tuple:
         return (torch.randn(batch_size, 3, image_size, image_size, device=device),
                 torch.randint(0, 10, (batch_size,), device=device))
 
     def step() -> None:
-        train, val = batch(), batch()
-        grads, _ = module.architecture_gradient(train, val, 0.0)
-        a_opt.zero_grad()
-        for a, g in zip(module.arch_parameters(), grads):
-            a.grad = g
-        a_opt.step()
-        x, y = train
-        loss = F.cross_entropy(module(x), y)
-        w_opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.weight_parameters(), module.hparams.grad_clip)
-        w_opt.step()
+        module.search_step({"train": batch(), "val": batch()}, optimizers)  # what training_step runs
 
     base = _peak_rss()
     if device == "cuda":
@@ -171,7 +160,7 @@ def search_worker(method: str, seed: int, epochs: int, retrain_epochs: int, quic
     import pytorch_lightning as pl
     import torch
 
-    from lit_automl.cli import AutoMLCLI
+    from lit_automl.run_config import AutoMLCLI
     from lit_automl.datamodules import DigitsDataModule
     from lit_automl.nas.retrain import Retrain
 

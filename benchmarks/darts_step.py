@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Seconds per DARTS search step and peak memory, per device, variant and order.
 
-A *step* is exactly what ``DARTS.training_step`` does, without a Trainer: the architecture step
-(``DARTS.architecture_gradient`` on a val batch, the gradient handed to ``alpha.grad``, Adam step),
+A *step* is ``DARTS.search_step``, the plain-PyTorch step ``DARTS.training_step`` wraps: the
+architecture step (``DARTS.architecture_gradient`` on a val batch, alpha-gradient clip, Adam step),
 then the weight step (forward on a train batch, cross-entropy, ``loss.backward()``, gradient-norm
-clip at ``grad_clip``, SGD step). The module's own optimisers from ``configure_optimizers()`` are
-used. Lightning-only calls (``manual_backward``, ``clip_gradients``, ``log_dict``) are replaced by
-their plain-PyTorch equivalents, so no Trainer start-up is ever timed.
+clip at ``grad_clip``, SGD step), with the module's own optimisers from ``configure_optimizers()``.
+No Trainer is built, so no start-up is ever timed. ``bf16`` runs the step under
+``torch.autocast``, as ``Trainer(precision="bf16-mixed")`` runs ``training_step``.
 
 Every (device, variant, order) runs in a fresh subprocess, so that its peak memory is its own:
 on CPU the growth of the process's peak RSS (``ru_maxrss``) after the imports, on CUDA
@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 NUM_CLASSES = 10
 IN_CHANNELS = 3
@@ -197,7 +197,6 @@ def _compile_note() -> str:
 def run_worker(spec: RunSpec) -> RunResult:
     """Build the module, run ``warmup + steps`` search steps, measure; never raises."""
     import torch
-    import torch.nn.functional as F
 
     from lit_automl.nas.darts import DARTS
 
@@ -215,23 +214,13 @@ def run_worker(spec: RunSpec) -> RunResult:
         torch.manual_seed(spec.seed)
         module = DARTS(C=spec.C, layers=spec.layers, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
                        order=spec.order, epochs=50, memory_format=variant.memory_format).to(device)
-        (w_opt, a_opt), _ = module.configure_optimizers()
+        optimizers, _ = module.configure_optimizers()
+        w_opt = optimizers[0]
 
         amp: Callable[[], Any] = contextlib.nullcontext
         if variant.precision == "bf16":
             def amp() -> Any:
                 return torch.autocast(device.type, dtype=torch.bfloat16)
-
-            # Autocast around the forward passes only: the module evaluates every (virtual) forward
-            # of architecture_gradient through _loss; backward passes and the virtual SGD step stay
-            # outside the autocast region.
-            loss_fn = module._loss
-
-            def loss_under_autocast(*args: Any, **kwargs: Any) -> Any:
-                with amp():
-                    return loss_fn(*args, **kwargs)
-
-            module._loss = loss_under_autocast  # type: ignore[method-assign]
         if variant.compile:
             module.model.compile()  # in place: parameter names (and functional_call) unchanged
 
@@ -244,46 +233,27 @@ def run_worker(spec: RunSpec) -> RunResult:
 
         pairs = [(batch(), batch()) for _ in range(min(max(spec.warmup + spec.steps, 1), 4))]
 
-        def search_step(train: Tuple[Any, Any], val: Tuple[Any, Any], arch_only: bool = False) -> List[Any]:
-            """One DARTS step: the math of ``DARTS.training_step``, without Lightning."""
+        def architecture_gradient(train: Tuple[Any, Any], val: Tuple[Any, Any]) -> List[Any]:
+            """The first phase's gradient, before any step (the numbers the variants are compared on)."""
             xi = 0.0 if spec.order == 1 else w_opt.param_groups[0]["lr"]
-            grads, _ = module.architecture_gradient(train, val, xi, w_opt)
-            if arch_only:
-                return grads
-            a_opt.zero_grad()
-            for a, g in zip(module.arch_parameters(), grads):
-                a.grad = g.detach().clone()
-            a_opt.step()
-
-            x, y = train
             with amp():
-                loss = F.cross_entropy(module(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {loss.item()}")
-            w_opt.zero_grad()
-            loss.backward()
-            if module.hparams.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(module.weight_parameters(), module.hparams.grad_clip)
-            w_opt.step()
-            return grads
+                return module.architecture_gradient(train, val, xi, w_opt)[0]
 
         def flat(grads: Sequence[Any]) -> List[float]:
             return torch.cat([g.detach().reshape(-1) for g in grads]).double().cpu().tolist()
 
-        if spec.grad_only:  # reference gradient only: one architecture gradient, nothing timed
-            train, val = pairs[0]
-            result.grad = flat(search_step(train, val, arch_only=True))
-        else:
+        # Initial weights and batch: comparable across variants (computed untimed, before any step).
+        result.grad = flat(architecture_gradient(*pairs[0]))
+        if not spec.grad_only:
             times = []
             for i in range(spec.warmup + spec.steps):
                 train, val = pairs[i % len(pairs)]
                 _sync(device)
                 t0 = time.perf_counter()
-                grads = search_step(train, val)
+                with amp():
+                    module.search_step({"train": train, "val": val}, optimizers)
                 _sync(device)
                 times.append(time.perf_counter() - t0)
-                if i == 0:  # initial weights and batch: comparable across variants
-                    result.grad = flat(grads)
             result.times_s = times[spec.warmup:]
             result.median_s = statistics.median(result.times_s)
         if device.type == "cuda":
@@ -587,11 +557,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"  network: C={cfg.C}, {cfg.layers} cells, batch {cfg.batch_size} per half, "
           f"{cfg.image_size}x{cfg.image_size}x{IN_CHANNELS} inputs, {NUM_CLASSES} classes; seed {cfg.seed}"
           + ("  [--quick: tiny sizes, timings meaningless]" if cfg.quick else ""))
-    print("  step: architecture_gradient on the val batch + Adam step on alpha, then forward/backward/"
-          "clip/SGD on the train batch; driven directly (no Trainer), so no start-up is timed")
+    print("  step: DARTS.search_step (architecture_gradient on the val batch + clip/Adam step on alpha, then "
+          "forward/backward/clip/SGD on the train batch); driven directly (no Trainer), so no start-up is timed")
     print(f"  torch {torch.__version__}; CPU: {_cpu_name()}, {os.cpu_count()} logical cores, torch threads: "
           f"{cfg.threads or torch.get_num_threads()}" + (f"; CUDA: {torch.cuda.get_device_name()}" if cuda else "; no CUDA"))
-    print(f"  steps timed / warm-up: " + ", ".join(f"{d} {cfg.steps[d]}/{cfg.warmup[d]}" for d in sorted({r[0] for r in cfg.runs})))
+    print("  steps timed / warm-up: " + ", ".join(f"{d} {cfg.steps[d]}/{cfg.warmup[d]}" for d in sorted({r[0] for r in cfg.runs})))
     print(f"  {len(cfg.runs) + len(reference_runs)} runs, each in a fresh process; estimated run time: "
           f"~{_fmt_duration(estimate)} (rough)")
     print(flush=True)
@@ -628,8 +598,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print("arch-grad rel. diff: ||g - g_ref|| / ||g_ref|| of the first step's architecture gradient (normal and "
           "reduce alphas), same initial weights and batch; g_ref from CPU fp32 contiguous_format.")
-    print(f"memory: CPU = growth of the run's peak RSS after imports (fresh process per run); "
-          f"CUDA = torch.cuda.max_memory_allocated.")
+    print("memory: CPU = growth of the run's peak RSS after imports (fresh process per run); "
+          "CUDA = torch.cuda.max_memory_allocated.")
     if "cpu" in {r[0] for r in cfg.runs}:
         print(f"reference (CPU rows): {REFERENCE_TEXT}.")
         print(f"target: at most {TARGET_FRACTION:g}x the reference, i.e. <= "

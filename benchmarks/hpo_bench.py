@@ -18,9 +18,8 @@ Runs go to ``--jobs`` worker processes (2), each on one thread (torch, BLAS and 
 Finished runs are cached in ``hpo_bench_results.json`` (next to this script, or in ``--out``),
 keyed by sampler / problem / seed (a run's first k trials do not depend on the budget, so a
 longer cached run serves shorter budgets), so an interrupted benchmark resumes where it stopped.
-The script prints an estimate of its run time first. The goal it reports: median regret on
-Hartmann6 at 50 trials no worse than Optuna's GPSampler and better than TPE, at most 2x Optuna's
-GPSampler's seconds per suggestion.
+The script prints an estimate of its run time first, and last the measured ratios of each of our
+samplers to Optuna's GPSampler and TPE run here (Hartmann6 median regret, seconds per suggestion).
 
 Usage::
 
@@ -43,6 +42,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from _harness import format_table, median_iqr
 
 CHECKPOINTS = (20, 50, 100)
 DEFAULT_SAMPLERS = ("gp-ei", "gp-pi", "gp-ucb", "gp-eips", "gp-ei-mcmc", "optuna-gp", "tpe", "random")
@@ -181,11 +181,6 @@ class Cache:
         os.replace(tmp, self.path)
 
 
-def _quartiles(values: Sequence[float]) -> Tuple[float, float, float]:
-    q1, med, q3 = np.percentile(values, [25, 50, 75])
-    return float(med), float(q1), float(q3)
-
-
 def _run_parallel(fn: Callable, jobs: List, n_jobs: int, cache: Cache, label: str) -> None:
     if not jobs:
         return
@@ -209,38 +204,63 @@ def regret_table(cache: Cache, samplers: Sequence[str], seeds: int, trials: int)
     for problem in PROBLEMS:
         _, optimum = OBJECTIVES[problem]
         print(f"\n{problem}: best regret, median [interquartile range] over {seeds} seeds")
-        header = f"{'sampler':<12}" + "".join(f"{f'after {c} trials':>30}" for c in checkpoints) + f"{'s / run':>10}"
-        print(header)
+        rows = []
         for name in samplers:
             runs = [cache.data.get(f"run|{name}|{problem}|{s}") for s in range(seeds)]
             if any(r is None or len(r["best"]) < trials for r in runs):
-                print(f"{name:<12}  (missing runs)")
+                rows.append([name, "(missing runs)"])
                 continue
             cells = []
             for c in checkpoints:
-                med, q1, q3 = _quartiles([r["best"][c - 1] - optimum for r in runs])
+                med, q1, q3 = median_iqr([r["best"][c - 1] - optimum for r in runs])
                 medians[(problem, name, c)] = med
                 cells.append(f"{_fmt(med)} [{_fmt(q1)}, {_fmt(q3)}]")
             secs = statistics.median(r["seconds"] for r in runs)  # of the cached run, maybe longer
-            print(f"{name:<12}" + "".join(f"{cell:>30}" for cell in cells) + f"{secs:>10.1f}")
+            rows.append([name, *cells, f"{secs:.1f}"])
+        print(format_table(["sampler", *(f"after {c} trials" for c in checkpoints), "s / run"], rows))
     return medians
 
 
 def timing_table(cache: Cache, samplers: Sequence[str], sizes: Sequence[int]) -> Dict[Tuple[str, int], float]:
     print("\nseconds per suggestion (Hartmann6, median after a warm-up suggestion)")
-    print(f"{'sampler':<12}" + "".join(f"{f'{n} trials':>14}" for n in sizes))
-    out = {}
+    out, rows = {}, []
     for name in samplers:
         cells = []
         for n in sizes:
             entry = cache.data.get(f"timing|{name}|{n}")
             if entry is None:
-                cells.append(f"{'-':>14}")
+                cells.append("-")
                 continue
             out[(name, n)] = statistics.median(entry["seconds"])
-            cells.append(f"{out[(name, n)]:>14.3f}")
-        print(f"{name:<12}" + "".join(cells))
+            cells.append(f"{out[(name, n)]:.3f}")
+        rows.append([name, *cells])
+    print(format_table(["sampler", *(f"{n} trials" for n in sizes)], rows))
     return out
+
+
+def peer_table(medians: Dict[Tuple[str, str, int], float], timing: Dict[Tuple[str, int], float],
+               samplers: Sequence[str], trials: int, sizes: Sequence[int]) -> None:
+    """Our samplers' measured figures divided by the peers' measured here (no peer run: no column)."""
+    c = 50 if trials >= 50 else trials
+    peers = [p for p in ("optuna-gp", "tpe") if p in samplers]
+    ours = [n for n in samplers if n.startswith("gp-")]
+    if not peers or not ours:
+        return
+    header = ["sampler"] + [f"regret@{c} / {p}" for p in peers]
+    header += [f"s/suggestion@{n} / optuna-gp" for n in sizes if "optuna-gp" in peers]
+    rows = []
+    for name in ours:
+        row = [name]
+        for peer in peers:
+            mine, theirs = medians.get(("hartmann6", name, c)), medians.get(("hartmann6", peer, c))
+            row.append("-" if mine is None or not theirs else f"{mine / theirs:.2f}")
+        if "optuna-gp" in peers:
+            for n in sizes:
+                mine_s, theirs_s = timing.get((name, n)), timing.get(("optuna-gp", n))
+                row.append("-" if mine_s is None or not theirs_s else f"{mine_s / theirs_s:.2f}")
+        rows.append(row)
+    print(f"\nHartmann6, ratios to the peers measured above (median regret at {c} trials; s per suggestion)")
+    print(format_table(header, rows))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -291,24 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     medians = regret_table(cache, args.samplers, seeds, trials) if "regret" in args.parts else {}
     timing = timing_table(cache, args.samplers, sizes) if "timing" in args.parts else {}
 
-    c = 50 if trials >= 50 else trials
-    print(f"\ngoal: Hartmann6 median regret at 50 trials (here {c}) <= optuna-gp's and < tpe's; "
-          "s/suggestion <= 2x optuna-gp's")
-    ours = [n for n in args.samplers if n.startswith("gp-")]
-    for name in ours:
-        parts = []
-        mine = medians.get(("hartmann6", name, c))
-        if mine is not None:
-            for other, cmp in (("optuna-gp", "<="), ("tpe", "<")):
-                theirs = medians.get(("hartmann6", other, c))
-                if theirs is not None:
-                    ok = mine <= theirs if cmp == "<=" else mine < theirs
-                    parts.append(f"regret@{c} {_fmt(mine)} {cmp} {other} {_fmt(theirs)}: {'yes' if ok else 'NO'}")
-        for n in sizes:
-            if (name, n) in timing and ("optuna-gp", n) in timing:
-                ratio = timing[(name, n)] / timing[("optuna-gp", n)]
-                parts.append(f"{ratio:.2f}x optuna-gp s/suggestion at {n}: {'yes' if ratio <= 2 else 'NO'}")
-        print(f"  {name:<12} " + ("; ".join(parts) if parts else "(no comparison: run optuna-gp and tpe too)"))
+    peer_table(medians, timing, args.samplers, trials, sizes)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import optuna
+from _harness import fmt_median_iqr, format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 BRANIN_MIN = 0.397887
@@ -49,11 +50,6 @@ WORKER_SAMPLERS = {
     "optuna-gp": ("optuna-gp", {}),
 }
 DIGITS_SAMPLERS = ("gp", "optuna-gp", "tpe")
-
-
-def median_iqr(values: Sequence[float]) -> str:
-    q1, med, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
-    return f"{med:.4g} [{q1:.3g}, {q3:.3g}]"
 
 
 # --------------------------------------------------------------------------- workers
@@ -94,8 +90,8 @@ def _worker(storage_path: str, study_name: str, sampler_name: str, kwargs: dict,
 def workers_part(seeds: int, n_trials: int, duration: float) -> None:
     print(f"\n== 4 workers on one study (journal file), Branin, {n_trials} trials, {duration} s per trial, "
           f"{seeds} seeds: median [IQR] ==")
-    print(f"{'sampler':<24} {'regret @' + str(n_trials):>24} {'share near pending':>24} {'wall s':>8}")
     ctx = multiprocessing.get_context("spawn")
+    rows = []
     for label, (name, kwargs) in WORKER_SAMPLERS.items():
         regrets, near, walls = [], [], []
         for seed in range(seeds):
@@ -117,7 +113,9 @@ def workers_part(seeds: int, n_trials: int, duration: float) -> None:
                 dists = [t.user_attrs.get("dist_to_pending", float("nan")) for t in done]
                 dists = [d for d in dists if not math.isnan(d)]
                 near.append(sum(d < 0.05 for d in dists) / max(len(dists), 1))
-        print(f"{label:<24} {median_iqr(regrets):>24} {median_iqr(near):>24} {statistics.median(walls):>8.1f}")
+        rows.append([label, fmt_median_iqr(regrets), fmt_median_iqr(near), f"{statistics.median(walls):.1f}"])
+        print(f"  {label}: done", flush=True)
+    print(format_table(["sampler", f"regret @{n_trials}", "share near pending", "wall s"], rows))
 
 
 # --------------------------------------------------------------------------- digits
@@ -139,17 +137,18 @@ def digits_part(seeds: int, n_trials: int, epochs: int) -> None:
     marks = [m for m in (10, 20, 30) if m <= n_trials] or [n_trials]
     print(f"\n== real HPO: recipes/hpo_digits.yaml (small CNN on digits, 8 hyperparameters), {n_trials} trials x "
           f"{seeds} seeds, {epochs} epochs per trial, no pruning; best val/acc median [IQR] ==")
-    print(f"{'sampler':<11} " + " ".join(f"{'best @' + str(m):>26}" for m in marks) + f" {'wall s/run':>11}")
     jobs = [(s, seed) for s in DIGITS_SAMPLERS for seed in range(seeds)]
     with tempfile.TemporaryDirectory() as tmp, multiprocessing.get_context("spawn").Pool(2) as pool:
         dirs = [Path(tmp) / f"{s}_{seed}" for s, seed in jobs]
         for d in dirs:
             d.mkdir()
         results = pool.starmap(_run_hpo, [(s, seed, n_trials, d, epochs) for (s, seed), d in zip(jobs, dirs)])
+    table = []
     for s in DIGITS_SAMPLERS:
         rows = [r for (name, _), r in zip(jobs, results) if name == s]
-        cells = [median_iqr([max(values[:m]) for values, _ in rows]) for m in marks]
-        print(f"{s:<11} " + " ".join(f"{c:>26}" for c in cells) + f" {statistics.median(w for _, w in rows):>11.0f}")
+        cells = [fmt_median_iqr([max(values[:m]) for values, _ in rows], 4) for m in marks]
+        table.append([s, *cells, f"{statistics.median(w for _, w in rows):.0f}"])
+    print(format_table(["sampler", *(f"best @{m}" for m in marks), "wall s/run"], table))
 
 
 def main() -> None:

@@ -10,9 +10,7 @@ Three parts (``--parts``):
   tasks, 95% confidence intervals) for MAML, FOMAML, Reptile, LEAP and training from a random init.
 * ``speed``: seconds per meta-step (meta-gradient + Adam step, no Trainer) of MAML's 4-conv
   Omniglot model, 5-way 1-shot, 15 queries per class, 28x28 inputs, 1 inner step: second and first
-  order, 4 and 25 tasks per meta-batch, vmap against a per-task loop; next to the reference figure
-  of a widely used meta-learning library on these 2 CPU cores (0.105 s second order, 0.091 s first
-  order, 4 tasks).
+  order, 4 and 25 tasks per meta-batch, vmap against a per-task loop.
 
 Training budgets are this script's (``--meta-steps``), far below the papers'; the settings of each
 run are printed with its row. Usage::
@@ -25,7 +23,6 @@ run are printed with its row. Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -35,17 +32,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from _harness import describe_machine, fmt_mean_ci, format_table
 from lit_automl.datamodules import DigitsTasksDataModule, SinusoidDataModule
 from lit_automl.meta import MAML, ConvNet4, Leap, MetaLearner, Reptile, SinusoidMLP
-
-REFERENCE_S = {2: 0.105, 1: 0.091}  # s per meta-step, 4 tasks, the other library, these 2 CPU cores
-
-
-def mean_ci(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and the half-width of its 95% normal confidence interval."""
-    m = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return m, half
 
 
 def fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int) -> float:
@@ -114,12 +103,9 @@ def sinusoid_part(steps: int, test_tasks: int, only: Sequence[str] = ()) -> None
         if only and name not in only:
             continue
         seconds = fit(trainable or module, data(), steps)
-        res = {s: mean_ci(evaluate(module, data(), s, f"{name} {s}-step")) for s in (1, 10)}
-        rows.append((name, res, seconds, settings))
-    print(f"{'method':<11} {'MSE 1 step':>18} {'MSE 10 steps':>18} {'train s':>8}  settings")
-    for name, res, seconds, settings in rows:
-        cells = [f"{res[s][0]:.3f} +- {res[s][1]:.3f}" for s in (1, 10)]
-        print(f"{name:<11} {cells[0]:>18} {cells[1]:>18} {seconds:>8.0f}  {settings}")
+        cells = [fmt_mean_ci(evaluate(module, data(), s, f"{name} {s}-step")) for s in (1, 10)]
+        rows.append([name, *cells, f"{seconds:.0f}", settings])
+    print(format_table(["method", "MSE 1 step", "MSE 10 steps", "train s", "settings"], rows, align="lrrrl"))
 
 
 # --------------------------------------------------------------------------- digits
@@ -139,7 +125,7 @@ def digits_part(steps: int, test_tasks: int, only: Sequence[str] = ()) -> None:
         "random init": (lambda: Leap(net(), inner_steps=20, eval_inner_steps=20), 10, 0,
                         "no meta-training; SGD 0.1, 20 steps at test"),
     }
-    print(f"{'method':<12} {'1-shot':>16} {'5-shot':>16} {'train s':>9}  settings")
+    rows = []
     for name, (factory, tasks, n_steps, settings) in methods.items():
         if only and name not in only:
             continue
@@ -151,16 +137,17 @@ def digits_part(steps: int, test_tasks: int, only: Sequence[str] = ()) -> None:
                                          train_batches=max(n_steps, 1), test_tasks=test_tasks)
             if n_steps:
                 total += fit(module, data, n_steps)
-            m, half = mean_ci(evaluate(module, data, module.hparams.eval_inner_steps, f"{name} {shots}-shot"))
-            cells.append(f"{100 * m:.1f} +- {100 * half:.1f}%")
-        print(f"{name:<12} {cells[0]:>16} {cells[1]:>16} {total:>9.0f}  {settings} ({n_steps} meta-steps of {tasks} tasks)")
+            accs = evaluate(module, data, module.hparams.eval_inner_steps, f"{name} {shots}-shot")
+            cells.append(fmt_mean_ci(accs, scale=100, decimals=1, unit="%"))
+        rows.append([name, *cells, f"{total:.0f}", f"{settings} ({n_steps} meta-steps of {tasks} tasks)"])
+    print(format_table(["method", "1-shot", "5-shot", "train s", "settings"], rows, align="lrrrl"))
 
 
 # --------------------------------------------------------------------------- speed
 def speed_part(repeats: int) -> None:
     print(f"\n== seconds per meta-step: MAML 4-conv Omniglot model (64 filters), 5-way 1-shot, 15 queries per class, "
           f"28x28, 1 inner step; median of {repeats} after 2 warm-up; torch threads {torch.get_num_threads()} ==")
-    print(f"{'order':<6} {'tasks':>5} {'vmap s':>9} {'loop s':>9} {'reference':>10}")
+    rows = []
     g = torch.Generator().manual_seed(0)
     for order in (2, 1):
         for tasks in (4, 25):
@@ -182,8 +169,8 @@ def speed_part(repeats: int) -> None:
                     if i >= 2:
                         times.append(time.perf_counter() - start)
                 cells.append(statistics.median(times))
-            ref = f"{REFERENCE_S[order]:.3f}" if tasks == 4 else "-"
-            print(f"{order:<6} {tasks:>5} {cells[0]:>9.4f} {cells[1]:>9.4f} {ref:>10}")
+            rows.append([order, tasks, f"{cells[0]:.4f}", f"{cells[1]:.4f}"])
+    print(format_table(["order", "tasks", "vmap s", "loop s"], rows))
 
 
 def main() -> None:
@@ -198,8 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.meta_steps, args.test_tasks, args.repeats = args.meta_steps or 10, 20, 2
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    print(describe_machine())
     if "speed" in args.parts:
         speed_part(args.repeats)
     if "sinusoid" in args.parts:

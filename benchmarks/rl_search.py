@@ -5,7 +5,8 @@
     python benchmarks/rl_search.py --parts search --seeds 0 1 2 --children 32
 
 Parts:
-* ``counts``: parameters of NASNet-A 6@768 (paper: 3.3M) and FractalNet 20 layers (paper: 38.6M).
+* ``counts``: parameters of NASNet-A 6@768 and FractalNet 20 layers, next to the counts their
+  papers publish for the same networks (3.3M and 38.6M): a check of the construction, not a peer.
 * ``controller``: seconds per controller update (sample m=8 + update) for REINFORCE and PPO on the
   NAS-RL chain space and the NASNet cell space (paper controller sizes).
 * ``workers``: children per minute on digits, evaluated in the controller's process vs. 2 worker
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
+from _harness import describe_machine, fmt_mean_sd, format_table
 
 
 def part_counts() -> None:
@@ -38,34 +40,35 @@ def part_counts() -> None:
     n = sum(p.numel() for p in nasnet.parameters())
     f = sum(p.numel() for p in fractal.parameters())
     print("\n== parameter counts (no auxiliary head) ==")
-    print(f"{'network':34s} {'ours':>12s} {'paper':>8s}")
-    print(f"{'NASNet-A 6@768 CIFAR-10':34s} {n:12,d} {'3.3M':>8s}   penultimate filters {nasnet.penultimate_filters}")
-    print(f"{'FractalNet 20 layers (C=3) CIFAR':34s} {f:12,d} {'38.6M':>8s}")
+    print(format_table(["network", "ours", "published", "notes"], [
+        ["NASNet-A 6@768 CIFAR-10", f"{n:,d}", "3.3M", f"penultimate filters {nasnet.penultimate_filters}"],
+        ["FractalNet 20 layers (C=3) CIFAR", f"{f:,d}", "38.6M", ""]], align="lrrl"))
 
 
 def part_controller(repeats: int = 5) -> None:
-    from lit_automl.nas.controller import Controller, PPOTrainer, ReinforceTrainer
+    from lit_automl.nas.controller import Controller
+    from lit_automl.nas.policy_gradient import PPO, Reinforce
     from lit_automl.spaces import ChainSpace, NASNetCellSpace
 
     print("\n== controller update (sample 8 + update), s, median of", repeats, "==")
-    print(f"{'space (decisions)':28s} {'controller':12s} {'REINFORCE':>10s} {'PPO (4 ep.)':>12s}")
+    rows = []
     for label, space, hidden, layers in (("NAS-RL chain 15 layers", ChainSpace(num_layers=15), 35, 2),
                                           ("NASNet cells B=5", NASNetCellSpace(), 100, 1)):
         row = []
-        for algo in (ReinforceTrainer, PPOTrainer):
+        for algo, lr in ((Reinforce, 6e-4), (PPO, 3.5e-4)):  # the papers' Adam step sizes
             torch.manual_seed(0)
             ctrl = Controller(space.decisions(), hidden_size=hidden, num_layers=layers)
-            trainer = algo(ctrl)
+            update, optimizer = algo(), torch.optim.Adam(ctrl.parameters(), lr=lr)
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
                 with torch.no_grad():
                     actions, _, _ = ctrl.sample(8)
-                trainer.step(actions, torch.rand(8).tolist())
+                update.step(ctrl, optimizer, actions, torch.rand(8).tolist())
                 times.append(time.perf_counter() - start)
             row.append(statistics.median(times))
-        name = f"{label} ({len(space.decisions())})"
-        print(f"{name:28s} {f'{layers}x{hidden} LSTM':12s} {row[0]:10.4f} {row[1]:12.4f}")
+        rows.append([f"{label} ({len(space.decisions())})", f"{layers}x{hidden} LSTM", f"{row[0]:.4f}", f"{row[1]:.4f}"])
+    print(format_table(["space (decisions)", "controller", "REINFORCE", "PPO (4 ep.)"], rows, align="llrr"))
 
 
 def _digits_evaluator(space, budget_batches=None):
@@ -73,7 +76,7 @@ def _digits_evaluator(space, budget_batches=None):
     from lit_automl.nas import TrainingEvaluator
 
     kwargs = {"limit_train_batches": budget_batches} if budget_batches else None
-    return TrainingEvaluator(space, HoldoutDataModule(DigitsDataModule(batch_size=64), val_size=300), lr=0.05,
+    return TrainingEvaluator(space, lambda: HoldoutDataModule(DigitsDataModule(batch_size=64), val_size=300), lr=0.05,
                              trainer_kwargs=kwargs)
 
 
@@ -84,7 +87,7 @@ def part_workers(children: int = 8) -> None:
     from lit_automl.spaces import ChainSpace
 
     print(f"\n== child throughput on digits ({children} children, 3 epochs each; includes worker start-up) ==")
-    results = {}
+    rows = []
     for label, n_workers, threads in (("in the controller process (2 threads)", 0, None),
                                       ("2 worker processes (1 thread each)", 2, 1)):
         torch.set_num_threads(2)
@@ -97,8 +100,8 @@ def part_workers(children: int = 8) -> None:
             start = time.perf_counter()
             trainer.fit(search)
             seconds = time.perf_counter() - start
-        results[label] = seconds
-        print(f"{label:42s} {seconds:7.1f} s   {60 * children / seconds:6.1f} children/min")
+        rows.append([label, f"{seconds:.1f}", f"{60 * children / seconds:.1f}"])
+    print(format_table(["evaluated", "s", "children/min"], rows))
 
 
 def _random_actions(space, gen: torch.Generator) -> list:
@@ -140,14 +143,9 @@ def part_search(seeds: List[int], children: int) -> None:
             accs = [h["val_acc"] for h in search.history]
             table.setdefault(label, []).append((max(accs), statistics.mean(accs[-m * 2:]), statistics.mean(accs)))
             print(f"  seed {seed} {label}: best {max(accs):.4f}", flush=True)
-    print(f"{'method':18s} {'best acc':>16s} {'mean of last 8':>16s} {'mean of all':>16s}")
-    for label, rows in table.items():
-        cols = []
-        for i in range(3):
-            vals = [r[i] for r in rows]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cols.append(f"{statistics.mean(vals):.4f}±{sd:.4f}")
-        print(f"{label:18s} {cols[0]:>16s} {cols[1]:>16s} {cols[2]:>16s}")
+    rows = [[label, *(fmt_mean_sd([r[i] for r in runs]) for i in range(3))] for label, runs in table.items()]
+    print("mean ± s.d. over seeds")
+    print(format_table(["method", "best acc", "mean of last 8", "mean of all"], rows))
 
 
 def part_fractal(repeats: int = 5) -> None:
@@ -159,6 +157,7 @@ def part_fractal(repeats: int = 5) -> None:
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     print("\n== FractalNet training step (C=3, channels 16/32/64, batch 64, 32x32), s, median of", repeats, "==")
+    rows = []
     for label, kwargs in (("no drop-path (all columns)", {"local_drop": 0.0, "global_ratio": 0.0}),
                           ("local drop-path 0.15 only", {"local_drop": 0.15, "global_ratio": 0.0}),
                           ("paper mix: 50% global / 50% local", {"local_drop": 0.15, "global_ratio": 0.5})):
@@ -172,7 +171,8 @@ def part_fractal(repeats: int = 5) -> None:
             loss.backward()
             opt.step()
             times.append(time.perf_counter() - start)
-        print(f"{label:36s} {statistics.median(times[1:]):.4f}")
+        rows.append([label, f"{statistics.median(times[1:]):.4f}"])
+    print(format_table(["drop-path", "s / step"], rows))
 
 
 def main() -> None:
@@ -187,7 +187,7 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(describe_machine())
     for part in args.parts:
         if part == "counts":
             part_counts()

@@ -17,11 +17,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from lit_automl._checks import check_choice, check_int
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.ops import get_op, resolve_primitives
+
+from ._settings import module_hparam
+from ._stopping import StoppingCallback
 
 __all__ = ["DartsPlusEarlyStopping", "count_skip_connects", "learnable_op_indices"]
 
@@ -61,7 +64,7 @@ def learnable_op_indices(primitives: Sequence[str], learnable_ops: Optional[Sequ
     return sorted(indices)
 
 
-class DartsPlusEarlyStopping(Callback):
+class DartsPlusEarlyStopping(StoppingCallback):
     """Stop a DARTS-family search by the DARTS+ criteria (Liang et al., 2019, Sec. 3).
 
     Checked at every training-epoch end (``on_train_epoch_end``), not at validation end: both
@@ -107,20 +110,16 @@ class DartsPlusEarlyStopping(Callback):
         learnable_ops: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__()
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {list(CRITERIA)}, got {criterion!r}")
-        for name, value in (("max_skip_connects", max_skip_connects), ("patience", patience)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_choice("criterion", criterion, CRITERIA, sort=False)
+        self.max_skip_connects = check_int("max_skip_connects", max_skip_connects, low=1)
+        self.patience = check_int("patience", patience, low=1)
         if learnable_ops is not None and (
             isinstance(learnable_ops, str) or not all(isinstance(n, str) for n in learnable_ops) or not learnable_ops
         ):
             raise ValueError(f"learnable_ops must be a non-empty list of op names or None, got {learnable_ops!r}")
         self.criterion = criterion
-        self.max_skip_connects = max_skip_connects
-        self.patience = patience
         self.learnable_ops = None if learnable_ops is None else list(learnable_ops)
-        self.primitives: Optional[Tuple[str, ...]] = None if primitives is None else _resolve_primitives(primitives)
+        self.primitives: Optional[Tuple[str, ...]] = None if primitives is None else resolve_primitives(primitives)
         self._learnable: Optional[List[int]] = None
         if self.primitives is not None and criterion != "skip":
             self._learnable = learnable_op_indices(self.primitives, self.learnable_ops)
@@ -128,8 +127,6 @@ class DartsPlusEarlyStopping(Callback):
         self.last_ranking: Optional[Ranking] = None
         self.stable_epochs = 0
         self.last_skip_connects: Optional[int] = None
-        self.stopped_epoch: Optional[int] = None
-        self.stop_reason: Optional[str] = None
 
     @property
     def state_key(self) -> str:
@@ -205,17 +202,11 @@ class DartsPlusEarlyStopping(Callback):
                 "to architecture parameters; the module has none"
             )
         if self.primitives is None:
-            hparams = getattr(pl_module, "hparams", {})
-            if "primitives" not in hparams:
-                raise AttributeError(
-                    f"DartsPlusEarlyStopping reads the op names from `{name}.hparams.primitives`, which is not set; "
-                    "pass DartsPlusEarlyStopping(primitives=...)"
-                )
-            self.primitives = _resolve_primitives(hparams["primitives"])
+            self.primitives = resolve_primitives(module_hparam(pl_module, "primitives", "DartsPlusEarlyStopping",
+                                                                "primitives"))
             self._learnable = learnable_op_indices(self.primitives, self.learnable_ops)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
         genotype = pl_module.genotype() if self.uses_skip else None
         alphas = pl_module.alphas if self.uses_stable else None
         should_stop, reason = self.check(genotype, alphas)
@@ -224,35 +215,17 @@ class DartsPlusEarlyStopping(Callback):
             pl_module.log("darts_plus/skip_connects", float(self.last_skip_connects), on_step=False, on_epoch=True)
         if self.uses_stable:
             pl_module.log("darts_plus/stable_epochs", float(self.stable_epochs), on_step=False, on_epoch=True)
-        should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
-        if should_stop:
-            trainer.should_stop = True
-            if self.stopped_epoch is None:
-                self.stopped_epoch = epoch
-                self.stop_reason = reason or "another rank met a DARTS+ stopping criterion"
-                rank_zero_info(f"DartsPlusEarlyStopping: stopping the search at epoch {epoch}: {self.stop_reason}")
+        if self.stop_if(trainer, should_stop, reason, "another rank met a DARTS+ stopping criterion"):
+            rank_zero_info(f"DartsPlusEarlyStopping: stopping the search at epoch {self.stopped_epoch}: {self.stop_reason}")
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
-        return {
-            "last_ranking": self.last_ranking,
-            "stable_epochs": self.stable_epochs,
-            "last_skip_connects": self.last_skip_connects,
-            "stopped_epoch": self.stopped_epoch,
-            "stop_reason": self.stop_reason,
-        }
+        return {"last_ranking": self.last_ranking, "stable_epochs": self.stable_epochs,
+                "last_skip_connects": self.last_skip_connects, **super().state_dict()}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         ranking = state_dict.get("last_ranking")
         self.last_ranking = None if ranking is None else {str(c): [list(map(int, e)) for e in r] for c, r in ranking.items()}
         self.stable_epochs = int(state_dict.get("stable_epochs", 0))
         self.last_skip_connects = state_dict.get("last_skip_connects")
-        self.stopped_epoch = state_dict.get("stopped_epoch")
-        self.stop_reason = state_dict.get("stop_reason")
-
-
-def _resolve_primitives(primitives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
-    try:
-        return resolve_primitives(primitives)
-    except KeyError as exc:
-        raise ValueError(f"primitives must be an op-set name or a list of registered op names: {exc.args[0]}") from None

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from lit_automl._checks import ArgumentTypeError, check_bool
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
@@ -62,16 +63,13 @@ class GenotypeLogger(Callback):
         verbose: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("log_entropy", log_entropy), ("log_text", log_text), ("plot", plot), ("verbose", verbose)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
         if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
-            raise ValueError(f"dirpath must be a str, a path or None, got {dirpath!r}")
+            raise ArgumentTypeError(f"dirpath must be a str, a path or None, got {dirpath!r}")
         self.dirpath: Optional[Path] = None if dirpath is None else Path(dirpath)
-        self.log_entropy = log_entropy
-        self.log_text = log_text
-        self.plot = plot
-        self.verbose = verbose
+        self.log_entropy = check_bool("log_entropy", log_entropy)
+        self.log_text = check_bool("log_text", log_text)
+        self.plot = check_bool("plot", plot)
+        self.verbose = check_bool("verbose", verbose)
         self.history: List[Tuple[int, str]] = []
         self._run_dir: Optional[Path] = None
 

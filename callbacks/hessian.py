@@ -22,19 +22,20 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from contextlib import contextmanager
-from numbers import Real
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import move_data_to_device
 from pytorch_lightning.utilities.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_warn
 
+from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.distributed import all_reduce_mean, world_size
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import batch_statistics, preserved_modes
+
+from ._stopping import StoppingCallback
 
 __all__ = ["HessianEigenvalueMonitor", "darts_es_rule", "dominant_hessian_eigenvalue"]
 
@@ -74,10 +75,8 @@ def dominant_hessian_eigenvalue(
     params = list(params)
     if not params or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in params):
         raise ValueError("params must be a non-empty sequence of tensors with requires_grad=True")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    check_int("iterations", iterations, low=1)
+    check_real("tol", tol, low=0)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
 
@@ -145,21 +144,8 @@ def darts_es_rule(
     return ratio < threshold, ratio
 
 
-# --------------------------------------------------------------------------- argument checks
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
 # --------------------------------------------------------------------------- the callback
-class HessianEigenvalueMonitor(Callback):
+class HessianEigenvalueMonitor(StoppingCallback):
     """Log the dominant Hessian eigenvalue of the validation loss w.r.t. ``module.alphas``; optionally DARTS-ES.
 
     Every ``every_n_epochs`` epochs (at the end of training epochs 0, n, 2n, ...) the Hessian of
@@ -206,51 +192,33 @@ class HessianEigenvalueMonitor(Callback):
         loss_fn: ``loss_fn(logits, targets) -> scalar``; ``None`` is ``F.cross_entropy``.
     """
 
-    def __init__(
-        self,
-        every_n_epochs: int = 1,
-        num_batches: int = 1,
-        power_iterations: int = 20,
-        tol: float = 1e-3,
-        source: str = "arch_half",
-        mode: str = "eval",
-        early_stop: bool = False,
-        window: int = 5,
-        k: int = 5,
-        threshold: float = 0.75,
-        seed: int = 0,
-        loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-    ) -> None:
+    def __init__(self, every_n_epochs: int = 1, num_batches: int = 1, power_iterations: int = 20, tol: float = 1e-3,
+                 source: str = "arch_half", mode: str = "eval", early_stop: bool = False, window: int = 5, k: int = 5,
+                 threshold: float = 0.75, seed: int = 0,
+                 loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None) -> None:
         super().__init__()
-        self.every_n_epochs = _check_int("every_n_epochs", every_n_epochs)
-        self.num_batches = _check_int("num_batches", num_batches)
-        self.power_iterations = _check_int("power_iterations", power_iterations)
-        if isinstance(tol, bool) or not isinstance(tol, Real) or not tol >= 0:
-            raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-        self.tol = float(tol)
-        self.source = _check_choice("source", source, SOURCES)
-        self.mode = _check_choice("mode", mode, MODES)
-        if not isinstance(early_stop, bool):
-            raise ValueError(f"early_stop must be True or False, got {early_stop!r}")
-        self.early_stop = early_stop
-        self.window = _check_int("window", window)
-        self.k = _check_int("k", k)
-        if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold < 1:
-            raise ValueError(f"threshold must be a number in (0, 1) (the paper uses 0.75), got {threshold!r}")
-        self.threshold = float(threshold)
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, low=1)
+        self.num_batches = check_int("num_batches", num_batches, low=1)
+        self.power_iterations = check_int("power_iterations", power_iterations, low=1)
+        self.tol = check_real("tol", tol, low=0)
+        self.source = check_choice("source", source, SOURCES)
+        self.mode = check_choice("mode", mode, MODES)
+        self.early_stop = check_bool("early_stop", early_stop)
+        self.window = check_int("window", window, low=1)
+        self.k = check_int("k", k, low=1)
+        self.threshold = check_real("threshold", threshold, low=0, high=1, low_open=True, high_open=True,
+                                    hint="the paper uses 0.75")
         if early_stop and every_n_epochs != 1:
             raise ValueError(
                 f"early_stop=True needs every_n_epochs=1 (DARTS-ES averages per-epoch eigenvalues), got every_n_epochs={every_n_epochs!r}"
             )
-        self.seed = _check_int("seed", seed, low=0)
+        self.seed = check_int("seed", seed, low=0)
         if loss_fn is not None and not callable(loss_fn):
             raise ValueError(f"loss_fn must be callable (logits, targets) -> loss or None, got {loss_fn!r}")
         self.loss_fn = loss_fn
 
         self.eigenvalues: Dict[int, float] = {}
         self.genotypes: Dict[int, str] = {}
-        self.stopped_epoch: Optional[int] = None
-        self.stop_reason: Optional[str] = None
         self.stop_genotype: Optional[str] = None
         self.last_ratio: Optional[float] = None  # avg(epoch - k) / avg(epoch) of the last check
         self._captured: Deque[Batch] = deque(maxlen=self.num_batches)
@@ -377,30 +345,20 @@ class HessianEigenvalueMonitor(Callback):
             return
         if self.last_ratio is not None:
             pl_module.log("arch/hessian_es_ratio", self.last_ratio, on_step=False, on_epoch=True)
-        should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
-        if should_stop:
-            trainer.should_stop = True
-            if self.stopped_epoch is None:
-                self.stopped_epoch = epoch
-                self.stop_reason = reason or "DARTS-ES: another rank met the stopping rule"
-                self.stop_genotype = self.genotypes.get(epoch - self.k)
-                rank_zero_info(f"HessianEigenvalueMonitor: stopping at epoch {epoch}. {self.stop_reason}. Genotype: {self.stop_genotype}")
+        if self.stop_if(trainer, should_stop, reason, "DARTS-ES: another rank met the stopping rule"):
+            self.stop_genotype = self.genotypes.get(epoch - self.k)
+            rank_zero_info(f"HessianEigenvalueMonitor: stopping at epoch {epoch}. {self.stop_reason}. Genotype: {self.stop_genotype}")
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
-        return {
-            "eigenvalues": [[e, v] for e, v in sorted(self.eigenvalues.items())],
-            "genotypes": [[e, t] for e, t in sorted(self.genotypes.items())],
-            "stopped_epoch": self.stopped_epoch,
-            "stop_reason": self.stop_reason,
-            "stop_genotype": self.stop_genotype,
-        }
+        return {"eigenvalues": [[e, v] for e, v in sorted(self.eigenvalues.items())],
+                "genotypes": [[e, t] for e, t in sorted(self.genotypes.items())],
+                "stop_genotype": self.stop_genotype, **super().state_dict()}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         self.eigenvalues = {int(e): float(v) for e, v in state_dict.get("eigenvalues", [])}
         self.genotypes = {int(e): str(t) for e, t in state_dict.get("genotypes", [])}
-        self.stopped_epoch = state_dict.get("stopped_epoch")
-        self.stop_reason = state_dict.get("stop_reason")
         self.stop_genotype = state_dict.get("stop_genotype")
 
 

@@ -22,13 +22,18 @@ raises :class:`optuna.TrialPruned` so the study records the trial as PRUNED.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-import optuna
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.rank_zero import rank_zero_debug, rank_zero_info
+
+from lit_automl._checks import check_bool
+
+if TYPE_CHECKING:  # Optuna is imported when the callback is made, not with lit_automl.callbacks
+    import optuna
 
 __all__ = ["CONTINUE", "ERROR", "MissingMetricError", "OptunaPruning", "PRUNE", "STOP_NON_FINITE"]
 
@@ -73,13 +78,15 @@ class OptunaPruning(Callback):
 
     def __init__(
         self,
-        trial: optuna.trial.BaseTrial,
+        trial: "optuna.trial.BaseTrial",
         monitor: str,
         check_on_train_epoch_end: Optional[bool] = None,
         check_finite: bool = True,
         verbose: bool = True,
     ) -> None:
         super().__init__()
+        import optuna
+
         if not isinstance(trial, optuna.trial.BaseTrial) or isinstance(trial, optuna.trial.FrozenTrial):
             raise TypeError(f"trial must be a running optuna.trial.Trial (from study.ask() or an objective), got {trial!r}")
         study = getattr(trial, "study", None)
@@ -90,12 +97,11 @@ class OptunaPruning(Callback):
             )
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be the non-empty name of a logged metric, e.g. 'val/acc', got {monitor!r}")
-        for name, value in (("check_finite", check_finite), ("verbose", verbose)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
-        if check_on_train_epoch_end is not None and not isinstance(check_on_train_epoch_end, bool):
-            raise TypeError(f"check_on_train_epoch_end must be None, True or False, got {check_on_train_epoch_end!r}")
-        self._trial: Optional[optuna.trial.BaseTrial] = trial
+        check_bool("check_finite", check_finite)
+        check_bool("verbose", verbose)
+        if check_on_train_epoch_end is not None:
+            check_bool("check_on_train_epoch_end", check_on_train_epoch_end)
+        self._trial: Optional["optuna.trial.BaseTrial"] = trial
         self.monitor = monitor
         self.check_finite = check_finite
         self.verbose = verbose
@@ -111,7 +117,7 @@ class OptunaPruning(Callback):
         return self._generate_state_key(monitor=self.monitor)
 
     @property
-    def trial(self) -> Optional[optuna.trial.BaseTrial]:
+    def trial(self) -> Optional["optuna.trial.BaseTrial"]:
         """The trial on global rank zero; ``None`` on the other ranks once the fit has set up."""
         return self._trial
 
@@ -136,8 +142,10 @@ class OptunaPruning(Callback):
             self._check_on_train_epoch_end = trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
         if stage != "fit":
             return
+        from optuna.storages import InMemoryStorage
+
         storage = getattr(self._trial, "storage", None)
-        if trainer.world_size > 1 and isinstance(storage, optuna.storages.InMemoryStorage):
+        if trainer.world_size > 1 and isinstance(storage, InMemoryStorage):
             raise ValueError(
                 f"OptunaPruning with {trainer.world_size} processes needs the study in a storage every process "
                 "shares (an RDB URL such as sqlite:///study.db, or a JournalStorage file), got an in-memory storage"
@@ -157,8 +165,6 @@ class OptunaPruning(Callback):
 
     @staticmethod
     def _skip(trainer: "pl.Trainer") -> bool:
-        from pytorch_lightning.trainer.states import TrainerFn
-
         return trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or bool(trainer.fast_dev_run)
 
     def _check(self, trainer: "pl.Trainer") -> None:

@@ -16,46 +16,36 @@ training). The rate is a deterministic function of the epoch, so it is identical
 from __future__ import annotations
 
 import math
-from numbers import Real
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities.rank_zero import rank_zero_debug, rank_zero_info
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+from lit_automl._checks import check_int, check_real
+
+from ._schedule import EpochSchedule
+from ._settings import module_hparam
 
 __all__ = ["SkipDropoutDecay", "skip_dropout_rate"]
 
 
 def _rate(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be a dropout rate in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _decay(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not float(value) >= 0:
-        raise ValueError(f"decay must be a number >= 0, got {value!r}")
-    return float(value)
+    """A dropout rate in [0, 1)."""
+    return check_real(name, value, low=0, high=1, high_open=True, allowed="a dropout rate in [0, 1)")
 
 
 def skip_dropout_rate(epoch: int, initial: float, epochs: int, frozen_epochs: int, decay: float = 0.2) -> float:
     """Dropout rate after ``skip_connect`` for 0-based ``epoch`` of a stage (the authors' schedule, see the module doc)."""
-    _count("epoch", epoch, 0)
+    check_int("epoch", epoch, low=0)
     initial = _rate("initial", initial)
-    _count("epochs", epochs, 1)
-    _count("frozen_epochs", frozen_epochs, 0)
+    check_int("epochs", epochs, low=1)
+    check_int("frozen_epochs", frozen_epochs, low=0)
     if epoch < frozen_epochs:
         return max(0.0, initial * (epochs - epoch - 1) / epochs)
-    return initial * math.exp(-_decay(decay) * (epoch - frozen_epochs))
+    return initial * math.exp(-check_real("decay", decay, low=0) * (epoch - frozen_epochs))
 
 
-class SkipDropoutDecay(Callback):
+class SkipDropoutDecay(EpochSchedule):
     """Set ``pl_module.model.skip_dropout`` at every training-epoch start and log ``pdarts/skip_dropout``.
 
     Args:
@@ -70,15 +60,14 @@ class SkipDropoutDecay(Callback):
     :class:`lit_automl.spaces.networks.SearchNetwork`).
     """
 
+    metric = "pdarts/skip_dropout"
+
     def __init__(self, initial: Optional[float] = None, epochs: Optional[int] = None,
                  frozen_epochs: Optional[int] = None, decay: float = 0.2) -> None:
-        super().__init__()
+        super().__init__(None if epochs is None else check_int("epochs", epochs, low=1))
         self.initial = None if initial is None else _rate("initial", initial)
-        self.epochs = None if epochs is None else _count("epochs", epochs, 1)
-        self.frozen_epochs = None if frozen_epochs is None else _count("frozen_epochs", frozen_epochs, 0)
-        self.decay = _decay(decay)
-        self.last_epoch: Optional[int] = None
-        self.last_value: Optional[float] = None
+        self.frozen_epochs = None if frozen_epochs is None else check_int("frozen_epochs", frozen_epochs, low=0)
+        self.decay = check_real("decay", decay, low=0)
 
     @property
     def state_key(self) -> str:
@@ -97,28 +86,12 @@ class SkipDropoutDecay(Callback):
             )
         return _rate("initial_skip_dropout", pl_module.initial_skip_dropout)
 
-    def stage_epochs(self, trainer: pl.Trainer) -> int:
-        """``epochs``, or ``Trainer(max_epochs)``."""
-        if self.epochs is not None:
-            return self.epochs
-        max_epochs = trainer.max_epochs
-        if max_epochs is None or max_epochs < 1:
-            raise ValueError(
-                f"SkipDropoutDecay(epochs=None) uses Trainer(max_epochs), which is {max_epochs!r}; pass epochs=..."
-            )
-        return int(max_epochs)
-
     def warmup_epochs(self, pl_module: pl.LightningModule) -> int:
         """``frozen_epochs``, or the module's ``hparams.arch_warmup_epochs``."""
         if self.frozen_epochs is not None:
             return self.frozen_epochs
-        value = getattr(pl_module, "hparams", {}).get("arch_warmup_epochs")
-        if value is None:
-            raise AttributeError(
-                f"SkipDropoutDecay(frozen_epochs=None) reads `hparams.arch_warmup_epochs` from the module, which "
-                f"{type(pl_module).__name__} does not have; pass SkipDropoutDecay(frozen_epochs=...)"
-            )
-        return _count("arch_warmup_epochs", value, 0)
+        value = module_hparam(pl_module, "arch_warmup_epochs", "SkipDropoutDecay", "frozen_epochs")
+        return check_int("arch_warmup_epochs", value, low=0)
 
     # ----------------------------------------------------------------- hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -128,23 +101,12 @@ class SkipDropoutDecay(Callback):
             raise AttributeError(f"SkipDropoutDecay needs `{type(pl_module).__name__}.model.skip_dropout` (a supernet)")
         rank_zero_info(
             f"SkipDropoutDecay: skip-connect dropout from {self.initial_rate(pl_module)} over "
-            f"{self.stage_epochs(trainer)} epochs, alphas frozen for {self.warmup_epochs(pl_module)}"
+            f"{self.schedule_epochs(trainer)} epochs, alphas frozen for {self.warmup_epochs(pl_module)}"
         )
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        p = skip_dropout_rate(epoch, self.initial_rate(pl_module), self.stage_epochs(trainer),
-                              self.warmup_epochs(pl_module), self.decay)
-        pl_module.model.skip_dropout = p
-        self.last_epoch, self.last_value = epoch, p
-        rank_zero_debug(f"SkipDropoutDecay: epoch {epoch}, skip-connect dropout {p:.4f}")
-        # The same value on every rank (a function of the epoch): logged without a sync.
-        pl_module.log("pdarts/skip_dropout", p, on_step=False, on_epoch=True)
+    def scheduled_value(self, epoch: int, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
+        return skip_dropout_rate(epoch, self.initial_rate(pl_module), self.schedule_epochs(trainer),
+                                 self.warmup_epochs(pl_module), self.decay)
 
-    # ----------------------------------------------------------------- state
-    def state_dict(self) -> Dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "last_value": self.last_value}
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.last_epoch = state_dict.get("last_epoch")
-        self.last_value = state_dict.get("last_value")
+    def apply(self, pl_module: pl.LightningModule, value: float) -> None:
+        pl_module.model.skip_dropout = value

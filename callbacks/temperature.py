@@ -13,24 +13,20 @@ An exponential schedule ``tau_0 * decay ** epoch`` (floored at ``tau_min``) is o
 
 from __future__ import annotations
 
-from numbers import Real
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
+
+from lit_automl._checks import check_choice, check_int, check_real
+
+from ._schedule import EpochSchedule
 
 __all__ = ["TemperatureAnnealing"]
 
 SCHEDULES = ("exponential", "linear")
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not float(value) > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
-
-
-class TemperatureAnnealing(Callback):
+class TemperatureAnnealing(EpochSchedule):
     """Set ``pl_module.temperature`` at the start of every training epoch and log ``snas/temperature``.
 
     Args:
@@ -45,24 +41,17 @@ class TemperatureAnnealing(Callback):
             (the authors' code anneals over its whole 150-epoch search).
     """
 
+    metric = "snas/temperature"
+
     def __init__(self, tau_0: float = 1.0, schedule: str = "linear", decay: float = 0.97,
                  tau_min: float = 0.03, epochs: Optional[int] = None) -> None:
-        super().__init__()
-        self.tau_0 = _positive("tau_0", tau_0)
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        self.schedule = schedule
-        if isinstance(decay, bool) or not isinstance(decay, Real) or not 0 < float(decay) <= 1:
-            raise ValueError(f"decay must be a number in (0, 1], got {decay!r}")
-        self.decay = float(decay)
-        self.tau_min = _positive("tau_min", tau_min)
+        super().__init__(check_int("epochs", epochs, low=1, allow_none=True))
+        self.tau_0 = check_real("tau_0", tau_0, low=0, low_open=True)
+        self.schedule = check_choice("schedule", schedule, SCHEDULES)
+        self.decay = check_real("decay", decay, low=0, high=1, low_open=True)
+        self.tau_min = check_real("tau_min", tau_min, low=0, low_open=True)
         if self.tau_min > self.tau_0:
             raise ValueError(f"tau_min must be <= tau_0={self.tau_0}, got {tau_min!r}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-            raise ValueError(f"epochs must be an int >= 1 or None, got {epochs!r}")
-        self.epochs = epochs
-        self.last_epoch: Optional[int] = None
-        self.last_value: Optional[float] = None
 
     @property
     def state_key(self) -> str:
@@ -71,30 +60,19 @@ class TemperatureAnnealing(Callback):
 
     def value(self, epoch: int, epochs: Optional[int] = None) -> float:
         """Temperature for 0-based ``epoch``."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        check_int("epoch", epoch, low=0)
         if self.schedule == "exponential":
             return max(self.tau_min, self.tau_0 * self.decay ** epoch)
         epochs = self.epochs if epochs is None else epochs
-        if epochs is None or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"the linear schedule needs epochs >= 1 (or Trainer(max_epochs)), got {epochs!r}")
+        if epochs is None:
+            raise ValueError("the linear schedule needs epochs >= 1 (or Trainer(max_epochs)), got None")
+        check_int("epochs", epochs, low=1)
         return self.tau_0 + (self.tau_min - self.tau_0) * min(epoch, epochs) / epochs
 
-    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def scheduled_value(self, epoch: int, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> float:
         if not hasattr(pl_module, "temperature"):
             raise AttributeError(f"TemperatureAnnealing needs a writable `temperature` on {type(pl_module).__name__}")
-        epochs = self.epochs if self.epochs is not None else trainer.max_epochs
-        if self.schedule == "linear" and (epochs is None or epochs < 1):
-            raise ValueError(f"TemperatureAnnealing(schedule='linear', epochs=None) uses Trainer(max_epochs), "
-                             f"which is {epochs!r}")
-        tau = self.value(trainer.current_epoch, epochs if self.schedule == "linear" else None)
-        pl_module.temperature = tau
-        self.last_epoch, self.last_value = trainer.current_epoch, tau
-        pl_module.log("snas/temperature", tau, on_step=False, on_epoch=True)
+        return self.value(epoch, self.schedule_epochs(trainer) if self.schedule == "linear" else None)
 
-    def state_dict(self) -> Dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "last_value": self.last_value}
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.last_epoch = state_dict.get("last_epoch")
-        self.last_value = state_dict.get("last_value")
+    def apply(self, pl_module: "pl.LightningModule", value: float) -> None:
+        pl_module.temperature = value

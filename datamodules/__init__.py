@@ -39,17 +39,11 @@ __all__ = [
 ]
 
 # Meta-learning task datamodules (episodic N-way K-shot classification, sinusoid regression).
-from .episodic import (  # noqa: E402
-    DigitsTasksDataModule,
-    EpisodeDataset,
-    EpisodeIndices,
-    EpisodeSampler,
-    EpisodicDataModule,
-    TaskData,
-    collate_episodes,
-)
+from .digits_tasks import DigitsTasksDataModule  # noqa: E402
+from .episodes import EpisodeDataset, EpisodeIndices, EpisodeSampler, collate_episodes  # noqa: E402
 from .omniglot import OMNIGLOT_MD5, OMNIGLOT_URL, OmniglotDataModule, download_omniglot, read_omniglot  # noqa: E402
 from .sinusoid import SinusoidDataModule, SinusoidTaskDataset  # noqa: E402
+from .tasks import EpisodicDataModule, FewShotDataModule, TaskData, TaskDataModule  # noqa: E402
 
 __all__ += [
     "DigitsTasksDataModule",
@@ -57,12 +51,14 @@ __all__ += [
     "EpisodeIndices",
     "EpisodeSampler",
     "EpisodicDataModule",
+    "FewShotDataModule",
     "OMNIGLOT_MD5",
     "OMNIGLOT_URL",
     "OmniglotDataModule",
     "SinusoidDataModule",
     "SinusoidTaskDataset",
     "TaskData",
+    "TaskDataModule",
     "collate_episodes",
     "download_omniglot",
     "read_omniglot",

@@ -18,6 +18,8 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
+from lit_automl._checks import ArgumentTypeError, check_int, check_real
+
 from .sampling import EpochSeededSampler, mix_seed
 
 __all__ = ["BilevelDataModule"]
@@ -57,24 +59,23 @@ class BilevelDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(datamodule, pl.LightningDataModule):
-            raise TypeError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
-        if isinstance(train_portion, bool) or not isinstance(train_portion, (int, float)) or not 0 < train_portion < 1:
-            raise ValueError(f"train_portion must be a float in the open interval (0, 1), got {train_portion!r}")
+            raise ArgumentTypeError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
+        self.train_portion = check_real("train_portion", train_portion, low=0, high=1, low_open=True, high_open=True,
+                                        allowed="a float in the open interval (0, 1)")
         if batch_size is None:
-            batch_size = getattr(datamodule, "batch_size", None)
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            inner = getattr(datamodule, "batch_size", None)
+            try:
+                batch_size = check_int("batch_size", inner, low=1)
+            except ValueError:
                 raise ValueError(
                     f"batch_size=None takes the wrapped {type(datamodule).__name__}.batch_size, which is "
-                    f"{batch_size!r}; pass a positive int batch_size explicitly"
-                )
-        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+                    f"{inner!r}; pass a positive int batch_size explicitly"
+                ) from None
+        else:
+            batch_size = check_int("batch_size", batch_size, low=1, allowed="a positive int or None")
         self.datamodule = datamodule
-        self.train_portion = float(train_portion)
         self.batch_size = batch_size
-        self.seed = seed
+        self.seed = check_int("seed", seed)
         self.weight_indices: list[int] | None = None
         self.arch_indices: list[int] | None = None
 

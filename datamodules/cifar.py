@@ -30,10 +30,12 @@ from typing import Any, Callable
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from lit_automl._checks import check_bool, check_int
 
 from .download import fetch_verified
-from .sampling import EpochSeededSampler
+from .sampling import SeededTrainValLoaders
 from .transforms import Compose, Cutout, Normalize, RandomCrop, RandomHorizontalFlip
 
 __all__ = [
@@ -85,9 +87,10 @@ _LAYOUTS = {
 
 
 def _layout(num_classes: int) -> _Layout:
-    if isinstance(num_classes, bool) or num_classes not in _LAYOUTS:
-        raise ValueError(f"num_classes must be 10 (CIFAR-10) or 100 (CIFAR-100), got {num_classes!r}")
-    return _LAYOUTS[num_classes]
+    try:  # True hashes as 1, so a bool is refused too
+        return _LAYOUTS[num_classes]
+    except (KeyError, TypeError):  # check_choice would word it "one of [10, 100]"; tests match this form
+        raise ValueError(f"num_classes must be 10 (CIFAR-10) or 100 (CIFAR-100), got {num_classes!r}") from None
 
 
 def cifar_files(root: str | os.PathLike, train: bool, num_classes: int = 10) -> list[Path]:
@@ -250,48 +253,52 @@ class CIFARDataset(Dataset):
         return img, int(self.labels[index])
 
 
-class _CIFARDataModule(pl.LightningDataModule):
-    """Shared implementation of :class:`CIFAR10DataModule` / :class:`CIFAR100DataModule`."""
+class _CIFARDataModule(SeededTrainValLoaders, pl.LightningDataModule):
+    """Shared implementation of :class:`CIFAR10DataModule` / :class:`CIFAR100DataModule`.
+
+    Args:
+        data_dir: folder holding (or receiving) the official archive's extracted pickles.
+        batch_size: 96, the DARTS retraining batch.
+        download: fetch and extract the archive when it is missing.
+        augment: random crop (padding 4) and horizontal flip of the training images.
+        cutout_length: Cutout square side; 0 disables it (the DARTS retraining recipe sets 16).
+        num_workers: dataloader worker processes.
+        seed: seed of the training order (order = f(seed, epoch)).
+        url, md5: the archive and its digest; ``None``: the official ones of the subclass.
+    """
 
     num_classes: int
     in_channels: int = 3
     image_size: int = 32
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    archive_url: str
+    archive_md5: str
 
     def __init__(
         self,
-        data_dir: str,
-        batch_size: int,
-        download: bool,
-        augment: bool,
-        cutout_length: int,
-        num_workers: int,
-        seed: int,
-        url: str,
-        md5: str,
+        data_dir: str = "data",
+        batch_size: int = 96,
+        download: bool = False,
+        augment: bool = True,
+        cutout_length: int = 0,
+        num_workers: int = 2,
+        seed: int = 0,
+        url: str | None = None,
+        md5: str | None = None,
     ) -> None:
+        url = self.archive_url if url is None else url
+        md5 = self.archive_md5 if md5 is None else md5
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(cutout_length, bool) or not isinstance(cutout_length, int) or cutout_length < 0:
-            raise ValueError(f"cutout_length must be an int >= 0 (0 disables Cutout; DARTS uses 16), got {cutout_length!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        for name, flag in (("download", download), ("augment", augment)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool (True or False), got {flag!r}")
+        self.batch_size = check_int("batch_size", batch_size, low=1, allowed="a positive int")
         if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
             raise ValueError(f"md5 must be a 32-character hex digest, got {md5!r}")
         self.data_dir = str(data_dir)
-        self.batch_size = batch_size
-        self.download = download
-        self.augment = augment
-        self.cutout_length = cutout_length
-        self.num_workers = num_workers
-        self.seed = seed
+        self.download = check_bool("download", download)
+        self.augment = check_bool("augment", augment)
+        self.cutout_length = check_int("cutout_length", cutout_length, low=0, hint="0 disables Cutout; DARTS uses 16")
+        self.num_workers = check_int("num_workers", num_workers, low=0)
+        self.seed = check_int("seed", seed)
         self.url = url
         self.md5 = md5
         self.train_dataset: CIFARDataset | None = None
@@ -332,52 +339,20 @@ class _CIFARDataModule(pl.LightningDataModule):
         self.train_dataset = CIFARDataset(x_train, y_train, self.train_transform())
         self.val_dataset = CIFARDataset(x_test, y_test, self.eval_transform())
 
-    def _require_setup(self) -> None:
-        if self.train_dataset is None or self.val_dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must be called before requesting a dataloader")
-
-    def train_dataloader(self) -> DataLoader:
-        self._require_setup()
-        return DataLoader(
-            self.train_dataset,
-            batch_size=self.batch_size,
-            sampler=EpochSeededSampler(len(self.train_dataset), seed=self.seed),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        self._require_setup()
-        return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
-
 
 class CIFAR10DataModule(_CIFARDataModule):
     """CIFAR-10 (50k train / 10k test, 10 classes); ``val_dataset`` is the test set.
 
     ``cutout_length=0`` disables Cutout; the DARTS retraining recipe sets 16. The
-    train loader uses :class:`EpochSeededSampler` (order = f(seed, epoch)).
+    train loader uses :class:`~lit_automl.datamodules.EpochSeededSampler` (order = f(seed, epoch)). Arguments: see the
+    shared base (``url``/``md5`` default to :data:`CIFAR10_URL` / :data:`CIFAR10_MD5`).
     """
 
     num_classes = 10
     mean = CIFAR10_MEAN
     std = CIFAR10_STD
-
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 96,
-        download: bool = False,
-        augment: bool = True,
-        cutout_length: int = 0,
-        num_workers: int = 2,
-        seed: int = 0,
-        url: str = CIFAR10_URL,
-        md5: str = CIFAR10_MD5,
-    ) -> None:
-        super().__init__(data_dir, batch_size, download, augment, cutout_length, num_workers, seed, url, md5)
+    archive_url = CIFAR10_URL
+    archive_md5 = CIFAR10_MD5
 
 
 class CIFAR100DataModule(_CIFARDataModule):
@@ -386,17 +361,5 @@ class CIFAR100DataModule(_CIFARDataModule):
     num_classes = 100
     mean = CIFAR100_MEAN
     std = CIFAR100_STD
-
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 96,
-        download: bool = False,
-        augment: bool = True,
-        cutout_length: int = 0,
-        num_workers: int = 2,
-        seed: int = 0,
-        url: str = CIFAR100_URL,
-        md5: str = CIFAR100_MD5,
-    ) -> None:
-        super().__init__(data_dir, batch_size, download, augment, cutout_length, num_workers, seed, url, md5)
+    archive_url = CIFAR100_URL
+    archive_md5 = CIFAR100_MD5

@@ -9,35 +9,23 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from .sampling import EpochSeededSampler
+from lit_automl._checks import check_bool, check_int, check_real
+
+from .sampling import SeededTrainValLoaders
 
 __all__ = ["DigitsDataModule"]
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _non_negative_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value
-
-
-class DigitsDataModule(pl.LightningDataModule):
+class DigitsDataModule(SeededTrainValLoaders, pl.LightningDataModule):
     """8x8 digits as float ``1 x 8 x 8`` images with a seeded stratified hold-out split.
 
     Pixels (0..16) are scaled to [0, 1] and, if ``normalize``, standardised with the
     mean/std of the *training* split (a single scalar each, stored as ``mean`` /
     ``std``) so no test information leaks into preprocessing. ``val_dataset`` is the
     held-out split and serves both ``val_dataloader`` and ``test_dataloader``.
-    The train loader uses :class:`EpochSeededSampler` so the batch order is a pure
+    The train loader uses :class:`~lit_automl.datamodules.EpochSeededSampler` so the batch order is a pure
     function of ``(seed, epoch)``.
     """
 
@@ -54,16 +42,12 @@ class DigitsDataModule(pl.LightningDataModule):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be a float in the open interval (0, 1), got {test_fraction!r}")
-        self.test_fraction = float(test_fraction)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
-        self.num_workers = _non_negative_int(num_workers, "num_workers")
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool (True or False), got {normalize!r}")
+        self.batch_size = check_int("batch_size", batch_size, low=1, allowed="a positive int")
+        self.test_fraction = check_real("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True,
+                                        allowed="a float in the open interval (0, 1)")
+        self.seed = check_int("seed", seed)
+        self.num_workers = check_int("num_workers", num_workers, low=0)
+        normalize = check_bool("normalize", normalize, allowed="a bool (True or False)")
         self.normalize = normalize
         self.mean: float | None = None
         self.std: float | None = None
@@ -77,6 +61,9 @@ class DigitsDataModule(pl.LightningDataModule):
         """Load and split the data (idempotent; every stage gets both splits)."""
         if self.train_dataset is not None:
             return
+        from sklearn.datasets import load_digits  # scikit-learn (and SciPy) only when data is loaded
+        from sklearn.model_selection import train_test_split
+
         bunch = load_digits()
         images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
         labels = torch.as_tensor(bunch.target, dtype=torch.long)
@@ -98,25 +85,3 @@ class DigitsDataModule(pl.LightningDataModule):
         self.train_dataset = TensorDataset(x_train, labels[train_idx])
         self.val_dataset = TensorDataset(x_test, labels[test_idx])
         self.train_indices, self.test_indices = train_idx.tolist(), test_idx.tolist()
-
-    def _require_setup(self) -> None:
-        if self.train_dataset is None or self.val_dataset is None:
-            raise RuntimeError("DigitsDataModule.setup() must be called before requesting a dataloader")
-
-    def train_dataloader(self) -> DataLoader:
-        self._require_setup()
-        sampler = EpochSeededSampler(len(self.train_dataset), seed=self.seed)
-        return DataLoader(
-            self.train_dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        self._require_setup()
-        return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()

@@ -18,6 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lit_automl._checks import ArgumentTypeError, check_int, check_real
+
 from .sampling import EpochSeededSampler
 
 __all__ = ["HoldoutDataModule"]
@@ -35,16 +37,15 @@ class HoldoutDataModule(pl.LightningDataModule):
     def __init__(self, datamodule: pl.LightningDataModule, val_size: Union[int, float] = 5000, seed: int = 0) -> None:
         super().__init__()
         if not isinstance(datamodule, pl.LightningDataModule):
-            raise ValueError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
-        ok_int = isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 1
-        ok_float = isinstance(val_size, float) and 0 < val_size < 1
-        if not (ok_int or ok_float):
-            raise ValueError(f"val_size must be an int >= 1 or a float in (0, 1), got {val_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+            raise ArgumentTypeError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
+        allowed = "an int >= 1 or a float in (0, 1)"
+        if isinstance(val_size, float):
+            self.val_size: Union[int, float] = check_real("val_size", val_size, low=0, high=1, low_open=True,
+                                                          high_open=True, allowed=allowed)
+        else:
+            self.val_size = check_int("val_size", val_size, low=1, allowed=allowed)
         self.datamodule = datamodule
-        self.val_size = val_size
-        self.seed = seed
+        self.seed = check_int("seed", seed)
         for name in ("num_classes", "in_channels", "image_size", "batch_size"):
             if hasattr(datamodule, name):
                 setattr(self, name, getattr(datamodule, name))

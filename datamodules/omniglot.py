@@ -23,7 +23,7 @@ next ``num_val`` = 100 meta-val and the remaining 423 meta-test. Each character 
 0/90/180/270 degrees gives four classes of the same split (Santoro et al., 2016), so the
 splits hold 4400/400/1692 class ids. As in Finn et al.'s code a task takes ``N``
 *distinct* characters, each with a uniformly random rotation (``distinct_base=True`` of
-:class:`~lit_automl.datamodules.episodic.EpisodeDataset`), so ``n_way`` is limited by the
+:class:`~lit_automl.datamodules.episodes.EpisodeDataset`), so ``n_way`` is limited by the
 characters of a split, not by its class ids.
 """
 
@@ -37,12 +37,15 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from lit_automl._checks import check_bool, check_int
+
 from .download import fetch_verified
-from .episodic import EpisodicDataModule, TaskData, _check_int
+from .tasks import FewShotDataModule, TaskData
 
 __all__ = [
     "OMNIGLOT_MD5",
@@ -124,7 +127,7 @@ def read_omniglot(
     ``root/omniglot_28x28.pt`` (for ``image_size=28``) and reused while the files (names, sizes,
     modification times) are unchanged.
     """
-    _check_int(image_size, "image_size", 1)
+    check_int("image_size", image_size, low=1)
     root = Path(root)
     characters = omniglot_characters(root)
     files = _png_files(root, characters)
@@ -173,7 +176,7 @@ def omniglot_character_split(num_characters: int, num_train: int = 1200, num_val
     ``random.Random(1)`` shuffles ``range(num_characters)``; positions ``[0, num_train - num_val)``
     are meta-train, ``[num_train - num_val, num_train)`` meta-val, ``[num_train, end)`` meta-test.
     """
-    _check_int(num_characters, "num_characters", 1)
+    check_int("num_characters", num_characters, low=1)
     _check_split_sizes(num_train, num_val)
     if num_train >= num_characters:
         raise ValueError(
@@ -187,8 +190,8 @@ def omniglot_character_split(num_characters: int, num_train: int = 1200, num_val
 
 
 def _check_split_sizes(num_train: object, num_val: object) -> None:
-    _check_int(num_val, "num_val", 1, "characters of meta-train kept for meta-validation; Finn et al. use 100")
-    _check_int(num_train, "num_train", 2, "characters for meta-train + meta-val; Finn et al. use 1200")
+    check_int("num_val", num_val, low=1, hint="characters of meta-train kept for meta-validation; Finn et al. use 100")
+    check_int("num_train", num_train, low=2, hint="characters for meta-train + meta-val; Finn et al. use 1200")
     if num_val >= num_train:  # type: ignore[operator]
         raise ValueError(
             f"num_val={num_val} must be smaller than num_train={num_train}: meta-val is carved out of the "
@@ -246,7 +249,7 @@ def download_omniglot(
     return root
 
 
-class OmniglotDataModule(EpisodicDataModule):
+class OmniglotDataModule(FewShotDataModule):
     """N-way K-shot Omniglot tasks, 28x28, rotations as classes, Finn et al.'s character split.
 
     See the module docstring for files, preprocessing (28x28 LANCZOS, inverted: strokes 1)
@@ -267,44 +270,28 @@ class OmniglotDataModule(EpisodicDataModule):
     App. A.1, 5-way Omniglot); ours: ``q_queries=15`` (their code uses ``K`` queries per
     class), ``train_batches=100`` meta-batches per epoch and per process, ``val_tasks=100``,
     ``test_tasks=600`` (their evaluation count). ``k_shot + q_queries`` must not exceed the
-    images per character (20 in the official data).
+    images per character (20 in the official data). Arguments besides the files, the split and
+    ``tasks_per_batch``: :class:`~lit_automl.datamodules.tasks.FewShotDataModule` (``n_way``) and
+    :class:`~lit_automl.datamodules.tasks.TaskDataModule`.
     """
 
     in_channels = 1
     image_size = 28
+    rotations = 4
 
     def __init__(
         self,
         data_dir: str = "data",
-        n_way: int = 5,
-        k_shot: int = 1,
-        q_queries: int = 15,
         tasks_per_batch: int = 32,
-        train_batches: int = 100,
-        val_tasks: int = 100,
-        test_tasks: int = 600,
-        seed: int = 0,
-        num_workers: int = 0,
         download: bool = False,
         num_train: int = 1200,
         num_val: int = 100,
         base_url: str = OMNIGLOT_URL,
         md5: Mapping[str, str] | None = OMNIGLOT_MD5,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            n_way=n_way,
-            k_shot=k_shot,
-            q_queries=q_queries,
-            tasks_per_batch=tasks_per_batch,
-            train_batches=train_batches,
-            val_tasks=val_tasks,
-            test_tasks=test_tasks,
-            seed=seed,
-            num_workers=num_workers,
-            rotations=4,
-        )
-        if not isinstance(download, bool):
-            raise TypeError(f"download must be a bool (True or False), got {download!r}")
+        super().__init__(tasks_per_batch=tasks_per_batch, **kwargs)
+        self.download = check_bool("download", download)
         _check_split_sizes(num_train, num_val)
         need = self.k_shot + self.q_queries
         if need > OMNIGLOT_IMAGES_PER_CHARACTER:
@@ -322,7 +309,6 @@ class OmniglotDataModule(EpisodicDataModule):
         if md5 is not None and (not isinstance(md5, Mapping) or set(md5) != set(OMNIGLOT_SUBSETS)):
             raise ValueError(f"md5 must map exactly {OMNIGLOT_SUBSETS} to hex digests (or be None), got {md5!r}")
         self.data_dir = str(data_dir)
-        self.download = download
         self.num_train = num_train
         self.num_val = num_val
         self.base_url = base_url
@@ -340,5 +326,5 @@ class OmniglotDataModule(EpisodicDataModule):
         images, labels, characters = read_omniglot(self.data_dir, self.image_size)
         chars = omniglot_character_split(len(characters), self.num_train, self.num_val)
         self.characters, self.character_splits = characters, chars
-        classes = {s: sorted(4 * c + r for c in idx for r in range(4)) for s, idx in chars.items()}
-        return TaskData(images, labels, classes, rotations=4, distinct_base=True)
+        classes = {s: sorted(self.rotations * c + r for c in idx for r in range(self.rotations)) for s, idx in chars.items()}
+        return TaskData(images, labels, classes, rotations=self.rotations, distinct_base=True)

@@ -28,7 +28,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lit_automl._checks import ArgumentTypeError, check_bool, check_int
 
 __all__ = ["EpochSeededSampler", "mix_seed"]
 
@@ -50,10 +52,8 @@ def mix_seed(*values: int) -> int:
     so two samplers with neighbouring seeds never replay each other's epochs.
     """
     h = 0
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"mix_seed expects ints, got {v!r} of type {type(v).__name__}")
-        h = _splitmix64(h ^ (v & _MASK64))
+    for i, v in enumerate(values):
+        h = _splitmix64(h ^ (check_int(f"mix_seed values[{i}]", v) & _MASK64))
     return h >> 1
 
 
@@ -70,32 +70,29 @@ class EpochSeededSampler(Sampler[int]):
     """
 
     def __init__(self, indices: Sequence[int] | int, seed: int = 0, shuffle: bool = True) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        if not isinstance(shuffle, bool):
-            raise TypeError(f"shuffle must be a bool (True or False), got {shuffle!r}")
+        self.seed = check_int("seed", seed)
+        shuffle = check_bool("shuffle", shuffle, allowed="a bool (True or False)")
         self._indices = self._as_index_tensor(indices)
-        self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
 
     @staticmethod
     def _as_index_tensor(indices: Sequence[int] | int) -> torch.Tensor:
         if isinstance(indices, bool):
-            raise TypeError(f"indices must be an int or a sequence of ints, got {indices!r}")
+            raise ArgumentTypeError(f"indices must be an int or a sequence of ints, got {indices!r}")
         if isinstance(indices, int):
             if indices < 0:
                 raise ValueError(f"indices as a count must be >= 0, got {indices}")
             return torch.arange(indices, dtype=torch.long)
         if isinstance(indices, (str, bytes)):
-            raise TypeError(f"indices must be an int or a sequence of ints, got {indices!r}")
+            raise ArgumentTypeError(f"indices must be an int or a sequence of ints, got {indices!r}")
         tensor = torch.as_tensor(indices if isinstance(indices, torch.Tensor) else list(indices))
         if tensor.numel() == 0:
             return torch.zeros(0, dtype=torch.long)
         if tensor.dim() != 1:
             raise ValueError(f"indices must be one-dimensional, got shape {tuple(tensor.shape)}")
         if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-            raise TypeError(f"indices must be integers, got dtype {tensor.dtype}")
+            raise ArgumentTypeError(f"indices must be integers, got dtype {tensor.dtype}")
         if bool((tensor < 0).any()):
             raise ValueError(f"indices must be >= 0, got minimum {int(tensor.min())}")
         return tensor.to(torch.long).clone()
@@ -107,15 +104,11 @@ class EpochSeededSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation for ``epoch`` (called by Lightning's loops)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = check_int("epoch", epoch, low=0)
 
     def order(self, epoch: int | None = None) -> list[int]:
         """The full index order for ``epoch`` (default: the current epoch), without side effects."""
-        epoch = self.epoch if epoch is None else epoch
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        epoch = self.epoch if epoch is None else check_int("epoch", epoch, low=0)
         if not self.shuffle:
             return self._indices.tolist()
         generator = torch.Generator()
@@ -131,3 +124,40 @@ class EpochSeededSampler(Sampler[int]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={len(self)}, seed={self.seed}, shuffle={self.shuffle}, epoch={self.epoch})"
+
+
+class SeededTrainValLoaders:
+    """Dataloaders of a datamodule with a ``train_dataset`` and a ``val_dataset`` that doubles as test set.
+
+    The training order is :class:`EpochSeededSampler`'s for ``(seed, epoch)``; validation keeps the
+    dataset's order. Mixed in before ``LightningDataModule`` by datamodules that set
+    ``train_dataset``, ``val_dataset`` (``None`` before ``setup``), ``batch_size``, ``seed`` and
+    ``num_workers``.
+    """
+
+    train_dataset: Dataset | None
+    val_dataset: Dataset | None
+    batch_size: int
+    seed: int
+    num_workers: int
+
+    def _require_setup(self) -> None:
+        if self.train_dataset is None or self.val_dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must be called before requesting a dataloader")
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return DataLoader(
+            self.train_dataset,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            sampler=EpochSeededSampler(len(self.train_dataset), seed=self.seed),  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -5,28 +5,38 @@ A task is ``y = A sin(x - phase)`` with amplitude ``A ~ U[0.1, 5.0]`` and phase
 from ``U[-5, 5]``. The paper uses K = 10 (also 5 and 20) and a meta-batch of 25 tasks;
 the reference code draws the query set like the support set (``update_batch_size``
 points each). Tasks are seeded exactly as the episodic image tasks
-(:mod:`lit_automl.datamodules.episodic`): the sampler yields
+(:mod:`lit_automl.datamodules.episodes`): the sampler yields
 ``mix_seed(seed, split_code, epoch, i)`` and the dataset builds task ``i`` from it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from .episodic import SPLITS, Episode, _check_int, _check_split, _TaskDataModule
+from lit_automl._checks import ArgumentTypeError, check_int, check_real
+
+from .episodes import SPLITS, Episode, check_split
+from .tasks import TaskDataModule
 
 __all__ = ["SinusoidDataModule", "SinusoidTaskDataset"]
 
 
-def _check_range(value: object, name: str) -> tuple[float, float]:
-    ok = isinstance(value, (tuple, list)) and len(value) == 2
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    if not ok or not value[0] < value[1]:  # type: ignore[index]
-        raise ValueError(f"{name} must be a pair (low, high) of finite numbers with low < high, got {value!r}")
-    return float(value[0]), float(value[1])  # type: ignore[index]
+def check_range(name: str, value: object) -> tuple[float, float]:
+    """``value`` as a pair ``(low, high)`` of finite numbers with ``low < high``."""
+    message = f"{name} must be a pair (low, high) of finite numbers with low < high, got {value!r}"
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ArgumentTypeError(message)
+    try:
+        low, high = (check_real(f"{name}[{i}]", v) for i, v in enumerate(value))
+    except ValueError:  # ArgumentTypeError included
+        raise ValueError(message) from None
+    if not low < high:
+        raise ValueError(message)
+    return low, high
 
 
 class SinusoidTaskDataset(Dataset):
@@ -46,21 +56,19 @@ class SinusoidTaskDataset(Dataset):
         phase_range: tuple[float, float] = (0.0, math.pi),
         input_range: tuple[float, float] = (-5.0, 5.0),
     ) -> None:
-        self.k_shot = _check_int(k_shot, "k_shot", 1)
-        self.q_queries = _check_int(q_queries, "q_queries", 1, "the query set of a task cannot be empty")
-        self.amplitude_range = _check_range(amplitude_range, "amplitude_range")
-        self.phase_range = _check_range(phase_range, "phase_range")
-        self.input_range = _check_range(input_range, "input_range")
+        self.k_shot = check_int("k_shot", k_shot, low=1)
+        self.q_queries = check_int("q_queries", q_queries, low=1, hint="the query set of a task cannot be empty")
+        self.amplitude_range = check_range("amplitude_range", amplitude_range)
+        self.phase_range = check_range("phase_range", phase_range)
+        self.input_range = check_range("input_range", input_range)
 
     @staticmethod
     def _uniform(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
         return bounds[0] + (bounds[1] - bounds[0]) * u
 
     def _draw(self, seed: int, with_points: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"task seed must be an int >= 0, got {seed!r}")
         g = torch.Generator()
-        g.manual_seed(seed)
+        g.manual_seed(check_int("task seed", seed, low=0))
         u = torch.rand(2, generator=g)
         amplitude = self._uniform(u[0], self.amplitude_range)
         phase = self._uniform(u[1], self.phase_range)
@@ -88,7 +96,7 @@ class SinusoidTaskDataset(Dataset):
         )
 
 
-class SinusoidDataModule(_TaskDataModule):
+class SinusoidDataModule(TaskDataModule):
     """Sinusoid regression meta-batches (Finn et al., ICML 2017, Sec. 5.1).
 
     Batches: ``{"support": (x_s, y_s), "query": (x_q, y_q)}``, all float32, ``x_s``/``y_s``
@@ -101,6 +109,7 @@ class SinusoidDataModule(_TaskDataModule):
     training epoch per process, ``val_tasks=100`` and ``test_tasks=600`` fixed tasks (the
     same every epoch). ``n_way`` is None (regression). Use :meth:`task_parameters` for the
     amplitude/phase of every task of a split, in sampler order (before any DDP sharding).
+    Other arguments: :class:`~lit_automl.datamodules.tasks.TaskDataModule`.
     """
 
     n_way = None
@@ -112,30 +121,24 @@ class SinusoidDataModule(_TaskDataModule):
         k_shot: int = 10,
         q_queries: int = 10,
         tasks_per_batch: int = 25,
-        train_batches: int = 100,
-        val_tasks: int = 100,
-        test_tasks: int = 600,
-        seed: int = 0,
-        num_workers: int = 0,
         amplitude_range: tuple[float, float] = (0.1, 5.0),
         phase_range: tuple[float, float] = (0.0, math.pi),
         input_range: tuple[float, float] = (-5.0, 5.0),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(k_shot, q_queries, tasks_per_batch, train_batches, val_tasks, test_tasks, seed, num_workers)
-        self.amplitude_range = _check_range(amplitude_range, "amplitude_range")
-        self.phase_range = _check_range(phase_range, "phase_range")
-        self.input_range = _check_range(input_range, "input_range")
+        super().__init__(k_shot=k_shot, q_queries=q_queries, tasks_per_batch=tasks_per_batch, **kwargs)
+        # checked once, by the task dataset that uses them
+        self._tasks = SinusoidTaskDataset(self.k_shot, self.q_queries, amplitude_range, phase_range, input_range)
+        self.amplitude_range = self._tasks.amplitude_range
+        self.phase_range = self._tasks.phase_range
+        self.input_range = self._tasks.input_range
 
     def _build_datasets(self) -> dict[str, Dataset]:
-        dataset = SinusoidTaskDataset(
-            self.k_shot, self.q_queries, self.amplitude_range, self.phase_range, self.input_range
-        )
-        return {s: dataset for s in SPLITS}  # the split enters through the sampler's seeds
+        return {s: self._tasks for s in SPLITS}  # the split enters through the sampler's seeds
 
     def task_parameters(self, split: str, epoch: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
         """``{"amplitude": [n], "phase": [n]}`` (float32) of the tasks of ``split`` in ``epoch``, in sampler order."""
-        _check_split(split)
-        dataset = self.dataset(split)
+        dataset = self.dataset(check_split(split))
         params = [dataset.task_params(s) for s in self.sampler(split, world_size).seeds(epoch)]  # type: ignore[attr-defined]
         amplitude, phase = zip(*params)
         return {"amplitude": torch.tensor(amplitude), "phase": torch.tensor(phase)}

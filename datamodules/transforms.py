@@ -17,23 +17,19 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from lit_automl._checks import ArgumentTypeError, check_int, check_real
+
 __all__ = ["Compose", "Cutout", "Normalize", "RandomCrop", "RandomHorizontalFlip"]
 
 
 def _check_image(img: object, name: str) -> torch.Tensor:
     if not isinstance(img, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor image (C x H x W), got {type(img).__name__}")
+        raise ArgumentTypeError(f"{name} expects a torch.Tensor image (C x H x W), got {type(img).__name__}")
     if img.dim() != 3:
         raise ValueError(f"{name} expects a 3-D C x H x W tensor, got shape {tuple(img.shape)}")
     if not img.is_floating_point():
-        raise TypeError(f"{name} expects a floating-point tensor, got dtype {img.dtype}")
+        raise ArgumentTypeError(f"{name} expects a floating-point tensor, got dtype {img.dtype}")
     return img
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class Normalize:
@@ -75,13 +71,11 @@ class RandomCrop:
         if isinstance(size, (tuple, list)):
             if len(size) != 2:
                 raise ValueError(f"size must be an int or a (height, width) pair, got {size!r}")
-            height, width = (_positive_int(s, "size") for s in size)
+            height, width = (check_int("size", s, low=1, allowed="a positive int") for s in size)
         else:
-            height = width = _positive_int(size, "size")
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+            height = width = check_int("size", size, low=1, allowed="a positive int")
         self.size = (height, width)
-        self.padding = padding
+        self.padding = check_int("padding", padding, low=0)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = _check_image(img, "RandomCrop")
@@ -104,9 +98,7 @@ class RandomHorizontalFlip:
     """Mirror the image left-right with probability ``p``."""
 
     def __init__(self, p: float = 0.5) -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_real("p", p, low=0.0, high=1.0, allowed="a probability in [0, 1]")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = _check_image(img, "RandomHorizontalFlip")
@@ -128,7 +120,7 @@ class Cutout:
     """
 
     def __init__(self, length: int) -> None:
-        self.length = _positive_int(length, "length")
+        self.length = check_int("length", length, low=1, allowed="a positive int")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = _check_image(img, "Cutout")
@@ -151,10 +143,10 @@ class Compose:
 
     def __init__(self, transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> None:
         if isinstance(transforms, (str, bytes)) or not isinstance(transforms, Sequence):
-            raise TypeError(f"transforms must be a sequence of callables, got {type(transforms).__name__}")
+            raise ArgumentTypeError(f"transforms must be a sequence of callables, got {type(transforms).__name__}")
         for i, t in enumerate(transforms):
             if not callable(t):
-                raise TypeError(f"transforms[{i}] must be callable, got {t!r}")
+                raise ArgumentTypeError(f"transforms[{i}] must be callable, got {t!r}")
         self.transforms = list(transforms)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,9 @@ reads ``self.steps = check_int("steps", steps, low=1)``. One exception conventio
 
 Messages name the argument, what is allowed and the value received:
 ``"steps must be an int >= 1, got 0"``. ``hint`` adds a parenthesised remark after what is
-allowed: ``"n_way must be an int >= 2 (classes per episode), got 1"``.
+allowed: ``"n_way must be an int >= 2 (classes per episode), got 1"``. ``allowed`` replaces the
+generated description where words read better than bounds (``allowed="a positive int"``,
+``allowed="a probability in [0, 1)"``); the check itself is always the one the bounds define.
 """
 
 from __future__ import annotations
@@ -61,11 +63,11 @@ def _bounds_text(kind: str, low: Any, high: Any, low_open: bool = False, high_op
 
 
 def check_int(name: str, value: Any, *, low: Optional[int] = None, high: Optional[int] = None,
-              allow_none: bool = False, hint: Optional[str] = None) -> Optional[int]:
+              allow_none: bool = False, hint: Optional[str] = None, allowed: Optional[str] = None) -> Optional[int]:
     """``value`` as an ``int`` in ``[low, high]`` (either bound optional); ``bool`` is not an int."""
     if value is None and allow_none:
         return None
-    allowed = _with_hint(_bounds_text("an int", low, high), hint, allow_none)
+    allowed = _with_hint(allowed or _bounds_text("an int", low, high), hint, allow_none and not allowed)
     if isinstance(value, bool) or not isinstance(value, int):
         # numpy / torch integer scalars are ints too (they implement __index__), floats are not.
         if isinstance(value, bool) or not hasattr(value, "__index__"):
@@ -78,14 +80,15 @@ def check_int(name: str, value: Any, *, low: Optional[int] = None, high: Optiona
 
 def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
                low_open: bool = False, high_open: bool = False, allow_none: bool = False,
-               allow_inf: bool = False, hint: Optional[str] = None) -> Optional[float]:
+               allow_inf: bool = False, hint: Optional[str] = None, allowed: Optional[str] = None) -> Optional[float]:
     """``value`` as a finite ``float`` between ``low`` and ``high`` (open ends where ``*_open``).
 
     Ints are accepted and converted; ``bool`` and NaN are refused; infinity only with ``allow_inf``.
     """
     if value is None and allow_none:
         return None
-    allowed = _with_hint(_bounds_text("a number", low, high, low_open, high_open), hint, allow_none)
+    allowed = _with_hint(allowed or _bounds_text("a number", low, high, low_open, high_open), hint,
+                         allow_none and not allowed)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, bool) or not hasattr(value, "__float__") or hasattr(value, "__len__"):
             raise ArgumentTypeError(f"{name} must be {allowed}, got {value!r}")
@@ -99,24 +102,27 @@ def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Opti
     return number
 
 
-def check_bool(name: str, value: Any) -> bool:
+def check_bool(name: str, value: Any, *, allowed: Optional[str] = None) -> bool:
     """``value`` as a ``bool`` (only ``True`` / ``False``: ``0``, ``1`` and strings are refused)."""
     if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
+        raise ArgumentTypeError(f"{name} must be {allowed or 'True or False'}, got {value!r}")
     return value
 
 
-def check_choice(name: str, value: Any, allowed: Iterable[T], *, hint: Optional[str] = None) -> T:
-    """``value`` if it is one of ``allowed`` (compared with ``==``), else a ``ValueError`` listing them."""
-    choices = list(allowed)
+def check_choice(name: str, value: Any, choices: Iterable[T], *, hint: Optional[str] = None,
+                 sort: bool = True) -> T:
+    """``value`` if it is one of ``choices`` (compared with ``==``), else a ``ValueError`` listing them
+    (sorted, or in their given order with ``sort=False``)."""
+    options = list(choices)
     try:
-        found = value in choices
+        found = value in options
     except TypeError:  # an unhashable or incomparable value is not a choice
         found = False
     if not found:
-        shown = sorted(choices, key=repr) if not all(isinstance(c, str) for c in choices) else sorted(choices)
+        if sort:
+            options = sorted(options) if all(isinstance(c, str) for c in options) else sorted(options, key=repr)
         extra = f" ({hint})" if hint else ""
-        raise ValueError(f"{name} must be one of {shown}{extra}, got {value!r}")
+        raise ValueError(f"{name} must be one of {options}{extra}, got {value!r}")
     return value
 
 
@@ -124,11 +130,11 @@ def lookup(registry: Mapping[str, T], name: Any, what: str) -> T:
     """``registry[name]``; a missing name raises :class:`UnknownNameError` listing the valid names.
 
     ``what`` names the kind of entry in the message: ``lookup(OPS, "conv_9x9", "operation")`` raises
-    ``unknown operation 'conv_9x9'; valid names are: avg_pool_3x3, ...``.
+    ``unknown operation 'conv_9x9'; valid names are: 'avg_pool_3x3', ...``.
     """
     try:
         return registry[name]
     except (KeyError, TypeError):
         raise UnknownNameError(
-            f"unknown {what} {name!r}; valid names are: {', '.join(sorted(map(str, registry)))}"
+            f"unknown {what} {name!r}; valid names are: {', '.join(repr(key) for key in sorted(registry, key=str))}"
         ) from None

@@ -1,4 +1,4 @@
-"""``lit-automl``: the LightningCLI entry point (``fit``, ``validate``, ``test``, ``predict``), ``hpo`` and ``nas-worker``.
+"""``lit-automl``: the LightningCLI subcommands (``fit``, ``validate``, ``test``, ``predict``), ``hpo`` and ``nas-worker``.
 
 Any LightningModule and LightningDataModule can be named by ``class_path`` in a YAML recipe::
 
@@ -23,6 +23,11 @@ shared Optuna storage, on any number of machines, while ``fit`` runs the control
 
     lit-automl fit -c recipes/nas_rl_cifar10.yaml --model.init_args.storage=postgresql://u:pw@host/db
     lit-automl nas-worker -c recipes/nas_rl_cifar10.yaml --storage postgresql://u:pw@host/db
+
+Only argv dispatch lives here: ``fit`` / ``validate`` / ``test`` / ``predict`` go to
+:class:`~lit_automl.run_config.AutoMLCLI`, ``hpo`` and ``nas-worker`` to their argparse mains. This
+module imports neither torch nor Lightning, so ``lit-automl``, ``lit-automl hpo --help`` and
+``lit-automl nas-worker --help`` answer at once; each command imports what it runs.
 """
 
 from __future__ import annotations
@@ -31,134 +36,10 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional
 
-import pytorch_lightning as pl
-from pytorch_lightning.cli import LightningCLI, _get_module_type, _InstantiatorFn, instantiate_class
+from lit_automl._checks import check_int, check_real
 
-
-class AutoMLCLI(LightningCLI):
-    """LightningCLI in subclass mode for both model and (optional) data, with the run config saved."""
-
-    def __init__(self, args: Optional[List[str]] = None, run: bool = True, **kwargs) -> None:
-        self._stage_versions: Optional[List[Optional[str]]] = None  # logger folders of a staged fit
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"} if _has_omegaconf() else {})
-        super().__init__(
-            pl.LightningModule,
-            None,  # any LightningDataModule by class_path, and optional: searches such as NASRL bring their own
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            run=run,
-            auto_configure_optimizers=False,
-            **kwargs,
-        )
-
-    def _add_instantiators(self) -> None:
-        # LightningCLI records a datamodule's hyperparameters from the top-level ``data:`` section and
-        # fails when that section is absent but a datamodule is nested in the model's arguments (a
-        # search's evaluator). Such nested datamodules are built plainly.
-        super()._add_instantiators()
-        self.parser.add_instantiator(
-            _NestedDataInstantiator(cli=self, key="data"),
-            _get_module_type(self._datamodule_class),
-            subclasses=self.subclass_mode_data,
-        )
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument(
-            "--hpo",
-            type=Optional[Dict[str, Any]],
-            default=None,
-            help="The HPO study section of a recipe, read by `lit-automl hpo` and ignored by fit/validate/test.",
-        )
-
-    # ------------------------------------------------------------------ staged searches (P-DARTS)
-    def fit(self, model: pl.LightningModule, **kwargs: Any) -> None:
-        """The ``fit`` subcommand (LightningCLI runs a CLI method named after the subcommand).
-
-        A staged search, i.e. a model with ``next_stage()`` (:class:`~lit_automl.nas.pdarts.PDARTS`),
-        runs :func:`~lit_automl.nas.pdarts.fit_stages`: one ``Trainer.fit`` per stage, each with a
-        fresh trainer from :meth:`stage_trainer` (modules are never swapped inside a fit). A
-        ``--ckpt_path`` stage checkpoint resumes its stage and then runs the stages after it; as
-        for any model, LightningCLI rebuilds the model from the checkpoint's hyperparameters
-        (stage, surviving ops and the model settings of that run), the trainer from the recipe.
-        Any other model is fitted once, exactly as LightningCLI does.
-        """
-        if not callable(getattr(model, "next_stage", None)):
-            self.trainer.fit(model, **kwargs)
-            return
-        from lit_automl.nas.pdarts import fit_stages
-
-        self.model = fit_stages(model, self.stage_trainer, **kwargs)
-
-    def stage_trainer(self, stage: int) -> pl.Trainer:
-        """A fresh trainer for ``stage``: the recipe's trainer settings, its callbacks and logger built
-        anew from the config; a logger with a ``version`` argument (CSV, TensorBoard) writes to
-        ``<version>/stage_<stage>`` (an automatic version is fixed at the first stage). Other
-        loggers (``true``, ``false``, ones without ``version``) are used as configured."""
-        config = (self.config[self.subcommand] if self.subcommand else self.config)["trainer"]  # run=False: no subcommand
-        specs = config.get("logger")
-        loggers = specs if isinstance(specs, list) else [specs]
-        if self._stage_versions is None:
-            self._stage_versions = [_base_version(spec) for spec in loggers]
-        staged = [_stage_spec(spec, base, stage) for spec, base in zip(loggers, self._stage_versions)]
-        logger = staged if isinstance(specs, list) else staged[0]
-        callbacks = [_build(spec) for spec in config.get("callbacks") or []]
-        self.trainer = self.instantiate_trainer(callbacks=callbacks, logger=logger)
-        return self.trainer
-
-
-class _NestedDataInstantiator(_InstantiatorFn):
-    """Lightning's datamodule instantiator, tolerating a missing top-level ``data:`` section."""
-
-    def __call__(self, class_type: Any, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
-        self.cli._dump_config()
-        if self.cli.config_dump.get(self.key) is None:
-            return class_type(*args, **kwargs)
-        return super().__call__(class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs)
-
-
-def _plain(spec: Any) -> Any:
-    """A parsed config value as plain dicts and lists (jsonargparse Namespaces have ``as_dict``)."""
-    return spec.as_dict() if hasattr(spec, "as_dict") else spec
-
-
-def _build(spec: Any) -> Any:
-    """Instantiate a ``{class_path, init_args}`` spec, nested specs first; other values as they are."""
-    spec = _plain(spec)
-    if isinstance(spec, list):
-        return [_build(item) for item in spec]
-    if isinstance(spec, dict) and "class_path" in spec:
-        init_args = {key: _build(value) for key, value in (spec.get("init_args") or {}).items()}
-        return instantiate_class((), {"class_path": spec["class_path"], "init_args": init_args})
-    return spec
-
-
-def _base_version(spec: Any) -> Optional[str]:
-    """The run folder name a logger spec with a ``version`` argument writes to (``None`` for others)."""
-    spec = _plain(spec)
-    if not isinstance(spec, dict) or "version" not in (spec.get("init_args") or {}):
-        return None
-    version = spec["init_args"]["version"]
-    if version is None:
-        version = _build(spec).version  # the next free number, as the logger would pick it
-    return version if isinstance(version, str) else f"version_{version}"
-
-
-def _stage_spec(spec: Any, base: Optional[str], stage: int) -> Any:
-    """A built logger for ``stage``: version ``<base>/stage_<stage>`` where the spec has one."""
-    spec = _plain(spec)
-    if base is None:
-        return _build(spec)
-    return _build({**spec, "init_args": {**spec["init_args"], "version": f"{base}/stage_{stage}"}})
-
-
-def _has_omegaconf() -> bool:
-    try:
-        import omegaconf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "hpo", "nas-worker")
+USAGE = f"usage: lit-automl [-h] [-c CONFIG] {{{','.join(SUBCOMMANDS)}}} ..."
 
 
 # --------------------------------------------------------------------- lit-automl hpo
@@ -191,7 +72,7 @@ def hpo_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_overrides(extra: List[str]) -> Dict[str, Any]:
+def _config_overrides(extra: List[str], prog: str = "lit-automl hpo") -> Dict[str, Any]:
     """``--a.b=1 --c.d 2`` as ``{'a.b': 1, 'c.d': 2}`` (values parsed as YAML)."""
     import yaml
 
@@ -200,7 +81,7 @@ def _config_overrides(extra: List[str]) -> Dict[str, Any]:
     while i < len(extra):
         token = extra[i]
         if not token.startswith("--") or len(token) < 3:
-            raise SystemExit(f"lit-automl hpo: unexpected argument {token!r}; config overrides look like --trainer.max_epochs=5")
+            raise SystemExit(f"{prog}: unexpected argument {token!r}; config overrides look like --trainer.max_epochs=5")
         if "=" in token:
             key, value = token[2:].split("=", 1)
             i += 1
@@ -208,10 +89,10 @@ def _config_overrides(extra: List[str]) -> Dict[str, Any]:
             key, value = token[2:], extra[i + 1]
             i += 2
         else:
-            raise SystemExit(f"lit-automl hpo: {token!r} needs a value, e.g. {token}=VALUE")
+            raise SystemExit(f"{prog}: {token!r} needs a value, e.g. {token}=VALUE")
         if "." not in key:
             raise SystemExit(
-                f"lit-automl hpo: unknown option {token!r}; run `lit-automl hpo --help` for the flags, "
+                f"{prog}: unknown option {token!r}; run `{prog} --help` for the flags, "
                 "or give a dotted config override such as --trainer.max_epochs=5"
             )
         overrides[key] = yaml.safe_load(value)
@@ -220,16 +101,16 @@ def _config_overrides(extra: List[str]) -> Dict[str, Any]:
 
 def hpo_main(args: List[str]) -> Dict[str, Any]:
     """``lit-automl hpo``: run (or resume) the study and print where the best config and plots went."""
+    namespace, extra = hpo_parser().parse_known_args(args)  # --help exits here, before the heavy imports
     from pathlib import Path
 
     from lit_automl.hpo.config import HPOSettings, load_recipe, merge_params
     from lit_automl.hpo.report import format_report
     from lit_automl.hpo.study import run_study
 
-    namespace, extra = hpo_parser().parse_known_args(args)
     flags = {k: v for k, v in vars(namespace).items() if k != "config" and v is not None}
-    if "n_trials" in flags and flags["n_trials"] < 1:
-        raise ValueError(f"--n-trials must be >= 1, got {flags['n_trials']}")
+    if "n_trials" in flags:
+        check_int("--n-trials", flags["n_trials"], low=1, allowed=">= 1")
     recipe = Path(namespace.config)
     base, section = load_recipe(recipe)
     base = merge_params(base, _config_overrides(extra))
@@ -261,12 +142,18 @@ def nas_worker_parser() -> argparse.ArgumentParser:
 
 def nas_worker_main(args: List[str]) -> int:
     """``lit-automl nas-worker``: serve a search's child queue; returns the number of children evaluated."""
+    namespace, extra = nas_worker_parser().parse_known_args(args)  # --help exits here, before the heavy imports
     from lit_automl.nas.rl_search import RLSearch
     from lit_automl.nas.workqueue import run_worker
+    from lit_automl.run_config import build_from_config
 
-    namespace, extra = nas_worker_parser().parse_known_args(args)
-    cli = AutoMLCLI(args=["-c", namespace.config, *extra], run=False)
-    model = cli.model
+    for flag in ("max_children", "threads"):  # unset (None): no limit / torch's default
+        if getattr(namespace, flag) is not None:
+            check_int(f"--{flag.replace('_', '-')}", getattr(namespace, flag), low=1)
+    for flag in ("idle_timeout", "poll_interval"):
+        if getattr(namespace, flag) is not None:
+            check_real(f"--{flag.replace('_', '-')}", getattr(namespace, flag), low=0, low_open=True)
+    model, _, _ = build_from_config(namespace.config, _config_overrides(extra, prog="lit-automl nas-worker"))
     if not isinstance(model, RLSearch):
         raise ValueError(
             f"lit-automl nas-worker needs a search recipe whose model is an RLSearch (NASRL, NASNetSearch), "
@@ -288,14 +175,20 @@ def nas_worker_main(args: List[str]) -> int:
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point: dispatch on the subcommand, importing only what it runs."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] == "hpo":
+    if not argv:
+        sys.stderr.write(f"{USAGE}\ntip: for the options of a subcommand run: lit-automl SUBCOMMAND --help\n"
+                         f"error: expected a subcommand, one of {', '.join(SUBCOMMANDS)}\n")
+        raise SystemExit(2)
+    if argv[0] == "hpo":
         hpo_main(argv[1:])
         return
-    if argv and argv[0] == "nas-worker":
+    if argv[0] == "nas-worker":
         nas_worker_main(argv[1:])
         return
+    from lit_automl.run_config import AutoMLCLI
+
     AutoMLCLI(args=args)
 
 

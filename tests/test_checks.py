@@ -78,7 +78,25 @@ def test_lookup_lists_valid_names():
     assert lookup(registry, "a", "op") == 1
     with pytest.raises(UnknownNameError) as info:
         lookup(registry, "c", "operation")
-    assert str(info.value) == "unknown operation 'c'; valid names are: a, b"
+    assert str(info.value) == "unknown operation 'c'; valid names are: 'a', 'b'"
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
     with pytest.raises(UnknownNameError, match="unknown op \\['a'\\]"):
         lookup(registry, ["a"], "op")
+
+
+def test_allowed_replaces_the_description_but_not_the_check():
+    with pytest.raises(ValueError, match=r"^C must be a positive int, got 0$"):
+        check_int("C", 0, low=1, allowed="a positive int")
+    with pytest.raises(ValueError, match=r"^p must be in \[0, 1\), got 1$"):
+        check_real("p", 1, low=0, high=1, high_open=True, allowed="in [0, 1)")
+    assert check_real("p", 0.5, low=0, high=1, high_open=True, allowed="in [0, 1)") == 0.5
+
+
+def test_choices_keep_their_order_when_asked():
+    with pytest.raises(ValueError, match=r"must be one of \['cosine', 'constant'\], got 'step'"):
+        check_choice("schedule", "step", ("cosine", "constant"), sort=False)
+
+
+def test_check_bool_wording_can_follow_the_config_format():
+    with pytest.raises(ArgumentTypeError, match=r"^report must be true or false, got 'yes'$"):
+        check_bool("report", "yes", allowed="true or false")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lit_automl.cli import AutoMLCLI, main
+from lit_automl.cli import main
+from lit_automl.run_config import AutoMLCLI
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
@@ -182,3 +183,36 @@ def test_nas_worker_evaluates_waiting_children_of_the_recipe_study(tmp_path, mon
         nas_worker_main(["-c", str(RECIPES / "nas_rl_digits.yaml"), "--max-children", "1"])
     with pytest.raises(ValueError, match="model is an RLSearch.*got DARTS"):
         nas_worker_main(["-c", str(RECIPES / "darts_digits.yaml"), "--storage", url])
+
+
+def test_no_subcommand_prints_the_usage_without_importing_lightning(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: lit-automl" in err and "error: expected a subcommand, one of fit, validate, test, predict, hpo, " \
+        "nas-worker" in err
+
+
+def test_nas_worker_refuses_bad_flags_and_overrides_naming_the_value(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from lit_automl.cli import nas_worker_main
+
+    recipe = str(RECIPES / "nas_rl_digits.yaml")
+    with pytest.raises(ValueError, match=r"--max-children must be an int >= 1, got 0"):
+        nas_worker_main(["-c", recipe, "--max-children", "0"])
+    with pytest.raises(ValueError, match=r"--poll-interval must be a number > 0, got -1.0"):
+        nas_worker_main(["-c", recipe, "--poll-interval", "-1"])
+    with pytest.raises(SystemExit, match=r"lit-automl nas-worker: unknown option '--workers'"):
+        nas_worker_main(["-c", recipe, "--workers", "2"])
+
+
+def test_build_from_config_applies_overrides_and_refuses_bad_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from lit_automl.run_config import build_from_config
+
+    model, datamodule, trainer = build_from_config(RECIPES / "darts_digits.yaml",
+                                                   {"trainer.max_epochs": 1, "model.init_args.C": 4})
+    assert isinstance(model, DARTS) and model.hparams.C == 4 and trainer.max_epochs == 1 and datamodule is not None
+    with pytest.raises(ValueError, match=r"config override keys must be dotted names.*got ''"):
+        build_from_config(RECIPES / "darts_digits.yaml", {"": 1})

@@ -22,12 +22,12 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, fields
-from numbers import Real
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.hpo.registry import PRUNERS, SAMPLERS, pruner_spec
 from lit_automl.hpo.space import SearchSpace
 
@@ -142,19 +142,17 @@ class HPOSettings:
         if not isinstance(study_name, str):
             raise ValueError(f"{where}.study_name must be a string, got {study_name!r}")
         kwargs: Dict[str, Any] = {"study_name": study_name, "objectives": objectives, "space": space}
-        kwargs["n_trials"] = _int(data.get("n_trials", 20), "n_trials", 1)
-        kwargs["max_failures"] = _int(data.get("max_failures", 5), "max_failures", 1)
-        kwargs["heartbeat_interval"] = _int(data.get("heartbeat_interval", 60), "heartbeat_interval", 0)
-        kwargs["max_retry"] = _int(data.get("max_retry", 1), "max_retry", 0)
+        kwargs["n_trials"] = check_int("n_trials", data.get("n_trials", 20), low=1)
+        kwargs["max_failures"] = check_int("max_failures", data.get("max_failures", 5), low=1)
+        kwargs["heartbeat_interval"] = check_int("heartbeat_interval", data.get("heartbeat_interval", 60), low=0)
+        kwargs["max_retry"] = check_int("max_retry", data.get("max_retry", 1), low=0)
         if data.get("grace_period") is not None:
-            kwargs["grace_period"] = _int(data["grace_period"], "grace_period", 1)
+            kwargs["grace_period"] = check_int("grace_period", data["grace_period"], low=1)
         if data.get("seed") is not None:
-            kwargs["seed"] = _int(data["seed"], "seed", 0)
+            kwargs["seed"] = check_int("seed", data["seed"], low=0)
         if data.get("timeout") is not None:
-            timeout = data["timeout"]
-            if isinstance(timeout, bool) or not isinstance(timeout, Real) or timeout <= 0:
-                raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-            kwargs["timeout"] = float(timeout)
+            kwargs["timeout"] = check_real("timeout", data["timeout"], low=0, low_open=True, allow_inf=True,
+                                           allowed="a number of seconds > 0")
         sampler = data.get("sampler", "tpe")
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
@@ -175,9 +173,7 @@ class HPOSettings:
                 kwargs[key] = str(data[key])
         for key in ("checkpoint", "progress_bar", "report"):
             if key in data:
-                if not isinstance(data[key], bool):
-                    raise ValueError(f"{key} must be true or false, got {data[key]!r}")
-                kwargs[key] = data[key]
+                kwargs[key] = check_bool(key, data[key], allowed="true or false")
         enqueue = data.get("enqueue") or []
         if not isinstance(enqueue, (list, tuple)):
             raise ValueError(f"{where}.enqueue must be a list of parameter mappings, got {enqueue!r}")
@@ -203,18 +199,11 @@ def _objectives(data: Mapping[str, Any], where: str) -> Tuple[Objective, ...]:
         metric, direction = item.get("metric"), item.get("direction", "minimize")
         if not isinstance(metric, str) or not metric:
             raise ValueError(f"{where}.objectives[{i}].metric must be a metric name such as 'val/acc', got {metric!r}")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"{where}: direction for {metric!r} must be one of {list(DIRECTIONS)}, got {direction!r}")
+        check_choice(f"{where}: direction for {metric!r}", direction, DIRECTIONS, sort=False)
         out.append(Objective(metric, direction))
     if len({o.metric for o in out}) != len(out):
         raise ValueError(f"{where}.objectives names a metric twice: {[o.metric for o in out]}")
     return tuple(out)
-
-
-def _int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------- recipes and trial configs

@@ -7,32 +7,19 @@ and a hidden linear layer; trained with Adam, AdamW or SGD with momentum. Logs `
 
 from __future__ import annotations
 
-from numbers import Real
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl._checks import check_choice, check_int, check_real
+
 __all__ = ["DigitsCNN", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _number(name: str, value: Any, low: float, high: float, high_open: bool = False) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and low <= float(value) and (
-        float(value) < high if high_open else float(value) <= high
-    )
-    if not ok:
-        raise ValueError(f"{name} must be a number in [{low}, {high}{')' if high_open else ']'}, got {value!r}")
-    return float(value)
 
 
 class DigitsCNN(pl.LightningModule):
@@ -63,19 +50,16 @@ class DigitsCNN(pl.LightningModule):
         image_size: int = 8,
     ) -> None:
         super().__init__()
-        _positive_int("channels", channels)
-        _positive_int("hidden", hidden)
-        _positive_int("num_classes", num_classes)
-        _positive_int("in_channels", in_channels)
-        if _positive_int("image_size", image_size) % 2:
+        for name, value in (("channels", channels), ("hidden", hidden), ("num_classes", num_classes),
+                            ("in_channels", in_channels), ("image_size", image_size)):
+            check_int(name, value, low=1)
+        if image_size % 2:
             raise ValueError(f"image_size must be even (2x2 pooling), got {image_size!r}")
-        _number("dropout", dropout, 0.0, 1.0, high_open=True)
-        if _number("lr", lr, 0.0, float("inf")) <= 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        _number("weight_decay", weight_decay, 0.0, float("inf"))
-        _number("momentum", momentum, 0.0, 1.0, high_open=True)
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        check_real("dropout", dropout, low=0.0, high=1.0, high_open=True)
+        check_real("lr", lr, low=0.0, low_open=True)
+        check_real("weight_decay", weight_decay, low=0.0)
+        check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        check_choice("optimizer", optimizer, OPTIMIZERS)
         self.save_hyperparameters()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1),

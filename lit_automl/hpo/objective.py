@@ -3,8 +3,8 @@
 :class:`LightningObjective` is the *objective function* Optuna's ``study.optimize`` calls with a
 :class:`~optuna.trial.Trial`. It samples the search space (define-by-run: conditional parameters
 are suggested only when active), writes ``trial_<n>/config.yaml`` (the recipe with the parameters
-merged), builds model, data and trainer through :class:`~lit_automl.cli.AutoMLCLI` with
-``run=False`` and calls ``Trainer.fit``. It returns the monitored metric(s) from the last
+merged), builds model, data and trainer with :func:`~lit_automl.run_config.build_from_config`
+and calls ``Trainer.fit``. It returns the monitored metric(s) from the last
 validation, so Optuna records the trial as COMPLETE.
 
 * Every epoch the metric is reported to the trial by :class:`~lit_automl.callbacks.OptunaPruning`;
@@ -23,11 +23,12 @@ model built from them; rank zero reports to the shared storage and broadcasts th
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import os
 import socket
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -71,10 +72,34 @@ def fail_reason_of(err: BaseException) -> str:
     return f"{type(err).__name__}: {' '.join(lines)}"[:1000]
 
 
-def _check_launcher(trainer: pl.Trainer) -> None:
+def start_method(strategy: Any) -> Optional[str]:
+    """The process start method of a recipe's ``trainer.strategy`` setting (``None`` when it has none).
+
+    A name is looked up in Lightning's ``StrategyRegistry`` (``ddp`` -> ``popen``, ``ddp_spawn`` ->
+    ``spawn``); ``auto`` / unset is what Lightning picks for several devices outside a notebook,
+    ``ddp``; a ``class_path`` spec uses its ``start_method`` argument or the class's default.
+    """
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    if strategy is None or strategy == "auto":
+        strategy = "ddp"
+    if isinstance(strategy, str):
+        if strategy not in StrategyRegistry:
+            return None
+        entry = StrategyRegistry[strategy]
+        cls, params = entry["strategy"], entry["init_params"]
+    elif isinstance(strategy, Mapping) and isinstance(strategy.get("class_path"), str):
+        module, _, name = strategy["class_path"].rpartition(".")
+        cls, params = getattr(importlib.import_module(module), name), strategy.get("init_args") or {}
+    else:
+        return None
+    default = inspect.signature(cls).parameters.get("start_method")
+    return params.get("start_method", None if default is None else default.default)
+
+
+def _check_launcher(trainer: pl.Trainer, strategy: Any) -> None:
     """Refuse strategies that re-run the command line per rank: each rank would run a study of its own."""
-    launcher = getattr(trainer.strategy, "launcher", None)
-    if trainer.world_size > 1 and type(launcher).__name__ == "_SubprocessScriptLauncher":
+    if trainer.world_size > 1 and start_method(strategy) == "popen":
         raise ValueError(
             f"trainer strategy {type(trainer.strategy).__name__} with start_method 'popen' (strategy: ddp) re-runs "
             "`lit-automl hpo` for every rank, so every rank would create trials of its own; "
@@ -133,7 +158,7 @@ class LightningObjective:
             config = self.trial_config(params, trial_dir)
             header = f"trial {trial.number} of study {trial.study.study_name}\nparams: {params}"
             path = dump_config(config, trial_dir / "config.yaml", header=header)
-            values = self._fit(trial, path, trial_dir)
+            values = self._fit(trial, path, trial_dir, config["trainer"].get("strategy"))
         except optuna.TrialPruned:
             raise
         except Exception as err:
@@ -144,8 +169,8 @@ class LightningObjective:
             raise
         return values[0] if len(values) == 1 else values
 
-    def _fit(self, trial: optuna.trial.Trial, config_path: Path, trial_dir: Path) -> List[float]:
-        from lit_automl.cli import AutoMLCLI, _has_omegaconf
+    def _fit(self, trial: "optuna.trial.Trial", config_path: Path, trial_dir: Path, strategy: Any) -> List[float]:
+        from lit_automl.run_config import build_from_config
 
         callbacks: List[pl.Callback] = []
         first = self.settings.objectives[0]
@@ -166,21 +191,9 @@ class LightningObjective:
                     enable_version_counter=False,
                 )
             )
-        parser_kwargs: Dict[str, Any] = {"exit_on_error": False}
-        if _has_omegaconf():
-            parser_kwargs["parser_mode"] = "omegaconf"
-        with warnings.catch_warnings():
-            # `lit-automl hpo` has its own sys.argv; the trial's args are the config alone.
-            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-            cli = AutoMLCLI(
-                args=["-c", str(config_path)],
-                run=False,
-                save_config_callback=None,
-                trainer_defaults={"callbacks": callbacks},
-                parser_kwargs=parser_kwargs,
-            )
-        _check_launcher(cli.trainer)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        model, datamodule, trainer = build_from_config(config_path, callbacks=callbacks)
+        _check_launcher(trainer, strategy)
+        trainer.fit(model, datamodule=datamodule)
 
         stored = self._stored(trial)
         attrs = stored.user_attrs if stored is not None else {}
@@ -190,8 +203,8 @@ class LightningObjective:
         ckpt = trial_dir / "checkpoints" / "best.ckpt"
         if ckpt.exists():
             trial.set_user_attr("checkpoint", str(ckpt))
-        trial.set_user_attr("epochs_trained", int(cli.trainer.current_epoch))
-        return [self._value(o.metric, cli, attrs) for o in self.settings.objectives]
+        trial.set_user_attr("epochs_trained", int(trainer.current_epoch))
+        return [self._value(o.metric, model, trainer, attrs) for o in self.settings.objectives]
 
     @staticmethod
     def _stored(trial: optuna.trial.Trial) -> Optional[optuna.trial.FrozenTrial]:
@@ -202,15 +215,15 @@ class LightningObjective:
         return None
 
     @staticmethod
-    def _value(metric: str, cli: Any, attrs: Mapping[str, Any]) -> float:
+    def _value(metric: str, model: pl.LightningModule, trainer: pl.Trainer, attrs: Mapping[str, Any]) -> float:
         if metric == PARAM_COUNT:
-            return float(sum(p.numel() for p in cli.model.parameters()))
-        logged = cli.trainer.callback_metrics
+            return float(sum(p.numel() for p in model.parameters()))
+        logged = trainer.callback_metrics
         if metric not in logged:
             raise MissingMetricError(missing_metric_message(metric, logged.keys(), who="the study"))
         value = float(torch.as_tensor(logged[metric]).detach().float().squeeze())
         if not math.isfinite(value):
             raise NonFiniteMetricError(
-                attrs.get("fail_reason") or f"{metric} = {value} after epoch {cli.trainer.current_epoch} is not finite"
+                attrs.get("fail_reason") or f"{metric} = {value} after epoch {trainer.current_epoch} is not finite"
             )
         return value

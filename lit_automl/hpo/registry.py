@@ -3,57 +3,62 @@
 Samplers (:class:`optuna.samplers.BaseSampler`) propose a trial's parameters from the history of
 the study; pruners (:class:`optuna.pruners.BasePruner`) decide from a trial's intermediate values
 (reported every epoch) whether to stop it early. ``gp`` is this project's Gaussian-process
-sampler, ``lit_automl.hpo.gp.sampler.GPSampler``, imported only when asked for; ``optuna-gp`` is
-Optuna's own ``GPSampler``, for comparison.
+sampler, ``lit_automl.hpo.gp.sampler.GPSampler``; ``optuna-gp`` is Optuna's own ``GPSampler``, for
+comparison. Each is imported only when asked for, so listing the names (``lit-automl hpo --help``)
+imports no Optuna.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
-import optuna
+if TYPE_CHECKING:  # Optuna is imported when a sampler or pruner is made, not with the registry
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
 
 __all__ = ["PRUNERS", "SAMPLERS", "make_pruner", "make_sampler", "pruner_spec"]
 
+SAMPLERS: Dict[str, str] = {
+    "tpe": "optuna.samplers:TPESampler",
+    "random": "optuna.samplers:RandomSampler",
+    "gp": "lit_automl.hpo.gp.sampler:GPSampler",
+    "optuna-gp": "optuna.samplers:GPSampler",
+    "nsga2": "optuna.samplers:NSGAIISampler",
+}
+"""Sampler names and the ``module:Class`` each builds (imported when asked for)."""
 
-def _gp(seed: Optional[int], **kwargs: Any) -> optuna.samplers.BaseSampler:
+PRUNERS: Dict[str, str] = {
+    "median": "optuna.pruners:MedianPruner",
+    "successive_halving": "optuna.pruners:SuccessiveHalvingPruner",
+    "hyperband": "optuna.pruners:HyperbandPruner",
+    "percentile": "optuna.pruners:PercentilePruner",
+    "threshold": "optuna.pruners:ThresholdPruner",
+    "nop": "optuna.pruners:NopPruner",
+}
+"""Pruner names and the ``module:Class`` each builds (imported when asked for)."""
+
+
+def _class_of(registry: Dict[str, str], name: str, what: str) -> type:
+    """The class ``registry[name]`` names, imported now; a failed import says which to choose instead."""
+    module, cls = registry[name].split(":")
     try:
-        module = importlib.import_module("lit_automl.hpo.gp.sampler")
-        cls = getattr(module, "GPSampler")
+        return getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as err:
         raise ImportError(
-            f"sampler 'gp' is lit_automl.hpo.gp.sampler.GPSampler, which could not be imported ({err}); "
-            f"choose another sampler: {sorted(n for n in SAMPLERS if n != 'gp')}"
+            f"{what} {name!r} is {module}.{cls}, which could not be imported ({err}); "
+            f"choose another {what}: {sorted(n for n in registry if n != name)}"
         ) from err
-    return cls(seed=seed, **kwargs)
 
 
-SAMPLERS: Dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed, **kw: optuna.samplers.TPESampler(seed=seed, **kw),
-    "random": lambda seed, **kw: optuna.samplers.RandomSampler(seed=seed, **kw),
-    "gp": _gp,
-    "optuna-gp": lambda seed, **kw: optuna.samplers.GPSampler(seed=seed, **kw),
-    "nsga2": lambda seed, **kw: optuna.samplers.NSGAIISampler(seed=seed, **kw),
-}
-
-PRUNERS: Dict[str, Callable[..., optuna.pruners.BasePruner]] = {
-    "median": optuna.pruners.MedianPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "nop": optuna.pruners.NopPruner,
-}
-
-
-def make_sampler(name: str, seed: Optional[int] = None, **kwargs: Any) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: Optional[int] = None, **kwargs: Any) -> "BaseSampler":
     """A sampler by name (``tpe``, ``random``, ``gp``, ``optuna-gp``, ``nsga2``), seeded with ``seed``."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid samplers: {sorted(SAMPLERS)}")
+    cls = _class_of(SAMPLERS, name, "sampler")
     try:
-        return SAMPLERS[name](seed, **kwargs)
+        return cls(seed=seed, **kwargs)
     except TypeError as err:
         raise TypeError(f"sampler {name!r} rejected its options {kwargs}: {err}") from err
 
@@ -70,11 +75,11 @@ def pruner_spec(spec: Union[None, str, Mapping[str, Any]]) -> Tuple[Optional[str
     raise ValueError(f"pruner must be a name or a mapping with 'name' (one of {sorted(PRUNERS)}), got {spec!r}")
 
 
-def make_pruner(name: str, **kwargs: Any) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, **kwargs: Any) -> "BasePruner":
     """A pruner by name (``median``, ``successive_halving``, ``hyperband``, ``percentile``, ``threshold``, ``nop``)."""
     if name not in PRUNERS:
         raise ValueError(f"unknown pruner {name!r}; valid pruners: {sorted(PRUNERS)}")
-    cls = PRUNERS[name]
+    cls = _class_of(PRUNERS, name, "pruner")
     allowed = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:

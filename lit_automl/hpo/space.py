@@ -31,6 +31,8 @@ import optuna
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from lit_automl._checks import check_bool
+
 __all__ = ["Param", "SearchSpace", "TYPES"]
 
 TYPES = ("float", "int", "categorical")
@@ -216,8 +218,7 @@ def _parse_param(key: Any, spec: Any, where: str) -> Param:
             raise ValueError(f"{at}: {name} must be an int for type int, got {value!r}")
     if not low < high:
         raise ValueError(f"{at}: low must be < high, got low={low!r}, high={high!r}")
-    if not isinstance(log, bool):
-        raise ValueError(f"{at}: log must be true or false, got {log!r}")
+    check_bool(f"{at}: log", log, allowed="true or false")
     if log and low <= 0:
         raise ValueError(f"{at}: log: true needs low > 0, got low={low!r}")
     if step is not None:

@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from lit_automl._checks import check_int
 from lit_automl.hpo.config import HPOSettings
 from lit_automl.hpo.objective import LightningObjective
 from lit_automl.hpo.registry import make_pruner, make_sampler
-from lit_automl.hpo.storage import make_storage, open_study
+from lit_automl.storage import make_storage, open_study
 
 __all__ = ["FINISHED", "FailureLimit", "StudyFailedError", "TrialProgressBar", "create_study", "run_study"]
 
@@ -40,9 +41,7 @@ class FailureLimit:
     """Study callback: raise :class:`StudyFailedError` after ``max_failures`` consecutive FAIL trials of this worker."""
 
     def __init__(self, max_failures: int) -> None:
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-            raise ValueError(f"max_failures must be an int >= 1, got {max_failures!r}")
-        self.max_failures = max_failures
+        self.max_failures = check_int("max_failures", max_failures, low=1)
         self.in_a_row = 0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from lit_automl._checks import check_int, check_real, lookup
 from lit_automl.distributed import all_reduce_mean
-from lit_automl.meta.functional import InnerOptimizer, Params, adaptable_names, inner_loop
+from lit_automl.meta.functional import InnerOptimizer, InnerSGD, Params, adaptable_names, inner_loop
 from lit_automl.rng import load_rng_states, save_rng_states
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
@@ -29,18 +30,6 @@ LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 """Task losses by name: ``cross_entropy`` (N-way classification), ``mse`` (regression)."""
 
 __all__ = ["MetaLearner", "AdaptedModel", "LOSSES"]
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
 
 
 class AdaptedModel(nn.Module):
@@ -67,23 +56,25 @@ class MetaLearner(pl.LightningModule):
         model: the network whose initialisation is meta-learned (``lit_automl.meta.models`` has the
             papers' ones). Called only through ``torch.func.functional_call``.
         loss: ``"cross_entropy"`` or ``"mse"`` (see :data:`LOSSES`).
+        inner_lr: the inner step size (> 0).
         inner_steps: adaptation steps per task during meta-training.
         eval_inner_steps: adaptation steps at validation / test and the default of :meth:`adapt`.
         adapt_norm: also adapt normalisation layers' affine parameters in the inner loop.
     """
 
-    def __init__(self, model: nn.Module, loss: str, inner_steps: int, eval_inner_steps: int, adapt_norm: bool) -> None:
+    def __init__(self, model: nn.Module, loss: str, inner_lr: float, inner_steps: int, eval_inner_steps: int,
+                 adapt_norm: bool) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-        check_positive_int("inner_steps", inner_steps)
-        check_positive_int("eval_inner_steps", eval_inner_steps, minimum=0)
+        self.loss_fn = lookup(LOSSES, loss, "loss")
+        check_real("inner_lr", inner_lr, low=0, low_open=True)
+        check_int("inner_steps", inner_steps, low=1)
+        check_int("eval_inner_steps", eval_inner_steps, low=0)
         self.automatic_optimization = False
         self.model = model
         self.loss_name = loss
-        self.loss_fn = LOSSES[loss]
+        self._epoch_batch = 0  # index of the current training batch in its epoch (on_train_batch_start)
         self.adapt_names: List[str] = adaptable_names(model, adapt_norm)
         self._check_functional(model)
 
@@ -97,8 +88,8 @@ class MetaLearner(pl.LightningModule):
 
     # ------------------------------------------------------------------ to be provided by methods
     def inner_optimizer(self) -> InnerOptimizer:
-        """The task-level update rule (SGD for MAML and LEAP, SGD or Adam for Reptile)."""
-        raise NotImplementedError(f"{type(self).__name__} must define inner_optimizer()")
+        """The task-level update rule: SGD with ``inner_lr`` (MAML, LEAP); Reptile may use Adam."""
+        return InnerSGD(self.hparams.inner_lr)
 
     def meta_gradient(self, support: Batch, query: Batch) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
         """``(grads, metrics)``: one gradient per meta-parameter (``meta_parameters()`` order) for this rank's tasks."""
@@ -145,7 +136,7 @@ class MetaLearner(pl.LightningModule):
     # ------------------------------------------------------------------ adaptation
     def adapt(self, support: Batch, steps: Optional[int] = None) -> AdaptedModel:
         """Adapt to one task's support set ``(x, y)`` and return the adapted model; theta is untouched."""
-        steps = self.hparams.eval_inner_steps if steps is None else check_positive_int("steps", steps, minimum=0)
+        steps = self.hparams.eval_inner_steps if steps is None else check_int("steps", steps, low=0)
         x, y = support
         with torch.inference_mode(False), torch.enable_grad():
             x, y = x.clone(), y.clone()
@@ -206,6 +197,9 @@ class MetaLearner(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._epoch_batch = batch_idx
+
     def training_progress(self) -> float:
         """Fraction of meta-training done before this step, in [0, 1): for step-size schedules."""
         trainer = self.trainer
@@ -217,8 +211,8 @@ class MetaLearner(pl.LightningModule):
                 f"{type(self).__name__} anneals its step size over the run: set Trainer(max_epochs=...) "
                 f"or Trainer(max_steps=...) (got max_epochs={trainer.max_epochs!r}, max_steps={trainer.max_steps!r})"
             )
-        done = trainer.current_epoch * per_epoch + trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
-        return min(max(done, 0) / (trainer.max_epochs * per_epoch), 1.0)
+        done = trainer.current_epoch * per_epoch + self._epoch_batch
+        return min(done / (trainer.max_epochs * per_epoch), 1.0)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         save_rng_states(checkpoint)

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from lit_automl._checks import check_int, check_real
+
 Params = Dict[str, torch.Tensor]
 Batch = Tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -62,9 +64,7 @@ class InnerSGD:
     """Plain gradient descent ``phi <- phi - lr * g`` (MAML, LEAP); stateless."""
 
     def __init__(self, lr: float) -> None:
-        if not lr > 0:
-            raise ValueError(f"inner step size must be > 0, got {lr!r}")
-        self.lr = float(lr)
+        self.lr = check_real("inner step size", lr, low=0, low_open=True)
 
     def init_state(self, params: Mapping[str, torch.Tensor]) -> Params:
         return {}
@@ -80,13 +80,11 @@ class InnerAdam:
     """
 
     def __init__(self, lr: float, betas: Tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> None:
-        if not lr > 0:
-            raise ValueError(f"inner step size must be > 0, got {lr!r}")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"Adam betas must lie in [0, 1), got {tuple(betas)!r}")
-        if not eps > 0:
-            raise ValueError(f"Adam eps must be > 0, got {eps!r}")
-        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.lr = check_real("inner step size", lr, low=0, low_open=True)
+        if len(betas) != 2:
+            raise ValueError(f"Adam betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(check_real(f"Adam betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+        self.eps = check_real("Adam eps", eps, low=0, low_open=True)
 
     def init_state(self, params: Mapping[str, torch.Tensor]) -> Params:
         state: Params = {"step": torch.zeros((), dtype=torch.float64)}
@@ -151,8 +149,7 @@ def inner_loop(
     ``torch.autograd.grad``, or with ``functional_grads`` from ``torch.func.grad_and_value``,
     which the loop needs inside ``torch.func.vmap`` (and which costs more per call outside it).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
+    check_int("inner steps", steps, low=0)
     batches: List[Batch] = [support] if _is_batch(support) else list(support)  # type: ignore[list-item]
     if not batches:
         raise ValueError("support must be an (inputs, targets) pair or a non-empty list of them")

@@ -29,8 +29,9 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from lit_automl.meta.base import Batch, MetaLearner, check_positive
-from lit_automl.meta.functional import InnerLoopResult, InnerSGD, Params, inner_loop
+from lit_automl._checks import check_bool, check_choice, check_real
+from lit_automl.meta.base import Batch, MetaLearner
+from lit_automl.meta.functional import InnerLoopResult, Params, inner_loop
 
 __all__ = ["Leap", "leap_task_gradient"]
 
@@ -82,32 +83,15 @@ class Leap(MetaLearner):
         adapt_norm: train normalisation parameters in the task loop too (True).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: str = "cross_entropy",
-        inner_lr: float = 0.1,
-        inner_steps: int = 100,
-        eval_inner_steps: int = 100,
-        meta_lr: float = 0.1,
-        meta_optimizer: str = "sgd",
-        norm: bool = True,
-        loss_in_manifold: bool = True,
-        stabilizer: bool = True,
-        adapt_norm: bool = True,
-    ) -> None:
-        super().__init__(model, loss, inner_steps, eval_inner_steps, adapt_norm)
-        check_positive("inner_lr", inner_lr)
-        check_positive("meta_lr", meta_lr)
-        if meta_optimizer not in META_OPTIMIZERS:
-            raise ValueError(f"meta_optimizer must be one of {META_OPTIMIZERS}, got {meta_optimizer!r}")
+    def __init__(self, model: nn.Module, loss: str = "cross_entropy", inner_lr: float = 0.1, inner_steps: int = 100,
+                 eval_inner_steps: int = 100, meta_lr: float = 0.1, meta_optimizer: str = "sgd", norm: bool = True,
+                 loss_in_manifold: bool = True, stabilizer: bool = True, adapt_norm: bool = True) -> None:
+        super().__init__(model, loss, inner_lr, inner_steps, eval_inner_steps, adapt_norm)
+        check_real("meta_lr", meta_lr, low=0, low_open=True)
+        check_choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
         for name, value in (("norm", norm), ("loss_in_manifold", loss_in_manifold), ("stabilizer", stabilizer)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
+            check_bool(name, value)
         self.save_hyperparameters(ignore=["model"])
-
-    def inner_optimizer(self) -> InnerSGD:
-        return InnerSGD(self.hparams.inner_lr)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         cls = torch.optim.SGD if self.hparams.meta_optimizer == "sgd" else torch.optim.Adam

@@ -24,8 +24,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.func import vmap
 
-from lit_automl.meta.base import Batch, MetaLearner, check_positive
-from lit_automl.meta.functional import InnerSGD, inner_loop
+from lit_automl._checks import check_bool, check_choice, check_real
+from lit_automl.meta.base import Batch, MetaLearner
+from lit_automl.meta.functional import inner_loop
 
 __all__ = ["MAML"]
 
@@ -53,30 +54,14 @@ class MAML(MetaLearner):
         adapt_norm: also adapt normalisation layers' parameters in the inner loop.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: str = "mse",
-        inner_lr: float = 0.01,
-        inner_steps: int = 1,
-        eval_inner_steps: int = 10,
-        first_order: bool = False,
-        meta_lr: float = 1e-3,
-        task_batching: str = "auto",
-        adapt_norm: bool = False,
-    ) -> None:
-        super().__init__(model, loss, inner_steps, eval_inner_steps, adapt_norm)
-        check_positive("inner_lr", inner_lr)
-        check_positive("meta_lr", meta_lr)
-        if task_batching not in TASK_BATCHING:
-            raise ValueError(f"task_batching must be one of {TASK_BATCHING}, got {task_batching!r}")
-        if not isinstance(first_order, bool):
-            raise ValueError(f"first_order must be True or False, got {first_order!r}")
+    def __init__(self, model: nn.Module, loss: str = "mse", inner_lr: float = 0.01, inner_steps: int = 1,
+                 eval_inner_steps: int = 10, first_order: bool = False, meta_lr: float = 1e-3,
+                 task_batching: str = "auto", adapt_norm: bool = False) -> None:
+        super().__init__(model, loss, inner_lr, inner_steps, eval_inner_steps, adapt_norm)
+        check_real("meta_lr", meta_lr, low=0, low_open=True)
+        self._batching = check_choice("task_batching", task_batching, TASK_BATCHING)
+        check_bool("first_order", first_order)
         self.save_hyperparameters(ignore=["model"])
-        self._batching = task_batching
-
-    def inner_optimizer(self) -> InnerSGD:
-        return InnerSGD(self.hparams.inner_lr)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.meta_parameters(), lr=self.hparams.meta_lr)

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from lit_automl._checks import check_choice, check_int
+
 __all__ = ["SinusoidMLP", "ConvNet4"]
 
 
@@ -26,8 +28,7 @@ class SinusoidMLP(nn.Module):
         super().__init__()
         sizes = [in_features, *hidden]
         for name, value in (("in_features", in_features), ("out_features", out_features), *(("hidden", h) for h in hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value, low=1)
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
@@ -54,10 +55,8 @@ class ConvNet4(nn.Module):
                  blocks: int = 4) -> None:
         super().__init__()
         for name, value in (("n_way", n_way), ("in_channels", in_channels), ("hidden", hidden), ("blocks", blocks)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if downsample not in ("stride", "max_pool"):
-            raise ValueError(f"downsample must be 'stride' or 'max_pool', got {downsample!r}")
+            check_int(name, value, low=1)
+        check_choice("downsample", downsample, ("stride", "max_pool"))
         layers: list[nn.Module] = []
         channels = in_channels
         for _ in range(blocks):

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from lit_automl.meta.base import Batch, MetaLearner, check_positive, check_positive_int
+from lit_automl._checks import check_choice, check_int, check_real
+from lit_automl.meta.base import Batch, MetaLearner
 from lit_automl.meta.functional import InnerAdam, InnerOptimizer, InnerSGD, Params, inner_loop
 
 __all__ = ["Reptile"]
@@ -53,31 +54,16 @@ class Reptile(MetaLearner):
             every weight on the task).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: str = "cross_entropy",
-        inner_optimizer: str = "adam",
-        inner_lr: float = 1e-3,
-        inner_betas: Tuple[float, float] = (0.0, 0.999),
-        inner_steps: int = 5,
-        inner_batch_size: int = 10,
-        eval_inner_steps: int = 50,
-        outer_lr: float = 1.0,
-        outer_lr_final: float = 0.0,
-        mode: str = "batched",
-        adapt_norm: bool = True,
-    ) -> None:
-        super().__init__(model, loss, inner_steps, eval_inner_steps, adapt_norm)
-        if inner_optimizer not in INNER_OPTIMIZERS:
-            raise ValueError(f"inner_optimizer must be one of {INNER_OPTIMIZERS}, got {inner_optimizer!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        check_positive("inner_lr", inner_lr)
-        check_positive("outer_lr", outer_lr)
-        check_positive_int("inner_batch_size", inner_batch_size)
-        if isinstance(outer_lr_final, bool) or not 0 <= outer_lr_final <= outer_lr:
-            raise ValueError(f"outer_lr_final must be in [0, outer_lr={outer_lr}], got {outer_lr_final!r}")
+    def __init__(self, model: nn.Module, loss: str = "cross_entropy", inner_optimizer: str = "adam",
+                 inner_lr: float = 1e-3, inner_betas: Tuple[float, float] = (0.0, 0.999), inner_steps: int = 5,
+                 inner_batch_size: int = 10, eval_inner_steps: int = 50, outer_lr: float = 1.0,
+                 outer_lr_final: float = 0.0, mode: str = "batched", adapt_norm: bool = True) -> None:
+        super().__init__(model, loss, inner_lr, inner_steps, eval_inner_steps, adapt_norm)
+        check_choice("inner_optimizer", inner_optimizer, INNER_OPTIMIZERS)
+        check_choice("mode", mode, MODES)
+        outer_lr = check_real("outer_lr", outer_lr, low=0, low_open=True)
+        check_int("inner_batch_size", inner_batch_size, low=1)
+        check_real("outer_lr_final", outer_lr_final, low=0, high=outer_lr, hint="at most outer_lr")
         self.save_hyperparameters(ignore=["model"])
         self._update = self._make_inner_optimizer()
         self.inner_state: Optional[Params] = None  # Adam moments carried across tasks (None for SGD / before the first task)

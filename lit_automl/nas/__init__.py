@@ -1,22 +1,24 @@
 """Search methods: one LightningModule (or search loop) per method, plus retraining."""
 
 from lit_automl.nas.child import ChildClassifier
-from lit_automl.nas.controller import Controller, Decision, PPOTrainer, ReinforceTrainer
+from lit_automl.nas.controller import Controller, Decision
 from lit_automl.nas.darts import DARTS
 from lit_automl.nas.evaluator import Evaluator, TrainingEvaluator
 from lit_automl.nas.nas_rl import NASRL
 from lit_automl.nas.nasnet import NASNetSearch
+from lit_automl.nas.policy_gradient import PPO, EMABaseline, Reinforce
 from lit_automl.nas.retrain import Retrain
 from lit_automl.nas.rl_search import RLSearch
 
 __all__ = [
-    "ChildClassifier", "Controller", "DARTS", "Decision", "Evaluator", "NASNetSearch", "NASRL", "PPOTrainer",
-    "RLSearch", "ReinforceTrainer", "Retrain", "TrainingEvaluator",
+    "ChildClassifier", "Controller", "DARTS", "Decision", "EMABaseline", "Evaluator", "NASNetSearch", "NASRL", "PPO",
+    "RLSearch", "Reinforce", "Retrain", "TrainingEvaluator",
 ]
 from lit_automl.nas.bayesnas import BayesNAS
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS, fit_stages
 from lit_automl.nas.snas import SNAS, expected_resource_cost
+from lit_automl.nas.supernet import SupernetSearch
 
-__all__ += ["BayesNAS", "OneShot", "PCDARTS", "PDARTS", "SNAS", "expected_resource_cost", "fit_stages"]
+__all__ += ["BayesNAS", "OneShot", "PCDARTS", "PDARTS", "SNAS", "SupernetSearch", "expected_resource_cost", "fit_stages"]

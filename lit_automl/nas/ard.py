@@ -34,6 +34,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from lit_automl._checks import check_real
+
 __all__ = [
     "ard_gamma",
     "ard_omega",
@@ -52,19 +54,13 @@ def _f64(t: Union[torch.Tensor, float]) -> torch.Tensor:
     return torch.as_tensor(t).to(F64)
 
 
-def _check_lam(lam: float) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not float(lam) > 0:
-        raise ValueError(f"lam (lambda) must be a number > 0, got {lam!r}")
-    return float(lam)
-
-
 def laplace_covariance(gamma: torch.Tensor, hessian: torch.Tensor, lam: float) -> torch.Tensor:
     """Laplace posterior covariance ``C = (Gamma^{-1} + H / lam)^{-1}``.
 
     ``gamma``: (P,). ``hessian``: (P,) diagonal -> (P,) diagonal of ``C`` (``gamma_i = 0`` gives 0);
     (P, P) full matrix -> (P, P) (needs every ``gamma_i > 0``).
     """
-    lam = _check_lam(lam)
+    lam = check_real("lam", lam, low=0, low_open=True, hint="lambda")
     gamma, hessian = _f64(gamma), _f64(hessian)
     if hessian.dim() == gamma.dim():
         return 1.0 / (1.0 / gamma + hessian / lam)  # 1/0 = inf, 1/inf = 0: pruned switches have C = 0
@@ -83,7 +79,7 @@ def ard_omega(gamma: torch.Tensor, hessian: torch.Tensor, lam: float) -> torch.T
     is used (finite at ``gamma = 0``). Negative curvature is treated as flat: Laplace's method needs a
     positive-definite posterior precision (ours; the Gauss-Newton estimate is never negative anyway).
     """
-    lam = _check_lam(lam)
+    lam = check_real("lam", lam, low=0, low_open=True, hint="lambda")
     gamma, hessian = _f64(gamma), _f64(hessian)
     if hessian.dim() == gamma.dim():
         a = hessian.clamp_min(0.0) / lam

@@ -30,43 +30,26 @@ than by equation numbers; :mod:`lit_automl.nas.ard` names the closed forms' publ
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl._checks import check_bool, check_int, check_real
 from lit_automl.distributed import all_reduce_mean
 from lit_automl.nas.ard import ard_gamma, ard_omega, combine_with_parent, mc_ggn_diagonal, reweighted_l1
-from lit_automl.nas.darts import SupernetParameters, check_supernet_settings
-from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
+from lit_automl.nas.supernet import Backward, SupernetSearch
+from lit_automl.rng import keyed_generator
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.geometry import CELL_TYPES, edge_endpoints, edge_sources, node_edge_slices, output_concat
 
-__all__ = ["BayesNAS", "cell_edges", "hard_gammas", "idle_parameters", "prune_masks"]
+__all__ = ["BayesNAS", "hard_gammas", "idle_parameters", "prune_masks"]
 
-CELLS = ("normal", "reduce")
 F64 = torch.float64
 
 
 # ---------------------------------------------------------------------------- cell graph helpers
-
-def cell_edges(steps: int) -> List[Tuple[int, int]]:
-    """``(input index, node index)`` of every search edge, in the supernet's row order.
-
-    Indices follow the genotype convention: 0, 1 are the cell inputs, ``i + 2`` is intermediate node ``i``.
-    """
-    return [(j, i + 2) for i in range(steps) for j in range(i + 2)]
-
-
-def node_slices(steps: int) -> List[slice]:
-    """Rows of the edges entering each intermediate node."""
-    out, start = [], 0
-    for i in range(steps):
-        out.append(slice(start, start + i + 2))
-        start += i + 2
-    return out
-
 
 def hard_gammas(edge_gamma: torch.Tensor, op_gamma: torch.Tensor, steps: int,
                 node_dependency: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +60,9 @@ def hard_gammas(edge_gamma: torch.Tensor, op_gamma: torch.Tensor, steps: int,
     incoming edges' effective variances) when ``node_dependency``; every op with its edge.
     """
     edge_eff = edge_gamma.to(F64).clone()
-    sources = [src for src, _ in cell_edges(steps)]
+    sources = edge_sources(steps)
     relevance: Dict[int, torch.Tensor] = {}
-    for i, sl in enumerate(node_slices(steps)):
+    for i, sl in enumerate(node_edge_slices(steps)):
         if node_dependency:
             for e in range(sl.start, sl.stop):
                 if sources[e] >= 2:
@@ -99,7 +82,7 @@ def prune_masks(edge_alive: torch.Tensor, op_alive: torch.Tensor, op_gamma: torc
     """
     was = op_alive & edge_alive.unsqueeze(-1)
     keep = was & (op_gamma >= threshold)
-    for sl in node_slices(steps):
+    for sl in node_edge_slices(steps):
         if was[sl].any() and not keep[sl].any():
             scores = torch.where(was[sl], op_gamma[sl].to(F64), torch.full_like(op_gamma[sl], -torch.inf, dtype=F64))
             e, k = divmod(int(scores.flatten().argmax()), scores.shape[1])
@@ -131,8 +114,8 @@ def idle_parameters(model: nn.Module, alive: Sequence[List[List[bool]]]) -> List
 
 def _idle_in_cell(cell: nn.Module, alive: List[List[bool]]) -> Tuple[List[nn.Parameter], set]:
     """Idle parameters of one search cell whose output is used, and the cell inputs (0, 1) it reads."""
-    steps, edges = cell.steps, cell_edges(cell.steps)
-    used = set(range(2 + steps - cell.multiplier, 2 + steps))
+    edges = edge_endpoints(cell.steps)
+    used = set(output_concat(cell.steps, cell.multiplier))
     for e in reversed(range(len(edges))):  # a node's readers all come later, so its use is settled
         src, dst = edges[e]
         if dst in used and any(alive[e]):
@@ -148,31 +131,9 @@ def _idle_in_cell(cell: nn.Module, alive: List[List[bool]]) -> Tuple[List[nn.Par
     return idle, used & {0, 1}
 
 
-# ---------------------------------------------------------------------------- argument checks
-
-def _number(name: str, value: Any, minimum: float, strict: bool) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    ok = ok and (float(value) > minimum if strict else float(value) >= minimum)
-    if not ok:
-        raise ValueError(f"{name} must be a number {'>' if strict else '>='} {minimum}, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 # ---------------------------------------------------------------------------- the module
 
-class BayesNAS(SupernetParameters, pl.LightningModule):
+class BayesNAS(SupernetSearch):
     """BayesNAS search over the shared DARTS supernet (Zhou et al., ICML 2019).
 
     Defaults are the CIFAR-10 proxy search. From the paper's experimental setup: SGD with momentum
@@ -187,7 +148,7 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
     then updates (``max_epochs=1`` in the CIFAR recipe); every further epoch repeats Algorithm 1's loop.
 
     Batches are plain ``(x, y)`` pairs (single level). Optimisers, in order: ``[weights SGD, switches
-    SGD]``, both stepped on one backward. Switches (architecture parameters, fixed order):
+    SGD]``, both stepped on one backward; no learning-rate schedule (``w_lr_min=None``). Switches (architecture parameters, fixed order):
     ``alpha_normal, alpha_reduce`` (op switches, (E, K); the ``none`` column is never used) and
     ``edge_normal, edge_reduce`` (edge switches, (E,)). Buffers (cell types stacked normal, reduce):
     ``op_mask`` (2, E, K) and ``edge_mask`` (2, E) bool, ``op_gamma``, ``edge_gamma``, ``op_omega``,
@@ -196,7 +157,6 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
     step, so DDP runs with ``find_unused_parameters=False``.
 
     Args:
-        primitives: an op-set name of ``lit_automl.spaces.ops.OP_SETS`` or a list of op names.
         lambda_origin: sparsity strength of the edge ("origin") switches, > 0.
         lambda_child: sparsity strength of the op ("child") switches, > 0.
         prune_threshold: ops with effective ``gamma`` below it are pruned (>= 0; 0 never prunes).
@@ -204,52 +164,54 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
         gamma_init: initial ARD variance (> 0).
         curvature_every: estimate the curvature on every n-th training batch (>= 1).
         seed: seed of the label sampler of the curvature estimate (with ``global_step`` and rank).
+        alpha_momentum, alpha_weight_decay: the switches' SGD (``alpha_lr`` its learning rate;
+            ``alpha_betas``, Adam's, does not apply).
+        **kwargs: the shared supernet settings of :class:`~lit_automl.nas.supernet.SupernetSearch`.
     """
 
     def __init__(
         self,
         C: int = 36,
-        layers: int = 8,
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        primitives: Union[str, Sequence[str]] = "darts",
         lambda_origin: float = 0.01,
         lambda_child: float = 0.01,
         prune_threshold: float = 0.01,
         node_dependency: bool = True,
         gamma_init: float = 1.0,
         w_lr: float = 0.1,
-        w_momentum: float = 0.9,
+        w_lr_min: Optional[float] = None,
         w_weight_decay: float = 1e-4,
         grad_clip: float = 0.0,
         alpha_lr: float = 0.1,
         alpha_momentum: float = 0.9,
+        alpha_weight_decay: float = 0.0,
         alpha_init_std: float = 0.0,
         curvature_every: int = 1,
         seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__()
-        _number("lambda_origin", lambda_origin, 0.0, strict=True)
-        _number("lambda_child", lambda_child, 0.0, strict=True)
-        _number("prune_threshold", prune_threshold, 0.0, strict=False)
-        _number("gamma_init", gamma_init, 0.0, strict=True)
-        _flag("node_dependency", node_dependency)
-        _positive_int("curvature_every", curvature_every)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        if not 0 <= alpha_momentum < 1:
-            raise ValueError(f"alpha_momentum must be in [0, 1), got {alpha_momentum!r}")
-        check_supernet_settings(w_lr, alpha_lr, 0.0, w_momentum, w_weight_decay, 0.0, alpha_init_std, grad_clip, None)
-        self.save_hyperparameters()
-        self.automatic_optimization = False
+        check_real("lambda_origin", lambda_origin, low=0.0, low_open=True)
+        check_real("lambda_child", lambda_child, low=0.0, low_open=True)
+        check_real("prune_threshold", prune_threshold, low=0.0)
+        check_real("gamma_init", gamma_init, low=0.0, low_open=True)
+        check_bool("node_dependency", node_dependency)
+        check_int("curvature_every", curvature_every, low=1)
+        check_int("seed", seed)
+        check_real("alpha_momentum", alpha_momentum, low=0, high=1, high_open=True)
+        super().__init__(C=C, w_lr=w_lr, w_lr_min=w_lr_min, w_weight_decay=w_weight_decay, grad_clip=grad_clip,
+                         alpha_lr=alpha_lr, alpha_weight_decay=alpha_weight_decay, alpha_init_std=alpha_init_std,
+                         **kwargs)
+        self.prune_threshold = float(prune_threshold)
+        self._curvature: Optional[List[torch.Tensor]] = None  # per-rank sums, not buffers (DDP would broadcast them)
+        self._curvature_count = 0
+        self._idle_key: Optional[torch.Tensor] = None
+        self._idle: List[nn.Parameter] = []
 
-        self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
-                            alpha_init_std)
+    def init_architecture(self, alpha_init_std: float) -> None:
+        """Op switches ``alpha_*`` (1 + noise, authors' code), edge switches ``edge_*`` (``1 / #ops``), the
+        masks and the ARD buffers."""
         if all(p == "none" for p in self.primitives):
             raise ValueError(f"primitives {list(self.primitives)} contain no operation other than 'none'")
+        super().init_architecture(alpha_init_std)
         num_edges, num_ops = self.model.alpha_shape
         with torch.no_grad():  # op switches start at 1 (authors' code), plus optional noise
             self.alpha_normal.add_(1.0)
@@ -258,20 +220,15 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
         self.edge_normal = nn.Parameter(torch.full((num_edges,), edge_init))
         self.edge_reduce = nn.Parameter(torch.full((num_edges,), edge_init))
 
+        gamma_init = float(self.hparams.gamma_init)
         real = torch.tensor([p != "none" for p in self.primitives])
         op_mask = real.expand(2, num_edges, num_ops).clone()  # (2, E, K)
         self.register_buffer("op_mask", op_mask)
         self.register_buffer("edge_mask", torch.ones(2, num_edges, dtype=torch.bool))  # (2, E)
-        self.register_buffer("op_gamma", op_mask.to(F64) * float(gamma_init))  # (2, E, K)
-        self.register_buffer("edge_gamma", torch.full((2, num_edges), float(gamma_init), dtype=F64))  # (2, E)
+        self.register_buffer("op_gamma", op_mask.to(F64) * gamma_init)  # (2, E, K)
+        self.register_buffer("edge_gamma", torch.full((2, num_edges), gamma_init, dtype=F64))  # (2, E)
         self.register_buffer("op_omega", op_mask.to(F64))  # (2, E, K): omega starts at 1
         self.register_buffer("edge_omega", torch.ones(2, num_edges, dtype=F64))  # (2, E)
-
-        self.prune_threshold = float(prune_threshold)
-        self._curvature: Optional[List[torch.Tensor]] = None  # per-rank sums, not buffers (DDP would broadcast them)
-        self._curvature_count = 0
-        self._idle_key: Optional[torch.Tensor] = None
-        self._idle: List[nn.Parameter] = []
 
     # ------------------------------------------------------------------ architecture
 
@@ -290,13 +247,16 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
     @property
     def gammas(self) -> Dict[str, torch.Tensor]:
         """Effective ARD variances of the op switches by cell type, (E, K) float64 (0 = pruned)."""
-        return {name: self.op_gamma[c] for c, name in enumerate(CELLS)}
+        return {name: self.op_gamma[c] for c, name in enumerate(CELL_TYPES)}
 
-    def edge_weights(self) -> List[torch.Tensor]:
-        """Op weights ``[normal, reduce]`` handed to the supernet: ``s_e * s_ek``, exactly 0 when pruned."""
+    def edge_weights(self, alphas: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
+        """Op weights ``[normal, reduce]`` handed to the supernet: ``s_e * s_ek``, exactly 0 when pruned.
+
+        ``alphas``: the four switches in :meth:`arch_parameters` order (default: the module's)."""
+        a_normal, a_reduce, e_normal, e_reduce = self.arch_parameters() if alphas is None else alphas
+        switches = ((e_normal, a_normal), (e_reduce, a_reduce))
         out = []
-        for c in range(2):
-            edge, ops = self.switches(c)
+        for c, (edge, ops) in enumerate(switches):
             out.append(torch.where(self.alive(c), edge.unsqueeze(-1) * ops, torch.zeros_like(ops)))
         return out
 
@@ -315,21 +275,18 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
     def genotype(self) -> Genotype:
         """Every surviving ``(op, input)`` of every node, strongest ``gamma`` first (a node may keep several
         ops on one input, as the authors' derived cells do); pruned edges and ops are left out."""
-        steps, edges = self.model.steps, cell_edges(self.model.steps)
+        steps, edges = self.model.steps, edge_endpoints(self.model.steps)
         cells = []
         for c in range(2):
             alive, gamma = self.alive(c).cpu(), self.op_gamma[c].cpu()
             nodes = []
-            for sl in node_slices(steps):
+            for sl in node_edge_slices(steps):
                 found = [(-float(gamma[e, k]), e, k) for e in range(sl.start, sl.stop)
                          for k in range(alive.shape[1]) if alive[e, k]]
                 nodes.append(tuple((self.primitives[k], edges[e][0]) for _, e, k in sorted(found)))
             cells.append(nodes)
-        concat = list(range(2 + steps - self.model.multiplier, 2 + steps))
+        concat = output_concat(steps, self.model.multiplier)
         return Genotype(normal=cells[0], normal_concat=concat, reduce=cells[1], reduce_concat=concat)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, *self.edge_weights())
 
     # ------------------------------------------------------------------ the Laplace / ARD update
 
@@ -401,49 +358,45 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
             return torch.zeros((), device=self.device)
         return 0.0 * sum(p.sum() for p in idle)
 
-    # ------------------------------------------------------------------ Lightning hooks
+    # ------------------------------------------------------------------ the search step
 
-    def configure_optimizers(self):
-        """``[weights SGD, switches SGD]``, fixed learning rates (paper: "fixed learning rate 0.1")."""
+    def architecture_optimizer(self) -> torch.optim.Optimizer:
+        """SGD on the switches, fixed learning rate (paper: "fixed learning rate 0.1")."""
         hp = self.hparams
-        w_opt = torch.optim.SGD(self.weight_parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
-                                weight_decay=hp.w_weight_decay)
-        a_opt = torch.optim.SGD(self.arch_parameters(), lr=hp.alpha_lr, momentum=hp.alpha_momentum, weight_decay=0.0)
-        return [w_opt, a_opt]
+        return torch.optim.SGD(self.arch_parameters(), lr=hp.alpha_lr, momentum=hp.alpha_momentum,
+                               weight_decay=hp.alpha_weight_decay)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise TypeError(f"BayesNAS is single level and expects (inputs, targets) batches, got {type(batch).__name__}")
-        x, y = batch
-        w_opt, a_opt = self.optimizers()
-        logits = self.model(x, *self.edge_weights())
+    def search_step(self, batch: Any, optimizers: Sequence[torch.optim.Optimizer], backward: Optional[Backward] = None,
+                    batch_idx: int = 0) -> Dict[str, torch.Tensor]:
+        """Algorithm 1's "update w": weights and switches on cross-entropy + reweighted L1, one backward;
+        every ``curvature_every``-th batch adds to the epoch's curvature estimate."""
+        x, y = self.plain_batch(batch)
+        w_opt, a_opt = optimizers
+        logits = self(x)
         ce = F.cross_entropy(logits, y)
-        if not torch.isfinite(ce):
-            raise FloatingPointError(f"BayesNAS search diverged: loss is {ce.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self.check_finite(ce, "training loss", batch_idx)
         penalty = self.sparsity_penalty()
         if batch_idx % self.hparams.curvature_every == 0:
             self._accumulate_curvature(logits)
         w_opt.zero_grad()
         a_opt.zero_grad()
-        self.manual_backward(ce + penalty + self._zero_touch())
-        if self.hparams.grad_clip > 0:
-            self.clip_gradients(w_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        w_opt.step()
-        a_opt.step()
-        acc = (logits.argmax(-1) == y).float().mean()
-        self.log_dict({"train/loss": ce.detach(), "train/acc": acc, "bayesnas/penalty": penalty.detach()},
-                      prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        return ce.detach()
+        self.run_backward(ce + penalty + self._zero_touch(), backward)
+        self.weight_step(w_opt)
+        self.architecture_step(a_opt)
+        return {"train/loss": ce.detach(), "train/acc": (logits.argmax(-1) == y).float().mean(),
+                "bayesnas/penalty": penalty.detach()}
 
     def on_train_epoch_end(self) -> None:
         self.ard_update()
-        self.log_dict(self.search_statistics(), prog_bar=False)
-        self.log("bayesnas/ops", float(self.alive(0).sum() + self.alive(1).sum()), prog_bar=True)
+        super().on_train_epoch_end()
+
+    def epoch_metrics(self) -> Dict[str, Any]:
+        return {**self.search_statistics(), "bayesnas/ops": float(self.alive(0).sum() + self.alive(1).sum())}
 
     def search_statistics(self) -> Dict[str, float]:
         """Surviving ops and edges and the min / median / max effective ``gamma`` of alive ops, per cell type."""
         stats: Dict[str, float] = {}
-        for c, name in enumerate(CELLS):
+        for c, name in enumerate(CELL_TYPES):
             alive = self.alive(c)
             gamma = self.op_gamma[c][alive]
             stats[f"bayesnas/ops_{name}"] = float(alive.sum())
@@ -454,20 +407,10 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
                 stats[f"bayesnas/gamma_max_{name}"] = float(gamma.max())
         return stats
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        logits = self(x)
-        self.log_dict({"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(-1) == y).float().mean()},
-                      prog_bar=True, sync_dist=True)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.log("test/acc", (self(x).argmax(-1) == y).float().mean(), sync_dist=True)
-
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["bayesnas"] = {"prune_threshold": self.prune_threshold, "curvature_count": self._curvature_count,
                                   "curvature": None if self._curvature is None else [t.cpu() for t in self._curvature]}
-        save_rng_states(checkpoint)
+        super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         state = checkpoint.get("bayesnas")
@@ -476,4 +419,4 @@ class BayesNAS(SupernetParameters, pl.LightningModule):
             self._curvature_count = int(state["curvature_count"])
             self._curvature = None if state["curvature"] is None else [t.to(self.device) for t in state["curvature"]]
         self._idle_key = None
-        load_rng_states(checkpoint, type(self).__name__)
+        super().on_load_checkpoint(checkpoint)

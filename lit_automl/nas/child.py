@@ -16,7 +16,6 @@ The module records the validation accuracy of every epoch in :attr:`ChildClassif
 from __future__ import annotations
 
 import math
-from numbers import Real
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -28,20 +27,11 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_automl._checks import check_bool, check_choice, check_int, check_real
+
 __all__ = ["ChildClassifier", "SCHEDULES", "split_logits"]
 
 SCHEDULES = ("cosine", "constant")
-
-
-def _check_real(name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        v = float(value)
-        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
 
 
 def split_logits(output: Union[torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]]]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -99,29 +89,24 @@ class ChildClassifier(pl.LightningModule):
         super().__init__()
         if not isinstance(network, nn.Module):
             raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        _check_real("lr", lr, 0.0, low_open=True)
-        _check_real("momentum", momentum, 0.0, 1.0)
-        if not isinstance(nesterov, bool):
-            raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
+        check_int("num_classes", num_classes, low=2)
+        check_real("lr", lr, low=0.0, high=math.inf, low_open=True, high_open=True)
+        check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        check_bool("nesterov", nesterov)
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
-        _check_real("weight_decay", weight_decay, 0.0)
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-            raise ValueError(f"epochs must be an int >= 1 or None, got {epochs!r}")
-        _check_real("auxiliary_weight", auxiliary_weight, 0.0)
-        _check_real("drop_path_prob", drop_path_prob, 0.0, 1.0)
+        check_real("weight_decay", weight_decay, low=0.0, high=math.inf, high_open=True)
+        check_choice("schedule", schedule, SCHEDULES, sort=False)
+        check_int("epochs", epochs, low=1, allow_none=True)
+        check_real("auxiliary_weight", auxiliary_weight, low=0.0, high=math.inf, high_open=True)
+        check_real("drop_path_prob", drop_path_prob, low=0.0, high=1.0, high_open=True)
         if drop_path_prob > 0 and not hasattr(network, "drop_path_prob"):
             raise ValueError(
                 f"drop_path_prob={drop_path_prob!r} needs a network with a `drop_path_prob` attribute; "
                 f"{type(network).__name__} has none (use drop_path_prob=0)"
             )
-        if grad_clip is not None:
-            _check_real("grad_clip", grad_clip, 0.0, low_open=True)
-        _check_real("lr_min", lr_min, 0.0, float(lr), high_open=False)
+        check_real("grad_clip", grad_clip, low=0.0, high=math.inf, low_open=True, high_open=True, allow_none=True)
+        check_real("lr_min", lr_min, low=0.0, high=float(lr))
         self.save_hyperparameters(ignore=["network"])
         # The code reads these, not ``hparams``: a subclass saves its own hyperparameters (Retrain: the genotype).
         self.settings: Dict[str, Any] = dict(
@@ -147,7 +132,7 @@ class ChildClassifier(pl.LightningModule):
 
     @drop_path_prob.setter
     def drop_path_prob(self, value: float) -> None:
-        _check_real("drop_path_prob", value, 0.0, 1.0)
+        check_real("drop_path_prob", value, low=0.0, high=1.0, high_open=True)
         if not hasattr(self.net, "drop_path_prob"):
             if value > 0:
                 raise ValueError(f"{type(self.net).__name__} has no drop path; cannot set drop_path_prob={value!r}")

@@ -1,7 +1,8 @@
-"""Autoregressive LSTM controller and its policy-gradient trainers.
+"""Autoregressive LSTM controller: the policy over a space's declared decisions.
 
 One controller is shared by the RL-based searches (NAS-RL, NASNet, ENAS and
-neural optimiser search):
+neural optimiser search); its REINFORCE / PPO updates live in
+:mod:`lit_automl.nas.policy_gradient`:
 
 * Zoph & Le, "Neural Architecture Search with Reinforcement Learning",
   ICLR 2017 -- Sec. 3.1 (the controller RNN emits one token per decision, each
@@ -33,39 +34,17 @@ one element per declared :class:`Decision`, in declaration order:
 
 from __future__ import annotations
 
-import copy
-import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_automl.distributed import all_reduce_mean
-from lit_automl.spaces.decisions import ANCHOR, CATEGORICAL, Action, ActionSeq, Decision
+from lit_automl._checks import check_int, check_real
+from lit_automl.spaces.decisions import ANCHOR, CATEGORICAL, ActionSeq, Decision
 from lit_automl.spaces.decisions import validate_decisions as _validate_decisions
 
-__all__ = [
-    "Decision",
-    "Controller",
-    "ReinforceTrainer",
-    "PPOTrainer",
-    "reinforce_loss",
-    "ppo_loss",
-]
-
-def _positive_or_none(name: str, value: Optional[float]) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+__all__ = ["Controller", "Decision"]
 
 
 # --------------------------------------------------------------------------- #
@@ -102,12 +81,11 @@ class Controller(nn.Module):
     ) -> None:
         super().__init__()
         self.decisions: List[Decision] = _validate_decisions(decisions)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        self.temperature = _positive_or_none("temperature", temperature)
-        self.tanh_constant = _positive_or_none("tanh_constant", tanh_constant)
-        if _positive_or_none("init_range", init_range) is None:
-            raise ValueError(f"init_range must be a finite number > 0, got {init_range!r}")
+        self.hidden_size = check_int("hidden_size", hidden_size, low=1)
+        self.num_layers = check_int("num_layers", num_layers, low=1)
+        self.temperature = check_real("temperature", temperature, low=0, low_open=True, allow_none=True)
+        self.tanh_constant = check_real("tanh_constant", tanh_constant, low=0, low_open=True, allow_none=True)
+        init_range = check_real("init_range", init_range, low=0, low_open=True)
 
         H = self.hidden_size
         self.cells = nn.ModuleList([nn.LSTMCell(H, H) for _ in range(self.num_layers)])
@@ -261,9 +239,9 @@ class Controller(nn.Module):
         NAS-RL's schedule of increasing depth, Zoph & Le Sec. 4.1); ``None`` samples all.
         ``log_prob`` and ``entropy`` keep the autograd graph.
         """
-        n = _positive_int("n", n)
-        if length is not None and (_positive_int("length", length) > len(self.decisions)):
-            raise ValueError(f"length must be in 1..{len(self.decisions)} (the declared decisions), got {length!r}")
+        n = check_int("n", n, low=1)
+        length = check_int("length", length, low=1, high=len(self.decisions), allow_none=True,
+                           allowed=f"in 1..{len(self.decisions)} or None", hint="the declared decisions")
         taken, log_prob, entropy, _ = self._rollout(n, None, generator, length)
         return self._tensors_to_actions(taken, n), log_prob, entropy
 
@@ -286,197 +264,3 @@ class Controller(nn.Module):
 
     def forward(self, actions: Sequence[ActionSeq]) -> Tuple[Tensor, Tensor]:
         return self.log_prob(actions)
-
-
-# --------------------------------------------------------------------------- #
-# Losses
-# --------------------------------------------------------------------------- #
-def reinforce_loss(
-    log_prob: Tensor, rewards: Tensor, baseline: Union[float, Tensor], entropy: Optional[Tensor] = None,
-    entropy_weight: float = 0.0,
-) -> Tensor:
-    """REINFORCE surrogate (Williams 1992; Zoph & Le Sec. 3.2).
-
-    ``mean_k[-(R_k - b) * log p(a_k)] - entropy_weight * mean_k[H_k]``; its
-    negated gradient is the unbiased estimate
-    ``1/m sum_k (R_k - b) grad log p(a_k)`` of ``grad E[R]``.
-    log_prob, rewards, entropy: [m].
-    """
-    adv = (rewards - baseline).detach()  # [m]
-    loss = -(adv * log_prob).mean()
-    if entropy is not None and entropy_weight:
-        loss = loss - entropy_weight * entropy.mean()
-    return loss
-
-
-def ppo_loss(
-    log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip_epsilon: float = 0.2,
-    entropy: Optional[Tensor] = None, entropy_weight: float = 0.0,
-) -> Tuple[Tensor, Tensor]:
-    """Clipped surrogate (Schulman et al. 2017, Eq. 7), negated for minimisation.
-
-    Returns (loss, ratio [m]) with ratio = exp(logp_new - logp_old).
-    """
-    ratio = torch.exp(log_prob - old_log_prob.detach())  # [m]
-    adv = advantages.detach()
-    surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * adv)
-    loss = -surr.mean()
-    if entropy is not None and entropy_weight:
-        loss = loss - entropy_weight * entropy.mean()
-    return loss, ratio
-
-
-# --------------------------------------------------------------------------- #
-# Trainers
-# --------------------------------------------------------------------------- #
-class _BaselineTrainer:
-    """Shared: Adam optimiser and EMA reward baseline (Zoph & Le Sec. 3.2)."""
-
-    def __init__(
-        self, controller: Controller, lr: float, baseline_decay: float, entropy_weight: float
-    ) -> None:
-        if not isinstance(controller, Controller):
-            raise ValueError(f"controller must be a Controller, got {type(controller).__name__}")
-        if _positive_or_none("lr", lr) is None:
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if isinstance(baseline_decay, bool) or not isinstance(baseline_decay, (int, float)) or not 0 <= baseline_decay < 1:
-            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay!r}")
-        if isinstance(entropy_weight, bool) or not isinstance(entropy_weight, (int, float)) or not entropy_weight >= 0 or not math.isfinite(entropy_weight):
-            raise ValueError(f"entropy_weight must be a finite number >= 0, got {entropy_weight!r}")
-        self.controller = controller
-        self.lr = float(lr)
-        self.baseline_decay = float(baseline_decay)
-        self.entropy_weight = float(entropy_weight)
-        self.optimizer = torch.optim.Adam(controller.parameters(), lr=self.lr)
-        self.baseline: Optional[float] = None  # None until the first update
-        self.num_updates = 0
-
-    def _rewards(self, actions: Sequence[ActionSeq], rewards: Union[Sequence[float], Tensor]) -> Tensor:
-        r = torch.as_tensor(rewards, dtype=torch.float32, device=self.controller.start.device).reshape(-1)  # [m]
-        if r.numel() == 0 or r.numel() != len(actions):
-            raise ValueError(
-                f"need one reward per action sequence and at least one: got {r.numel()} rewards "
-                f"for {len(actions)} sequences"
-            )
-        if not bool(torch.isfinite(r).all()):
-            raise ValueError(f"rewards must be finite, got {r.tolist()!r}")
-        return r
-
-    def _advantage_baseline(self, r: Tensor) -> float:
-        """Baseline used for this batch: the EMA so far, or (ours) the batch mean at the first update."""
-        return float(r.mean()) if self.baseline is None else self.baseline
-
-    def _update_baseline(self, r: Tensor) -> None:
-        """b <- decay * b + (1 - decay) * mean(R) (Zoph & Le Sec. 3.2)."""
-        mean_r = float(r.mean())
-        if self.baseline is None:
-            self.baseline = mean_r
-        else:
-            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean_r
-        self.num_updates += 1
-
-    def _apply(self, loss: Tensor) -> None:
-        """One optimiser step on ``loss``; gradients averaged over DDP ranks.
-
-        ``torch.autograd.grad`` (not ``backward``) so no DDP reducer hook fires: the controller
-        lives outside any DDP forward, and the explicit all-reduce keeps ranks identical.
-        """
-        params = [p for p in self.controller.parameters() if p.requires_grad]
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        grads = all_reduce_mean([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
-        for p, g in zip(params, grads):
-            p.grad = g
-        self.optimizer.step()
-
-    def state_dict(self) -> Dict[str, Any]:
-        # Deep copy: optimiser state tensors would otherwise be shared (and
-        # mutated in place) by the live trainer and whoever loads this dict.
-        return copy.deepcopy({
-            "controller": self.controller.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "baseline": self.baseline,
-            "num_updates": self.num_updates,
-        })
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.controller.load_state_dict(state["controller"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.baseline = state["baseline"]
-        self.num_updates = int(state.get("num_updates", 0))
-
-
-class ReinforceTrainer(_BaselineTrainer):
-    """REINFORCE with EMA baseline (Williams 1992; Zoph & Le 2017 Sec. 3.2).
-
-    One :meth:`step` is one controller update from ``m`` sampled architectures
-    (the mean over them, Sec. 3.2).  ``lr`` default 6e-4 is Zoph & Le Sec. 4.1;
-    ``baseline_decay=0.95`` and ``entropy_weight=0.0`` are ours (the paper gives
-    no values).  The first update uses the batch-mean reward as baseline (ours).
-    """
-
-    def __init__(
-        self, controller: Controller, lr: float = 6e-4, baseline_decay: float = 0.95,
-        entropy_weight: float = 0.0,
-    ) -> None:
-        super().__init__(controller, lr, baseline_decay, entropy_weight)
-
-    def step(self, actions: Sequence[ActionSeq], rewards: Union[Sequence[float], Tensor]) -> Dict[str, float]:
-        r = self._rewards(actions, rewards)  # [m]
-        b = self._advantage_baseline(r)
-        log_prob, entropy = self.controller.log_prob(actions)  # [m], [m]
-        loss = reinforce_loss(log_prob, r, b, entropy, self.entropy_weight)
-        self._apply(loss)
-        self._update_baseline(r)
-        return {
-            "loss": float(loss.detach()),
-            "reward_mean": float(r.mean()),
-            "advantage_mean": float((r - b).mean()),
-            "baseline": float(self.baseline),  # type: ignore[arg-type]
-            "entropy": float(entropy.detach().mean()),
-            "log_prob": float(log_prob.detach().mean()),
-        }
-
-
-class PPOTrainer(_BaselineTrainer):
-    """PPO with clipped surrogate (Schulman et al. 2017), as used for the
-    controller of Zoph et al. (CVPR 2018).
-
-    Advantage ``A = R - b`` with the EMA baseline ``b`` (as in Zoph & Le
-    Sec. 3.2); ``clip_epsilon=0.2`` (Schulman et al. 2017).  ``epochs=4``
-    passes over each batch, ``lr=3.5e-4``, ``baseline_decay=0.95`` and
-    ``entropy_weight=0.0`` are our defaults.
-    """
-
-    def __init__(
-        self, controller: Controller, lr: float = 3.5e-4, clip_epsilon: float = 0.2, epochs: int = 4,
-        baseline_decay: float = 0.95, entropy_weight: float = 0.0,
-    ) -> None:
-        super().__init__(controller, lr, baseline_decay, entropy_weight)
-        if isinstance(clip_epsilon, bool) or not isinstance(clip_epsilon, (int, float)) or not 0 < clip_epsilon < 1:
-            raise ValueError(f"clip_epsilon must be in (0, 1), got {clip_epsilon!r}")
-        self.clip_epsilon = float(clip_epsilon)
-        self.epochs = _positive_int("epochs", epochs)
-
-    def step(self, actions: Sequence[ActionSeq], rewards: Union[Sequence[float], Tensor]) -> Dict[str, float]:
-        r = self._rewards(actions, rewards)  # [m]
-        b = self._advantage_baseline(r)
-        adv = r - b  # [m]
-        with torch.no_grad():
-            old_log_prob, _ = self.controller.log_prob(actions)  # [m]
-        loss = torch.zeros(())
-        clip_frac = 0.0
-        entropy = torch.zeros(())
-        for _ in range(self.epochs):
-            log_prob, entropy = self.controller.log_prob(actions)
-            loss, ratio = ppo_loss(log_prob, old_log_prob, adv, self.clip_epsilon, entropy, self.entropy_weight)
-            self._apply(loss)
-            clip_frac = float(((ratio.detach() - 1).abs() > self.clip_epsilon).float().mean())
-        self._update_baseline(r)
-        return {
-            "loss": float(loss.detach()),
-            "reward_mean": float(r.mean()),
-            "advantage_mean": float(adv.mean()),
-            "baseline": float(self.baseline),  # type: ignore[arg-type]
-            "entropy": float(entropy.detach().mean()),
-            "clip_fraction": clip_frac,
-        }

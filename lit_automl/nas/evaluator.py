@@ -8,6 +8,11 @@ implement the same method.
 
 Evaluators are picklable, so worker processes receive them whole; each evaluation builds a fresh
 network and a fresh Trainer.
+
+A :class:`TrainingEvaluator` takes its data as a *factory*, ``Callable[[], LightningDataModule]``
+(the pattern of Lightning's ``OptimizerCallable``): a recipe gives the datamodule's ``class_path``
+and ``init_args`` and jsonargparse turns them into that callable, so the datamodule nested in a
+search's arguments is built by the evaluator, not by LightningCLI's top-level ``data:`` machinery.
 """
 
 from __future__ import annotations
@@ -18,16 +23,21 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import pytorch_lightning as pl
-import torch
 from torch import nn
 
+from lit_automl._checks import check_choice, check_int, check_real
 from lit_automl.nas.child import ChildClassifier
 from lit_automl.spaces.decisions import SequentialSpace
+from lit_automl.spaces.networks import count_parameters
 
-__all__ = ["Evaluator", "TrainingEvaluator", "REWARDS", "reward_from_metrics", "count_parameters"]
+__all__ = ["DataModuleFactory", "Evaluator", "TrainingEvaluator", "REWARDS", "reward_from_metrics"]
+
+DataModuleFactory = Callable[[], pl.LightningDataModule]
+"""Builds the datamodule children train on: a LightningDataModule class, a lambda, or a recipe's
+``class_path`` / ``init_args`` spec (which jsonargparse turns into such a callable)."""
 
 
 @contextlib.contextmanager
@@ -45,12 +55,22 @@ def _quiet_lightning() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Trainable parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+def _build_datamodule(factory: Any) -> pl.LightningDataModule:
+    """The datamodule ``factory()`` returns; an instance or a non-callable is refused with the fix."""
+    fix = ("datamodule must be a LightningDataModule factory (a callable returning one: its class, a lambda, "
+           "or a recipe's class_path spec)")
+    if isinstance(factory, pl.LightningDataModule):
+        raise ValueError(f"{fix}, got the instance {type(factory).__name__}(...); pass "
+                         f"`lambda: {type(factory).__name__}(...)` or the class instead")
+    if not callable(factory):
+        raise ValueError(f"{fix}, got {factory!r}")
+    datamodule = factory()
+    if not isinstance(datamodule, pl.LightningDataModule):
+        raise ValueError(f"{fix}; the factory returned {type(datamodule).__name__}")
+    return datamodule
 
 
-REWARDS = ("max_last5_cubed", "max_last5", "final")
+REWARDS = {"max_last5_cubed": 3, "max_last5": 1, "final": None}
 """Reward definitions over the per-epoch validation accuracies:
 
 * ``max_last5_cubed``: the maximum validation accuracy of the last 5 epochs, cubed (NAS-RL,
@@ -58,20 +78,20 @@ REWARDS = ("max_last5_cubed", "max_last5", "final")
 * ``max_last5``: the same, not cubed;
 * ``final``: the last epoch's validation accuracy (NASNet, Zoph et al. 2018 Sec. 4 uses the
   accuracy of the held-out validation set at the end of child training).
+
+Each name maps to the power the best of the last 5 accuracies is raised to (``None``: the last one).
 """
 
 
 def reward_from_metrics(metrics: Mapping[str, Any], reward: str) -> float:
     """The scalar reward ``reward`` (one of :data:`REWARDS`) of an evaluation's metrics."""
-    if reward not in REWARDS:
-        raise ValueError(f"reward must be one of {list(REWARDS)}, got {reward!r}")
+    power = REWARDS[check_choice("reward", reward, REWARDS)]
     history = metrics.get("val_acc_history")
     if not history:
         raise ValueError(f"metrics carry no validation accuracies (val_acc_history={history!r}); cannot compute {reward!r}")
-    if reward == "final":
+    if power is None:
         return float(history[-1])
-    best = max(float(a) for a in history[-5:])
-    return best ** 3 if reward == "max_last5_cubed" else best
+    return max(float(a) for a in history[-5:]) ** power
 
 
 class Evaluator(abc.ABC):
@@ -95,8 +115,11 @@ class TrainingEvaluator(Evaluator):
 
     Args:
         space: the search space that builds networks (``space.build(arch, in_channels, num_classes, image_size)``).
-        datamodule: the data the children train on (its validation split gives the reward). Its
-            ``num_classes`` / ``in_channels`` / ``image_size`` attributes are used unless given.
+        datamodule: a factory of the data the children train on (its validation split gives the
+            reward): the datamodule's class, a lambda, or a recipe's ``class_path`` spec. It is
+            called once, here; the datamodule it returns (``self.datamodule``) serves every child,
+            and its ``num_classes`` / ``in_channels`` / ``image_size`` attributes are used unless
+            given. A datamodule instance is refused: pass a factory instead.
         lr, momentum, nesterov, weight_decay, schedule, auxiliary_weight, grad_clip: the child's
             :class:`~lit_automl.nas.child.ChildClassifier` settings (NAS-RL's by default).
         drop_path_prob: maximum of a :class:`~lit_automl.callbacks.ScheduledDropPath` schedule run
@@ -112,7 +135,7 @@ class TrainingEvaluator(Evaluator):
     def __init__(
         self,
         space: SequentialSpace,
-        datamodule: pl.LightningDataModule,
+        datamodule: DataModuleFactory,
         lr: float = 0.1,
         momentum: float = 0.9,
         nesterov: bool = True,
@@ -133,10 +156,8 @@ class TrainingEvaluator(Evaluator):
                 f"space must be a SequentialSpace (e.g. ChainSpace, NASNetCellSpace), "
                 f"got {type(space).__name__}"
             )
-        if not isinstance(datamodule, pl.LightningDataModule):
-            raise ValueError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
         self.space = space
-        self.datamodule = datamodule
+        self.datamodule = _build_datamodule(datamodule)
         self.num_classes = self._data_attr("num_classes", num_classes)
         self.in_channels = self._data_attr("in_channels", in_channels)
         self.image_size = self._data_attr("image_size", image_size)
@@ -148,26 +169,19 @@ class TrainingEvaluator(Evaluator):
             )
         self.trainer_kwargs = dict(trainer_kwargs or {})
         self.run_dir = run_dir
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
-        self.seed = seed
+        self.seed = check_int("seed", seed, allow_none=True)
         self.child_kwargs = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
             auxiliary_weight=auxiliary_weight, drop_path_prob=drop_path_prob, grad_clip=grad_clip,
         )
         # validate the child settings once, here, rather than in the first worker
         ChildClassifier(nn.Linear(1, 2), num_classes=2, **{**self.child_kwargs, "drop_path_prob": 0.0})
-        if not (isinstance(drop_path_prob, (int, float)) and 0 <= drop_path_prob < 1):
-            raise ValueError(f"drop_path_prob must be a number in [0, 1), got {drop_path_prob!r}")
+        check_real("drop_path_prob", drop_path_prob, low=0, high=1, high_open=True)
 
     def _data_attr(self, name: str, given: Optional[int]) -> int:
         value = given if given is not None else getattr(self.datamodule, name, None)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"{name} must be a positive int: give TrainingEvaluator({name}=...) or use a datamodule with a "
-                f"`{name}` attribute; got {value!r}"
-            )
-        return value
+        return check_int(name, value, low=1, hint=f"give TrainingEvaluator({name}=...) or use a datamodule with "
+                                                  f"a `{name}` attribute")
 
     def build(self, architecture: Any) -> nn.Module:
         """The child network of ``architecture``."""
@@ -175,8 +189,7 @@ class TrainingEvaluator(Evaluator):
 
     def evaluate(self, architecture: Any, budget: int, key: Optional[str] = None) -> Dict[str, Any]:
         """Train ``architecture`` for ``budget`` epochs; per-epoch validation accuracy, parameters, time."""
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(f"budget (epochs) must be an int >= 1, got {budget!r}")
+        check_int("budget (epochs)", budget, low=1)
         if self.seed is not None:
             pl.seed_everything(self.seed, workers=True, verbose=False)
         network = self.build(architecture)
@@ -214,7 +227,7 @@ class TrainingEvaluator(Evaluator):
             "val_acc_history": history,
             "val_acc": history[-1],
             "max_val_acc_last5": max(history[-5:]),
-            "params": count_parameters(network),
+            "params": count_parameters(network, exclude_auxiliary=False),
             "train_seconds": seconds,
             "epochs": budget,
         }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from lit_automl._checks import check_bool, check_int
 from lit_automl.nas.evaluator import Evaluator
 from lit_automl.nas.rl_search import RLSearch
 
@@ -36,8 +37,9 @@ class NASRL(RLSearch):
         initial_layers: depth of the first children (6).
         layers_increment: layers added at each growth (2).
         grow_every: sampled children between growths (1,600).
-        Other arguments: :class:`~lit_automl.nas.rl_search.RLSearch` (REINFORCE, ``m=8``, 50
-        epochs, reward ``max_last5_cubed``, 2 x 35 LSTM, lr 6e-4, init 0.08 by default).
+        Other arguments: :class:`~lit_automl.nas.rl_search.RLSearch`, whose defaults are this
+        paper's (REINFORCE, ``m=8``, 50 epochs, reward ``max_last5_cubed``, 2 x 35 LSTM, Adam lr
+        6e-4, init 0.08).
     """
 
     def __init__(
@@ -47,29 +49,13 @@ class NASRL(RLSearch):
         initial_layers: int = 6,
         layers_increment: int = 2,
         grow_every: int = 1600,
-        children_per_step: int = 8,
-        budget: int = 50,
-        reward: str = "max_last5_cubed",
-        hidden_size: int = 35,
-        num_layers: int = 2,
-        init_range: float = 0.08,
-        lr: float = 6e-4,
-        baseline_decay: float = 0.95,
-        entropy_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("algorithm", "reinforce")
-        super().__init__(
-            evaluator, children_per_step=children_per_step, budget=budget, reward=reward, hidden_size=hidden_size,
-            num_layers=num_layers, init_range=init_range, lr=lr, baseline_decay=baseline_decay,
-            entropy_weight=entropy_weight, **kwargs,
-        )
-        if not isinstance(grow_depth, bool):
-            raise ValueError(f"grow_depth must be True or False, got {grow_depth!r}")
-        for name, value, minimum in (("initial_layers", initial_layers, 1), ("layers_increment", layers_increment, 0),
-                                     ("grow_every", grow_every, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        super().__init__(evaluator, **kwargs)
+        check_bool("grow_depth", grow_depth)
+        check_int("initial_layers", initial_layers, low=1)
+        check_int("layers_increment", layers_increment, low=0)
+        check_int("grow_every", grow_every, low=1)
         if grow_depth:
             max_layers = getattr(self.space, "num_layers", None)
             if not hasattr(self.space, "num_decisions") or max_layers is None:

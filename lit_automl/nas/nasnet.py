@@ -33,28 +33,20 @@ class NASNetSearch(RLSearch):
     Args:
         evaluator: trains the children; its space is normally a
             :class:`~lit_automl.spaces.nasnet.NASNetCellSpace`.
-        Other arguments: :class:`~lit_automl.nas.rl_search.RLSearch`, with the defaults above
-        (PPO, 1 x 100 LSTM, lr 3.5e-4, init 0.1, entropy weight 1e-5, baseline decay 0.95,
-        reward ``"final"``: the validation accuracy at the end of child training).
+        algorithm, budget, reward, hidden_size, num_layers, init_range, lr, entropy_weight: as in
+        :class:`~lit_automl.nas.rl_search.RLSearch`, with the paper's values above (PPO, 1 x 100
+        LSTM, lr 3.5e-4, init 0.1, entropy weight 1e-5; reward ``"final"``: the validation accuracy
+        at the end of child training; ``budget=20`` is ours).
+        Other arguments (``baseline_decay`` 0.95 as in the paper, ``children_per_step`` 8):
+        :class:`~lit_automl.nas.rl_search.RLSearch`.
     """
 
     def __init__(
-        self,
-        evaluator: Evaluator,
-        algorithm: str = "ppo",
-        children_per_step: int = 8,
-        budget: int = 20,
-        reward: str = "final",
-        hidden_size: int = 100,
-        num_layers: int = 1,
-        init_range: float = 0.1,
-        lr: float = 3.5e-4,
-        baseline_decay: float = 0.95,
-        entropy_weight: float = 1e-5,
-        **kwargs: Any,
+        self, evaluator: Evaluator, algorithm: str = "ppo", budget: int = 20, reward: str = "final",
+        hidden_size: int = 100, num_layers: int = 1, init_range: float = 0.1, lr: float = 3.5e-4,
+        entropy_weight: float = 1e-5, **kwargs: Any,
     ) -> None:
         super().__init__(
-            evaluator, algorithm=algorithm, children_per_step=children_per_step, budget=budget, reward=reward,
-            hidden_size=hidden_size, num_layers=num_layers, init_range=init_range, lr=lr,
-            baseline_decay=baseline_decay, entropy_weight=entropy_weight, **kwargs,
+            evaluator, algorithm=algorithm, budget=budget, reward=reward, hidden_size=hidden_size,
+            num_layers=num_layers, init_range=init_range, lr=lr, entropy_weight=entropy_weight, **kwargs,
         )

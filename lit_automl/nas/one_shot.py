@@ -34,31 +34,30 @@ with the masks an uninterrupted one would have drawn.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.distributed import all_reduce_sum, world_size
 from lit_automl.distributed import rank as dist_rank
-from lit_automl.nas.darts import MEMORY_FORMATS, check_supernet_settings, cosine_schedule_epochs
-from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
-from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
+from lit_automl.nas.supernet import Backward, SupernetSearch
+from lit_automl.rng import keyed_generator
 from lit_automl.spaces.drop_path import sample_keep_mask
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
-from lit_automl.spaces.networks import SearchNetwork, batch_statistics, make_supernet
-from lit_automl.spaces.sampling import EDGES_PER_NODE, candidate_ops, genotype_edge_weights, sample_genotype
+from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
+from lit_automl.spaces.networks import batch_statistics
+from lit_automl.spaces.sampling import candidate_ops, genotype_edge_weights, sample_genotype
 
 __all__ = [
     "OneShot",
@@ -84,17 +83,13 @@ _MASK_STREAM, _ARCH_STREAM = 0, 1
 
 def path_drop_prob(rate: float, num_paths: int) -> float:
     """``rate ** (1 / k)``: per-path drop probability of a node with ``k`` incoming paths (Sec. 3)."""
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"rate must be in [0, 1), got {rate!r}")
-    if isinstance(num_paths, bool) or not isinstance(num_paths, int) or num_paths < 1:
-        raise ValueError(f"num_paths must be a positive int, got {num_paths!r}")
-    return float(rate) ** (1.0 / num_paths)
+    rate = check_real("rate", rate, low=0, high=1, high_open=True)
+    return rate ** (1.0 / check_int("num_paths", num_paths, low=1))
 
 
 def ramped_drop_rate(step: int, total_steps: int, final_rate: float) -> float:
     """Linear ramp from 0 at step 0 to ``final_rate`` at the last step ``total_steps - 1`` (Sec. 3)."""
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    check_int("total_steps", total_steps, low=1)
     if total_steps == 1:
         return float(final_rate)
     return float(final_rate) * min(1.0, max(0, int(step)) / (total_steps - 1))
@@ -127,9 +122,7 @@ def join_paths(mask: torch.Tensor, steps: int, join: str = "mean") -> torch.Tens
     The mean keeps a node's output on one scale whether it kept 1 path or all ``k``, as FractalNet's
     join averages the paths that survive drop-path (Larsson et al., ICLR 2017, Sec. 2 and 3.1).
     """
-    if join not in JOINS:
-        raise ValueError(f"join must be one of {JOINS}, got {join!r}")
-    if join == "sum":
+    if check_choice("join", join, JOINS) == "sum":
         return mask
     out = mask.clone()
     for edges in node_edge_slices(steps):
@@ -170,43 +163,17 @@ def _ranked(genotypes: Sequence[Genotype], correct: Sequence[int], total: int) -
             for place, i in enumerate(order)]
 
 
-# --------------------------------------------------------------------------- argument checks
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an int >= {minimum}{extra}, got {value!r}")
-
-
-def _check_rate(value: Any) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-    if not ok or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"drop_rate must be a number in [0, 1) (the final path-dropout rate r), got {value!r}")
-
-
-def build_search_network(C: int, num_classes: int, layers: int, steps: int, multiplier: int, stem_multiplier: int,
-                         primitives: Union[str, Sequence[str]], in_channels: int) -> Tuple[SearchNetwork, Tuple[str, ...]]:
-    """The DARTS supernet and its op list (:func:`make_supernet`); one-shot has no architecture parameters."""
-    model, prims = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels)
-    if not candidate_ops(prims):
-        raise ValueError(f"primitives must contain an operation other than 'none', got {list(prims)}")
-    return model, prims
-
-
 # --------------------------------------------------------------------------- the module
 
 
-class OneShot(pl.LightningModule):
+class OneShot(SupernetSearch):
     """One-shot search with path dropout over the DARTS supernet (Bender et al., ICML 2018, Sec. 3).
 
     Training: plain ``(x, y)`` batches; every step (every ghost batch) runs the supernet with a
     fresh path mask, dropping each of the ``k`` incoming paths of a node with rate ``r_t**(1/k)``,
     at least one kept, where ``r_t`` ramps linearly from 0 to ``drop_rate`` over the fit
     (``Trainer.estimated_stepping_batches`` steps; logged per epoch as ``one_shot/drop_rate``).
-    One optimiser: SGD on the supernet weights (no architecture parameters, so no ``alphas``:
+    One optimiser: SGD on the supernet weights (no architecture parameters, so ``alphas`` is empty:
     :class:`~lit_automl.callbacks.GenotypeLogger` is not needed, this module writes its files).
     Parameters on dropped paths get no gradient, so SGD's weight decay touches only the paths the
     step used, as the paper regularises only the current architecture (Sec. 3, "Stabilizing model
@@ -248,9 +215,10 @@ class OneShot(pl.LightningModule):
         num_samples: architectures sampled and ranked after training (>= 1).
         rank_batches: validation batches each architecture is evaluated on (``None``: all).
         rank_after_fit: rank at the end of ``fit``; otherwise call :meth:`rank_architectures`.
-        epochs: length of the cosine learning-rate schedule; ``None`` uses ``trainer.max_epochs``.
         seed: seed of the mask and architecture generators (>= 0).
-        memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster on CPU, as in DARTS).
+        **kwargs: the supernet and weight-optimiser settings of
+            :class:`~lit_automl.nas.supernet.SupernetSearch` (its ``alpha_*`` settings do not apply:
+            there are no architecture parameters).
 
     Under DDP the dropped paths leave parameters unused: use
     ``strategy="ddp_find_unused_parameters_true"`` (or ``DDPStrategy(find_unused_parameters=True)``).
@@ -258,60 +226,45 @@ class OneShot(pl.LightningModule):
 
     def __init__(
         self,
-        C: int = 16,
-        layers: int = 8,
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        primitives: Union[str, Sequence[str]] = "darts",
         drop_rate: float = 0.1,
         join: str = "mean",
         ghost_batch_size: Optional[int] = None,
         num_samples: int = 1000,
         rank_batches: Optional[int] = None,
         rank_after_fit: bool = True,
-        w_lr: float = 0.025,
-        w_lr_min: float = 0.001,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        grad_clip: float = 5.0,
-        epochs: Optional[int] = None,
         seed: int = 0,
-        memory_format: str = "contiguous_format",
+        **kwargs: Any,
     ):
-        super().__init__()
-        _check_rate(drop_rate)
-        _check_int("ghost_batch_size", ghost_batch_size, 1, allow_none=True)
-        _check_int("num_samples", num_samples, 1)
-        _check_int("rank_batches", rank_batches, 1, allow_none=True)
-        _check_int("seed", seed, 0)
-        if join not in JOINS:
-            raise ValueError(f"join must be one of {JOINS}, got {join!r}")
-        if memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
-        if not isinstance(rank_after_fit, bool):
-            raise ValueError(f"rank_after_fit must be True or False, got {rank_after_fit!r}")
-        # No architecture optimiser: neutral placeholders for the alpha settings.
-        check_supernet_settings(w_lr, 1.0, w_lr_min, w_momentum, w_weight_decay, 0.0, 0.0, grad_clip, epochs)
-        self.save_hyperparameters()
-        self.model, self.primitives = build_search_network(C, num_classes, layers, steps, multiplier,
-                                                           stem_multiplier, primitives, in_channels)
-        self.memory_format = MEMORY_FORMATS[memory_format]
-        self.model.to(memory_format=self.memory_format)
+        check_real("drop_rate", drop_rate, low=0, high=1, high_open=True, hint="the final path-dropout rate r")
+        check_int("ghost_batch_size", ghost_batch_size, low=1, allow_none=True)
+        check_int("num_samples", num_samples, low=1)
+        check_int("rank_batches", rank_batches, low=1, allow_none=True)
+        check_int("seed", seed, low=0)
+        check_choice("join", join, JOINS)
+        check_bool("rank_after_fit", rank_after_fit)
+        super().__init__(**kwargs)
         self.ranking: List[RankedArchitecture] = []
         self.last_masks: List[List[torch.Tensor]] = []
         self._total_steps: Optional[int] = None
+
+    def init_architecture(self, alpha_init_std: float) -> None:
+        """One-shot search has no architecture parameters; the op set needs a real operation."""
+        if not candidate_ops(self.primitives):
+            raise ValueError(f"primitives must contain an operation other than 'none', got {list(self.primitives)}")
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        return []
 
     # ------------------------------------------------------------------ masks
 
     def total_steps(self) -> int:
         """Steps the drop rate ramps over: the whole fit (``trainer.estimated_stepping_batches``)."""
         if self._total_steps is None:
-            if self._trainer is None:
-                raise RuntimeError("OneShot needs the number of training steps: attach a Trainer or pass total_steps")
-            estimated = self.trainer.estimated_stepping_batches
+            try:
+                estimated = self.trainer.estimated_stepping_batches
+            except RuntimeError:  # not attached to a Trainer
+                raise RuntimeError("OneShot needs the number of training steps: attach a Trainer or pass "
+                                   "total_steps") from None
             if not math.isfinite(estimated):
                 raise ValueError("OneShot ramps its drop rate over the fit: set Trainer(max_epochs=...) or max_steps")
             self._total_steps = max(1, int(estimated))
@@ -339,7 +292,7 @@ class OneShot(pl.LightningModule):
     def sample_architectures(self, num_samples: int, seed: Optional[int] = None) -> List[Genotype]:
         """``num_samples`` distinct uniform samples of the DARTS cell space (fewer, with a warning,
         when a small space runs out: at most ``20 * num_samples`` draws)."""
-        _check_int("num_samples", num_samples, 1)
+        check_int("num_samples", num_samples, low=1)
         generator = keyed_generator(self.hparams.seed if seed is None else seed, _ARCH_STREAM, 0)
         found: Dict[Genotype, None] = {}
         for _ in range(20 * num_samples):
@@ -362,7 +315,7 @@ class OneShot(pl.LightningModule):
     def one_shot_logits(self, x: torch.Tensor, genotype: Genotype) -> torch.Tensor:
         """Logits of ``genotype`` with the one-shot weights, batch norm on ``x``'s own statistics."""
         with batch_statistics(self.model):
-            return self.model(self._format(x), *self.edge_weights(genotype))
+            return self.model(self.format_input(x), *self.edge_weights(genotype))
 
     def genotype(self) -> Genotype:
         """The best ranked architecture (after :meth:`rank_architectures`, or from a checkpoint)."""
@@ -387,8 +340,8 @@ class OneShot(pl.LightningModule):
             if max_batches is not None and b >= max_batches:
                 break
             if b % world == rank:
-                x, y = self._check_batch(batch)
-                out.append((self._format(x.to(self.device)), y.to(self.device)))
+                x, y = self.plain_batch(batch)
+                out.append((self.format_input(x.to(self.device)), y.to(self.device)))
         return out
 
     @torch.no_grad()
@@ -438,45 +391,18 @@ class OneShot(pl.LightningModule):
                             f"(one-shot val. acc. {self.ranking[0].accuracy:.3f})")
         return folder
 
-    # ------------------------------------------------------------------ Lightning hooks
+    # ------------------------------------------------------------------ the search step
 
-    def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
-            raise ValueError(
-                "OneShot drops paths, so parameters go unused in a step: DDP needs find_unused_parameters=True "
-                "(strategy='ddp_find_unused_parameters_true' or DDPStrategy(find_unused_parameters=True))"
-            )
-
-    def configure_optimizers(self):
-        """SGD on the supernet weights, cosine-annealed per epoch to ``w_lr_min``."""
-        hp = self.hparams
-        opt = torch.optim.SGD(self.model.parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
-                              weight_decay=hp.w_weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cosine_schedule_epochs(self), eta_min=hp.w_lr_min)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
-        if clip:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
-
-    def _format(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=self.memory_format)
-
-    @staticmethod
-    def _check_batch(batch: Any) -> Batch:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise TypeError(f"OneShot expects (inputs, targets) batches, got {type(batch).__name__}")
-        return batch[0], batch[1]
-
-    def _ghost_batches(self, x: torch.Tensor, y: torch.Tensor) -> List[Batch]:
+    def _ghost_batches(self, x: torch.Tensor, y: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         size = self.hparams.ghost_batch_size or len(y)
         return list(zip(torch.split(x, size), torch.split(y, size)))
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = self._check_batch(batch)
-        ghosts = self._ghost_batches(self._format(x), y)
+    def search_step(self, batch: Any, optimizers: Sequence[torch.optim.Optimizer], backward: Optional[Backward] = None,
+                    batch_idx: int = 0) -> Dict[str, torch.Tensor]:
+        """One step of the one-shot model: every ghost batch runs the supernet with its own path mask."""
+        x, y = self.plain_batch(batch)
+        (w_opt,) = optimizers
+        ghosts = self._ghost_batches(self.format_input(x), y)
         self.last_masks = self.path_masks(self.global_step, len(ghosts))
         loss_sum, correct = x.new_zeros(()), x.new_zeros(())
         for (xg, yg), masks in zip(ghosts, self.last_masks):
@@ -484,22 +410,28 @@ class OneShot(pl.LightningModule):
             loss_sum = loss_sum + F.cross_entropy(logits, yg, reduction="sum")
             correct = correct + (logits.argmax(-1) == yg).sum()
         loss = loss_sum / len(y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"OneShot training diverged: loss is {loss.item()} at epoch {self.current_epoch}, "
-                                     f"batch {batch_idx}")
-        self.log_dict({"train/loss": loss.detach(), "train/acc": correct / len(y)}, prog_bar=True, on_step=True,
-                      on_epoch=True, batch_size=len(y))
-        return loss
+        self.check_finite(loss, "training loss", batch_idx)
+        w_opt.zero_grad()
+        self.run_backward(loss, backward)
+        self.weight_step(w_opt)
+        return {"train/loss": loss.detach(), "train/acc": correct / len(y)}
 
-    def on_train_epoch_end(self) -> None:
-        self.log("one_shot/drop_rate", self.drop_rate_at(max(0, self.global_step - 1)), prog_bar=True)
-        self.log("search/w_lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+    # ------------------------------------------------------------------ Lightning hooks
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = self._check_batch(batch)
-        logits = self.one_shot_logits(x, self.probe_genotype())
-        self.log_dict({"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(-1) == y).float().mean()},
-                      prog_bar=True, sync_dist=True, batch_size=len(y))
+    def on_fit_start(self) -> None:
+        model = self.trainer.strategy.model
+        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+            raise ValueError(
+                "OneShot drops paths, so parameters go unused in a step: DDP needs find_unused_parameters=True "
+                "(strategy='ddp_find_unused_parameters_true' or DDPStrategy(find_unused_parameters=True))"
+            )
+
+    def epoch_metrics(self) -> Dict[str, Any]:
+        return {"one_shot/drop_rate": self.drop_rate_at(max(0, self.global_step - 1))}
+
+    def evaluation_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        """Validation follows the fixed probe architecture; test scores the best ranked one."""
+        return self.one_shot_logits(x, self.probe_genotype() if stage == "val" else self.genotype())
 
     def on_train_start(self) -> None:
         self._total_steps = None  # re-read: max_epochs may differ after a resume
@@ -537,11 +469,11 @@ class OneShot(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["one_shot_ranking"] = [entry.to_dict() for entry in self.ranking]
-        save_rng_states(checkpoint)
+        super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self.ranking = [RankedArchitecture.from_dict(d) for d in checkpoint.get("one_shot_ranking", [])]
-        load_rng_states(checkpoint, type(self).__name__)
+        super().on_load_checkpoint(checkpoint)
 
 
 def _progress_bar(total: int, show: bool):

@@ -19,15 +19,17 @@ weight.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl._checks import check_int
 from lit_automl.nas.darts import DARTS
 from lit_automl.spaces.derive import derive_genotype, edge_entropy
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
 
 __all__ = ["PCDARTS", "node_softmax"]
 
@@ -38,10 +40,10 @@ def node_softmax(beta: torch.Tensor, steps: int) -> torch.Tensor:
     ``beta``: (num_edges,), edges ordered node by node (node ``i`` has ``i + 2`` inputs).
     Returns (num_edges,), summing to 1 over every node's edges.
     """
-    sizes = [i + 2 for i in range(steps)]
-    if beta.dim() != 1 or beta.shape[0] != sum(sizes):
-        raise ValueError(f"beta must have shape ({sum(sizes)},) for steps={steps}, got {tuple(beta.shape)}")
-    return torch.cat([F.softmax(b, dim=0) for b in torch.split(beta, sizes)])
+    num_edges = num_search_edges(steps)
+    if beta.dim() != 1 or beta.shape[0] != num_edges:
+        raise ValueError(f"beta must have shape ({num_edges},) for steps={steps}, got {tuple(beta.shape)}")
+    return torch.cat([F.softmax(beta[edges], dim=0) for edges in node_edge_slices(steps)])
 
 
 class PCDARTS(DARTS):
@@ -67,39 +69,21 @@ class PCDARTS(DARTS):
 
     def __init__(
         self,
-        C: int = 16,
-        layers: int = 8,
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        primitives: Union[str, Sequence[str]] = "darts",
         partial_channels: int = 4,
         order: int = 1,
         w_lr: float = 0.1,
         w_lr_min: float = 0.0,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        grad_clip: float = 5.0,
         alpha_lr: float = 6e-4,
-        alpha_betas: Tuple[float, float] = (0.5, 0.999),
-        alpha_weight_decay: float = 1e-3,
-        alpha_init_std: float = 1e-3,
-        unrolled_eps: float = 0.01,
-        epochs: Optional[int] = None,
         arch_warmup_epochs: int = 15,
-        memory_format: str = "contiguous_format",
+        **kwargs: Any,
     ):
-        if isinstance(partial_channels, bool) or not isinstance(partial_channels, int) or partial_channels < 1:
-            raise ValueError(f"partial_channels must be a positive int (K of PC-DARTS, 4 in the paper), got {partial_channels!r}")
-        super().__init__(C=C, layers=layers, steps=steps, multiplier=multiplier, stem_multiplier=stem_multiplier,
-                         num_classes=num_classes, in_channels=in_channels, primitives=primitives, order=order,
-                         w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum, w_weight_decay=w_weight_decay,
-                         grad_clip=grad_clip, alpha_lr=alpha_lr, alpha_betas=alpha_betas,
-                         alpha_weight_decay=alpha_weight_decay, alpha_init_std=alpha_init_std,
-                         unrolled_eps=unrolled_eps, epochs=epochs, arch_warmup_epochs=arch_warmup_epochs,
-                         memory_format=memory_format)
+        check_int("partial_channels", partial_channels, low=1, hint="K of PC-DARTS, 4 in the paper")
+        super().__init__(order=order, w_lr=w_lr, w_lr_min=w_lr_min, alpha_lr=alpha_lr,
+                         arch_warmup_epochs=arch_warmup_epochs, **kwargs)
+
+    def init_architecture(self, alpha_init_std: float) -> None:
+        """The alphas, then the edge-normalisation parameters ``beta_normal``, ``beta_reduce`` (num_edges,)."""
+        super().init_architecture(alpha_init_std)
         num_edges = self.model.num_edges
         self.beta_normal = nn.Parameter(alpha_init_std * torch.randn(num_edges))
         self.beta_reduce = nn.Parameter(alpha_init_std * torch.randn(num_edges))
@@ -139,13 +123,13 @@ class PCDARTS(DARTS):
         return derive_genotype(strengths["normal"], strengths["reduce"], self.model.edge_primitives,
                                self.model.steps, self.model.multiplier, k=2)
 
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
+    def epoch_metrics(self) -> Dict[str, Any]:
+        """The op entropies, and the mean entropy of each cell type's edge normalisation."""
         steps = self.model.steps
-        self.log_dict({f"arch/edge_entropy_{cell}": _node_entropy(b.detach(), steps) for cell, b in self.betas.items()})
+        return {**super().epoch_metrics(),
+                **{f"arch/edge_entropy_{cell}": _node_entropy(b.detach(), steps) for cell, b in self.betas.items()}}
 
 
 def _node_entropy(beta: torch.Tensor, steps: int) -> torch.Tensor:
     """Mean over nodes of the entropy of the edge normalisation (how undecided the edges are)."""
-    sizes = [i + 2 for i in range(steps)]
-    return torch.stack([edge_entropy(b.unsqueeze(0)) for b in torch.split(beta, sizes)]).mean()
+    return torch.stack([edge_entropy(beta[edges].unsqueeze(0)) for edges in node_edge_slices(steps)]).mean()

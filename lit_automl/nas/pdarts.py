@@ -22,7 +22,6 @@ stage. ``lit-automl fit`` does the same for any model with ``next_stage()``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -31,16 +30,17 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from lit_automl.nas.darts import DARTS, Batch
-from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists, num_search_edges
+from lit_automl._checks import check_int, check_real
+from lit_automl.nas.darts import DARTS
+from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists
 from lit_automl.spaces.derive import derive_cell
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.geometry import CELL_TYPES, node_edge_slices, num_search_edges
 from lit_automl.spaces.ops import resolve_primitives
 
 __all__ = ["PDARTS", "check_stage_schedule", "fit_stages", "refine_skip_connects", "strongest_ops"]
 
 SKIP = "skip_connect"
-CELL_TYPES = ("normal", "reduce")
 EdgeOps = List[List[str]]
 
 
@@ -59,8 +59,7 @@ def strongest_ops(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]], k: i
     for e, names in enumerate(edge_ops):
         if len(names) != num_ops:
             raise ValueError(f"edge {e} names {len(names)} ops but weights have {num_ops} columns")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_ops:
-        raise ValueError(f"k must be an int in 1..{num_ops} (the ops on each edge), got {k!r}")
+    check_int("k", k, low=1, high=num_ops, hint="the ops on each edge")
     w = weights.detach().to("cpu", torch.float64)
     order = torch.sort(-w, dim=1, stable=True).indices[:, :k]  # stable: ties keep the lower column
     return [[edge_ops[e][j] for j in sorted(order[e].tolist())] for e in range(len(edge_ops))]
@@ -70,9 +69,9 @@ def _count_skips(nodes: Sequence[Sequence[Tuple[str, int]]]) -> int:
     return sum(op == SKIP for node in nodes for op, _ in node)
 
 
-def _usable_edges(w: torch.Tensor, start: int, n_in: int) -> int:
+def _usable_edges(w: torch.Tensor, edges: slice) -> int:
     """Edges of one node that still have an op to choose (a finite non-``none`` weight)."""
-    return int(torch.isfinite(w[start : start + n_in]).any(dim=1).sum())
+    return int(torch.isfinite(w[edges]).any(dim=1).sum())
 
 
 def _weakest_removable_skip(nodes: Sequence[Sequence[Tuple[str, int]]], w: torch.Tensor,
@@ -80,18 +79,17 @@ def _weakest_removable_skip(nodes: Sequence[Sequence[Tuple[str, int]]], w: torch
     """``(edge, column)`` of the chosen skip-connect with the smallest weight (ties: lowest edge)
     whose removal leaves its node ``k`` usable edges; ``None`` when there is none."""
     candidates = []
-    start = 0
-    for i, node in enumerate(nodes):
+    for node, edges in zip(nodes, node_edge_slices(len(nodes))):
+        n_in = edges.stop - edges.start
         for op, j in node:
             if op != SKIP:
                 continue
-            e = start + j
+            e = edges.start + j
             col = list(edge_ops[e]).index(SKIP)
             trial = w.clone()
             trial[e, col] = -math.inf
-            if _usable_edges(trial, start, i + 2) >= min(k, i + 2):
+            if _usable_edges(trial, edges) >= min(k, n_in):
                 candidates.append((float(w[e, col]), e, col))
-        start += i + 2
     if not candidates:
         return None
     _, e, col = min(candidates)
@@ -113,8 +111,7 @@ def refine_skip_connects(
     removal would leave its node fewer than ``k`` usable edges is kept. ``edge_ops``: op names
     shared by every edge or one list per edge (``weights`` columns).
     """
-    if isinstance(max_skip_connects, bool) or not isinstance(max_skip_connects, int) or max_skip_connects < 0:
-        raise ValueError(f"max_skip_connects must be an int >= 0, got {max_skip_connects!r}")
+    check_int("max_skip_connects", max_skip_connects, low=0)
     edge_ops = edge_primitive_lists(edge_ops, num_search_edges(steps))
     if tuple(weights.shape) != (len(edge_ops), len(edge_ops[0])):
         raise ValueError(f"weights must have shape ({len(edge_ops)}, {len(edge_ops[0])}) for steps={steps}, "
@@ -142,10 +139,10 @@ def _plain_ops(ops: Mapping[str, Sequence[Sequence[str]]]) -> Dict[str, EdgeOps]
 def _int_seq(name: str, value: Any, minimum: int) -> Tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
         raise ValueError(f"{name} must be a non-empty sequence of ints >= {minimum} (one per stage), got {value!r}")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"{name} must hold ints >= {minimum} (one per stage), got {list(value)!r}")
-    return tuple(int(v) for v in value)
+    try:
+        return tuple(check_int(name, v, low=minimum) for v in value)
+    except ValueError:
+        raise ValueError(f"{name} must hold ints >= {minimum} (one per stage), got {list(value)!r}") from None
 
 
 def check_stage_schedule(
@@ -158,12 +155,12 @@ def check_stage_schedule(
         raise ValueError(
             f"stage_skip_dropout must be a sequence of rates in [0, 1) (one per stage), got {stage_skip_dropout!r}"
         )
-    for p in stage_skip_dropout:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(
-                f"stage_skip_dropout must hold rates in [0, 1) (one per stage), got {list(stage_skip_dropout)!r}"
-            )
-    rates = tuple(float(p) for p in stage_skip_dropout)
+    try:
+        rates = tuple(check_real("stage_skip_dropout", p, low=0, high=1, high_open=True) for p in stage_skip_dropout)
+    except ValueError:
+        raise ValueError(
+            f"stage_skip_dropout must hold rates in [0, 1) (one per stage), got {list(stage_skip_dropout)!r}"
+        ) from None
     if not len(layers) == len(num_ops) == len(rates):
         raise ValueError(
             "stage_layers, stage_num_ops and stage_skip_dropout need one entry per stage, got lengths "
@@ -222,7 +219,7 @@ class PDARTS(DARTS):
     clip 5; alphas Adam lr 6e-4, betas (0.5, 0.999), weight decay 1e-3; batch 96 per half
     (the datamodule's). Initial skip-connect dropout ``stage_skip_dropout=(0.0, 0.4, 0.7)``
     (Sec. 4.2, CIFAR-10; the authors' README runs 0.1 in stage 0, and CIFAR-100 uses 0.1, 0.2,
-    0.3). ``max_skip_connects=2`` (Sec. 3.3, M=2). ``arch_grad_clip=5``: the authors' code clips
+    0.3). ``max_skip_connects=2`` (Sec. 3.3, M=2). ``alpha_grad_clip=5``: the authors' code clips
     the alpha gradient norm too (the paper does not say).
 
     Args:
@@ -239,11 +236,12 @@ class PDARTS(DARTS):
             reading :attr:`initial_skip_dropout`.
         max_skip_connects: M of the final normal cell (last stage's :meth:`genotype`); ``None``
             keeps the derived cell unrefined.
+        layers: ``None`` (the stage's depth, ``stage_layers[stage]``) or that same number.
         order: 1, first order (xi = 0), as the authors' code searches (no unrolled step); 2 runs
             DARTS's second order (an extension of this library, not in the paper).
-        arch_grad_clip: max norm of the architecture gradient (0 disables).
+        alpha_grad_clip: max norm of the architecture gradient (0 disables).
+        **kwargs: the other settings of :class:`DARTS` and :class:`~lit_automl.nas.supernet.SupernetSearch`.
 
-    The other arguments are :class:`DARTS`'s (``layers`` comes from ``stage_layers``).
     Documented attributes: ``alphas``, ``genotype()``, ``stage``, ``num_stages``,
     ``is_last_stage``, ``initial_skip_dropout``, ``surviving_ops``, ``model.skip_dropout``.
     """
@@ -256,79 +254,44 @@ class PDARTS(DARTS):
         stage_num_ops: Sequence[int] = (8, 5, 3),
         stage_skip_dropout: Sequence[float] = (0.0, 0.4, 0.7),
         max_skip_connects: Optional[int] = 2,
-        C: int = 16,
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        primitives: Union[str, Sequence[str]] = "darts",
+        layers: Optional[int] = None,
         order: int = 1,
-        w_lr: float = 0.025,
         w_lr_min: float = 0.0,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        grad_clip: float = 5.0,
-        arch_grad_clip: float = 5.0,
         alpha_lr: float = 6e-4,
-        alpha_betas: Tuple[float, float] = (0.5, 0.999),
-        alpha_weight_decay: float = 1e-3,
-        alpha_init_std: float = 1e-3,
-        unrolled_eps: float = 0.01,
-        epochs: Optional[int] = None,
+        alpha_grad_clip: float = 5.0,
         arch_warmup_epochs: int = 10,
-        memory_format: str = "contiguous_format",
+        **kwargs: Any,
     ):
-        # Normalised locals are what save_hyperparameters (in DARTS.__init__) records.
+        # Normalised locals are what save_hyperparameters (in SupernetSearch.__init__) records.
         stage_layers, stage_num_ops, stage_skip_dropout = check_stage_schedule(
             stage_layers, stage_num_ops, stage_skip_dropout
         )
-        if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(stage_layers):
+        stage = check_int("stage", stage, low=0, high=len(stage_layers) - 1, hint=f"{len(stage_layers)} stages")
+        if layers is not None and layers != stage_layers[stage]:
             raise ValueError(
-                f"stage must be an int in 0..{len(stage_layers) - 1} ({len(stage_layers)} stages), got {stage!r}"
+                f"layers={layers!r} differs from stage_layers[{stage}]={stage_layers[stage]}: P-DARTS takes each "
+                "stage's depth from stage_layers (leave layers=None)"
             )
-        prims = resolve_primitives(primitives)
-        if stage_num_ops[0] != len(prims):
-            too = "more candidates than" if stage_num_ops[0] > len(prims) else "fewer candidates than"
-            raise ValueError(
-                f"stage_num_ops={list(stage_num_ops)} asks for {too} the {len(prims)} primitives {list(prims)}: "
-                f"the first stage searches the full op set, so stage_num_ops[0] must be {len(prims)}"
-            )
-        if max_skip_connects is not None and (
-            isinstance(max_skip_connects, bool) or not isinstance(max_skip_connects, int) or max_skip_connects < 0
-        ):
-            raise ValueError(
-                f"max_skip_connects must be an int >= 0 (the paper's M=2) or None to keep the final cell unrefined, "
-                f"got {max_skip_connects!r}"
-            )
-        if isinstance(arch_grad_clip, bool) or not isinstance(arch_grad_clip, (int, float)) or not arch_grad_clip >= 0:
-            raise ValueError(f"arch_grad_clip must be a number >= 0 (0 disables), got {arch_grad_clip!r}")
-        surviving_ops = _check_surviving_ops(surviving_ops, stage, stage_num_ops[stage], prims, num_search_edges(steps))
-        super().__init__(
-            C=C, layers=stage_layers[stage], steps=steps, multiplier=multiplier, stem_multiplier=stem_multiplier,
-            num_classes=num_classes, in_channels=in_channels, primitives=primitives, order=order, w_lr=w_lr,
-            w_lr_min=w_lr_min, w_momentum=w_momentum, w_weight_decay=w_weight_decay, grad_clip=grad_clip,
-            alpha_lr=alpha_lr, alpha_betas=alpha_betas, alpha_weight_decay=alpha_weight_decay,
-            alpha_init_std=alpha_init_std, unrolled_eps=unrolled_eps, epochs=epochs, arch_warmup_epochs=arch_warmup_epochs,
-            memory_format=memory_format,
-        )
-        self._drop_foreign_hparams()
+        check_int("max_skip_connects", max_skip_connects, low=0, allow_none=True,
+                  hint="the paper's M=2; None keeps the final cell unrefined")
+        super().__init__(layers=stage_layers[stage], order=order, w_lr_min=w_lr_min, alpha_lr=alpha_lr,
+                         alpha_grad_clip=alpha_grad_clip, arch_warmup_epochs=arch_warmup_epochs, **kwargs)
         self.model.skip_dropout = self.initial_skip_dropout
 
-    def _drop_foreign_hparams(self) -> None:
-        """Keep only this class's constructor arguments (and its class path) in ``hparams``: DARTS
-        records its own, such as ``layers``. Then a stage checkpoint rebuilds with
-        ``load_from_checkpoint`` and under LightningCLI's ``--ckpt_path``, which re-parses the
-        checkpoint's hyperparameters as the model's arguments."""
-        own = set(inspect.signature(type(self).__init__).parameters)
-        for key in [k for k in self.hparams if k not in own and not k.startswith("_")]:
-            del self.hparams[key]
-        # LightningCLI's key for the class of a module built from a config (set when it built this one).
-        self.hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
-
     def supernet_options(self) -> Dict[str, Any]:
-        """Per-edge candidates of this stage (``None`` in stage 0: ``primitives`` everywhere)."""
-        return {"edge_primitives": self.hparams.surviving_ops}
+        """Per-edge candidates of this stage (``None`` in stage 0: ``primitives`` everywhere), checked
+        against ``primitives`` and the schedule."""
+        hp = self.hparams
+        prims = resolve_primitives(hp.primitives)
+        if hp.stage_num_ops[0] != len(prims):
+            too = "more candidates than" if hp.stage_num_ops[0] > len(prims) else "fewer candidates than"
+            raise ValueError(
+                f"stage_num_ops={list(hp.stage_num_ops)} asks for {too} the {len(prims)} primitives {list(prims)}: "
+                f"the first stage searches the full op set, so stage_num_ops[0] must be {len(prims)}"
+            )
+        hp.surviving_ops = _check_surviving_ops(hp.surviving_ops, hp.stage, hp.stage_num_ops[hp.stage], prims,
+                                                num_search_edges(hp.steps))
+        return {"edge_primitives": hp.surviving_ops}
 
     # ------------------------------------------------------------------ stage bookkeeping
     @property
@@ -354,15 +317,17 @@ class PDARTS(DARTS):
         """The candidates each edge searches in this stage, as plain lists."""
         return _plain_ops(self.model.edge_primitives)
 
-    def _init_kwargs(self) -> Dict[str, Any]:
-        """This module's constructor arguments, from ``hparams`` (which also hold ``_class_path``)."""
-        names = inspect.signature(type(self).__init__).parameters
-        return {k: v for k, v in self.hparams.items() if k in names}
-
     def at_stage(self, stage: int, surviving_ops: Optional[Mapping[str, Sequence[Sequence[str]]]]) -> "PDARTS":
-        """A fresh module (new weights and alphas) for ``stage`` over ``surviving_ops``, other settings as here."""
+        """A fresh module (new weights and alphas) for ``stage`` over ``surviving_ops``, other settings as here.
+
+        The settings are this module's hyperparameters: its constructor arguments, and keys with a
+        leading ``_``, LightningCLI's record of the class it built (``_class_path``), which the new
+        module carries on so that ``--ckpt_path`` rebuilds any stage from its checkpoint."""
         ops = None if surviving_ops is None else _plain_ops(surviving_ops)
-        return type(self)(**{**self._init_kwargs(), "stage": stage, "surviving_ops": ops})
+        settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+        module = type(self)(**{**settings, "stage": stage, "surviving_ops": ops})
+        module.hparams.update({k: v for k, v in self.hparams.items() if k.startswith("_")})
+        return module
 
     def next_stage(self) -> Optional["PDARTS"]:
         """The next stage's fresh module, each edge keeping its ``stage_num_ops[stage + 1]`` strongest
@@ -387,19 +352,6 @@ class PDARTS(DARTS):
         return self.at_stage(int(hp["stage"]), hp["surviving_ops"])
 
     # ------------------------------------------------------------------ search
-    def architecture_gradient(
-        self, train: Batch, val: Batch, xi: float, weight_optimizer: Optional[torch.optim.Optimizer] = None
-    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """DARTS's architecture gradient, clipped to ``arch_grad_clip`` total norm as in the authors' code
-        (the gradient is already averaged over ranks, so every rank clips alike)."""
-        grads, loss = super().architecture_gradient(train, val, xi, weight_optimizer)
-        max_norm = float(self.hparams.arch_grad_clip)
-        if max_norm > 0:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-            scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-            grads = [g * scale for g in grads]
-        return grads, loss
-
     def genotype(self) -> Genotype:
         """The cell the alphas encode; in the last stage the normal cell is refined to at most
         ``max_skip_connects`` skip-connects (Sec. 3.3). ``none`` is never chosen."""
@@ -411,9 +363,8 @@ class PDARTS(DARTS):
         normal = refine_skip_connects(w_normal, self.model.edge_primitives["normal"], self.model.steps, M)
         return dataclasses.replace(plain, normal=normal)
 
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        self.log("pdarts/stage", float(self.stage), on_step=False, on_epoch=True)
+    def epoch_metrics(self) -> Dict[str, Any]:
+        return {**super().epoch_metrics(), "pdarts/stage": float(self.stage)}
 
 
 # ----------------------------------------------------------------------------- staged fits

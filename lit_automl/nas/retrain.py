@@ -21,33 +21,20 @@ gradient norm to ``grad_clip`` itself (leave ``Trainer(gradient_clip_val=...)`` 
 from __future__ import annotations
 
 import math
-from numbers import Real
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 from torch import nn
 
+from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.nas.child import ChildClassifier
-from lit_automl.spaces.genotype import Genotype, resolve_genotype
+from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet
+from lit_automl.spaces.published import resolve_genotype
 
 __all__ = ["Retrain", "NETWORKS"]
 
 NETWORKS: Dict[str, type] = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
 """Evaluation network by name: ``"cifar"`` (32x32 inputs), ``"imagenet"`` (224x224, mobile setting)."""
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_real(name: str, value: Any, low: float, high: float, *, high_open: bool = False) -> None:
-    """``value`` must be a real number in [low, high] (or [low, high) if ``high_open``)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    ok = ok and low <= float(value) and (float(value) < high if high_open else float(value) <= high)
-    if not ok:
-        interval = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 class Retrain(ChildClassifier):
@@ -57,7 +44,7 @@ class Retrain(ChildClassifier):
     (SGD without Nesterov here, cosine to ``lr_min``, gradient clipping, auxiliary loss, drop-path schedule).
 
     Args:
-        genotype: anything :func:`~lit_automl.spaces.genotype.resolve_genotype` takes: a
+        genotype: anything :func:`~lit_automl.spaces.published.resolve_genotype` takes: a
             published name (``"DARTS_V2"``), a path to a genotype file, the text form or JSON.
             A :class:`Genotype` object is accepted too. The hyperparameters store the resolved
             text form, so a checkpoint rebuilds the same network without the original file.
@@ -98,24 +85,11 @@ class Retrain(ChildClassifier):
         grad_clip: Optional[float] = 5.0,
         epochs: Optional[int] = None,
     ) -> None:
-        if network not in NETWORKS:
-            raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
+        check_choice("network", network, NETWORKS)
         for name, value in (("C", C), ("layers", layers), ("num_classes", num_classes), ("in_channels", in_channels)):
-            _check_int(name, value)
-        if not isinstance(auxiliary, bool):
-            raise ValueError(f"auxiliary must be True or False, got {auxiliary!r}")
-        _check_real("auxiliary_weight", auxiliary_weight, 0.0, math.inf, high_open=True)
-        _check_real("drop_path_prob", drop_path_prob, 0.0, 1.0, high_open=True)
-        _check_real("lr", lr, 0.0, math.inf, high_open=True)
-        if lr == 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        _check_real("lr_min", lr_min, 0.0, float(lr))
-        _check_real("momentum", momentum, 0.0, 1.0, high_open=True)
-        _check_real("weight_decay", weight_decay, 0.0, math.inf, high_open=True)
-        if grad_clip is not None:
-            _check_real("grad_clip", grad_clip, 0.0, math.inf, high_open=True)
-        if epochs is not None:
-            _check_int("epochs", epochs)
+            check_int(name, value, low=1)
+        check_bool("auxiliary", auxiliary)
+        check_real("grad_clip", grad_clip, low=0.0, high=math.inf, high_open=True, allow_none=True)
 
         resolved: Genotype = resolve_genotype(genotype)
         net: nn.Module = NETWORKS[network](
@@ -130,7 +104,7 @@ class Retrain(ChildClassifier):
         super().__init__(
             net, num_classes=num_classes, lr=lr, momentum=momentum, nesterov=False, weight_decay=weight_decay,
             schedule="cosine", epochs=epochs, auxiliary_weight=auxiliary_weight, drop_path_prob=drop_path_prob,
-            grad_clip=grad_clip, lr_min=lr_min,
+            grad_clip=grad_clip or None, lr_min=lr_min,  # 0 turns clipping off, as None does
         )
         # Store the resolved text (not a name or a file path) so checkpoints are self-contained.
         genotype = str(resolved)

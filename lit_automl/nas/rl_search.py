@@ -27,15 +27,17 @@ import json
 import math
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
-from lit_automl.nas.controller import Controller, PPOTrainer, ReinforceTrainer
+from lit_automl._checks import ArgumentTypeError, check_choice, check_int, check_real
+from lit_automl.nas.controller import Controller
 from lit_automl.nas.evaluator import REWARDS, Evaluator
+from lit_automl.nas.policy_gradient import PPO, PolicyGradient, Reinforce
 from lit_automl.nas.workqueue import ChildQueue, spawn_workers
 from lit_automl.spaces.decisions import Action
 
@@ -58,12 +60,6 @@ class _StepTokens(IterableDataset):
         return self.n
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 class RLSearch(pl.LightningModule):
     """Controller + evaluator + child queue; see the module docstring.
 
@@ -75,8 +71,9 @@ class RLSearch(pl.LightningModule):
         reward: one of :data:`lit_automl.nas.evaluator.REWARDS`.
         hidden_size, num_layers, init_range, temperature, tanh_constant: the controller
             (:class:`~lit_automl.nas.controller.Controller`).
-        lr, baseline_decay, entropy_weight: the policy-gradient trainer; ``clip_epsilon`` and
-            ``ppo_epochs`` for PPO.
+        lr: the controller's Adam learning rate (:meth:`configure_optimizers`).
+        baseline_decay, entropy_weight: the policy-gradient update
+            (:mod:`~lit_automl.nas.policy_gradient`); ``clip_epsilon`` and ``ppo_epochs`` for PPO.
         steps_per_epoch: controller steps per Lightning epoch.
         storage: Optuna storage URL of the child study (``None``: SQLite in the run folder).
         study_name: the child study's name (``None``: the class name in lower case).
@@ -116,23 +113,21 @@ class RLSearch(pl.LightningModule):
     ) -> None:
         super().__init__()
         if not isinstance(evaluator, Evaluator):
-            raise ValueError(f"evaluator must be an Evaluator (e.g. TrainingEvaluator), got {type(evaluator).__name__}")
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
-        if reward not in REWARDS:
-            raise ValueError(f"reward must be one of {list(REWARDS)}, got {reward!r}")
-        if on_child_failure not in FAILURE_POLICIES:
-            raise ValueError(f"on_child_failure must be one of {list(FAILURE_POLICIES)}, got {on_child_failure!r}")
-        _int("children_per_step", children_per_step, 1)
-        _int("budget", budget, 1)
-        _int("steps_per_epoch", steps_per_epoch, 1)
-        _int("n_workers", n_workers, 0)
-        if threads_per_worker is not None:
-            _int("threads_per_worker", threads_per_worker, 1)
-        if child_timeout is not None and not (isinstance(child_timeout, (int, float)) and child_timeout > 0):
-            raise ValueError(f"child_timeout must be a number of seconds > 0 or None, got {child_timeout!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+            raise ArgumentTypeError(
+                f"evaluator must be an Evaluator (e.g. TrainingEvaluator), got {type(evaluator).__name__}"
+            )
+        check_choice("algorithm", algorithm, ALGORITHMS, sort=False)
+        check_choice("reward", reward, REWARDS)
+        check_choice("on_child_failure", on_child_failure, FAILURE_POLICIES)
+        for name, value in (("children_per_step", children_per_step), ("budget", budget),
+                            ("steps_per_epoch", steps_per_epoch)):
+            check_int(name, value, low=1)
+        check_int("n_workers", n_workers, low=0)
+        check_int("threads_per_worker", threads_per_worker, low=1, allow_none=True)
+        check_real("child_timeout", child_timeout, low=0, low_open=True, allow_none=True,
+                   allowed="a number of seconds > 0 or None")
+        check_int("seed", seed)
+        check_real("lr", lr, low=0, low_open=True)
         self.save_hyperparameters(ignore=["evaluator"])
         self.automatic_optimization = False
         self.evaluator = evaluator
@@ -144,13 +139,11 @@ class RLSearch(pl.LightningModule):
                 self.decisions, hidden_size=hidden_size, num_layers=num_layers, temperature=temperature,
                 tanh_constant=tanh_constant, init_range=init_range,
             )
-        if algorithm == "reinforce":
-            self.algo: Any = ReinforceTrainer(self.controller, lr=lr, baseline_decay=baseline_decay, entropy_weight=entropy_weight)
-        else:
-            self.algo = PPOTrainer(
-                self.controller, lr=lr, clip_epsilon=clip_epsilon, epochs=ppo_epochs,
-                baseline_decay=baseline_decay, entropy_weight=entropy_weight,
-            )
+        self.policy_gradient: PolicyGradient = (
+            Reinforce(baseline_decay=baseline_decay, entropy_weight=entropy_weight) if algorithm == "reinforce"
+            else PPO(clip_epsilon=clip_epsilon, epochs=ppo_epochs, baseline_decay=baseline_decay,
+                     entropy_weight=entropy_weight)
+        )
         self.generator = torch.Generator().manual_seed(seed)
         # search record (plain values; saved in checkpoints)
         self.search_name = uuid.uuid4().hex[:12]  # this search's id across resumes
@@ -184,8 +177,8 @@ class RLSearch(pl.LightningModule):
         return DataLoader(_StepTokens(self.hparams.steps_per_epoch), batch_size=None)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The controller's Adam (owned by the policy-gradient trainer), so Lightning checkpoints it."""
-        return self.algo.optimizer
+        """The controller's Adam (Zoph & Le Sec. 4.1); Lightning steps and checkpoints it."""
+        return torch.optim.Adam(self.controller.parameters(), lr=self.hparams.lr)
 
     def run_dir(self) -> Path:
         """The run folder: the Trainer's log dir, else its root dir (call on every rank: it broadcasts under DDP)."""
@@ -239,9 +232,6 @@ class RLSearch(pl.LightningModule):
     # ------------------------------------------------------------------ the step
     def training_step(self, batch: Any, batch_idx: int) -> None:
         strategy = self.trainer.strategy
-        # The trainer steps through Lightning's wrapper so Trainer(max_steps) counts optimiser steps:
-        # one per controller update for REINFORCE, ``ppo_epochs`` per update for PPO.
-        self.algo.optimizer = self.optimizers()
         # Phase 1: sample m architectures (rank 0; broadcast so every rank updates on the same data)
         actions: Optional[List[List[Action]]] = None
         if self.trainer.is_global_zero:
@@ -256,7 +246,9 @@ class RLSearch(pl.LightningModule):
             rewards = self._evaluate(actions)
         rewards = strategy.broadcast(rewards, src=0)
         # Phase 3: update the controller (identical on every rank)
-        stats = self.algo.step(actions, rewards)
+        # Lightning's optimiser wrapper steps, so Trainer(max_steps) counts optimiser steps:
+        # one per controller update for REINFORCE, ``ppo_epochs`` per update for PPO.
+        stats = self.policy_gradient.step(self.controller, self.optimizers(), actions, rewards)
         self.controller_steps += 1
         self.children_sampled += len(actions)
         r = torch.tensor(rewards, dtype=torch.float64)
@@ -365,8 +357,7 @@ class RLSearch(pl.LightningModule):
         checkpoint["rl_search"] = {
             "search_name": self.search_name, "children_sampled": self.children_sampled,
             "controller_steps": self.controller_steps, "history": list(self.history), "best": self.best,
-            "baseline": self.algo.baseline, "num_updates": self.algo.num_updates,
-            "generator": self.generator.get_state(),
+            "policy_gradient": self.policy_gradient.state_dict(), "generator": self.generator.get_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
@@ -376,6 +367,7 @@ class RLSearch(pl.LightningModule):
         self.controller_steps = int(state["controller_steps"])
         self.history = list(state["history"])
         self.best = state["best"]
-        self.algo.baseline = state["baseline"]
-        self.algo.num_updates = int(state["num_updates"])
+        if "policy_gradient" not in state:  # checkpoints written before the baseline had its own state_dict
+            state["policy_gradient"] = {"baseline": {"value": state["baseline"], "num_updates": state["num_updates"]}}
+        self.policy_gradient.load_state_dict(state["policy_gradient"])
         self.generator.set_state(state["generator"])

@@ -26,32 +26,20 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.distributed import all_reduce_mean
-from lit_automl.nas.darts import (
-    MEMORY_FORMATS,
-    SupernetParameters,
-    check_supernet_settings,
-    cosine_schedule_epochs,
-    supernet_optimizers,
-)
-from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
-from lit_automl.spaces.derive import edge_entropy
+from lit_automl.nas.supernet import Backward, SupernetSearch
+from lit_automl.rng import keyed_generator
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.geometry import node_edge_slices, output_concat
 
 __all__ = ["SNAS", "expected_resource_cost", "gumbel_softmax_sample", "score_function_resource_grad"]
 
 RESOURCES = ("params", "flops")
-
-
-def _check_tau(tau: Any) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not float(tau) > 0:
-        raise ValueError(f"temperature tau must be a number > 0, got {tau!r}")
-    return float(tau)
 
 
 def gumbel_softmax_sample(
@@ -68,7 +56,7 @@ def gumbel_softmax_sample(
     returns the one-hot ``argmax(alpha + G)`` in the forward pass with the relaxed gradient
     (straight-through).
     """
-    tau = _check_tau(tau)
+    tau = check_real("tau", tau, low=0, low_open=True)
     if noise is None:
         u = torch.rand(alpha.shape, generator=generator, dtype=torch.float64)
         noise = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-12)))
@@ -137,7 +125,7 @@ class _FlopCounter:
             h.remove()
 
 
-class SNAS(SupernetParameters, pl.LightningModule):
+class SNAS(SupernetSearch):
     """Single-level SNAS search over the DARTS supernet (Xie et al., ICLR 2019).
 
     Defaults are the CIFAR-10 search (Sec. 3.1: an 8-cell network searched for 150 epochs with
@@ -188,60 +176,32 @@ class SNAS(SupernetParameters, pl.LightningModule):
         resource_weight: weight of the resource term (``>= 0``; 0 disables it).
         input_size: spatial size of the probe input used to count FLOPs.
         alpha_grad_clip: max norm of the alphas' gradient (``>= 0``; 0 disables clipping).
-        memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster convolutions on
-            CPU; supernet and inputs are converted).
         seed: seed of the architecture-noise generator (combined with ``global_step``).
+        **kwargs: the shared supernet settings of :class:`~lit_automl.nas.supernet.SupernetSearch`
+            (whose defaults are the ones listed above).
     """
 
     def __init__(
         self,
-        C: int = 16,
-        layers: int = 8,
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        primitives: Union[str, Sequence[str]] = "darts",
         tau: float = 1.0,
         hard: bool = False,
         resource: Optional[str] = None,
         resource_weight: float = 0.0,
         input_size: int = 32,
-        w_lr: float = 0.025,
-        w_lr_min: float = 0.001,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        grad_clip: float = 5.0,
-        alpha_lr: float = 3e-4,
-        alpha_betas: Tuple[float, float] = (0.5, 0.999),
-        alpha_weight_decay: float = 1e-3,
         alpha_init_std: float = 0.01,
         alpha_grad_clip: float = 10.0,
-        epochs: Optional[int] = None,
         seed: int = 0,
-        memory_format: str = "contiguous_format",
+        **kwargs: Any,
     ):
-        super().__init__()
-        _check_tau(tau)
-        if memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
-        if resource is not None and resource not in RESOURCES:
-            raise ValueError(f"resource must be one of {RESOURCES} or None, got {resource!r}")
-        check_supernet_settings(w_lr, alpha_lr, w_lr_min, w_momentum, w_weight_decay, alpha_weight_decay,
-                                alpha_init_std, grad_clip, epochs)
-        if isinstance(alpha_grad_clip, bool) or not isinstance(alpha_grad_clip, (int, float)) or not alpha_grad_clip >= 0:
-            raise ValueError(f"alpha_grad_clip must be a number >= 0 (0 disables clipping), got {alpha_grad_clip!r}")
-        if not resource_weight >= 0:
-            raise ValueError(f"resource_weight must be >= 0, got {resource_weight!r}")
+        check_real("tau", tau, low=0, low_open=True)
+        check_bool("hard", hard)
+        check_choice("resource", resource, (None,) + RESOURCES)
+        check_real("resource_weight", resource_weight, low=0)
+        check_int("input_size", input_size, low=1)
+        check_int("seed", seed, low=0)
         if resource_weight > 0 and resource is None:
             raise ValueError(f"resource_weight={resource_weight!r} needs resource='params' or 'flops', got resource=None")
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
-                            alpha_init_std)
-        self.memory_format = MEMORY_FORMATS[memory_format]
-        self.model.to(memory_format=self.memory_format)
+        super().__init__(alpha_init_std=alpha_init_std, alpha_grad_clip=alpha_grad_clip, **kwargs)
         self.temperature: float = float(tau)
         self.resource_costs: Optional[List[torch.Tensor]] = None
         if resource is not None:
@@ -255,13 +215,12 @@ class SNAS(SupernetParameters, pl.LightningModule):
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        self._temperature = _check_tau(value)
+        self._temperature = check_real("tau", value, low=0, low_open=True)
 
     def op_costs(self, resource: str, input_size: int = 32) -> List[torch.Tensor]:
         """Per-op costs ``[normal, reduce]``, each (num_edges, num_ops), in millions, summed over the
         cells of that type (alphas are shared per cell type). ``none`` costs 0."""
-        if resource not in RESOURCES:
-            raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}")
+        check_choice("resource", resource, RESOURCES)
         costs = {False: torch.zeros(self.model.alpha_shape, dtype=torch.float64),
                  True: torch.zeros(self.model.alpha_shape, dtype=torch.float64)}
         counters: Dict[Tuple[int, int, int], _FlopCounter] = {}
@@ -304,11 +263,6 @@ class SNAS(SupernetParameters, pl.LightningModule):
         generator = self.noise_generator() if generator is None else generator
         return [gumbel_softmax_sample(a, tau, generator, hard) for a in self.arch_parameters()]
 
-    def edge_weights(self, alphas: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
-        """Deterministic (evaluation) weights: softmax(alpha), the mean architecture."""
-        alphas = self.arch_parameters() if alphas is None else alphas
-        return [F.softmax(a, dim=-1) for a in alphas]
-
     def genotype(self) -> Genotype:
         """Child network: argmax op of every edge; every edge whose argmax is not ``none`` is kept
         (the authors' code derives the same "all edges" child, ``none`` edges contributing nothing).
@@ -318,91 +272,56 @@ class SNAS(SupernetParameters, pl.LightningModule):
         """
         prims = list(self.primitives)
         steps = self.model.steps
+        cand = [k for k, p in enumerate(prims) if p != "none"]
         cells = []
         for alpha in self.arch_parameters():
             a = alpha.detach().cpu()
-            nodes, start = [], 0
-            for i in range(steps):
-                n_in = i + 2
-                node = []
-                for j in range(n_in):
-                    k = int(a[start + j].argmax())
-                    if prims[k] != "none":
-                        node.append((prims[k], j))
+            nodes = []
+            for edges in node_edge_slices(steps):
+                block = a[edges]
+                node = [(prims[k], j) for j, k in enumerate(block.argmax(-1).tolist()) if prims[k] != "none"]
                 if not node:
-                    cand = [k for k, p in enumerate(prims) if p != "none"]
-                    block = a[start : start + n_in][:, cand]
-                    flat = int(block.argmax())
-                    j, kk = divmod(flat, len(cand))
+                    j, kk = divmod(int(block[:, cand].argmax()), len(cand))
                     node.append((prims[cand[kk]], j))
                 nodes.append(tuple(node))
-                start += n_in
             cells.append(nodes)
-        concat = list(range(2 + steps - self.model.multiplier, 2 + steps))
+        concat = output_concat(steps, self.model.multiplier)
         return Genotype(normal=cells[0], normal_concat=concat, reduce=cells[1], reduce_concat=concat)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.contiguous(memory_format=self.memory_format), *self.edge_weights())
+    # ------------------------------------------------------------------ the search step
 
-    # ------------------------------------------------------------------ Lightning hooks
-
-    def configure_optimizers(self):
-        """The DARTS family's two optimisers (weights SGD + cosine, then alphas Adam), stepped on one loss."""
-        return supernet_optimizers(self)
-
-    def _schedule_epochs(self) -> int:
-        return cosine_schedule_epochs(self)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise TypeError(f"SNAS is single level and expects (inputs, targets) batches, got {type(batch).__name__}")
-        x, y = batch
-        x = x.contiguous(memory_format=self.memory_format)
-        w_opt, a_opt = self.optimizers()
+    def search_step(self, batch: Any, optimizers: Sequence[torch.optim.Optimizer], backward: Optional[Backward] = None,
+                    batch_idx: int = 0) -> Dict[str, torch.Tensor]:
+        """One sampled child, one loss, one backward for weights and alphas (DDP all-reduces both), the
+        resource term's score-function gradient added to the alphas', then both optimisers step."""
+        x, y = self.plain_batch(batch)
+        w_opt, a_opt = optimizers
         weights = self.sample_edge_weights()
-        logits = self.model(x, *weights)
+        logits = self.model(self.format_input(x), *weights)
         loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"SNAS search diverged: loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self.check_finite(loss, "training loss", batch_idx)
         w_opt.zero_grad()
         a_opt.zero_grad()
-        self.manual_backward(loss)  # one loss, one backward: weights and alphas (DDP all-reduces both)
+        self.run_backward(loss, backward)
+        metrics = {"train/loss": loss.detach(), "train/acc": (logits.argmax(-1) == y).float().mean()}
         if self.hparams.resource_weight > 0 and self.resource_costs is not None:
             samples = [F.one_hot(w.detach().argmax(-1), w.shape[-1]) for w in weights]
             costs = [c.to(self.device) for c in self.resource_costs]
             extra = all_reduce_mean(score_function_resource_grad(self.arch_parameters(), samples, costs))
             for a, g in zip(self.arch_parameters(), extra):
                 a.grad = g * self.hparams.resource_weight if a.grad is None else a.grad + self.hparams.resource_weight * g
-            self.log("snas/expected_cost", expected_resource_cost(
-                [a.detach() for a in self.arch_parameters()], costs), on_step=True, on_epoch=True)
-        if self.hparams.grad_clip > 0:
-            self.clip_gradients(w_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        if self.hparams.alpha_grad_clip > 0:
-            self.clip_gradients(a_opt, gradient_clip_val=self.hparams.alpha_grad_clip, gradient_clip_algorithm="norm")
-        w_opt.step()
-        a_opt.step()
-        acc = (logits.argmax(-1) == y).float().mean()
-        self.log_dict({"train/loss": loss.detach(), "train/acc": acc}, prog_bar=True, on_step=True, on_epoch=True,
-                      batch_size=len(y))
-        return loss.detach()
+            metrics["snas/expected_cost"] = expected_resource_cost([a.detach() for a in self.arch_parameters()], costs)
+        self.weight_step(w_opt)
+        self.architecture_step(a_opt)
+        return metrics
 
-    def on_train_epoch_end(self) -> None:
-        sched = self.lr_schedulers()
-        self.log("search/w_lr", sched.get_last_lr()[0])
-        sched.step()
-        self.log_dict({f"arch/entropy_{cell}": edge_entropy(a) for cell, a in self.alphas.items()})
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        logits = self(x)
-        self.log_dict({"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(-1) == y).float().mean()},
-                      prog_bar=True, sync_dist=True)
+    # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["snas_temperature"] = self.temperature
-        save_rng_states(checkpoint)
+        super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if "snas_temperature" in checkpoint:
             self.temperature = checkpoint["snas_temperature"]
-        load_rng_states(checkpoint, type(self).__name__)
+        super().on_load_checkpoint(checkpoint)

@@ -27,23 +27,23 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
-import optuna
-from optuna.distributions import CategoricalDistribution
-from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
-
-from lit_automl.hpo.storage import make_storage
+from lit_automl.storage import make_storage
 from lit_automl.nas.evaluator import Evaluator, reward_from_metrics
 from lit_automl.spaces.decisions import ANCHOR, Action, Decision, validate_actions
+
+if TYPE_CHECKING:  # Optuna is imported when a queue is opened, not with this module (nor with lit_automl.nas)
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 __all__ = ["ChildQueue", "ClaimedChild", "actions_to_params", "params_to_actions", "run_worker", "spawn_workers"]
 
 log = logging.getLogger(__name__)
 
 STOP_ATTR = "search_finished"
-_FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 
 
 def actions_to_params(decisions: Sequence[Decision], actions: Sequence[Action]) -> Dict[str, int]:
@@ -72,7 +72,9 @@ def params_to_actions(decisions: Sequence[Decision], params: Dict[str, int], len
     return actions
 
 
-def _distributions(decisions: Sequence[Decision], length: int) -> Dict[str, CategoricalDistribution]:
+def _distributions(decisions: Sequence[Decision], length: int) -> Dict[str, "CategoricalDistribution"]:
+    from optuna.distributions import CategoricalDistribution
+
     out: Dict[str, CategoricalDistribution] = {}
     n_anchor = 0
     for d in decisions[:length]:
@@ -100,7 +102,7 @@ class ChildQueue:
     """The study that holds a search's children (see the module docstring).
 
     Args:
-        storage: an Optuna storage, or a URL for :func:`lit_automl.hpo.storage.make_storage`
+        storage: an Optuna storage, or a URL for :func:`lit_automl.storage.make_storage`
             (``None``: SQLite in ``run_dir``).
         study_name: the study (created when missing; direction maximise: the value is the reward).
         run_dir: folder of the default SQLite file.
@@ -114,6 +116,9 @@ class ChildQueue:
         decisions: Sequence[Decision],
         run_dir: Union[str, Path] = "runs/nas",
     ) -> None:
+        import optuna
+        from optuna.storages import BaseStorage
+
         if not isinstance(study_name, str) or not study_name:
             raise ValueError(f"study_name must be a non-empty string, got {study_name!r}")
         self.storage_url = storage if isinstance(storage, str) or storage is None else None
@@ -145,9 +150,12 @@ class ChildQueue:
 
     def finished(self, keys: Sequence[str]) -> Dict[str, FrozenTrial]:
         """The COMPLETE or FAIL trials among ``keys``."""
+        from optuna.trial import TrialState
+
         wanted = set(keys)
         out: Dict[str, FrozenTrial] = {}
-        for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=_FINISHED):
+        finished = (TrialState.COMPLETE, TrialState.FAIL)
+        for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=finished):
             k = t.user_attrs.get("child_key")
             if k in wanted:
                 out[k] = t
@@ -180,6 +188,8 @@ class ChildQueue:
 
     def abandon_waiting(self, keep_prefix: str, reason: str) -> int:
         """Fail WAITING children whose key does not start with ``keep_prefix`` (left by an interrupted run)."""
+        from optuna.trial import TrialState
+
         n = 0
         for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=(TrialState.WAITING,)):
             key = t.user_attrs.get("child_key")
@@ -205,6 +215,9 @@ class ChildQueue:
     # ------------------------------------------------------------------ worker side
     def claim(self) -> Optional[ClaimedChild]:
         """Take one WAITING child (WAITING -> RUNNING atomically), or None when there is none."""
+        import optuna
+        from optuna.trial import TrialState
+
         # Read through the study (not the raw storage) so the study's storage cache knows the trial
         # before optuna.trial.Trial writes its parameters.
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -225,6 +238,8 @@ class ChildQueue:
 
     def evaluate(self, claimed: ClaimedChild, evaluator: Evaluator) -> Optional[float]:
         """Evaluate a claimed child and tell the study: the reward, or FAIL with the reason (returns None)."""
+        from optuna.trial import TrialState
+
         trial = claimed.trial
         try:
             architecture = evaluator.space.from_json(claimed.architecture)
@@ -293,6 +308,8 @@ def run_worker(
 
 def _worker_entry(storage_url: str, study_name: str, evaluator: Evaluator, search_id: str, run_dir: str,
                   num_threads: Optional[int]) -> None:
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_worker(storage_url, study_name, evaluator, search_id=search_id, run_dir=run_dir, num_threads=num_threads)
 

@@ -1,21 +1,38 @@
-"""Cells: the search cell of mixed edges and the discrete cell built from a genotype.
+"""Cells: the search cell of mixed edges and the one discrete cell built from a genotype.
 
-Both follow the DARTS cell (Liu et al., ICLR 2019, Sec. 2.1): two inputs (the outputs of the
-previous two cells), ``steps`` intermediate nodes each summing edges from all earlier nodes, and
-an output that concatenates the last ``multiplier`` nodes (search) or the genotype's concat list.
+Both follow the DARTS cell (Liu et al., ICLR 2019, Sec. 2.1; layout in
+:mod:`lit_automl.spaces.geometry`): two inputs (the outputs of the previous two cells), ``steps``
+intermediate nodes each joining edges from earlier states, and an output that concatenates the
+last ``multiplier`` nodes (search) or the genotype's concat list (discrete; NASNet's too).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl._checks import UnknownNameError, check_int, lookup
 from lit_automl.spaces.drop_path import drop_path
-from lit_automl.spaces.geometry import edge_sources, num_search_edges
-from lit_automl.spaces.ops import FactorizedReduce, ReLUConvBN, get_op, validate_primitives, zero_output_shape
+from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.geometry import (
+    CELL_TYPES,
+    edge_sources,
+    node_edge_slices,
+    node_inputs,
+    num_search_edges,
+    num_states,
+)
+from lit_automl.spaces.ops import (
+    FactorizedReduce,
+    ReLUConvBN,
+    check_registered,
+    get_op,
+    validate_primitives,
+    zero_output_shape,
+)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -44,8 +61,7 @@ class MixedEdge(nn.Module):
     def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_channels: int = 1):
         super().__init__()
         self.primitives = validate_primitives(primitives)
-        if isinstance(partial_channels, bool) or not isinstance(partial_channels, int) or partial_channels < 1:
-            raise ValueError(f"partial_channels must be a positive int, got {partial_channels!r}")
+        partial_channels = check_int("partial_channels", partial_channels, low=1, allowed="a positive int")
         if C % partial_channels:
             raise ValueError(
                 f"partial_channels={partial_channels} must divide the edge's {C} channels "
@@ -168,25 +184,56 @@ class SearchCell(nn.Module):
         if active is None:
             active = (weights != 0).tolist()
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        offset = 0
-        for _ in range(self.steps):
+        for edges in node_edge_slices(self.steps):
             node = None
-            for j, h in enumerate(states):
-                e = offset + j
-                term = self.edges[e](h, weights[e], active[e])
+            for j, e in enumerate(range(edges.start, edges.stop)):  # edge e reads state j
+                term = self.edges[e](states[j], weights[e], active[e])
                 if edge_scale is not None:
                     term = edge_scale[e] * term
                 node = term if node is None else node + term
-            offset += len(states)
             states.append(node)
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
-class Cell(nn.Module):
-    """A discrete cell built from one cell of a genotype (a list of nodes of (op, input) edges).
+def _sum(outs: List[torch.Tensor]) -> torch.Tensor:
+    node = outs[0]
+    for h in outs[1:]:
+        node = node + h
+    return node
 
-    Drop path (probability handed to ``forward``) is applied to every non-identity path while
-    training, as in the DARTS evaluation networks.
+
+def _channel_concat(outs: List[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(outs, dim=1)
+
+
+COMBINES: Dict[str, Callable[[List[torch.Tensor]], torch.Tensor]] = {"add": _sum, "concat": _channel_concat}
+"""How a node joins its edges (:data:`~lit_automl.spaces.genotype.COMBINE_METHODS`): DARTS adds;
+NASNet also concatenates along channels (Zoph et al. 2018, Sec. 3 step 5)."""
+
+
+class Cell(nn.Module):
+    """The discrete cell built from one cell of a genotype: DARTS's (Liu et al., ICLR 2019, Sec. 2.1)
+    and NASNet's (Zoph et al., CVPR 2018, Sec. 3) alike.
+
+    * Inputs: ``c_{k-1}`` goes through a 1x1 ReLU-conv-BN to ``C`` channels; so does ``c_{k-2}``, or a
+      factorized reduction when the previous cell halved the resolution (both references).
+    * Nodes: each edge applies its operation (stride 2 on the cell inputs of a reduction cell); the
+      node joins its edges as ``combine`` says per node (default: every node adds, DARTS). NASNet's
+      ``"concat"`` joins along channels; this library then projects the ``len(edges) * C`` channels
+      back to ``C`` with a 1x1 ReLU-conv-BN, so every state has ``C`` channels (our choice; the paper
+      only says 1x1 convolutions keep shapes matching, Appendix A.4).
+    * Output: the states listed in ``concat`` side by side. NASNet lists the unused states, which may
+      include the cell inputs; in a reduction cell such an input is first brought to the reduced
+      resolution with a factorized reduction (the TF reference's ``_combine_unused_states``).
+    * Drop path (probability handed to ``forward``, only while training) is applied to every edge
+      whose op is not the identity module, i.e. the rule of the DARTS reference (quark0/darts
+      ``model.py``: ``if not isinstance(op, Identity): h = drop_path(h)``): a stride-2
+      ``skip_connect`` is a factorized reduction, a learned path, and is dropped like any other. The
+      NASNet reference (tensorflow/models ``nasnet_utils.py``: ``if operation != 'none':
+      _apply_drop_path``) also exempts its identity when a stride makes it a strided 1x1 conv; we
+      follow DARTS for both, which changes no parameter and only NASNet reduction cells' skips.
+
+    ``out_channels = len(concat) * C``.
     """
 
     def __init__(
@@ -198,39 +245,76 @@ class Cell(nn.Module):
         C: int,
         reduction: bool,
         reduction_prev: bool,
+        combine: Optional[Sequence[str]] = None,
     ):
         super().__init__()
+        for name, value in (("C_pp", C_pp), ("C_p", C_p), ("C", C)):
+            check_int(name, value, low=1)
+        nodes = [tuple(node) for node in nodes]
+        if not nodes:
+            raise ValueError("a cell needs at least one node, got an empty node list")
+        combine = tuple(combine) if combine else ("add",) * len(nodes)
+        if len(combine) != len(nodes):
+            raise ValueError(f"combine has {len(combine)} entries for {len(nodes)} nodes; give one per node")
+        self._joins = []
+        for i, method in enumerate(combine):
+            try:
+                self._joins.append(lookup(COMBINES, method, "combine method"))
+            except UnknownNameError as exc:  # NASNet calls a node a block
+                raise UnknownNameError(f"block {i}: {exc}") from None
+        check_registered("the cell", [op for node in nodes for op, _ in node])
+        self.concat = tuple(int(i) for i in concat)
+        if not self.concat or any(i not in range(num_states(len(nodes))) for i in self.concat):
+            raise ValueError(f"concat {list(self.concat)} must be non-empty with indices in 0..{num_states(len(nodes)) - 1}")
         self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(C_pp, C)
-        else:
-            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0)
-        self.concat = tuple(concat)
+        self.combine = combine
+        self.C = C
         self.multiplier = len(self.concat)
+        self.out_channels = self.multiplier * C
+
+        self.preprocess0: nn.Module = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0)
+        ops: List[nn.Module] = []
         self.inputs: List[Tuple[int, ...]] = []
-        ops = []
+        projections: Dict[str, nn.Module] = {}
         for i, node in enumerate(nodes):
-            idxs = []
+            if not node:
+                raise ValueError(f"node {i} has no edges")
             for name, idx in node:
-                if not 0 <= idx < i + 2:
-                    raise ValueError(f"node {i} takes input {idx}; allowed inputs are 0..{i + 1}")
+                if idx not in node_inputs(i):
+                    raise ValueError(f"node {i} takes input {idx}; allowed inputs are 0..{node_inputs(i)[-1]}")
                 ops.append(get_op(name, C, 2 if reduction and idx < 2 else 1, affine=True))
-                idxs.append(idx)
-            self.inputs.append(tuple(idxs))
+            self.inputs.append(tuple(int(idx) for _, idx in node))
+            if combine[i] == "concat":
+                projections[str(i)] = ReLUConvBN(len(node) * C, C, 1, 1, 0)
         self.ops = nn.ModuleList(ops)
-        self._identity = [isinstance(op, nn.Identity) for op in ops]
+        self._droppable = [not isinstance(op, nn.Identity) for op in ops]
+        self.projections = nn.ModuleDict(projections)
+        self.output_reductions = nn.ModuleDict(
+            {str(i): FactorizedReduce(C, C) for i in self.concat if reduction and i < 2}
+        )
+
+    @classmethod
+    def from_genotype(cls, genotype: Genotype, reduction: bool, C_pp: int, C_p: int, C: int,
+                      reduction_prev: bool) -> "Cell":
+        """The genotype's reduction cell if ``reduction``, else its normal cell, with its combine methods."""
+        cell_type = CELL_TYPES[1] if reduction else CELL_TYPES[0]
+        nodes, concat = genotype.cells()[cell_type]
+        return cls(nodes, concat, C_pp, C_p, C, reduction, reduction_prev, genotype.combine(cell_type))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        drop = self.training and drop_prob > 0.0
         k = 0
-        for idxs in self.inputs:
-            node = None
+        for i, idxs in enumerate(self.inputs):
+            outs = []
             for idx in idxs:
                 h = self.ops[k](states[idx])
-                if self.training and drop_prob > 0.0 and not self._identity[k]:
+                if drop and self._droppable[k]:
                     h = drop_path(h, drop_prob, True)
-                node = h if node is None else node + h
+                outs.append(h)
                 k += 1
-            states.append(node)
-        return torch.cat([states[i] for i in self.concat], dim=1)
+            node = self._joins[i](outs)
+            states.append(self.projections[str(i)](node) if str(i) in self.projections else node)
+        return torch.cat([self.output_reductions[str(i)](states[i]) if str(i) in self.output_reductions else states[i]
+                          for i in self.concat], dim=1)

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl._checks import check_bool, check_int
 from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, validate_actions
+from lit_automl.spaces.networks import check_image_input
 
 __all__ = [
     "ChainLayer",
@@ -49,12 +51,6 @@ _LAYER_KEYS = ("filter_height", "filter_width", "num_filters", "stride", "inputs
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _choices(name: str, values: Any) -> Tuple[int, ...]:
@@ -93,7 +89,7 @@ class ChainLayer:
 
     def __post_init__(self) -> None:
         for name in ("filter_height", "filter_width", "num_filters", "stride"):
-            _positive_int(name, getattr(self, name))
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low=1, allowed="a positive int"))
         inputs = self.inputs
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise ValueError(f"inputs must be a sequence of earlier layer indices, got {inputs!r}")
@@ -225,18 +221,13 @@ class ChainSpace(SequentialSpace):
         skip_connections: bool = True,
         batch_norm: bool = True,
     ) -> None:
-        if not _is_int(num_layers) or num_layers < 1:
-            raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
-        self.num_layers = num_layers
+        self.num_layers = check_int("num_layers", num_layers, low=1)
         self.filter_heights = _choices("filter_heights", filter_heights)
         self.filter_widths = _choices("filter_widths", filter_widths)
         self.num_filters = _choices("num_filters", num_filters)
         self.strides: Optional[Tuple[int, ...]] = None if strides is None else _choices("strides", strides)
-        for name, flag in (("skip_connections", skip_connections), ("batch_norm", batch_norm)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name} must be True or False, got {flag!r}")
-        self.skip_connections = skip_connections
-        self.batch_norm = batch_norm
+        self.skip_connections = check_bool("skip_connections", skip_connections)
+        self.batch_norm = check_bool("batch_norm", batch_norm)
 
     def __repr__(self) -> str:
         return (
@@ -412,14 +403,13 @@ class ChainNetwork(nn.Module):
         super().__init__()
         if not isinstance(architecture, ChainArchitecture):
             raise ValueError(f"architecture must be a ChainArchitecture, got {architecture!r}")
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.num_classes = _positive_int("num_classes", num_classes)
+        self.in_channels = check_int("in_channels", in_channels, low=1, allowed="a positive int")
+        self.num_classes = check_int("num_classes", num_classes, low=1, allowed="a positive int")
         if _is_int(image_size):
             image_size = (image_size, image_size)
         if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(_is_int(s) and s >= 1 for s in image_size)):
             raise ValueError(f"image_size must be a positive int or an (H, W) pair of positive ints, got {image_size!r}")
-        if not isinstance(batch_norm, bool):
-            raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
+        check_bool("batch_norm", batch_norm)
         self.architecture = architecture
         self.image_size: Tuple[int, int] = (int(image_size[0]), int(image_size[1]))
         self.output_layers = architecture.output_layers
@@ -465,11 +455,7 @@ class ChainNetwork(nn.Module):
         return nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}; "
-                f"set in_channels to match the data"
-            )
+        check_image_input(x, self.in_channels)
         outs: List[torch.Tensor] = []
         for layer, block in zip(self.architecture.layers, self.layers):
             inp = pad_concat([outs[j] for j in layer.inputs]) if layer.inputs else x

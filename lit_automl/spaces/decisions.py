@@ -14,9 +14,10 @@ decision) for an anchor decision; the first anchor decision therefore contribute
 from __future__ import annotations
 
 import abc
-
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
+
+from lit_automl._checks import check_int
 
 __all__ = ["ANCHOR", "CATEGORICAL", "Action", "ActionSeq", "Decision", "SequentialSpace", "validate_actions", "validate_decisions"]
 
@@ -57,11 +58,7 @@ class Decision:
                 f"Decision {self.name!r}: unknown kind {self.kind!r}; allowed kinds are {list(_KINDS)}"
             )
         if self.kind == CATEGORICAL:
-            n = self.num_choices
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(
-                    f"Decision {self.name!r}: num_choices must be an int >= 1, got {n!r}"
-                )
+            check_int(f"Decision {self.name!r}: num_choices", self.num_choices, low=1)
         elif self.num_choices is not None:
             raise ValueError(
                 f"Decision {self.name!r}: anchor decisions take no num_choices "
@@ -97,10 +94,10 @@ def validate_actions(decisions: Sequence[Decision], actions: Sequence[Action]) -
     if len(actions) > len(decisions):
         raise ValueError(f"got {len(actions)} actions for {len(decisions)} decisions: {actions!r}")
     n_anchor = 0
-    for d, a in zip(decisions, actions):
+    for i, (d, a) in enumerate(zip(decisions, actions)):
         if d.kind == CATEGORICAL:
-            if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < int(d.num_choices):
-                raise ValueError(f"decision {d.name!r}: action must be an int in [0, {d.num_choices}), got {a!r}")
+            actions[i] = check_int(f"decision {d.name!r}: action", a, low=0, high=int(d.num_choices) - 1,
+                                   allowed=f"an int in [0, {d.num_choices})")
         else:
             if not isinstance(a, (list, tuple)) or len(a) != n_anchor or any(b not in (0, 1) or isinstance(b, bool) for b in a):
                 raise ValueError(f"decision {d.name!r}: action must be a list of {n_anchor} 0/1 ints, got {a!r}")

@@ -9,12 +9,13 @@ strongest non-``none`` operation. ``none`` is never chosen. Kept edges are liste
 from __future__ import annotations
 
 import math
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists, num_search_edges
+from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.geometry import CELL_TYPES, node_edge_slices, num_search_edges, output_concat
 
 
 def derive_cell(
@@ -42,14 +43,11 @@ def derive_cell(
                 w[e, j] = -math.inf
     best_w, best_k = w.max(dim=1)
     nodes = []
-    start = 0
-    for i in range(steps):
-        n_in = i + 2
-        strengths = best_w[start : start + n_in].tolist()
-        order = sorted(range(n_in), key=lambda j: -strengths[j])  # stable: ties keep the lower input
+    for edges in node_edge_slices(steps):
+        strengths = best_w[edges].tolist()
+        order = sorted(range(len(strengths)), key=lambda j: -strengths[j])  # stable: ties keep the lower input
         keep = order if k is None else order[:k]
-        nodes.append(tuple((per_edge[start + j][int(best_k[start + j])], j) for j in keep))
-        start += n_in
+        nodes.append(tuple((per_edge[edges.start + j][int(best_k[edges.start + j])], j) for j in keep))
     return nodes
 
 
@@ -66,17 +64,11 @@ def derive_genotype(
     ``primitives``: shared op names, or ``{"normal": ..., "reduce": ...}`` per cell type (e.g. a
     supernet's ``edge_primitives``).
     """
-    concat = list(range(2 + steps - multiplier, 2 + steps))
-    if isinstance(primitives, Mapping):
-        p_normal, p_reduce = primitives["normal"], primitives["reduce"]
-    else:
-        p_normal = p_reduce = primitives
-    return Genotype(
-        normal=derive_cell(weights_normal, p_normal, steps, k),
-        normal_concat=concat,
-        reduce=derive_cell(weights_reduce, p_reduce, steps, k),
-        reduce_concat=concat,
-    )
+    concat = output_concat(steps, multiplier)
+    per_cell = primitives if isinstance(primitives, Mapping) else dict.fromkeys(CELL_TYPES, primitives)
+    weights = dict(zip(CELL_TYPES, (weights_normal, weights_reduce)))
+    cells = {cell: derive_cell(weights[cell], per_cell[cell], steps, k) for cell in CELL_TYPES}
+    return Genotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"], reduce_concat=concat)
 
 
 def edge_entropy(alpha: torch.Tensor) -> torch.Tensor:

@@ -15,14 +15,17 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from lit_automl._checks import check_int, check_real
+
+_DROP_PROB = dict(low=0.0, high=1.0, high_open=True, allowed="in [0, 1)")
+
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool = True) -> torch.Tensor:
     """Zero each sample's path with probability ``drop_prob``; rescale survivors by 1/(1-p).
 
     Identity when not ``training`` or ``drop_prob == 0``, so the expectation is unchanged.
     """
-    if not 0.0 <= drop_prob < 1.0:
-        raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob!r}")
+    drop_prob = check_real("drop_prob", drop_prob, **_DROP_PROB)
     if not training or drop_prob == 0.0:
         return x
     keep_prob = 1.0 - drop_prob
@@ -35,9 +38,7 @@ class DropPath(nn.Module):
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
-        if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob!r}")
-        self.drop_prob = drop_prob
+        self.drop_prob = check_real("drop_prob", drop_prob, **_DROP_PROB)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.drop_prob, self.training)
@@ -69,12 +70,9 @@ def sample_keep_mask(
     per mini-batch); ``batch_shape=(N,)`` one per sample. Random numbers come from ``generator``
     (or torch's global generator), on ``device`` (default CPU).
     """
-    if not isinstance(num_paths, int) or isinstance(num_paths, bool) or num_paths <= 0:
-        raise ValueError(f"num_paths must be a positive int, got {num_paths!r}")
-    if not 0.0 <= drop_prob < 1.0:
-        raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob!r}")
-    if not isinstance(min_keep, int) or isinstance(min_keep, bool) or not 0 <= min_keep <= num_paths:
-        raise ValueError(f"min_keep must be an int in [0, num_paths={num_paths}], got {min_keep!r}")
+    num_paths = check_int("num_paths", num_paths, low=1, allowed="a positive int")
+    drop_prob = check_real("drop_prob", drop_prob, **_DROP_PROB)
+    min_keep = check_int("min_keep", min_keep, low=0, high=num_paths, allowed=f"an int in [0, num_paths={num_paths}]")
     batch_shape = tuple(batch_shape)
     if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in batch_shape):
         raise ValueError(f"batch_shape must be a sequence of non-negative ints, got {batch_shape!r}")

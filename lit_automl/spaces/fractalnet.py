@@ -23,15 +23,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from lit_automl._checks import check_choice, check_int, check_real
 from lit_automl.spaces.drop_path import sample_keep_mask
-from lit_automl.spaces.networks import _check_input, _check_positive
+from lit_automl.spaces.networks import check_image_input
 
 FRACTALNET_POOLS = ("max", "avg")
-
-
-def _check_prob(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+_RATE = dict(low=0.0, high=1.0, high_open=True, allowed="in [0, 1)")  # a dropout or drop-path rate
 
 
 def join(inputs: Sequence[torch.Tensor], keep: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -118,8 +115,9 @@ class FractalBlock(nn.Module):
 
     def __init__(self, C_in: int, C_out: int, columns: int, dropout: float = 0.0):
         super().__init__()
-        _check_positive(C_in=C_in, C_out=C_out, columns=columns)
-        _check_prob("dropout", dropout)
+        for name, value in (("C_in", C_in), ("C_out", C_out), ("columns", columns)):
+            check_int(name, value, low=1, allowed="a positive int")
+        check_real("dropout", dropout, **_RATE)
         self.C_in, self.C_out, self.columns, self.dropout = C_in, C_out, columns, dropout
         self.column_convs = nn.ModuleList(
             nn.ModuleList(FractalConv(C_in if i == 0 else C_out, C_out, dropout) for i in range(2 ** c))
@@ -136,18 +134,14 @@ class FractalBlock(nn.Module):
 
     def num_convs(self, column: int) -> int:
         """Convs in column ``column`` (1-based): 2**(column-1)."""
-        self._check_column(column)
+        column = check_int("column", column, low=1, high=self.columns, allowed=f"an int in 1..{self.columns}")
         return len(self.column_convs[column - 1])
 
-    def _check_column(self, column: int) -> None:
-        if isinstance(column, bool) or not isinstance(column, int) or not 1 <= column <= self.columns:
-            raise ValueError(f"column must be an int in 1..{self.columns}, got {column!r}")
-
     def forward(self, x: torch.Tensor, column: Optional[int] = None, local_drop: float = 0.0) -> torch.Tensor:
-        _check_prob("local_drop", local_drop)
+        check_real("local_drop", local_drop, **_RATE)
         self.last_keep = []
         if column is not None:
-            self._check_column(column)
+            column = check_int("column", column, low=1, high=self.columns, allowed=f"an int in 1..{self.columns}")
             self.last_column = column
             for conv in self.column_convs[column - 1]:
                 x = conv(x)
@@ -223,23 +217,22 @@ class FractalNet(nn.Module):
     ):
         super().__init__()
         channels, dropout = tuple(channels), tuple(dropout)
-        _check_positive(in_channels=in_channels, num_classes=num_classes, columns=columns)
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("columns", columns)):
+            check_int(name, value, low=1, allowed="a positive int")
         if not channels:
             raise ValueError("channels must name at least one block, got ()")
         for i, c in enumerate(channels):
-            _check_positive(**{f"channels[{i}]": c})
+            check_int(f"channels[{i}]", c, low=1, allowed="a positive int")
         if len(dropout) != len(channels):
             raise ValueError(
                 f"dropout has {len(dropout)} rates {dropout!r} but channels has {len(channels)} blocks; "
                 f"give one rate per block"
             )
         for i, p in enumerate(dropout):
-            _check_prob(f"dropout[{i}]", p)
-        _check_prob("local_drop", local_drop)
-        if isinstance(global_ratio, bool) or not isinstance(global_ratio, (int, float)) or not 0.0 <= global_ratio <= 1.0:
-            raise ValueError(f"global_ratio must be in [0, 1], got {global_ratio!r}")
-        if pool not in FRACTALNET_POOLS:
-            raise ValueError(f"pool must be one of {FRACTALNET_POOLS}, got {pool!r}")
+            check_real(f"dropout[{i}]", p, **_RATE)
+        check_real("local_drop", local_drop, **_RATE)
+        check_real("global_ratio", global_ratio, low=0.0, high=1.0, allowed="in [0, 1]")
+        check_choice("pool", pool, FRACTALNET_POOLS)
         self.in_channels, self.columns, self.channels, self.dropout = in_channels, columns, channels, dropout
         self.local_drop, self.global_ratio, self.pool = local_drop, global_ratio, pool
         blocks, C_in = [], in_channels
@@ -264,9 +257,9 @@ class FractalNet(nn.Module):
         return len(self.blocks) * 2 ** (self.columns - 1)
 
     def forward(self, x: torch.Tensor, column: Optional[int] = None) -> torch.Tensor:
-        _check_input(x, self.in_channels, min_size=2 ** len(self.blocks))
+        check_image_input(x, self.in_channels, min_size=2 ** len(self.blocks))
         if column is not None:
-            self.blocks[0]._check_column(column)
+            column = check_int("column", column, low=1, high=self.columns, allowed=f"an int in 1..{self.columns}")
             mode = "global"
         elif not self.training:
             mode = "eval"

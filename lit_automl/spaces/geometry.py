@@ -13,10 +13,26 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-__all__ = ["CELL_TYPES", "edge_endpoints", "edge_sources", "node_edge_slices", "num_search_edges", "output_concat"]
+__all__ = ["CELL_TYPES", "edge_endpoints", "edge_sources", "node_edge_slices", "node_inputs", "node_state", "num_search_edges",
+           "num_states", "output_concat"]
 
 CELL_TYPES: Tuple[str, str] = ("normal", "reduce")
 """The two cell types of a DARTS-style network, in the order of their architecture parameters."""
+
+
+def node_inputs(node: int) -> range:
+    """The state indices node ``node`` (0-based) may read: the two cell inputs and every earlier node."""
+    return range(node + 2)
+
+
+def node_state(node: int) -> int:
+    """The state index of node ``node`` (0-based): the two cell inputs come first."""
+    return node + 2
+
+
+def num_states(steps: int) -> int:
+    """States of a cell: the two inputs and ``steps`` nodes (state ``i + 2`` is node ``i``)."""
+    return steps + 2
 
 
 def num_search_edges(steps: int) -> int:
@@ -31,14 +47,14 @@ def node_edge_slices(steps: int) -> List[slice]:
 
 def edge_sources(steps: int) -> List[int]:
     """The input index each edge reads, in edge order: ``[0, 1, 0, 1, 2, 0, 1, 2, 3, ...]``."""
-    return [j for i in range(steps) for j in range(i + 2)]
+    return [j for i in range(steps) for j in node_inputs(i)]
 
 
 def edge_endpoints(steps: int) -> List[Tuple[int, int]]:
     """``(source, target)`` state indices of every edge, in edge order (node ``i`` is index ``i + 2``)."""
-    return [(j, i + 2) for i in range(steps) for j in range(i + 2)]
+    return [(j, node_state(i)) for i in range(steps) for j in node_inputs(i)]
 
 
 def output_concat(steps: int, multiplier: int) -> List[int]:
     """State indices the cell's output concatenates: its last ``multiplier`` nodes."""
-    return list(range(2 + steps - multiplier, 2 + steps))
+    return list(range(num_states(steps) - multiplier, num_states(steps)))

@@ -15,60 +15,30 @@ Hidden states are numbered as in :mod:`lit_automl.spaces.genotype`: 0 = ``c_{k-2
 
 from __future__ import annotations
 
-import numbers
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from lit_automl._checks import check_bool, check_int, check_real
+from lit_automl.spaces.cells import Cell
 from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, validate_actions
-from lit_automl.spaces.drop_path import drop_path
-from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeSpec, resolve_genotype
-from lit_automl.spaces.ops import OP_SETS, OPS, FactorizedReduce, ReLUConvBN, get_op
+from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype
+from lit_automl.spaces.geometry import CELL_TYPES, node_inputs, num_states
+from lit_automl.spaces.networks import AuxiliaryHead, EvalNetwork, check_image_input
+from lit_automl.spaces.ops import OP_SETS, OPS, get_op_set
+from lit_automl.spaces.published import GenotypeSpec, resolve_genotype
 
-__all__ = ["NASNetAuxiliaryHead", "NASNetCIFAR", "NASNetCell", "NASNetCellSpace", "unused_states"]
+__all__ = ["NASNetCIFAR", "NASNetCell", "NASNetCellSpace", "unused_states"]
 
 Edge = Tuple[str, int]
-
-
-# ----------------------------------------------------------------------------- validation helpers
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float, high: Optional[float] = None, *, low_open: bool = False) -> float:
-    """``value`` as a float in ``[low, high)`` (``(low, high)`` when ``low_open``)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = (v > low if low_open else v >= low) and (high is None or v < high)
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = f"{high})" if high is not None else "inf)"
-        raise ValueError(f"{name} must be a number in {lo}{low}, {hi}, got {value!r}")
-    return float(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _check_registered(where: str, names: Sequence[str]) -> None:
-    unknown = sorted({n for n in names if n not in OPS})
-    if unknown:
-        raise ValueError(f"{where} uses unregistered operation(s) {unknown}; registered: {sorted(OPS)}")
 
 
 def _resolve_ops(ops: Union[Sequence[str], str]) -> Tuple[str, ...]:
     """An op-set name from :data:`OP_SETS` or an explicit list of registered, unique op names."""
     if isinstance(ops, str):
-        if ops not in OP_SETS:
-            raise ValueError(f"unknown op set {ops!r}; registered op sets: {sorted(OP_SETS)}")
-        return OP_SETS[ops]
+        return get_op_set(ops)
     if not isinstance(ops, (list, tuple)) or not ops:
         raise ValueError(f"ops must be an op-set name {sorted(OP_SETS)} or a non-empty list of op names, got {ops!r}")
     ops = tuple(ops)
@@ -87,164 +57,16 @@ def unused_states(nodes: Sequence[Sequence[Edge]]) -> Tuple[int, ...]:
     the output too. The last block is never read, so the result is never empty.
     """
     read = {idx for node in nodes for _, idx in node}
-    return tuple(i for i in range(len(nodes) + 2) if i not in read)
+    return tuple(i for i in range(num_states(len(nodes))) if i not in read)
 
 
-# ----------------------------------------------------------------------------- the cell
-class NASNetCell(nn.Module):
-    """A discrete NASNet cell built from one cell of a :class:`Genotype` (Zoph et al. 2018, Sec. 3).
-
-    * Inputs: ``c_{k-1}`` goes through a 1x1 ReLU-conv-BN to ``C`` channels; so does ``c_{k-2}``,
-      or a factorized reduction when the previous cell halved the resolution, so both inputs
-      match (the reference's ``_reduce_prev_layer``; Appendix A.4: "1x1 convolutions are
-      inserted as necessary"). The reference skips the 1x1 of ``c_{k-2}`` when the channel
-      counts already agree and hands the first cell the raw stem output; here ``c_{k-2}`` is
-      always projected, as in DARTS, which changes NASNet-A 6@768 by well under 1% of its
-      parameters.
-    * Blocks: each edge applies its operation (stride 2 on the cell inputs of a reduction cell);
-      the node then adds its edges, or concatenates them. For ``"concat"`` this library projects
-      the ``len(edges) * C`` channels back to ``C`` with a 1x1 ReLU-conv-BN, so every hidden state
-      has ``C`` channels (our choice; the paper only says 1x1 convolutions keep shapes matching).
-    * Drop path (:func:`lit_automl.spaces.drop_path.drop_path`, probability handed to
-      ``forward``) is applied, while training, to every edge output except the identity op
-      ``skip_connect``, as the reference never drops its identity ("none") paths.
-    * Output: the concatenation of the hidden states listed in ``concat`` (NASNet: the unused
-      ones). A cell input listed there in a reduction cell is brought to the reduced resolution
-      with a factorized reduction first, as in the reference's ``_combine_unused_states``.
-
-    ``out_channels = len(concat) * C``.
-    """
-
-    def __init__(
-        self,
-        nodes: Sequence[Sequence[Edge]],
-        concat: Sequence[int],
-        C_pp: int,
-        C_p: int,
-        C: int,
-        reduction: bool,
-        reduction_prev: bool,
-        combine: Optional[Sequence[str]] = None,
-    ):
-        super().__init__()
-        for name, value in (("C_pp", C_pp), ("C_p", C_p), ("C", C)):
-            _check_int(name, value, 1)
-        nodes = [tuple(node) for node in nodes]
-        if not nodes:
-            raise ValueError("a NASNet cell needs at least one block, got an empty node list")
-        combine = tuple(combine) if combine else ("add",) * len(nodes)
-        if len(combine) != len(nodes):
-            raise ValueError(f"combine has {len(combine)} entries for {len(nodes)} blocks; give one per block")
-        for i, method in enumerate(combine):
-            if method not in COMBINE_METHODS:
-                raise ValueError(f"block {i}: unknown combine method {method!r}; allowed {list(COMBINE_METHODS)}")
-        _check_registered("the cell", [op for node in nodes for op, _ in node])
-        self.concat = tuple(int(i) for i in concat)
-        if not self.concat or any(not 0 <= i < len(nodes) + 2 for i in self.concat):
-            raise ValueError(f"concat {list(self.concat)} must be non-empty with indices in 0..{len(nodes) + 1}")
-        if (reduction_prev or reduction) and C % 2:
-            raise ValueError(f"a factorized reduction needs an even channel count C, got {C}")
-        self.reduction = reduction
-        self.combine = combine
-        self.C = C
-        self.multiplier = len(self.concat)
-        self.out_channels = self.multiplier * C
-
-        if reduction_prev:
-            self.preprocess0: nn.Module = FactorizedReduce(C_pp, C)
-        else:
-            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0)
-
-        ops: List[nn.Module] = []
-        self.inputs: List[Tuple[int, ...]] = []
-        self._droppable: List[bool] = []
-        projections: Dict[str, nn.Module] = {}
-        for i, node in enumerate(nodes):
-            if not node:
-                raise ValueError(f"block {i} has no edges")
-            idxs = []
-            for name, idx in node:
-                if not 0 <= idx < i + 2:
-                    raise ValueError(f"block {i} reads hidden state {idx}; allowed 0..{i + 1}")
-                ops.append(get_op(name, C, 2 if reduction and idx < 2 else 1, affine=True))
-                self._droppable.append(name != "skip_connect")
-                idxs.append(int(idx))
-            self.inputs.append(tuple(idxs))
-            if combine[i] == "concat":
-                projections[str(i)] = ReLUConvBN(len(node) * C, C, 1, 1, 0)
-        self.ops = nn.ModuleList(ops)
-        self.projections = nn.ModuleDict(projections)
-        self.output_reductions = nn.ModuleDict(
-            {str(i): FactorizedReduce(C, C) for i in self.concat if reduction and i < 2}
-        )
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        drop = self.training and drop_prob > 0.0
-        k = 0
-        for i, idxs in enumerate(self.inputs):
-            outs = []
-            for idx in idxs:
-                h = self.ops[k](states[idx])
-                if drop and self._droppable[k]:
-                    h = drop_path(h, drop_prob, True)
-                outs.append(h)
-                k += 1
-            if self.combine[i] == "concat":
-                node = self.projections[str(i)](torch.cat(outs, dim=1))
-            else:
-                node = outs[0]
-                for h in outs[1:]:
-                    node = node + h
-            states.append(node)
-        out = []
-        for i in self.concat:
-            key = str(i)
-            out.append(self.output_reductions[key](states[i]) if key in self.output_reductions else states[i])
-        return torch.cat(out, dim=1)
+NASNetCell = Cell
+"""NASNet's name for the one discrete cell (:class:`~lit_automl.spaces.cells.Cell`): ``combine`` gives
+each block's combination, ``concat`` the unused states it outputs (Zoph et al. 2018, Sec. 3)."""
 
 
 # ----------------------------------------------------------------------------- the network
-class NASNetAuxiliaryHead(nn.Module):
-    """NASNet's auxiliary classifier (TF reference ``_build_aux_head``; Appendix A.7).
-
-    ReLU -> 5x5 average pool, stride 3 -> 1x1 conv to 128 -> BN -> ReLU -> conv to 768 whose
-    kernel covers the whole pooled map -> BN -> ReLU -> linear. ``feature_size`` is the side of
-    the feature map it is attached to (16 for a 32x32 CIFAR input).
-    """
-
-    def __init__(self, C: int, num_classes: int, feature_size: int):
-        super().__init__()
-        if feature_size < 5:
-            raise ValueError(
-                f"the auxiliary head needs a feature map of at least 5x5 for its 5x5 pooling, got "
-                f"{feature_size}x{feature_size}; use a larger image_size or auxiliary=False"
-            )
-        self.feature_size = feature_size
-        pooled = (feature_size - 5) // 3 + 1
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.AvgPool2d(5, stride=3, padding=0),
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, pooled, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=False),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (self.feature_size, self.feature_size):
-            raise ValueError(
-                f"the auxiliary head was built for a {self.feature_size}x{self.feature_size} feature map, "
-                f"got {x.shape[-2]}x{x.shape[-1]}; build the network with the input's image_size"
-            )
-        return self.classifier(self.features(x).flatten(1))
-
-
-class NASNetCIFAR(nn.Module):
+class NASNetCIFAR(EvalNetwork):
     """NASNet's CIFAR network (Zoph et al. 2018, Fig. 2; TF reference ``build_nasnet_cifar``).
 
     A 3x3 conv stem with ``int(stem_multiplier * F)`` channels and BN; ``N`` normal cells; a
@@ -277,19 +99,18 @@ class NASNetCIFAR(nn.Module):
         image_size: int = 32,
     ):
         super().__init__()
-        N = _check_int("N", N, 1)
-        F = _check_int("F", F, 1)
-        num_classes = _check_int("num_classes", num_classes, 1)
-        in_channels = _check_int("in_channels", in_channels, 1)
-        stem_multiplier = _check_float("stem_multiplier", stem_multiplier, 0.0, low_open=True)
-        auxiliary = _check_bool("auxiliary", auxiliary)
-        drop_path_prob = _check_float("drop_path_prob", drop_path_prob, 0.0, 1.0)
-        image_size = _check_int("image_size", image_size, 1)
+        N, F, num_classes, in_channels, image_size = (
+            check_int(name, value, low=1) for name, value in (("N", N), ("F", F), ("num_classes", num_classes),
+                                                              ("in_channels", in_channels), ("image_size", image_size))
+        )
+        stem_multiplier = check_real("stem_multiplier", stem_multiplier, low=0.0, high=math.inf, low_open=True,
+                                     high_open=True)
+        auxiliary = check_bool("auxiliary", auxiliary)
+        drop_path_prob = check_real("drop_path_prob", drop_path_prob, low=0.0, high=1.0, high_open=True)
         C_stem = int(stem_multiplier * F)
         if C_stem < 1:
             raise ValueError(f"stem_multiplier * F must give at least 1 stem channel, got {stem_multiplier} * {F}")
         genotype = resolve_genotype(genotype)
-        _check_registered("the genotype", sorted(genotype.op_names()))
 
         self.genotype = genotype
         self.N, self.F, self.in_channels, self.image_size = N, F, in_channels, image_size
@@ -297,48 +118,36 @@ class NASNetCIFAR(nn.Module):
         self.drop_path_prob = drop_path_prob
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
 
-        cells: List[NASNetCell] = []
+        cells: List[Cell] = []
         C_pp, C_p, C = C_stem, C_stem, F
         reduction_prev = False
-        self.auxiliary_head: Optional[NASNetAuxiliaryHead] = None
+        self.auxiliary_head: Optional[AuxiliaryHead] = None
         self._aux_after = -1
         for stage in range(3):
-            if stage > 0:
-                C *= 2
-                cell = NASNetCell(genotype.reduce, genotype.reduce_concat, C_pp, C_p, C, True, reduction_prev,
-                                  genotype.reduce_combine)
+            for reduction in [True] * int(stage > 0) + [False] * N:
+                C *= 2 if reduction else 1
+                cell = Cell.from_genotype(genotype, reduction, C_pp, C_p, C, reduction_prev)
                 cells.append(cell)
-                C_pp, C_p, reduction_prev = C_p, cell.out_channels, True
-            for _ in range(N):
-                cell = NASNetCell(genotype.normal, genotype.normal_concat, C_pp, C_p, C, False, reduction_prev,
-                                  genotype.normal_combine)
-                cells.append(cell)
-                C_pp, C_p, reduction_prev = C_p, cell.out_channels, False
+                C_pp, C_p, reduction_prev = C_p, cell.out_channels, reduction
             if stage == 1:
                 self._aux_after = len(cells) - 1
                 if auxiliary:
-                    self.auxiliary_head = NASNetAuxiliaryHead(C_p, num_classes, -(-image_size // 2))
+                    self.auxiliary_head = AuxiliaryHead(C_p, num_classes, -(-image_size // 2))
         self.cells = nn.ModuleList(cells)
         self.penultimate_filters = C_p
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        s0 = s1 = self.stem(x)
-        logits_aux = None
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self._aux_after and self.auxiliary_head is not None and self.training:
-                logits_aux = self.auxiliary_head(s1)
+        check_image_input(x, self.in_channels)
+        s = self.stem(x)
+        s1, logits_aux = self._run_cells(s, s)
         out = self.global_pooling(torch.relu(s1)).flatten(1)
         return self.classifier(out), logits_aux
 
 
 # ----------------------------------------------------------------------------- the search space
 _FIELDS_PER_BLOCK = ("input_a", "input_b", "op_a", "op_b", "combine")
-_CELLS = ("normal", "reduce")
 
 
 class NASNetCellSpace(SequentialSpace):
@@ -368,18 +177,19 @@ class NASNetCellSpace(SequentialSpace):
         auxiliary: bool = False,
         drop_path_prob: float = 0.0,
     ):
-        self.num_blocks = _check_int("num_blocks", num_blocks, 1)
+        self.num_blocks = check_int("num_blocks", num_blocks, low=1)
         self.ops = _resolve_ops(ops)
-        self.N = _check_int("N", N, 1)
-        self.F = _check_int("F", F, 1)
-        self.stem_multiplier = _check_float("stem_multiplier", stem_multiplier, 0.0, low_open=True)
-        self.auxiliary = _check_bool("auxiliary", auxiliary)
-        self.drop_path_prob = _check_float("drop_path_prob", drop_path_prob, 0.0, 1.0)
+        self.N = check_int("N", N, low=1)
+        self.F = check_int("F", F, low=1)
+        self.stem_multiplier = check_real("stem_multiplier", stem_multiplier, low=0.0, high=math.inf, low_open=True,
+                                          high_open=True)
+        self.auxiliary = check_bool("auxiliary", auxiliary)
+        self.drop_path_prob = check_real("drop_path_prob", drop_path_prob, low=0.0, high=1.0, high_open=True)
         self._decisions = [
             Decision.categorical(f"{cell}.b{b}.{field}", n)
-            for cell in _CELLS
+            for cell in CELL_TYPES
             for b in range(self.num_blocks)
-            for field, n in zip(_FIELDS_PER_BLOCK, (2 + b, 2 + b, len(self.ops), len(self.ops), len(COMBINE_METHODS)))
+            for field, n in zip(_FIELDS_PER_BLOCK, (len(node_inputs(b)),) * 2 + (len(self.ops),) * 2 + (len(COMBINE_METHODS),))
         ]
 
     def __repr__(self) -> str:
@@ -402,7 +212,7 @@ class NASNetCellSpace(SequentialSpace):
         validate_actions(self._decisions, actions)
         cells: Dict[str, Tuple[List[Tuple[Edge, Edge]], List[str]]] = {}
         k = 0
-        for cell in _CELLS:
+        for cell in CELL_TYPES:
             nodes, combine = [], []
             for _ in range(self.num_blocks):
                 in_a, in_b, op_a, op_b, comb = actions[k : k + 5]
@@ -426,11 +236,11 @@ class NASNetCellSpace(SequentialSpace):
 
         The concat lists are not decisions: they are dropped here, and :meth:`decode` recomputes
         them as the unused states (which differ from published NASNet-A's, see
-        :data:`~lit_automl.spaces.genotype.PUBLISHED_GENOTYPES`).
+        :data:`~lit_automl.spaces.published.PUBLISHED_GENOTYPES`).
         """
         g = resolve_genotype(genotype)
         actions: List[Action] = []
-        for cell in _CELLS:
+        for cell in CELL_TYPES:
             nodes, combine = getattr(g, cell), g.combine(cell)
             if len(nodes) != self.num_blocks:
                 raise ValueError(f"{cell} cell has {len(nodes)} nodes; this space has num_blocks={self.num_blocks}")

@@ -9,22 +9,20 @@ drop path on every non-identity path.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+import functools
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists, num_search_edges
+from lit_automl._checks import check_int, check_real
+from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists
+from lit_automl.spaces.geometry import CELL_TYPES, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, resolve_primitives, validate_primitives
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _check_input(x: torch.Tensor, in_channels: int, min_size: int = 1) -> None:
+def check_image_input(x: torch.Tensor, in_channels: int, min_size: int = 1) -> None:
+    """``x`` is an image batch ``(N, in_channels, H, W)`` with ``H, W >= min_size`` (every network's forward)."""
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(
             f"expected input of shape (N, {in_channels}, H, W), got {tuple(x.shape)}; "
@@ -65,19 +63,21 @@ class SearchNetwork(nn.Module):
         edge_primitives: Optional[Mapping[str, Sequence[Sequence[str]]]] = None,
     ):
         super().__init__()
-        _check_positive(C=C, num_classes=num_classes, layers=layers, steps=steps, multiplier=multiplier,
-                        stem_multiplier=stem_multiplier, in_channels=in_channels, partial_channels=partial_channels)
+        for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps),
+                            ("multiplier", multiplier), ("stem_multiplier", stem_multiplier),
+                            ("in_channels", in_channels), ("partial_channels", partial_channels)):
+            check_int(name, value, low=1, allowed="a positive int")
         if multiplier > steps:
             raise ValueError(f"multiplier must be at most steps={steps}, got {multiplier}")
         self.primitives = validate_primitives(primitives)
         self.steps, self.multiplier, self.in_channels = steps, multiplier, in_channels
         self.num_edges = num_search_edges(steps)
         if edge_primitives is None:
-            edge_primitives = {"normal": [self.primitives] * self.num_edges, "reduce": [self.primitives] * self.num_edges}
-        if set(edge_primitives) != {"normal", "reduce"}:
-            raise ValueError(f"edge_primitives must have the keys ['normal', 'reduce'], got {sorted(edge_primitives)}")
+            edge_primitives = {cell: [self.primitives] * self.num_edges for cell in CELL_TYPES}
+        if set(edge_primitives) != set(CELL_TYPES):
+            raise ValueError(f"edge_primitives must have the keys {list(CELL_TYPES)}, got {sorted(edge_primitives)}")
         self.edge_primitives: Dict[str, List[Tuple[str, ...]]] = {
-            cell: edge_primitive_lists(edge_primitives[cell], self.num_edges) for cell in ("normal", "reduce")
+            cell: edge_primitive_lists(edge_primitives[cell], self.num_edges) for cell in CELL_TYPES
         }
         num_ops = {len(v[0]) for v in self.edge_primitives.values()}
         if len(num_ops) != 1:
@@ -114,17 +114,16 @@ class SearchNetwork(nn.Module):
 
     @skip_dropout.setter
     def skip_dropout(self, p: float) -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"skip_dropout must be a number in [0, 1), got {p!r}")
+        p = check_real("skip_dropout", p, low=0.0, high=1.0, high_open=True, allowed="a number in [0, 1)")
         for cell in self.cells:
             for edge in cell.edges:
-                edge.identity_dropout = float(p)
+                edge.identity_dropout = p
 
     def forward(self, x: torch.Tensor, weights_normal: torch.Tensor, weights_reduce: torch.Tensor,
                 scale_normal: Optional[torch.Tensor] = None, scale_reduce: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``weights_*``: (num_edges, num_ops) op weights; ``scale_*``: optional (num_edges,) weight of
         each whole edge (PC-DARTS's edge normalisation)."""
-        _check_input(x, self.in_channels)
+        check_image_input(x, self.in_channels)
         for name, w in (("weights_normal", weights_normal), ("weights_reduce", weights_reduce)):
             if tuple(w.shape) != self.alpha_shape:
                 raise ValueError(f"{name} must have shape {self.alpha_shape}, got {tuple(w.shape)}")
@@ -156,68 +155,66 @@ def make_supernet(C: int, num_classes: int, layers: int, steps: int, multiplier:
     return model, prims
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """Auxiliary classifier on the 8x8 feature map at 2/3 depth of a 32x32 network."""
+class AuxiliaryHead(nn.Module):
+    """The auxiliary classifier at 2/3 depth (Szegedy et al. 2015; DARTS Sec. 3.2; NASNet Appendix A.7).
 
-    expected_size = 8
+    ReLU -> 5x5 average pool (stride ``pool_stride``, no padding) -> 1x1 conv to 128 -> BN -> ReLU ->
+    conv to 768 whose kernel covers the whole pooled map -> BN (if ``final_batch_norm``) -> ReLU ->
+    linear. ``feature_size`` is the side of the feature map it is attached to. As built by:
 
-    def __init__(self, C: int, num_classes: int):
+    * :class:`NetworkCIFAR`: DARTS's ``AuxiliaryHeadCIFAR`` (quark0/darts ``model.py``), 8x8 map
+      of a 32x32 input, stride 3;
+    * :class:`NetworkImageNet`: DARTS's ``AuxiliaryHeadImageNet``, 7x7 map, stride 2, and no BN after
+      the 768-channel conv: the authors removed it "for consistency with the experiments in the paper";
+    * :class:`~lit_automl.spaces.nasnet.NASNetCIFAR`: the TF reference's ``_build_aux_head``, stride 3
+      on the map of the image size it is built for.
+
+    ``setting`` (words) names the input the head was sized for in the error a wrong map raises.
+    """
+
+    def __init__(self, C: int, num_classes: int, feature_size: int, pool_stride: int = 3,
+                 final_batch_norm: bool = True, setting: str = ""):
         super().__init__()
+        if feature_size < 5:
+            raise ValueError(
+                f"the auxiliary head needs a feature map of at least 5x5 for its 5x5 pooling, got "
+                f"{feature_size}x{feature_size}; use a larger image_size or auxiliary=False"
+            )
+        self.feature_size, self.setting = feature_size, setting
+        pooled = (feature_size - 5) // pool_stride + 1
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),  # 8x8 -> 2x2
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            nn.Conv2d(128, 768, pooled, bias=False),
+            *([nn.BatchNorm2d(768)] if final_batch_norm else []),
             nn.ReLU(inplace=False),
         )
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_aux_input(x, self.expected_size, "CIFAR (32x32 input)")
+        size = self.feature_size
+        if tuple(x.shape[-2:]) != (size, size):
+            where = f" at 2/3 depth, as in the {self.setting} setting" if self.setting else ""
+            raise ValueError(
+                f"the auxiliary head expects a {size}x{size} feature map{where}: it was built for a {size}x{size} "
+                f"feature map, got {x.shape[-2]}x{x.shape[-1]}. Use the matching input size (image_size) or "
+                "auxiliary=False"
+            )
         return self.classifier(self.features(x).flatten(1))
 
 
-class AuxiliaryHeadImageNet(nn.Module):
-    """Auxiliary classifier on the 7x7 feature map at 2/3 depth of a 224x224 network."""
-
-    expected_size = 7
-
-    def __init__(self, C: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),  # 7x7 -> 2x2
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=False),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_aux_input(x, self.expected_size, "ImageNet (224x224 input)")
-        return self.classifier(self.features(x).flatten(1))
-
-
-def _check_aux_input(x: torch.Tensor, size: int, setting: str) -> None:
-    if tuple(x.shape[-2:]) != (size, size):
-        raise ValueError(
-            f"the auxiliary head expects a {size}x{size} feature map at 2/3 depth, as in the {setting} "
-            f"setting; got {x.shape[-2]}x{x.shape[-1]}. Use the matching input size or auxiliary=False"
-        )
-
-
-class _EvalNetwork(nn.Module):
-    """Shared body of the evaluation networks: cells from a genotype, aux head, classifier."""
+class EvalNetwork(nn.Module):
+    """Shared body of the evaluation networks: a stack of discrete cells from a genotype and an auxiliary
+    head after cell ``_aux_after``; ``forward`` of a subclass runs the stem, :meth:`_run_cells` and its
+    classifier."""
 
     stem_reduces_prev: bool = False
 
-    def _build_cells(self, genotype, C_pp: int, C_p: int, C_curr: int, layers: int, aux_cls, num_classes: int) -> int:
+    def _build_cells(self, genotype, C_pp: int, C_p: int, C_curr: int, layers: int,
+                     auxiliary_head: Callable[[int], AuxiliaryHead]) -> int:
         if not getattr(genotype, "all_add", True):
             raise ValueError(
                 "the DARTS evaluation networks sum every node's edges, but this genotype has concat-combined "
@@ -232,15 +229,12 @@ class _EvalNetwork(nn.Module):
             reduction = i in reductions
             if reduction:
                 C_curr *= 2
-                nodes, concat = genotype.reduce, genotype.reduce_concat
-            else:
-                nodes, concat = genotype.normal, genotype.normal_concat
-            cell = Cell(nodes, concat, C_pp, C_p, C_curr, reduction, reduction_prev)
+            cell = Cell.from_genotype(genotype, reduction, C_pp, C_p, C_curr, reduction_prev)
             cells.append(cell)
             reduction_prev = reduction
-            C_pp, C_p = C_p, cell.multiplier * C_curr
+            C_pp, C_p = C_p, cell.out_channels
             if i == self._aux_after and self.auxiliary:
-                self.auxiliary_head = aux_cls(C_p, num_classes)
+                self.auxiliary_head = auxiliary_head(C_p)
         self.cells = nn.ModuleList(cells)
         return C_p
 
@@ -253,7 +247,7 @@ class _EvalNetwork(nn.Module):
         return s1, logits_aux
 
 
-class NetworkCIFAR(_EvalNetwork):
+class NetworkCIFAR(EvalNetwork):
     """Evaluation network for 32x32 images (DARTS Sec. 3.2: C=36, 20 cells, auxiliary head).
 
     ``forward(x) -> (logits, logits_aux)``; ``logits_aux`` is None in eval mode or without the
@@ -272,25 +266,28 @@ class NetworkCIFAR(_EvalNetwork):
         stem_multiplier: int = 3,
     ):
         super().__init__()
-        _check_positive(C=C, num_classes=num_classes, layers=layers, in_channels=in_channels,
-                        stem_multiplier=stem_multiplier)
+        for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers),
+                            ("in_channels", in_channels), ("stem_multiplier", stem_multiplier)):
+            check_int(name, value, low=1, allowed="a positive int")
         self.genotype, self.in_channels = genotype, in_channels
         self.auxiliary = auxiliary
         self.drop_path_prob = drop_path_prob
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_p = self._build_cells(genotype, C_curr, C_curr, C, layers, AuxiliaryHeadCIFAR, num_classes)
+        head = functools.partial(AuxiliaryHead, num_classes=num_classes, feature_size=8, pool_stride=3,
+                                 setting="CIFAR (32x32 input)")
+        C_p = self._build_cells(genotype, C_curr, C_curr, C, layers, head)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        _check_input(x, self.in_channels)
+        check_image_input(x, self.in_channels)
         s = self.stem(x)
         out, logits_aux = self._run_cells(s, s)
         return self.classifier(self.global_pooling(out).flatten(1)), logits_aux
 
 
-class NetworkImageNet(_EvalNetwork):
+class NetworkImageNet(EvalNetwork):
     """Evaluation network for 224x224 images, mobile setting (DARTS Sec. 3.4: C=48, 14 cells).
 
     Three stride-2 stem convolutions bring 224 to 28; the first cell treats its input as
@@ -310,7 +307,8 @@ class NetworkImageNet(_EvalNetwork):
         in_channels: int = 3,
     ):
         super().__init__()
-        _check_positive(C=C, num_classes=num_classes, layers=layers, in_channels=in_channels)
+        for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("in_channels", in_channels)):
+            check_int(name, value, low=1, allowed="a positive int")
         if C % 2:
             raise ValueError(f"C must be even for the ImageNet stem, got {C}")
         self.genotype, self.in_channels = genotype, in_channels
@@ -328,12 +326,14 @@ class NetworkImageNet(_EvalNetwork):
             nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )
-        C_p = self._build_cells(genotype, C, C, C, layers, AuxiliaryHeadImageNet, num_classes)
+        head = functools.partial(AuxiliaryHead, num_classes=num_classes, feature_size=7, pool_stride=2,
+                                 final_batch_norm=False, setting="ImageNet (224x224 input)")
+        C_p = self._build_cells(genotype, C, C, C, layers, head)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        _check_input(x, self.in_channels)
+        check_image_input(x, self.in_channels)
         s0 = self.stem0(x)
         s1 = self.stem1(s0)
         out, logits_aux = self._run_cells(s0, s1)
@@ -341,7 +341,8 @@ class NetworkImageNet(_EvalNetwork):
 
 
 def count_parameters(model: nn.Module, exclude_auxiliary: bool = True) -> int:
-    """Number of parameters, without the auxiliary head by default (as the papers report)."""
+    """Number of parameters; without the auxiliary head by default, as the papers report model sizes
+    (the head is dropped after training). ``exclude_auxiliary=False`` counts every parameter."""
     return sum(
         p.numel() for name, p in model.named_parameters() if not (exclude_auxiliary and name.startswith("auxiliary_head"))
     )

@@ -10,11 +10,13 @@ Every factory has the signature ``factory(C, stride, affine) -> nn.Module`` and 
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lit_automl._checks import UnknownNameError, check_int, lookup
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
@@ -39,20 +41,25 @@ def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
 
 def get_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:
     """Build operation ``name`` on ``C`` channels; an unknown name lists the valid ones."""
-    if name not in OPS:
-        raise KeyError(f"unknown operation {name!r}; valid names are: {', '.join(sorted(OPS))}")
-    if not isinstance(C, int) or C <= 0:
-        raise ValueError(f"C must be a positive int, got {C!r}")
+    factory = lookup(OPS, name, "operation")
+    C = check_int("C", C, low=1, allowed="a positive int")
     if stride not in (1, 2):
         raise ValueError(f"stride must be 1 or 2, got {stride!r}")
-    return OPS[name](C, stride, affine)
+    return factory(C, stride, affine)
 
 
 def get_op_set(name: str) -> Tuple[str, ...]:
     """The candidate list registered as ``name`` in :data:`OP_SETS`."""
-    if name not in OP_SETS:
-        raise KeyError(f"unknown op set {name!r}; valid names are: {', '.join(sorted(OP_SETS))}")
-    return OP_SETS[name]
+    return lookup(OP_SETS, name, "op set")
+
+
+def check_registered(where: str, names: Iterable[str]) -> None:
+    """Every name in ``names`` is a registered operation; else :class:`~lit_automl._checks.UnknownNameError`
+    (a ``KeyError`` and a ``ValueError``) naming the unknown ones and listing the valid names."""
+    unknown = sorted({n for n in names if n not in OPS}, key=str)
+    if unknown:
+        raise UnknownNameError(f"{where} uses unregistered operation(s) {unknown}; valid names are: "
+                               f"{', '.join(sorted(OPS))}")
 
 
 def validate_primitives(primitives: Sequence[str]) -> Tuple[str, ...]:
@@ -60,9 +67,7 @@ def validate_primitives(primitives: Sequence[str]) -> Tuple[str, ...]:
     primitives = tuple(primitives)
     if not primitives:
         raise ValueError("primitives must name at least one operation")
-    unknown = [p for p in primitives if p not in OPS]
-    if unknown:
-        raise KeyError(f"unknown operation(s) {unknown}; valid names are: {', '.join(sorted(OPS))}")
+    check_registered("primitives", primitives)
     if len(set(primitives)) != len(primitives):
         raise ValueError(f"primitives must be unique, got {list(primitives)}")
     return primitives

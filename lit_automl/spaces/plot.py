@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from lit_automl.spaces.genotype import CellNodes, Genotype, resolve_genotype
+from lit_automl.spaces.genotype import CellNodes, Genotype
+from lit_automl.spaces.geometry import node_state, num_states
+from lit_automl.spaces.published import resolve_genotype
 
 __all__ = ["plot_genotype"]
 
@@ -110,18 +112,18 @@ def _trimmed(p0: Point, p2: Point, rad: float, gap: float) -> tuple[Point, Point
 
 def _layout(nodes: CellNodes) -> dict[int, Point]:
     """Node positions: 0, 1 = inputs, 2..n+1 = intermediate nodes, n+2 = output; columns by depth."""
-    n = len(nodes)
+    sources = {node_state(i): [src for _, src in node] for i, node in enumerate(nodes)}
     rank = {0: 0, 1: 0}
-    for i, node in enumerate(nodes):
-        rank[i + 2] = 1 + max(rank[src] for _, src in node)
-    out = n + 2
+    for k, srcs in sources.items():
+        rank[k] = 1 + max(rank[src] for src in srcs)
+    out = num_states(len(nodes))
     rank[out] = max(rank.values()) + 1
     pos: dict[int, Point] = {}
     for r in range(rank[out] + 1):
         members = [k for k in sorted(rank) if rank[k] == r]
         if r > 0 and len(members) > 1:  # order a column by the mean height of its sources (fewer crossings)
             def barycentre(k: int) -> float:
-                srcs = [s for _, s in nodes[k - 2]] if k != out else []
+                srcs = sources.get(k, [])
                 ys = [pos[s][1] for s in srcs if s in pos]
                 return -sum(ys) / len(ys) if ys else 0.0
 
@@ -149,8 +151,8 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
 
 def _route(nodes: CellNodes, concat: tuple[int, ...], pos: dict[int, Point]) -> list[_Edge]:
     """Every edge of the cell with an arc bend (``rad``) that keeps it off the other nodes."""
-    out = len(nodes) + 2
-    edges = [_Edge(src, i + 2, op) for i, node in enumerate(nodes) for op, src in node]
+    out = num_states(len(nodes))
+    edges = [_Edge(src, node_state(i), op) for i, node in enumerate(nodes) for op, src in node]
     edges += [_Edge(c, out, None) for c in concat]
     used: list[tuple[int, int, float]] = []
     leaving: dict[int, list[float]] = {}  # directions (radians) already used at each node, outgoing
@@ -334,10 +336,10 @@ def plot_genotype(
         for k, (x, y) in pos.items():
             if k < 2:
                 face, text = _INPUT_COLOR, ("$c_{k-2}$" if k == 0 else "$c_{k-1}$")
-            elif k == n + 2:
+            elif k == num_states(n):
                 face, text = _OUTPUT_COLOR, "$c_{k}$"
             else:
-                face, text = _NODE_COLOR, str(k - 2)
+                face, text = _NODE_COLOR, str(k - node_state(0))
             circle = Circle((x, y), _RADIUS, facecolor=face, edgecolor="#333333", linewidth=1.2, zorder=3)
             ax.add_patch(circle)
             ax.text(x, y, text, ha="center", va="center", fontsize=_NODE_PT, zorder=4)

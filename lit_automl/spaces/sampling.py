@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from lit_automl.spaces.genotype import Genotype
-from lit_automl.spaces.geometry import node_edge_slices, num_search_edges, output_concat
+from lit_automl.spaces.geometry import CELL_TYPES, node_edge_slices, node_inputs, num_search_edges, output_concat
 
 __all__ = ["EDGES_PER_NODE", "candidate_ops", "genotype_edge_weights", "sample_genotype"]
 
@@ -30,7 +30,7 @@ def _sample_cell(steps: int, primitives: Sequence[str], generator: torch.Generat
     ops = [primitives[k] for k in candidate_ops(primitives)]
     nodes = []
     for i in range(steps):
-        inputs = sorted(torch.randperm(i + 2, generator=generator)[:EDGES_PER_NODE].tolist())
+        inputs = sorted(torch.randperm(len(node_inputs(i)), generator=generator)[:EDGES_PER_NODE].tolist())
         picks = torch.randint(len(ops), (len(inputs),), generator=generator).tolist()
         nodes.append(tuple((ops[p], j) for p, j in zip(picks, inputs)))
     return nodes
@@ -71,5 +71,4 @@ def _cell_weights(nodes: Sequence[Sequence[Tuple[str, int]]], primitives: Sequen
 
 def genotype_edge_weights(genotype: Genotype, primitives: Sequence[str], steps: int) -> List[torch.Tensor]:
     """``[normal, reduce]`` 0/1 edge weights that run exactly ``genotype``'s ops in the supernet."""
-    return [_cell_weights(genotype.normal, primitives, steps, "normal"),
-            _cell_weights(genotype.reduce, primitives, steps, "reduce")]
+    return [_cell_weights(genotype.cells()[cell].nodes, primitives, steps, cell) for cell in CELL_TYPES]

@@ -10,7 +10,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lit_automl.callbacks import DartsPlusEarlyStopping
 from lit_automl.callbacks.darts_plus import count_skip_connects, learnable_op_indices
@@ -18,7 +17,9 @@ from lit_automl.datamodules import BilevelDataModule, DigitsDataModule
 from lit_automl.nas.darts import DARTS
 from lit_automl.spaces import Genotype
 from lit_automl.spaces.ops import get_op_set
+from tests.callbacks.helpers import callback_of, saved_state
 from tests.ddp_harness import fit_ddp
+from tests.resume_harness import run_resumed
 from tests.trainers import quiet_trainer
 
 PRIMS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"]  # learnable: columns 3, 4
@@ -141,17 +142,14 @@ def test_state_dict_round_trip_continues_the_count():
 
 
 def test_checkpoint_resume_continues_the_count(tmp_path):
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = DartsPlusEarlyStopping(criterion="stable", patience=3)
-    quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=0, callbacks=[first, ckpt],
-                  enable_checkpointing=True, logger=False).fit(forced(skips=0, epochs=8), digits())
-    saved = torch.load(ckpt.last_model_path, weights_only=True)["callbacks"][first.state_key]
-    assert saved["stable_epochs"] == 1 and first.stopped_epoch is None
-
-    resumed, count = DartsPlusEarlyStopping(criterion="stable", patience=3), CountEpochs()
-    quiet_trainer(tmp_path, max_epochs=8, limit_train_batches=1, limit_val_batches=0, callbacks=[resumed, count],
-                  logger=False).fit(forced(skips=0, epochs=8), digits(), ckpt_path=ckpt.last_model_path)
+    runs = run_resumed(lambda: forced(skips=0, epochs=8), digits, tmp_path, {"max_epochs": 2},
+                       callbacks=lambda: [DartsPlusEarlyStopping(criterion="stable", patience=3), CountEpochs()],
+                       max_epochs=8, limit_train_batches=1, limit_val_batches=0)
+    resumed, count = callback_of(runs.resumed_trainer, DartsPlusEarlyStopping), callback_of(runs.resumed_trainer, CountEpochs)
+    saved = saved_state(runs.checkpoint, resumed)
+    assert saved["stable_epochs"] == 1 and saved["stopped_epoch"] is None
     assert resumed.stopped_epoch == 3 and count.epochs == 2  # a fresh count would stop at epoch 5
+    assert callback_of(runs.full_trainer, DartsPlusEarlyStopping).stopped_epoch == 3
 
 
 # --------------------------------------------------------------------------- distributed

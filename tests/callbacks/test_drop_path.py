@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_automl.callbacks import ScheduledDropPath
+from tests.callbacks.helpers import Made, callback_of, saved_state
+from tests.resume_harness import run_resumed
 from tests.trainers import quiet_trainer
 
 
@@ -34,6 +35,9 @@ class StandIn(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return loader()
 
 
 class NoDropPath(pl.LightningModule):
@@ -140,19 +144,15 @@ def test_unbounded_trainer_needs_explicit_epochs(tmp_path):
 
 
 def test_resume_from_checkpoint_continues_the_schedule(tmp_path):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = StandIn(drop_path_prob=0.4)
-    cb = ScheduledDropPath(epochs=4)
-    make_trainer(tmp_path, max_epochs=2, enable_checkpointing=True, callbacks=[cb, checkpoint]).fit(first, loader())
-    assert per_epoch(first.seen) == pytest.approx({0: 0.0, 1: 0.1})
+    made = Made(lambda: StandIn(drop_path_prob=0.4))
+    runs = run_resumed(made, lambda: None, tmp_path, {"max_epochs": 2}, callbacks=lambda: [ScheduledDropPath(epochs=4)],
+                       max_epochs=4)
+    assert per_epoch(made.interrupted.seen) == pytest.approx({0: 0.0, 1: 0.1})
 
-    saved = torch.load(checkpoint.last_model_path, weights_only=False)["callbacks"][cb.state_key]
+    cb2 = callback_of(runs.resumed_trainer, ScheduledDropPath)
+    saved = saved_state(runs.checkpoint, cb2)
     assert saved["last_epoch"] == 1 and saved["last_value"] == pytest.approx(0.1)
 
-    resumed, cb2 = StandIn(drop_path_prob=0.4), ScheduledDropPath(epochs=4)
-    make_trainer(tmp_path, max_epochs=4, callbacks=[cb2]).fit(resumed, loader(), ckpt_path=checkpoint.last_model_path)
-    uninterrupted = StandIn(drop_path_prob=0.4)
-    make_trainer(tmp_path, max_epochs=4, callbacks=[ScheduledDropPath(epochs=4)]).fit(uninterrupted, loader())
-    assert per_epoch(resumed.seen) == pytest.approx({2: 0.2, 3: 0.3})
-    assert per_epoch(resumed.seen) == pytest.approx({e: v for e, v in per_epoch(uninterrupted.seen).items() if e >= 2})
+    assert per_epoch(runs.resumed.seen) == pytest.approx({2: 0.2, 3: 0.3})
+    assert per_epoch(runs.resumed.seen) == pytest.approx({e: v for e, v in per_epoch(runs.full.seen).items() if e >= 2})
     assert (cb2.last_epoch, cb2.last_value) == (3, pytest.approx(0.3))

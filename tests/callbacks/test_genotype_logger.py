@@ -8,7 +8,6 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -17,6 +16,8 @@ import lit_automl.callbacks.genotype_logger as genotype_logger_module
 from lit_automl.callbacks import GenotypeLogger
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
+from tests.callbacks.helpers import Made, callback_of, saved_state
+from tests.resume_harness import run_resumed
 from tests.trainers import quiet_trainer
 
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
@@ -84,6 +85,9 @@ class StandInSearch(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.layer.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return loader()
 
 
 class NoGenotype(pl.LightningModule):
@@ -240,17 +244,16 @@ def test_entropy_needs_alphas_unless_disabled(tmp_path):
 
 
 def test_resumed_run_keeps_the_history(tmp_path):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = StandInSearch()
-    cb = GenotypeLogger(dirpath=tmp_path / "first", plot=False, verbose=False)
-    make_trainer(tmp_path, max_epochs=2, enable_checkpointing=True, callbacks=[cb, checkpoint]).fit(first, loader())
-    saved = torch.load(checkpoint.last_model_path, weights_only=False)["callbacks"][cb.state_key]
+    # Each fit logs to its own folder (full, first = interrupted, second = resumed): the resumed
+    # logger rewrites the whole history in its new folder.
+    folders = iter(["full", "first", "second"])
+    made = Made(StandInSearch)
+    runs = run_resumed(made, lambda: None, tmp_path, {"max_epochs": 2}, max_epochs=3, callbacks=lambda: [
+        GenotypeLogger(dirpath=tmp_path / next(folders), plot=False, verbose=False)])
+    first, resumed = made.interrupted, runs.resumed
+    cb2 = callback_of(runs.resumed_trainer, GenotypeLogger)
+    saved = saved_state(runs.checkpoint, cb2)
     assert saved == {"history": [[0, str(first.genotypes[0])], [1, str(first.genotypes[1])]]}
-
-    # A new run folder: the resumed logger rewrites the whole history there.
-    resumed = StandInSearch()
-    cb2 = GenotypeLogger(dirpath=tmp_path / "second", plot=False, verbose=False)
-    make_trainer(tmp_path, callbacks=[cb2]).fit(resumed, loader(), ckpt_path=checkpoint.last_model_path)
     assert len((tmp_path / "first" / "genotypes.txt").read_text().splitlines()) == 2
     lines = (tmp_path / "second" / "genotypes.txt").read_text().splitlines()
     assert lines == [

@@ -9,7 +9,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -17,7 +16,9 @@ from lit_automl.callbacks import HessianEigenvalueMonitor, darts_es_rule, domina
 from lit_automl.datamodules import BilevelDataModule, DigitsDataModule
 from lit_automl.nas.darts import DARTS
 from lit_automl.spaces import Genotype
+from tests.callbacks.helpers import callback_of, saved_state
 from tests.ddp_harness import fit_ddp
+from tests.resume_harness import run_resumed
 from tests.trainers import quiet_trainer
 
 OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3", "sep_conv_5x5")
@@ -274,14 +275,13 @@ def _save(obj):
 
 
 def test_checkpoint_resume_continues_counting(tmp_path):
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = ScriptedEigenvalues(early_stop=True)
-    quiet_trainer(tmp_path, max_epochs=12, callbacks=[first, ckpt], logger=False, enable_checkpointing=True).fit(ToySearch())
-    assert first.stopped_epoch is None and sorted(first.eigenvalues) == list(range(12))
-    resumed = ScriptedEigenvalues(early_stop=True)
-    trainer = quiet_trainer(tmp_path, max_epochs=30, callbacks=[resumed], logger=False)
-    trainer.fit(ToySearch(), ckpt_path=ckpt.last_model_path)
+    runs = run_resumed(ToySearch, lambda: None, tmp_path, {"max_epochs": 12},
+                       callbacks=lambda: [ScriptedEigenvalues(early_stop=True)], max_epochs=30, limit_train_batches=2)
+    resumed = callback_of(runs.resumed_trainer, ScriptedEigenvalues)
+    saved = saved_state(runs.checkpoint, resumed)
+    assert saved["stopped_epoch"] is None and [e for e, _ in saved["eigenvalues"]] == list(range(12))
     assert resumed.stopped_epoch == 15 and resumed.genotype_at_stop() == make_genotype(10)
+    assert callback_of(runs.full_trainer, ScriptedEigenvalues).stopped_epoch == 15
 
 
 # --------------------------------------------------------------------------- real fits

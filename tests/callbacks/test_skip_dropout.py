@@ -7,6 +7,8 @@ import pytorch_lightning as pl
 import torch
 
 from lit_automl.callbacks.skip_dropout import SkipDropoutDecay, skip_dropout_rate
+from tests.callbacks.helpers import EpochRecorder, Made, callback_of, fit_epochs, saved_state
+from tests.resume_harness import run_resumed
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -15,11 +17,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 class Supernet(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.layer = torch.nn.Linear(2, 1)
         self.skip_dropout = 0.0
 
 
-class TinyStage(pl.LightningModule):
+class TinyStage(EpochRecorder):
     """Has what SkipDropoutDecay reads: ``model.skip_dropout``, ``initial_skip_dropout``, ``hparams.arch_warmup_epochs``."""
 
     def __init__(self, arch_warmup_epochs: int = 2, initial_skip_dropout: float = 0.5):
@@ -27,29 +28,9 @@ class TinyStage(pl.LightningModule):
         self.save_hyperparameters()
         self.model = Supernet()
         self.initial_skip_dropout = initial_skip_dropout
-        self.seen = []
 
-    def on_train_epoch_start(self):
-        self.seen.append(self.model.skip_dropout)
-
-    def training_step(self, batch, batch_idx):
-        (x,) = batch
-        return self.model.layer(x).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
-
-
-def fit(tmp_path, cb, max_epochs, ckpt=None, module=None):
-    m = module or TinyStage()
-    t = pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, limit_train_batches=1, callbacks=[cb],
-                   logger=pl.loggers.CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                   enable_checkpointing=False, default_root_dir=tmp_path)
-    t.fit(m, ckpt_path=ckpt)
-    return m, t
+    def observed(self):
+        return self.model.skip_dropout
 
 
 def test_schedule_is_the_authors():
@@ -65,21 +46,22 @@ def test_schedule_is_the_authors():
 
 
 def test_sets_the_rate_each_epoch_logs_and_resumes(tmp_path):
-    m, t = fit(tmp_path, SkipDropoutDecay(), 3)  # initial 0.5 and 2 frozen epochs read from the module
+    # Initial 0.5 and 2 frozen epochs read from the module; a 3-epoch stage interrupted at its end and
+    # resumed as a 5-epoch one (past the frozen epochs, the rate does not depend on the stage length).
+    made = Made(TinyStage)
+    runs = run_resumed(made, lambda: None, tmp_path, {"max_epochs": 3}, callbacks=lambda: [SkipDropoutDecay()],
+                       max_epochs=5, limit_train_batches=1)
     # The callback runs before the module's own epoch-start hook.
-    assert m.seen == pytest.approx([0.5 * 2 / 3, 0.5 * 1 / 3, 0.5])
-    assert t.callback_metrics["pdarts/skip_dropout"] == pytest.approx(0.5)
-    ckpt = tmp_path / "c.ckpt"
-    t.save_checkpoint(ckpt)
-    cb = SkipDropoutDecay()
-    state = torch.load(ckpt, weights_only=False)["callbacks"][cb.state_key]
-    assert state == {"last_epoch": 2, "last_value": pytest.approx(0.5)}
-    m2, _ = fit(tmp_path, cb, 5, ckpt=str(ckpt))
-    assert m2.seen == pytest.approx([0.5 * math.exp(-0.2), 0.5 * math.exp(-0.4)]) and cb.last_epoch == 4
+    assert made.interrupted.seen == pytest.approx([0.5 * 2 / 3, 0.5 * 1 / 3, 0.5])
+    assert runs.full_trainer.callback_metrics["pdarts/skip_dropout"] == pytest.approx(runs.full.seen[-1])
+    cb = callback_of(runs.resumed_trainer, SkipDropoutDecay)
+    assert saved_state(runs.checkpoint, cb) == {"last_epoch": 2, "last_value": pytest.approx(0.5)}
+    assert runs.resumed.seen == pytest.approx([0.5 * math.exp(-0.2), 0.5 * math.exp(-0.4)]) and cb.last_epoch == 4
+    assert runs.resumed.seen == pytest.approx(runs.full.seen[3:])
 
 
 def test_explicit_arguments_override_the_module(tmp_path):
-    m, _ = fit(tmp_path, SkipDropoutDecay(initial=0.3, epochs=4, frozen_epochs=1, decay=0.5), 2)
+    m, _ = fit_epochs(tmp_path, SkipDropoutDecay(initial=0.3, epochs=4, frozen_epochs=1, decay=0.5), 2, TinyStage())
     assert m.seen == pytest.approx([0.3 * 3 / 4, 0.3])
 
 
@@ -121,4 +103,4 @@ def test_bad_schedule_inputs_and_modules(tmp_path):
             del self.initial_skip_dropout
 
     with pytest.raises(AttributeError, match=r"reads `initial_skip_dropout`.*SkipDropoutDecay\(initial=\.\.\.\)"):
-        fit(tmp_path, SkipDropoutDecay(), 1, module=NoStage())
+        fit_epochs(tmp_path, SkipDropoutDecay(), 1, NoStage())

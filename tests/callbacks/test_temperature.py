@@ -1,43 +1,22 @@
 """TemperatureAnnealing: schedules, per-epoch setting, logging, resume, bad input."""
 
 import pytest
-import pytorch_lightning as pl
-import torch
 
 from lit_automl.callbacks import TemperatureAnnealing
+from tests.callbacks.helpers import EpochRecorder, Made, callback_of, fit_epochs, saved_state
+from tests.resume_harness import run_resumed
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class TinyTempModule(pl.LightningModule):
+class TinyTempModule(EpochRecorder):
     def __init__(self):
         super().__init__()
-        self.layer = torch.nn.Linear(2, 1)
         self.temperature = 1.0
-        self.seen = []
 
-    def on_train_epoch_start(self):
-        self.seen.append(self.temperature)
-
-    def training_step(self, batch, batch_idx):
-        (x,) = batch
-        return self.layer(x).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
-
-
-def fit(tmp_path, cb, max_epochs, ckpt=None, module=None):
-    m = module or TinyTempModule()
-    t = pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, limit_train_batches=1, callbacks=[cb],
-                   logger=pl.loggers.CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                   enable_checkpointing=False, default_root_dir=tmp_path)
-    t.fit(m, ckpt_path=ckpt)
-    return m, t
+    def observed(self):
+        return self.temperature
 
 
 def test_schedules():
@@ -57,21 +36,21 @@ def test_defaults_are_the_authors_schedule():
 
 
 def test_sets_temperature_each_epoch_logs_and_resumes(tmp_path):
-    m, t = fit(tmp_path, TemperatureAnnealing(schedule="exponential", decay=0.5), 3)
+    made = Made(TinyTempModule)
+    runs = run_resumed(made, lambda: None, tmp_path, {"max_epochs": 3},
+                       callbacks=lambda: [TemperatureAnnealing(schedule="exponential", decay=0.5)], max_epochs=5,
+                       limit_train_batches=1)
     # The callback runs before the module's own epoch-start hook.
-    assert m.seen == [1.0, 0.5, 0.25]
-    assert t.callback_metrics["snas/temperature"] == pytest.approx(0.25)
-    ckpt = tmp_path / "c.ckpt"
-    t.save_checkpoint(ckpt)
-    cb = TemperatureAnnealing(schedule="exponential", decay=0.5)
-    state = torch.load(ckpt, weights_only=False)["callbacks"][cb.state_key]
-    assert state == {"last_epoch": 2, "last_value": 0.25}
-    m2, _ = fit(tmp_path, cb, 5, ckpt=str(ckpt))
-    assert m2.seen == [0.125, 0.0625] and cb.last_epoch == 4
+    assert made.interrupted.seen == [1.0, 0.5, 0.25]
+    assert runs.full_trainer.callback_metrics["snas/temperature"] == pytest.approx(runs.full.seen[-1])
+    cb = callback_of(runs.resumed_trainer, TemperatureAnnealing)
+    assert saved_state(runs.checkpoint, cb) == {"last_epoch": 2, "last_value": 0.25}
+    assert runs.resumed.seen == [0.125, 0.0625] and cb.last_epoch == 4
+    assert runs.resumed.seen == runs.full.seen[3:]
 
 
 def test_linear_uses_max_epochs(tmp_path):
-    m, _ = fit(tmp_path, TemperatureAnnealing(schedule="linear", tau_min=0.5), 2)
+    m, _ = fit_epochs(tmp_path, TemperatureAnnealing(schedule="linear", tau_min=0.5), 2, TinyTempModule())
     assert m.seen == pytest.approx([1.0, 0.75])
 
 

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_automl.datamodules import EpochSeededSampler
 from lit_automl.datamodules.sampling import mix_seed
+from tests.resume_harness import run_resumed
 
 
 class RecordingModule(pl.LightningModule):
@@ -132,21 +133,18 @@ def test_set_epoch_validation(epoch):
 
 
 def test_lightning_calls_set_epoch_and_resume_replays_the_same_order(tmp_path):
-    full = RecordingModule(n=12, seed=7, batch_size=4)
-    _trainer(max_epochs=3).fit(full)
+    # Full run to epoch 3; interrupted run: one epoch, checkpoint, then resume to epoch 3 with a fresh module.
+    global_seeds = iter([0, 0, 999])  # the global RNG after a restart is arbitrary
+
+    def make_module() -> RecordingModule:
+        torch.manual_seed(next(global_seeds))
+        return RecordingModule(n=12, seed=7, batch_size=4)
+
+    runs = run_resumed(make_module, lambda: None, tmp_path, {"max_epochs": 1}, max_epochs=3)
+    full, resumed = runs.full, runs.resumed
     reference = EpochSeededSampler(12, seed=7)
     for epoch in range(3):
         assert full.seen[epoch] == reference.order(epoch)
-
-    # Interrupted run: one epoch, checkpoint, then resume to epoch 3 with a fresh module.
-    first = RecordingModule(n=12, seed=7, batch_size=4)
-    trainer = _trainer(max_epochs=1)
-    trainer.fit(first)
-    ckpt = tmp_path / "after_epoch0.ckpt"
-    trainer.save_checkpoint(ckpt)
-    torch.manual_seed(999)  # the global RNG after a restart is arbitrary
-    resumed = RecordingModule(n=12, seed=7, batch_size=4)
-    _trainer(max_epochs=3).fit(resumed, ckpt_path=str(ckpt))
     assert sorted(resumed.seen) == [1, 2]
     assert resumed.seen[1] == full.seen[1]
     assert resumed.seen[2] == full.seen[2]

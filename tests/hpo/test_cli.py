@@ -8,7 +8,8 @@ import optuna
 import pytest
 import yaml
 
-from lit_automl.cli import AutoMLCLI, _config_overrides, main
+from lit_automl.cli import _config_overrides, main
+from lit_automl.run_config import AutoMLCLI
 from lit_automl.hpo.models import DigitsCNN
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "hpo_digits.yaml"

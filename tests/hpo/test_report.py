@@ -12,7 +12,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from lit_automl.cli import AutoMLCLI
+from lit_automl.run_config import AutoMLCLI
 from lit_automl.hpo.config import HPOSettings
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.hpo.report import write_report

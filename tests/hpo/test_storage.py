@@ -20,7 +20,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 
-from lit_automl.hpo.storage import make_storage, open_study
+from lit_automl.storage import make_storage, open_study
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("LIT_AUTOML_TEST_POSTGRES_URL")

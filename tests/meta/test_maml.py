@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from lit_automl.meta import MAML, ConvNet4, SinusoidMLP
 from lit_automl.meta.functional import task_loss
 from tests.meta.synthetic import PrototypeTaskData, assert_ddp_meta_parameters_identical, sinusoid_batch
+from tests.resume_harness import assert_same_state, run_resumed
 
 mse = nn.functional.mse_loss
 
@@ -132,19 +132,10 @@ def test_meta_training_improves_post_adaptation_accuracy(tmp_path):
 
 
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
-    def run(epochs, ckpt=None, folder="a"):
-        pl.seed_everything(0)
-        m = MAML(ConvNet4(n_way=5, hidden=4, blocks=2), loss="cross_entropy", inner_lr=0.4)
-        cb = ModelCheckpoint(dirpath=tmp_path / folder, save_last=True)
-        trainer(tmp_path, max_epochs=epochs, enable_checkpointing=True, callbacks=[cb], limit_val_batches=0).fit(
-            m, PrototypeTaskData(tasks=4), ckpt_path=ckpt)
-        return m, cb.last_model_path
-
-    full, _ = run(3, folder="full")
-    _, last = run(1, folder="part")
-    resumed, _ = run(3, ckpt=last, folder="resumed")
-    for a, b in zip(full.parameters(), resumed.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    runs = run_resumed(lambda: MAML(ConvNet4(n_way=5, hidden=4, blocks=2), loss="cross_entropy", inner_lr=0.4),
+                       lambda: PrototypeTaskData(tasks=4), tmp_path, {"max_epochs": 1}, max_epochs=3,
+                       limit_val_batches=0)
+    assert_same_state(runs.full, runs.resumed, atol=1e-6)
 
 
 @pytest.mark.ddp

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_automl.meta import ConvNet4, Reptile
 from tests.meta.synthetic import PrototypeTaskData, assert_ddp_meta_parameters_identical
+from tests.resume_harness import assert_same_state, run_resumed
 
 
 def linear_tasks(tasks=3, n=4, dim=3, seed=0):
@@ -96,30 +96,16 @@ def test_inner_adam_moments_carry_across_tasks_and_evaluation_leaves_them():
         assert torch.equal(v, saved[k])
 
 
-class StopAfterFirstEpoch(pl.Callback):
-    """Interrupts a run after its first epoch (max_epochs, hence the outer-step schedule, unchanged)."""
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        trainer.should_stop = True
-
-
 def test_resume_restores_the_inner_moments_and_matches_an_uninterrupted_run(tmp_path):
-    def run(ckpt=None, folder="a", stop=False):
-        pl.seed_everything(0)
-        m = Reptile(ConvNet4(n_way=5, hidden=4, blocks=2), inner_steps=2, inner_batch_size=4)
-        cb = ModelCheckpoint(dirpath=tmp_path / folder, save_last=True)
-        callbacks = [cb, StopAfterFirstEpoch()] if stop else [cb]
-        pl.Trainer(max_epochs=3, logger=False, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-                   limit_val_batches=0).fit(m, PrototypeTaskData(tasks=4), ckpt_path=ckpt)
-        return m, cb.last_model_path
-
-    full, _ = run(folder="full")
-    part, last = run(folder="part", stop=True)
-    assert part.current_epoch == 1 and float(part.inner_state["step"]) == 8
-    resumed, _ = run(ckpt=last, folder="resumed")
-    for a, b in zip(full.parameters(), resumed.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    torch.testing.assert_close(full.inner_state, resumed.inner_state)
+    # Interrupted by max_steps after the first epoch's 2 batches: max_epochs, hence the outer-step
+    # schedule, is the same in all three fits.
+    runs = run_resumed(lambda: Reptile(ConvNet4(n_way=5, hidden=4, blocks=2), inner_steps=2, inner_batch_size=4),
+                       lambda: PrototypeTaskData(tasks=4), tmp_path, {"max_steps": 2}, max_epochs=3,
+                       limit_val_batches=0)
+    part = torch.load(runs.checkpoint, weights_only=False)
+    assert part["global_step"] == 2 and float(part["reptile_inner_state"]["step"]) == 8  # one epoch, 2x2 tasks x 2 steps
+    assert_same_state(runs.full, runs.resumed, atol=1e-6)
+    torch.testing.assert_close(runs.full.inner_state, runs.resumed.inner_state)
 
 
 @pytest.mark.ddp

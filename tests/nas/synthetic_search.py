@@ -3,7 +3,7 @@ decisions match a target sequence (a bandit over architectures with a known best
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from lit_automl.nas.evaluator import Evaluator
 from lit_automl.spaces.chain import ChainSpace

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -80,7 +79,7 @@ def test_reward_definitions():
 def test_training_evaluator_trains_a_chain_child_on_digits():
     space = ChainSpace(num_layers=2)
     arch = ChainArchitecture((ChainLayer(3, 3, 24), ChainLayer(3, 3, 36, inputs=(0,))))
-    ev = TrainingEvaluator(space, _digits(), lr=0.05)
+    ev = TrainingEvaluator(space, _digits, lr=0.05)
     metrics = ev.evaluate(arch, budget=3)
     assert len(metrics["val_acc_history"]) == 3 and metrics["val_acc"] > 0.6
     net = space.build(arch, 1, 10, 8)
@@ -91,7 +90,7 @@ def test_training_evaluator_trains_a_chain_child_on_digits():
 def test_training_evaluator_runs_scheduled_drop_path_in_nasnet_children():
     space = NASNetCellSpace(num_blocks=2, N=1, F=4)
     genotype = space.decode([0] * len(space.decisions()))
-    ev = TrainingEvaluator(space, _digits(), drop_path_prob=0.2, trainer_kwargs={"limit_train_batches": 2})
+    ev = TrainingEvaluator(space, _digits, drop_path_prob=0.2, trainer_kwargs={"limit_train_batches": 2})
     metrics = ev.evaluate(genotype, budget=2)
     assert len(metrics["val_acc_history"]) == 2
 
@@ -99,7 +98,7 @@ def test_training_evaluator_runs_scheduled_drop_path_in_nasnet_children():
 def test_training_evaluator_is_seeded():
     space = ChainSpace(num_layers=1)
     arch = ChainArchitecture((ChainLayer(3, 3, 24),))
-    ev = TrainingEvaluator(space, _digits(), trainer_kwargs={"limit_train_batches": 3})
+    ev = TrainingEvaluator(space, _digits, trainer_kwargs={"limit_train_batches": 3})
     assert ev.evaluate(arch, 1)["val_acc_history"] == ev.evaluate(arch, 1)["val_acc_history"]
 
 
@@ -114,15 +113,19 @@ def test_training_evaluator_is_seeded():
 )
 def test_training_evaluator_refuses_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        TrainingEvaluator(ChainSpace(), _digits(), **kwargs)
+        TrainingEvaluator(ChainSpace(), _digits, **kwargs)
 
 
 def test_training_evaluator_refuses_a_bad_space_budget_and_data():
     with pytest.raises(ValueError, match="space must be a SequentialSpace"):
-        TrainingEvaluator("chain", _digits())
+        TrainingEvaluator("chain", _digits)
     with pytest.raises(ValueError, match="datamodule must be a LightningDataModule"):
         TrainingEvaluator(ChainSpace(), [1, 2])
-    ev = TrainingEvaluator(ChainSpace(num_layers=1), _digits())
+    with pytest.raises(ValueError, match=r"LightningDataModule factory.*got the instance HoldoutDataModule.*lambda"):
+        TrainingEvaluator(ChainSpace(), _digits())  # an instance: pass its class or a lambda instead
+    with pytest.raises(ValueError, match=r"LightningDataModule factory.*the factory returned list"):
+        TrainingEvaluator(ChainSpace(), lambda: [1, 2])
+    ev = TrainingEvaluator(ChainSpace(num_layers=1), _digits)
     with pytest.raises(ValueError, match="budget \\(epochs\\) must be an int >= 1, got 0"):
         ev.evaluate(ChainArchitecture((ChainLayer(3, 3, 24),)), 0)
 

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.strategies import DDPStrategy
+from torch.nn.parallel import DistributedDataParallel
 
 from lit_automl.nas.one_shot import (
     RANKING_FILE,
@@ -242,6 +242,8 @@ def test_fit_ranks_sorted_and_writes_the_best(tmp_path):
 
 
 def test_resume_continues_with_the_same_masks_and_ranking(tmp_path):
+    # Not run_resumed: the drop rate ramps over the whole fit, so the interrupted fit must have the full
+    # length too; it is resumed from the checkpoint of its first epoch.
     def run(ckpt=None, seed=0):
         pl.seed_everything(seed)
         m, rec = OneShot(**TINY, drop_rate=0.5, seed=7), RecordMasks()
@@ -278,16 +280,16 @@ def test_resume_continues_with_the_same_masks_and_ranking(tmp_path):
     ({"rank_batches": 2.5}, r"rank_batches must be an int >= 1 or None, got 2.5"),
     ({"seed": -1}, r"seed must be an int >= 0, got -1"),
     ({"rank_after_fit": "yes"}, r"rank_after_fit must be True or False, got 'yes'"),
-    ({"w_lr": 0.0}, r"w_lr must be > 0, got 0.0"),
+    ({"w_lr": 0.0}, r"w_lr must be a number > 0, got 0.0"),
     ({"primitives": ["none"]}, r"other than 'none'"),
-    ({"join": "max"}, r"join must be one of \('mean', 'sum'\), got 'max'"),
+    ({"join": "max"}, r"join must be one of \['mean', 'sum'\], got 'max'"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         OneShot(**{**TINY, **kwargs})
 
 
-def test_bad_use():
+def test_bad_use(tmp_path):
     m = OneShot(**TINY)
     with pytest.raises(RuntimeError, match="attach a Trainer"):
         m.drop_rate_at(3)
@@ -299,10 +301,26 @@ def test_bad_use():
         m.edge_weights(sample_genotype(3, 2, DARTS_OPS))
     with pytest.raises(TypeError, match=r"\(inputs, targets\)"):
         m.training_step({"x": 1}, 0)
-    t = pl.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(start_method="spawn"), logger=False)
+    t = pl.Trainer(accelerator="cpu", devices=1, logger=False)
     m.trainer = t
-    with pytest.raises(ValueError, match="find_unused_parameters=True"):
-        m.setup("fit")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:  # a one-process DDP wrapper without find_unused_parameters, as the strategy would hold it
+        t.strategy.model = DistributedDataParallel(m)
+        with pytest.raises(ValueError, match="find_unused_parameters=True"):
+            m.on_fit_start()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_test_step_scores_the_best_ranked_architecture(tmp_path):
+    torch.manual_seed(0)
+    m = OneShot(**TINY)
+    t = trainer(tmp_path)
+    t.fit(m, Synthetic())
+    loader = Synthetic().val_dataloader()
+    (result,) = t.test(m, dataloaders=loader, verbose=False)
+    (correct,), total = m.evaluate_architectures([m.genotype()], loader)
+    assert result["test/acc"] == pytest.approx(correct / total)
 
 
 # --------------------------------------------------------------------------- DDP

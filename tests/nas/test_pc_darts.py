@@ -9,6 +9,7 @@ from lit_automl.nas.pc_darts import PCDARTS, node_softmax
 from lit_automl.spaces.cells import SearchCell
 from lit_automl.spaces.ops import DARTS_OPS
 from tests.ddp_harness import fit_ddp
+from tests.resume_harness import run_resumed
 
 TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1, alpha_lr=0.05,
             partial_channels=2, arch_warmup_epochs=0)
@@ -131,27 +132,16 @@ def test_alphas_and_betas_frozen_during_warmup(tmp_path):
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
-    def run(max_epochs, ckpt=None):
-        pl.seed_everything(3)
-        m = PCDARTS(**{**TINY, "arch_warmup_epochs": 1}, epochs=3)
-        t = trainer(tmp_path, max_epochs=max_epochs)
-        t.fit(m, digits(seed=5), ckpt_path=ckpt)
-        return m, t
-
-    full, _ = run(3)
-    _, t = run(2)
-    ckpt = tmp_path / "epoch2.ckpt"
-    t.save_checkpoint(ckpt)
-    pl.seed_everything(99)
-    resumed, _ = run(3, ckpt=str(ckpt))
-    for a, b in zip(resumed.arch_parameters(), full.arch_parameters()):
+    runs = run_resumed(lambda: PCDARTS(**{**TINY, "arch_warmup_epochs": 1}, epochs=3), lambda: digits(seed=5),
+                       tmp_path, {"max_epochs": 2}, seed=3, max_epochs=3, limit_train_batches=3, limit_val_batches=0)
+    for a, b in zip(runs.resumed.arch_parameters(), runs.full.arch_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert "beta_reduce" in torch.load(ckpt, weights_only=True)["state_dict"]
+    assert "beta_reduce" in torch.load(runs.checkpoint, weights_only=True)["state_dict"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"partial_channels": 3}, r"partial_channels=3 must divide the edge's 4 channels"),
-    ({"partial_channels": 0}, "partial_channels must be a positive int"),
+    ({"partial_channels": 0}, "partial_channels must be an int >= 1"),
     ({"arch_warmup_epochs": -1}, "arch_warmup_epochs must be an int >= 0, got -1"),
     ({"primitives": []}, "primitives must name at least one operation"),
 ])

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_automl.callbacks import GenotypeLogger, ScheduledDropPath
 from lit_automl.nas.retrain import Retrain
-from lit_automl.spaces.genotype import PUBLISHED_GENOTYPES, Genotype
+from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.published import PUBLISHED_GENOTYPES
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, count_parameters
 from tests.trainers import quiet_trainer
 

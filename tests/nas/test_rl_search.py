@@ -16,6 +16,7 @@ from lit_automl.nas.rl_search import RLSearch
 from lit_automl.nas.workqueue import ChildQueue, actions_to_params, params_to_actions
 from tests.ddp_harness import fit_ddp
 from tests.nas.synthetic_search import MatchEvaluator, tiny_chain_space
+from tests.resume_harness import assert_same_state, run_resumed
 from tests.trainers import quiet_trainer
 
 
@@ -114,22 +115,13 @@ def test_worker_processes_evaluate_the_children(tmp_path):
 
 
 def test_resume_from_checkpoint_matches_an_uninterrupted_search(tmp_path):
-    def run(path: Path, steps: int, ckpt=None):
-        search = _search(path, seed=5)
-        trainer = pl.Trainer(max_steps=steps, default_root_dir=path, logger=False, enable_progress_bar=False,
-                             enable_model_summary=False,
-                             callbacks=[pl.callbacks.ModelCheckpoint(dirpath=path / "ckpt", save_last=True)])
-        trainer.fit(search, ckpt_path=ckpt)
-        return search
-
-    full = run(tmp_path / "full", 6)
-    run(tmp_path / "part", 3)  # one epoch = 3 steps; last.ckpt at its end
-    resumed = run(tmp_path / "part", 6, ckpt=str(tmp_path / "part" / "ckpt" / "last.ckpt"))
+    # one epoch = 3 steps; the interrupted fit stops (and saves last.ckpt) at its end
+    runs = run_resumed(lambda: _search(tmp_path, seed=5), lambda: None, tmp_path, {"max_steps": 3}, max_steps=6)
+    full, resumed = runs.full, runs.resumed
     assert resumed.controller_steps == full.controller_steps == 6
     assert [h["architecture"] for h in resumed.history] == [h["architecture"] for h in full.history]
-    for (k, a), b in zip(full.controller.state_dict().items(), resumed.controller.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), k
-    assert resumed.algo.baseline == pytest.approx(full.algo.baseline)
+    assert_same_state(full.controller, resumed.controller, atol=1e-6, rtol=0)
+    assert resumed.policy_gradient.baseline.value == pytest.approx(full.policy_gradient.baseline.value)
 
 
 def test_interrupted_waiting_children_are_failed_with_a_reason(tmp_path):
@@ -194,6 +186,7 @@ def test_nas_rl_defaults_are_the_papers():
         ({"children_per_step": 0}, "children_per_step must be an int >= 1, got 0"),
         ({"on_child_failure": "skip"}, r"on_child_failure must be one of \['raise', 'zero'\], got 'skip'"),
         ({"child_timeout": -1}, "child_timeout must be a number of seconds > 0 or None, got -1"),
+        ({"lr": -0.1}, "lr.*-0.1"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, match):

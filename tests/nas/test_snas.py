@@ -1,6 +1,5 @@
 """SNAS: concrete samples, resource cost, single-level fit, genotype, resume, DDP, bad input."""
 
-import inspect
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from lit_automl.callbacks import TemperatureAnnealing
 from lit_automl.nas.snas import SNAS, expected_resource_cost, gumbel_softmax_sample, score_function_resource_grad
 from lit_automl.spaces import Genotype
 from tests.ddp_harness import fit_ddp
+from tests.resume_harness import run_resumed
 from tests.trainers import SyntheticImages
 
 TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1, alpha_lr=0.05)
@@ -70,7 +70,7 @@ def test_hard_frequencies_match_softmax_and_relaxed_mean_approaches_them():
 
 def test_defaults_are_the_cifar10_search_settings():
     """Pins the documented defaults (sources in the SNAS docstring)."""
-    defaults = {k: p.default for k, p in inspect.signature(SNAS).parameters.items()}
+    defaults = dict(SNAS().hparams)
     assert {k: defaults[k] for k in ("C", "layers", "steps", "multiplier", "stem_multiplier", "num_classes",
                                      "in_channels", "primitives", "input_size")} == dict(
         C=16, layers=8, steps=4, multiplier=4, stem_multiplier=3, num_classes=10, in_channels=3, primitives="darts",
@@ -160,25 +160,28 @@ def test_noise_depends_only_on_seed_and_step():
 
 
 def test_resume_continues_with_the_same_alphas(tmp_path):
-    def run(max_epochs, ckpt=None):
-        pl.seed_everything(3)
-        m = SNAS(**TINY, epochs=3)
-        t = trainer(tmp_path, max_epochs=max_epochs, callbacks=[TemperatureAnnealing(schedule="exponential", decay=0.5)])
-        t.fit(m, SyntheticImages(seed=5), ckpt_path=ckpt)
-        return m, t
-
-    full, _ = run(2)
-    part, t = run(1)
-    ckpt = tmp_path / "e1.ckpt"
-    t.save_checkpoint(ckpt)
-    pl.seed_everything(99)
-    resumed, _ = run(2, ckpt=str(ckpt))
+    runs = run_resumed(lambda: SNAS(**TINY, epochs=3), lambda: SyntheticImages(seed=5), tmp_path, {"max_epochs": 1},
+                       seed=3, callbacks=lambda: [TemperatureAnnealing(schedule="exponential", decay=0.5)],
+                       max_epochs=2, limit_train_batches=2, limit_val_batches=0)
+    full, resumed = runs.full, runs.resumed
     for a, b in zip(resumed.arch_parameters(), full.arch_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(part.alpha_normal, full.alpha_normal)
+    ck = torch.load(runs.checkpoint, weights_only=False)
+    assert not torch.allclose(ck["state_dict"]["alpha_normal"], full.alpha_normal)
     assert resumed.temperature == full.temperature == 0.5
-    ck = torch.load(ckpt, weights_only=False)
     assert "alpha_normal" in ck["state_dict"] and ck["snas_temperature"] == 1.0
+
+
+def test_test_step_scores_the_mean_architecture(tmp_path):
+    pl.seed_everything(0)
+    m = SNAS(**TINY)
+    loader = SyntheticImages().train_dataloader()
+    (result,) = trainer(tmp_path, limit_test_batches=1).test(m, dataloaders=loader, verbose=False)
+    x, y = next(iter(loader))
+    m.eval()
+    with torch.no_grad():
+        acc = float((m(x).argmax(-1) == y).float().mean())
+    assert result["test/acc"] == pytest.approx(acc)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -186,7 +189,7 @@ def test_resume_continues_with_the_same_alphas(tmp_path):
     ({"tau": -1}, "got -1"),
     ({"resource": "memory"}, "resource must be one of.*'memory'"),
     ({"resource_weight": 1.0}, "resource_weight=1.0 needs resource"),
-    ({"w_lr": 0.0}, "w_lr must be > 0"),
+    ({"w_lr": 0.0}, "w_lr must be a number > 0"),
     ({"alpha_grad_clip": -1.0}, "alpha_grad_clip must be a number >= 0"),
     ({"memory_format": "nhwc"}, "memory_format must be one of.*'nhwc'"),
 ])
@@ -203,19 +206,6 @@ def test_bad_temperature_at_runtime():
         gumbel_softmax_sample(torch.zeros(3), -0.5)
     with pytest.raises(ValueError, match="'flop'"):
         m.op_costs("flop")
-
-
-@pytest.mark.ddp
-def test_ddp_alphas_identical_on_both_ranks(tmp_path):
-    pl.seed_everything(0)
-    m = SNAS(**TINY)
-    before = m.alpha_normal.detach().clone()
-    ranks = fit_ddp(m, SyntheticImages(batch_size=4), tmp_path, limit_train_batches=2)
-    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
-    s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
-    assert not torch.allclose(s0["alpha_normal"], before)
-    for key in ("alpha_normal", "alpha_reduce"):
-        torch.testing.assert_close(s0[key], s1[key], rtol=0, atol=1e-7)
 
 
 class _AlphaGradNorms(pl.Callback):
@@ -321,18 +311,26 @@ class RecordOpsRun(pl.Callback):
         torch.save(self.steps, Path(self.dirpath) / f"ops{trainer.global_rank}.pt")
 
 
+class HardFromEpoch1(pl.Callback):
+    """Relaxed samples in epoch 0, hard (straight-through) ones from epoch 1: both in one DDP spawn."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        pl_module.hparams.hard = trainer.current_epoch >= 1
+
+
 @pytest.mark.ddp
-def test_ddp_hard_samples_the_same_architecture_on_both_ranks(tmp_path):
+def test_ddp_relaxed_then_hard_samples_the_same_architecture_on_both_ranks(tmp_path):
     pl.seed_everything(0)
-    m = SNAS(**TINY, hard=True)
+    m = SNAS(**TINY)
     before = [a.detach().clone() for a in m.arch_parameters()]
     ranks = fit_ddp(m, SyntheticImages(batch_size=4), tmp_path, find_unused_parameters=True,
-                    callbacks=[RecordOpsRun(str(tmp_path))], limit_train_batches=2)
+                    callbacks=[HardFromEpoch1(), RecordOpsRun(str(tmp_path))], max_epochs=2, limit_train_batches=2)
     assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
     ops = [torch.load(tmp_path / f"ops{r}.pt") for r in range(2)]
-    assert len(ops[0]) == 2 and ops[0] == ops[1], "both ranks must run the same sampled ops every step"
-    assert ops[0][0] != ops[0][1], "a new architecture is sampled every step"
-    for step in ops[0]:
+    assert len(ops[0]) == 4 and ops[0] == ops[1], "both ranks must run the same sampled ops every step"
+    hard = ops[0][2:]  # the steps of epoch 1
+    assert hard[0] != hard[1], "a new architecture is sampled every step"
+    for step in hard:
         per_edge = {}
         for c, e, k in step:
             per_edge.setdefault((c, e), []).append(k)

@@ -163,3 +163,31 @@ def test_derive_with_per_edge_primitives_names_each_edge_s_own_op():
     w = torch.tensor([[0.9, 0.1], [0.1, 0.8], [0.2, 0.3], [0.05, 0.95], [0.6, 0.4]])
     nodes = derive_cell(w, lists, steps=2, k=2)
     assert nodes == [(("skip_connect", 0), ("dil_conv_5x5", 1)), (("avg_pool_3x3", 2), ("sep_conv_5x5", 0))]
+
+
+# ---------------------------------------------------------------- one discrete cell: drop path rule
+
+
+def test_drop_path_spares_only_the_identity_module_a_stride_2_skip_is_dropped():
+    """DARTS's rule (quark0/darts model.py: drop path unless the op is ``Identity``), for every cell."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 4, 6, 6)
+    normal = Cell([(("skip_connect", 0),)], [2], 4, 4, 4, reduction=False, reduction_prev=False).train()
+    assert normal._droppable == [False]
+    torch.testing.assert_close(normal(x, x, drop_prob=0.9), normal.preprocess0(x))  # identity: never dropped
+    reduce = Cell([(("skip_connect", 0),)], [2], 4, 4, 4, reduction=True, reduction_prev=False).train()
+    assert reduce._droppable == [True]  # a stride-2 skip_connect is a FactorizedReduce: a learned path
+    out = reduce(x, x, drop_prob=0.9)
+    dropped = (out.flatten(1) == 0).all(1).float().mean()
+    assert 0.75 < dropped < 1.0
+    reduce.eval()
+    assert (reduce(x, x, drop_prob=0.9).flatten(1) != 0).any(1).all()
+
+
+def test_nasnet_cell_is_the_one_discrete_cell():
+    from lit_automl.spaces.nasnet import NASNetCell
+
+    assert NASNetCell is Cell
+    g = PUBLISHED_GENOTYPES["NASNet_A"]
+    cell = Cell.from_genotype(g, True, 8, 8, 4, reduction_prev=False)
+    assert cell.concat == g.reduce_concat and cell.reduction and cell.out_channels == 16

@@ -1,7 +1,8 @@
 """save_genotype_files: the one writer of a found genotype's files."""
 
-from lit_automl.spaces.genotype import Genotype, get_genotype
+from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
+from lit_automl.spaces.published import get_genotype
 
 
 def test_writes_text_json_and_picture_that_read_back(tmp_path):

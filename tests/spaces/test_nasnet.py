@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from lit_automl.spaces.decisions import SequentialSpace
-from lit_automl.spaces.genotype import PUBLISHED_GENOTYPES, Genotype
+from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import count_parameters
 from lit_automl.spaces.ops import NASNET_OPS
+from lit_automl.spaces.published import PUBLISHED_GENOTYPES
 
 NASNET_A = PUBLISHED_GENOTYPES["NASNet_A"]
 

@@ -24,6 +24,23 @@ def test_darts_v2_imagenet_mobile_has_4_7M_parameters():
     assert sig2(count_parameters(NetworkImageNet(DARTS_V2, C=48, layers=14)) / 1e6) == 4.7
 
 
+def _authors_aux_head_parameters(C: int, num_classes: int, final_batch_norm: bool) -> int:
+    """quark0/darts model.py: 1x1 conv C->128 (no bias), BN(128), 2x2 conv 128->768 (no bias), BN(768) in
+    AuxiliaryHeadCIFAR only (AuxiliaryHeadImageNet comments it out "for consistency with the
+    experiments in the paper"), linear 768->num_classes."""
+    return C * 128 + 2 * 128 + 128 * 768 * 2 * 2 + (2 * 768 if final_batch_norm else 0) + 768 * num_classes + num_classes
+
+
+def test_auxiliary_heads_match_the_authors_code():
+    cifar = NetworkCIFAR(DARTS_V2, C=36, layers=20)
+    imagenet = NetworkImageNet(DARTS_V2, C=48, layers=14)
+    for net, C_aux, batch_norm in ((cifar, 576, True), (imagenet, 768, False)):
+        head = sum(p.numel() for p in net.auxiliary_head.parameters())
+        assert head == _authors_aux_head_parameters(C_aux, net.classifier.out_features, batch_norm)
+        assert count_parameters(net, exclude_auxiliary=False) - count_parameters(net) == head
+    assert _authors_aux_head_parameters(768, 1000, True) - _authors_aux_head_parameters(768, 1000, False) == 1536
+
+
 def test_reductions_at_one_and_two_thirds():
     assert reduction_layers(8) == (2, 5)
     assert reduction_layers(20) == (6, 13)

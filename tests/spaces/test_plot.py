@@ -10,24 +10,19 @@ import pytest
 from matplotlib import image as mpimg
 
 from lit_automl.spaces import plot as plot_module
-from lit_automl.spaces.genotype import Genotype, get_genotype
+from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.plot import plot_genotype
+from lit_automl.spaces.published import get_genotype
+from tests.spaces import genotype_cases
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def nested_genotype() -> Genotype:
     """Nodes with 3, 3 and 1 edges (normal) and 3, 1 edges (reduce), incl. two edges between one pair."""
-    return Genotype(
-        normal=[
-            [("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("skip_connect", 0)],
-            [("max_pool_3x3", 0), ("dil_conv_3x3", 1), ("sep_conv_3x3", 2)],
-            [("avg_pool_3x3", 3)],
-        ],
-        normal_concat=[2, 3, 4],
-        reduce=[[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 1)], [("my_custom_op", 2)]],
-        reduce_concat=[2, 3],
-    )
+    normal = genotype_cases.nested_genotype()
+    reduce = [[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 1)], [("my_custom_op", 2)]]
+    return Genotype(normal.normal, normal.normal_concat, reduce, [2, 3])
 
 
 def _check_png(path: Path, min_width: int = 1000) -> tuple[int, int]:

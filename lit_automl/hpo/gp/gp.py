@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
-import scipy.optimize
 import torch
 from torch import Tensor
 
@@ -247,6 +246,8 @@ def fit_map(kernel: Kernel, x: Tensor, y: Tensor, rng: np.random.Generator, init
         loss = negative_log_posterior(theta, kernel, x, y).sum()
         (grad,) = torch.autograd.grad(loss, theta)
         return loss.item(), grad.numpy().ravel()
+
+    import scipy.optimize  # here, not at module level: scipy is a heavy import
 
     result = scipy.optimize.minimize(objective, starts.numpy().ravel(), jac=True, method="L-BFGS-B",
                                      bounds=np.tile(bounds, (shape[0], 1)), options={"maxiter": max_iter, "ftol": 1e-6})

@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
-import scipy.optimize
 import torch
 from torch import Tensor
 
@@ -65,6 +64,8 @@ def _lbfgsb_continuous(acq: AcquisitionFn, x: Tensor, values: Tensor, space: Sea
         total = -acq(x.index_copy(1, cols, z)).sum() / scale
         (grad,) = torch.autograd.grad(total, z)
         return total.item(), grad.numpy().ravel()
+
+    import scipy.optimize  # here, not at module level: scipy is a heavy import
 
     result = scipy.optimize.minimize(objective, x[:, cols].numpy().ravel(), jac=True, method="L-BFGS-B",
                                      bounds=[(0.0, 1.0)] * (shape[0] * shape[1]),
@@ -142,6 +143,8 @@ def _local_direct(acq: AcquisitionFn, space: SearchSpace, candidates: Tensor, va
         def objective(z: np.ndarray) -> float:
             x = space.project(base.index_copy(0, cols_t, torch.as_tensor(z, dtype=DTYPE))[None])
             return -float(_evaluate(acq, x)[0])
+
+        import scipy.optimize  # here, not at module level: scipy is a heavy import
 
         result = scipy.optimize.direct(objective, [(0.0, 1.0)] * len(cols), maxfun=direct_maxfun)
         base = space.project(base.index_copy(0, cols_t, torch.as_tensor(result.x, dtype=DTYPE))[None])[0]

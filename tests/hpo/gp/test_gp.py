@@ -130,7 +130,6 @@ def test_fit_map_improves_on_its_starts_and_is_stationary():
 def test_warm_fit_keeps_only_restarts_that_beat_the_warm_start(monkeypatch):
     """A warm start at the optimum screens out the prior draws (one L-BFGS-B start); a warm start
     at a poor point keeps the draws that beat it."""
-    import lit_automl.hpo.gp.gp as gp_module
 
     x, y = _data(15)
     y = (y - y.mean()) / y.std()
@@ -139,7 +138,7 @@ def test_warm_fit_keeps_only_restarts_that_beat_the_warm_start(monkeypatch):
     poor = torch.tensor([-4.0, -4.0, 4.0, -13.0, 9.0], dtype=F64)  # tiny lengthscales, far-off mean
     sizes = []
     real = scipy.optimize.minimize
-    monkeypatch.setattr(gp_module.scipy.optimize, "minimize",
+    monkeypatch.setattr(scipy.optimize, "minimize",  # gp imports scipy.optimize where it minimises
                         lambda fun, x0, *a, **k: sizes.append(np.size(x0)) or real(fun, x0, *a, **k))
     fit_map(kernel, tx, ty, np.random.default_rng(1), init=good, n_restarts=4)
     fit_map(kernel, tx, ty, np.random.default_rng(1), init=poor, n_restarts=4)

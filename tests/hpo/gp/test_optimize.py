@@ -7,7 +7,6 @@ import scipy.optimize
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from lit_automl.hpo.gp import optimize
 from lit_automl.hpo.gp.optimize import OPTIMIZERS, maximize_acquisition
 from lit_automl.hpo.gp.sampler import single_threaded
 from lit_automl.hpo.gp.search_space import SearchSpace
@@ -53,7 +52,7 @@ def test_mixed_space_and_one_hot_never_reaches_lbfgsb(monkeypatch):
         sizes.append(np.size(x0))
         return real(fun, x0, *args, **kwargs)
 
-    monkeypatch.setattr(optimize.scipy.optimize, "minimize", spy)
+    monkeypatch.setattr(scipy.optimize, "minimize", spy)  # optimize imports scipy.optimize where used
     row, _ = maximize_acquisition(acq, space, np.random.default_rng(0), n_candidates=16, n_starts=3)
     params = space.decode(row)
     assert params["k"] == 7 and params["c"] == "z"

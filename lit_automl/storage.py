@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-import optuna
-from optuna.exceptions import ExperimentalWarning
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+if TYPE_CHECKING:  # Optuna is imported where a storage is made, not with this module
+    import optuna
+    from optuna.storages import BaseStorage
 
 __all__ = ["default_storage_url", "make_storage", "open_study"]
 
@@ -58,6 +57,10 @@ def make_storage(
             (``None``: Optuna's default, twice the interval).
         max_retry: how many times a trial failed by the heartbeat is re-enqueued.
     """
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
     run_dir = Path(run_dir)
     if url is None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +100,9 @@ def open_study(
     metric_names: Optional[Sequence[str]] = None,
 ) -> optuna.Study:
     """Create the study or, when ``study_name`` exists in ``storage``, resume it (same directions required)."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,

@@ -1,0 +1,308 @@
+"""SupernetSearch: what every DARTS-family search shares, written once.
+
+Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search", ICLR 2019 (Sec. 2.3, 3.1.1)
+set the shape every method here follows: one supernet (:func:`~lit_automl.spaces.networks.make_supernet`)
+whose mixed edges are handed weights by the method, architecture parameters kept apart from the
+network weights, and two optimisers in a fixed order, ``[weights SGD (cosine-annealed per epoch),
+architecture]``. A method says how its edge weights are made (:meth:`SupernetSearch.edge_weights`),
+which architecture parameters it has (:meth:`SupernetSearch.init_architecture`), how one search
+step runs (:meth:`SupernetSearch.search_step`) and how the genotype is derived; this class owns the
+settings and their validation, the optimisers, the gradient clipping of both parameter sets, the
+divergence check, validation / test steps, epoch-end logging and the RNG state in checkpoints.
+
+``search_step`` is plain PyTorch: it takes a batch and the optimisers and returns the step's
+metrics, so it runs without a Trainer (benchmarks time it directly); ``training_step`` wraps it
+with Lightning's ``manual_backward`` and logs what it returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lit_automl._checks import check_choice, check_int, check_real
+from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.spaces.derive import edge_entropy
+from lit_automl.spaces.geometry import CELL_TYPES
+from lit_automl.spaces.networks import make_supernet
+
+__all__ = ["MEMORY_FORMATS", "SupernetSearch"]
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+Backward = Callable[[torch.Tensor], None]
+
+MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "channels_last": torch.channels_last}
+"""Memory layouts of the supernet and its inputs, by name."""
+
+
+def _plain_backward(loss: torch.Tensor) -> None:
+    loss.backward()
+
+
+class SupernetSearch(pl.LightningModule):
+    """Base of the DARTS-family searches; not used directly (subclasses define :meth:`search_step`).
+
+    Defaults are DARTS's CIFAR-10 search (Liu et al., ICLR 2019, Sec. 3.1.1): C=16, 8 cells, 4
+    nodes; weights SGD lr 0.025 cosine-annealed to 0.001, momentum 0.9, weight decay 3e-4,
+    gradient-norm clip 5; architecture Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3,
+    initialised at 1e-3 * randn. Subclasses change the defaults their papers change.
+
+    Optimisers, in this order: ``[weights SGD, architecture optimiser]`` (Adam; a method without
+    architecture parameters has only the first). Optimisation is manual.
+
+    Args:
+        C, layers, steps, multiplier, stem_multiplier, num_classes, in_channels: the supernet
+            (:class:`~lit_automl.spaces.networks.SearchNetwork`).
+        primitives: an op-set name of ``lit_automl.spaces.ops.OP_SETS`` or a list of op names.
+        w_lr, w_momentum, w_weight_decay: the weights' SGD.
+        w_lr_min: final learning rate of the per-epoch cosine schedule; ``None`` keeps ``w_lr``
+            fixed (no schedule).
+        grad_clip: max norm of the weights' gradient (0 disables clipping).
+        alpha_lr, alpha_betas, alpha_weight_decay: the architecture optimiser (Adam).
+        alpha_init_std: architecture parameters start at ``alpha_init_std * randn``.
+        alpha_grad_clip: max norm of the architecture gradient, applied before the architecture
+            optimiser steps (0 disables clipping).
+        epochs: length of the cosine schedule; ``None`` uses ``trainer.max_epochs``.
+        memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster convolutions on CPU
+            and on tensor-core GPUs; the same numbers up to float rounding).
+
+    Documented attributes for callbacks: ``alphas`` (dict normal/reduce of raw parameters),
+    ``genotype()``, ``model`` (the supernet), ``primitives``.
+    """
+
+    def __init__(
+        self,
+        C: int = 16,
+        layers: int = 8,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        primitives: Union[str, Sequence[str]] = "darts",
+        w_lr: float = 0.025,
+        w_lr_min: Optional[float] = 0.001,
+        w_momentum: float = 0.9,
+        w_weight_decay: float = 3e-4,
+        grad_clip: float = 5.0,
+        alpha_lr: float = 3e-4,
+        alpha_betas: Tuple[float, float] = (0.5, 0.999),
+        alpha_weight_decay: float = 1e-3,
+        alpha_init_std: float = 1e-3,
+        alpha_grad_clip: float = 0.0,
+        epochs: Optional[int] = None,
+        memory_format: str = "contiguous_format",
+    ):
+        super().__init__()
+        for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
+            check_real(name, value, low=0, low_open=True)
+        check_real("w_lr_min", w_lr_min, low=0, allow_none=True, hint="None keeps w_lr fixed")
+        for name, value in (("w_weight_decay", w_weight_decay), ("alpha_weight_decay", alpha_weight_decay),
+                            ("alpha_init_std", alpha_init_std), ("grad_clip", grad_clip)):
+            check_real(name, value, low=0)
+        check_real("alpha_grad_clip", alpha_grad_clip, low=0, hint="0 disables clipping")
+        check_real("w_momentum", w_momentum, low=0, high=1, high_open=True)
+        if isinstance(alpha_betas, (str, bytes)) or not isinstance(alpha_betas, Sequence) or len(alpha_betas) != 2:
+            raise ValueError(f"alpha_betas must be a pair of numbers in [0, 1) (Adam's betas), got {alpha_betas!r}")
+        for i, beta in enumerate(alpha_betas):
+            check_real(f"alpha_betas[{i}]", beta, low=0, high=1, high_open=True)
+        check_int("epochs", epochs, low=1, allow_none=True, hint="None: trainer.max_epochs")
+        check_choice("memory_format", memory_format, MEMORY_FORMATS)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.memory_format = MEMORY_FORMATS[memory_format]
+        self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
+                            alpha_init_std, **self.supernet_options())
+        self.model.to(memory_format=self.memory_format)
+
+    # ------------------------------------------------------------------ the supernet and its architecture
+
+    def supernet_options(self) -> Dict[str, Any]:
+        """Extra :class:`SearchNetwork` arguments of a subclass (read from ``self.hparams``)."""
+        return {}
+
+    def build_supernet(self, C: int, num_classes: int, layers: int, steps: int, multiplier: int,
+                       stem_multiplier: int, primitives: Union[str, Sequence[str]], in_channels: int,
+                       alpha_init_std: float, **network_options: Any) -> None:
+        """Build the one supernet (``self.model``, ``self.primitives``), then :meth:`init_architecture`."""
+        self.model, self.primitives = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier,
+                                                    primitives, in_channels, **network_options)
+        self.init_architecture(alpha_init_std)
+
+    def init_architecture(self, alpha_init_std: float) -> None:
+        """Register ``alpha_normal`` then ``alpha_reduce`` (fixed order, saved in checkpoints, out of
+        the weight optimiser), each ``alpha_init_std * randn(num_edges, num_ops)``."""
+        shape = self.model.alpha_shape
+        self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
+        self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """Architecture parameters in their fixed order (normal, reduce)."""
+        return [self.alpha_normal, self.alpha_reduce]
+
+    @property
+    def alphas(self) -> Dict[str, nn.Parameter]:
+        """Raw architecture parameters by cell type, ``{"normal": ..., "reduce": ...}``."""
+        return dict(zip(CELL_TYPES, self.arch_parameters()[:2]))
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        """Supernet weights: everything the weight optimiser updates (no architecture parameters)."""
+        return list(self.model.parameters())
+
+    def edge_weights(self, alphas: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
+        """Mixed-edge weights handed to the supernet: softmax over ops (DARTS eq. 2)."""
+        alphas = self.arch_parameters() if alphas is None else alphas
+        return [F.softmax(a, dim=-1) for a in alphas]
+
+    def format_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the supernet's memory format."""
+        return x.contiguous(memory_format=self.memory_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.format_input(x), *self.edge_weights())
+
+    # ------------------------------------------------------------------ batches
+
+    def plain_batch(self, batch: Any) -> Batch:
+        """``(inputs, targets)``; anything else is refused with what is expected."""
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"{type(self).__name__} is single level and expects (inputs, targets) batches, "
+                            f"got {type(batch).__name__}")
+        return batch[0], batch[1]
+
+    def check_batch(self, batch: Any) -> None:
+        """Refuse a batch of the wrong form before anything else runs (single-level: ``(x, y)``)."""
+        self.plain_batch(batch)
+
+    @staticmethod
+    def batch_size(batch: Any) -> int:
+        """Examples in a training batch (the ``train`` half of a paired one)."""
+        pair = batch["train"] if isinstance(batch, Mapping) else batch
+        return len(pair[1])
+
+    # ------------------------------------------------------------------ one search step, plain PyTorch
+
+    def search_step(self, batch: Any, optimizers: Sequence[torch.optim.Optimizer], backward: Optional[Backward] = None,
+                    batch_idx: int = 0) -> Dict[str, torch.Tensor]:
+        """One search step on ``batch`` with ``optimizers`` (:meth:`configure_optimizers` order); returns
+        the metrics to log (``train/loss`` first). ``backward(loss)`` defaults to ``loss.backward()``;
+        ``training_step`` passes ``manual_backward``. No Trainer is needed."""
+        raise NotImplementedError(f"{type(self).__name__} must define search_step()")
+
+    @staticmethod
+    def run_backward(loss: torch.Tensor, backward: Optional[Backward]) -> None:
+        (backward or _plain_backward)(loss)
+
+    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
+        """Stop a diverged search with one message form (what diverged, when)."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{type(self).__name__} search diverged: {what} is {loss.item()} at epoch "
+                                     f"{self.current_epoch}, batch {batch_idx}")
+
+    def weight_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the weights' gradient norm to ``grad_clip`` (0: no clipping), then step ``optimizer``."""
+        if self.hparams.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.weight_parameters(), self.hparams.grad_clip)
+        optimizer.step()
+
+    def architecture_step(self, optimizer: torch.optim.Optimizer,
+                          grads: Optional[Sequence[torch.Tensor]] = None) -> None:
+        """Step the architecture optimiser: ``grads`` (one per :meth:`arch_parameters`, already averaged
+        over ranks) replace the parameters' gradients when given; the gradient norm is clipped to
+        ``alpha_grad_clip`` (0: no clipping) first, here and nowhere else."""
+        params = self.arch_parameters()
+        if grads is not None:
+            optimizer.zero_grad()
+            for a, g in zip(params, grads):
+                a.grad = g.detach().clone()
+        if self.hparams.alpha_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.hparams.alpha_grad_clip)
+        optimizer.step()
+
+    # ------------------------------------------------------------------ optimisers
+
+    def schedule_epochs(self) -> int:
+        """Length of the weights' cosine schedule: ``hparams.epochs`` or ``Trainer(max_epochs)``."""
+        if self.hparams.epochs is not None:
+            return int(self.hparams.epochs)
+        try:
+            max_epochs = self.trainer.max_epochs
+        except RuntimeError:  # not attached to a Trainer
+            max_epochs = None
+        if max_epochs is None or max_epochs < 1:
+            raise ValueError(
+                f"{type(self).__name__} needs the length of its cosine schedule: set epochs=... or "
+                f"Trainer(max_epochs=...) (got trainer.max_epochs={max_epochs!r})"
+            )
+        return int(max_epochs)
+
+    def architecture_optimizer(self) -> Optional[torch.optim.Optimizer]:
+        """Adam on :meth:`arch_parameters` (``None`` when there are none)."""
+        params = self.arch_parameters()
+        if not params:
+            return None
+        hp = self.hparams
+        return torch.optim.Adam(params, lr=hp.alpha_lr, betas=tuple(hp.alpha_betas), weight_decay=hp.alpha_weight_decay)
+
+    def configure_optimizers(self):
+        """``[weights SGD, architecture optimiser]`` and the weights' per-epoch cosine schedule to
+        ``w_lr_min`` (none when ``w_lr_min`` is ``None``)."""
+        hp = self.hparams
+        w_opt = torch.optim.SGD(self.weight_parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
+                                weight_decay=hp.w_weight_decay)
+        a_opt = self.architecture_optimizer()
+        optimizers = [w_opt] if a_opt is None else [w_opt, a_opt]
+        if hp.w_lr_min is None:
+            return optimizers
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=self.schedule_epochs(), eta_min=hp.w_lr_min)
+        return optimizers, [{"scheduler": sched, "interval": "epoch"}]
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.check_batch(batch)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        metrics = self.search_step(batch, optimizers, backward=self.manual_backward, batch_idx=batch_idx)
+        self.log_dict({k: v.detach() for k, v in metrics.items()}, prog_bar=True, on_step=True, on_epoch=True,
+                      batch_size=self.batch_size(batch))
+        return metrics["train/loss"].detach()
+
+    def evaluation_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        """Logits validation (``stage="val"``) and test score: the current architecture's."""
+        return self(x)
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        x, y = self.plain_batch(batch)
+        logits = self.evaluation_logits(x, stage)
+        self.log_dict({f"{stage}/loss": F.cross_entropy(logits, y), f"{stage}/acc": (logits.argmax(-1) == y).float().mean()},
+                      prog_bar=stage == "val", sync_dist=True, batch_size=len(y))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def epoch_metrics(self) -> Dict[str, Any]:
+        """What is logged at every training-epoch end: by default the op entropy of each cell type."""
+        return {f"arch/entropy_{cell}": edge_entropy(a) for cell, a in self.alphas.items()}
+
+    def on_train_epoch_end(self) -> None:
+        optimizers = self.optimizers()
+        w_opt = optimizers[0] if isinstance(optimizers, list) else optimizers
+        self.log("search/w_lr", w_opt.param_groups[0]["lr"])
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        self.log_dict(self.epoch_metrics())
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        load_rng_states(checkpoint, type(self).__name__)

@@ -1,0 +1,126 @@
+"""SupernetSearch, the base of the DARTS family: search_step without a Trainer, the one alpha-gradient
+clip, the optimiser order, argument checks."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lit_automl._checks import ArgumentTypeError
+from lit_automl.nas import DARTS, SNAS, BayesNAS, OneShot, PCDARTS, PDARTS, SupernetSearch
+
+TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def paired_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    half = lambda: (torch.randn(6, 1, 8, 8, generator=g), torch.randint(0, 10, (6,), generator=g))  # noqa: E731
+    return {"train": half(), "val": half()}
+
+
+class OneBatch(pl.LightningDataModule):
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader([self.batch], batch_size=None)
+
+
+@pytest.mark.parametrize("cls, batch", [(DARTS, paired_batch()), (SNAS, paired_batch()["train"])])
+def test_search_step_without_a_trainer_equals_training_step(tmp_path, cls, batch):
+    torch.manual_seed(0)
+    a = cls(**TINY, alpha_lr=0.05, epochs=1)
+    b = cls(**TINY, alpha_lr=0.05, epochs=1)
+    b.load_state_dict(a.state_dict())
+    metrics = b.search_step(batch, b.configure_optimizers()[0])
+    assert set(metrics) >= {"train/loss", "train/acc"} and torch.isfinite(metrics["train/loss"])
+    pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False).fit(a, OneBatch(batch))
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=1e-6, atol=1e-7, msg=k)
+    assert not torch.equal(a.alpha_normal, cls(**TINY).alpha_normal)
+
+
+def test_alpha_grad_clip_bounds_the_architecture_gradient_norm():
+    torch.manual_seed(0)
+    m = DARTS(**TINY, order=1, alpha_grad_clip=1e-4, epochs=1)
+    w_opt, a_opt = m.configure_optimizers()[0]
+    seen = []
+    a_opt.register_step_pre_hook(lambda opt, args, kwargs: seen.append(
+        float(torch.cat([a.grad.flatten() for a in m.arch_parameters()]).norm())))
+    grads, _ = m.architecture_gradient(*m.split_batch(paired_batch()), 0.0)
+    assert float(torch.cat([g.flatten() for g in grads]).norm()) > 1e-3, "too small a gradient to see clipping"
+    m.search_step(paired_batch(), (w_opt, a_opt))
+    assert seen == [pytest.approx(1e-4, rel=1e-3)]
+
+
+def test_alpha_grad_clip_defaults():
+    assert DARTS(**TINY).hparams.alpha_grad_clip == 0.0
+    assert PCDARTS(**TINY, partial_channels=2).hparams.alpha_grad_clip == 0.0
+    assert SNAS(**TINY).hparams.alpha_grad_clip == 10.0
+    assert PDARTS(**{k: v for k, v in TINY.items() if k != "layers"}, stage_layers=(3, 4), stage_num_ops=(8, 3),
+                  stage_skip_dropout=(0.0, 0.3)).hparams.alpha_grad_clip == 5.0
+
+
+def test_optimisers_in_their_documented_order():
+    m = PCDARTS(**TINY, partial_channels=2, epochs=2)
+    (w_opt, a_opt), (sched,) = m.configure_optimizers()
+    assert isinstance(w_opt, torch.optim.SGD) and isinstance(a_opt, torch.optim.Adam)
+    assert [id(p) for p in w_opt.param_groups[0]["params"]] == [id(p) for p in m.model.parameters()]
+    assert [id(p) for p in a_opt.param_groups[0]["params"]] == [id(p) for p in m.arch_parameters()]
+    assert sched["interval"] == "epoch" and sched["scheduler"].optimizer is w_opt
+    # BayesNAS: switches on SGD, no schedule; OneShot: weights only.
+    bayes = BayesNAS(**TINY)
+    b_w, b_a = bayes.configure_optimizers()
+    assert isinstance(b_a, torch.optim.SGD) and b_a.param_groups[0]["params"] == bayes.arch_parameters()
+    one_shot = OneShot(**TINY, num_samples=2, epochs=1)
+    (o_w,), _ = one_shot.configure_optimizers()
+    assert one_shot.arch_parameters() == [] and o_w.param_groups[0]["params"] == one_shot.weight_parameters()
+
+
+def test_architecture_parameters_are_checkpointed_and_not_weights():
+    m = DARTS(**TINY)
+    assert {"alpha_normal", "alpha_reduce"} <= set(m.state_dict())
+    weights = {id(p) for p in m.weight_parameters()}
+    assert not weights & {id(p) for p in m.arch_parameters()}
+
+
+def test_search_step_is_abstract_in_the_base():
+    with pytest.raises(NotImplementedError, match="must define search_step"):
+        SupernetSearch(**TINY).search_step(paired_batch()["train"], [])
+
+
+def test_divergence_is_reported_with_epoch_and_batch():
+    m = DARTS(**TINY, order=1)
+    with pytest.raises(FloatingPointError, match=r"DARTS search diverged: training loss is nan at epoch 0, batch 7"):
+        m.check_finite(torch.tensor(float("nan")), "training loss", 7)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"w_lr": 0.0}, ValueError, r"^w_lr must be a number > 0, got 0.0$"),
+    ({"alpha_lr": "fast"}, ArgumentTypeError, r"^alpha_lr must be a number > 0, got 'fast'$"),
+    ({"w_momentum": 1.0}, ValueError, r"^w_momentum must be a number in \[0, 1\), got 1.0$"),
+    ({"grad_clip": -1}, ValueError, r"^grad_clip must be a number >= 0, got -1$"),
+    ({"alpha_grad_clip": -1}, ValueError, r"^alpha_grad_clip must be a number >= 0 \(0 disables clipping\), got -1$"),
+    ({"alpha_betas": (0.5,)}, ValueError, r"alpha_betas must be a pair of numbers in \[0, 1\)"),
+    ({"alpha_betas": (0.5, 1.0)}, ValueError, r"^alpha_betas\[1\] must be a number in \[0, 1\), got 1.0$"),
+    ({"epochs": 0}, ValueError, r"^epochs must be an int >= 1 or None \(None: trainer.max_epochs\), got 0$"),
+    ({"w_lr_min": -0.1}, ValueError, r"^w_lr_min must be a number >= 0 or None"),
+    ({"memory_format": "nhwc"}, ValueError, r"^memory_format must be one of \['channels_last', 'contiguous_format'\]"),
+])
+def test_bad_shared_arguments_are_refused_with_the_checks_messages(kwargs, error, match):
+    for cls in (DARTS, SNAS, OneShot):
+        with pytest.raises(error, match=match):
+            cls(**{**TINY, **kwargs})
+
+
+def test_pdarts_layers_come_from_the_stage_schedule():
+    kw = dict({k: v for k, v in TINY.items() if k != "layers"}, stage_layers=(3, 4), stage_num_ops=(8, 3),
+              stage_skip_dropout=(0.0, 0.3))
+    m = PDARTS(**kw, layers=3)
+    assert len(m.model.cells) == 3 and m.hparams.layers == 3
+    with pytest.raises(ValueError, match=r"layers=4 differs from stage_layers\[0\]=3"):
+        PDARTS(**kw, layers=4)
+    assert PDARTS(**kw).hparams.layers is None
