@@ -18,23 +18,12 @@ from lit_automl.callbacks import OptunaPruning
 from lit_automl.hpo.config import HPOSettings
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.hpo.study import run_study
+from tests.hpo.conftest import SPACE, tiny_recipe
 from tests.hpo.conftest import make_settings as shared_settings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-BASE = {
-    "seed_everything": 0,
-    "trainer": {
-        "accelerator": "cpu", "devices": 1, "max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 2,
-        "num_sanity_val_steps": 0, "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1,
-        "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "tiny"}},
-    },
-    "model": {"class_path": "lit_automl.hpo.models.DigitsCNN", "init_args": {"channels": 4, "hidden": 8}},
-    "data": {"class_path": "lit_automl.datamodules.DigitsDataModule", "init_args": {"batch_size": 32}},
-}
-SPACE = {"model.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
-         "model.init_args.optimizer": ["adam", "sgd"],
-         "model.init_args.momentum": {"type": "float", "low": 0.5, "high": 0.9, "condition": {"model.init_args.optimizer": "sgd"}}}
+BASE = tiny_recipe(2, log_every_n_steps=1)
 
 
 @pytest.fixture(autouse=True)
