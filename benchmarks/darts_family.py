@@ -5,9 +5,9 @@ Parts:
 
 * ``memory`` — one search step of the paper-size supernet (C=16, 8 cells, 32x32 inputs, first
   order) for DARTS at batch 64 (its paper setting) and PC-DARTS at batch 64 and 256 (its paper
-  setting, K=4): seconds per step and peak memory (CPU: growth of the process's peak RSS; CUDA:
-  ``torch.cuda.max_memory_allocated``). Each configuration runs in a fresh subprocess so its peak
-  is its own. This is PC-DARTS's claim (Sec. 3.2): 1/K of the channels through the ops lets the
+  setting, K=4): seconds per step and peak memory (``_harness.PeakMemory``: CPU, growth of the
+  process's peak RSS; CUDA, ``torch.cuda.max_memory_allocated``). Each configuration runs in a
+  fresh subprocess (``_harness.run_worker``) so its peak is its own. This is PC-DARTS's claim (Sec. 3.2): 1/K of the channels through the ops lets the
   batch grow K times in the same memory.
 * ``search`` — DARTS, SNAS, PC-DARTS and P-DARTS run their own digits recipe
   (``recipes/<method>_digits.yaml``, the same data, supernet width and epoch budget) for each
@@ -28,37 +28,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from _harness import (
+    PeakMemory,
+    describe_machine,
+    fmt_bytes,
+    fmt_mean_sd,
+    fmt_median_iqr,
+    format_table,
+    median_iqr,
+    run_worker,
+    serve_worker,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-WORKER_FLAG = "--_worker"
 METHODS = ("darts", "snas", "pc_darts", "pdarts")
 MEMORY_CONFIGS = (("darts", 64), ("pc_darts", 64), ("pc_darts", 256))
-
-
-def _peak_rss() -> int:
-    """Peak resident set size of this process in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _fmt_bytes(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def _mean_sd(values: Sequence[float]) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
 # ---------------------------------------------------------------- memory part (one worker per config)
@@ -84,9 +76,7 @@ def memory_worker(method: str, batch_size: int, device: str, steps: int, image_s
     def step() -> None:
         module.search_step({"train": batch(), "val": batch()}, optimizers)  # what training_step runs
 
-    base = _peak_rss()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    memory = PeakMemory(device)
     step()
     times = []
     for _ in range(steps):
@@ -97,8 +87,8 @@ def memory_worker(method: str, batch_size: int, device: str, steps: int, image_s
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss() - base
-    return {"method": method, "batch_size": batch_size, "s_per_step": statistics.median(times), "peak_bytes": peak,
+    return {"method": method, "batch_size": batch_size, "times": times, "s_per_step": median_iqr(times)[0],
+            "peak_bytes": memory.read(), "memory_kind": memory.kind,
             "weights": sum(p.numel() for p in module.weight_parameters())}
 
 
@@ -109,17 +99,16 @@ def part_memory(device: str, steps: int, image_size: int) -> None:
     for method, batch_size in MEMORY_CONFIGS:
         spec = {"part": "memory", "method": method, "batch_size": batch_size, "device": device, "steps": steps,
                 "image_size": image_size}
-        rows.append(_run_worker(spec))
+        rows.append(run_worker(__file__, spec, cwd=str(ROOT)))
         r = rows[-1]
-        print(f"  {method:9s} batch {batch_size:4d}: {r['s_per_step']:.2f} s/step, peak {_fmt_bytes(r['peak_bytes'])}",
+        print(f"  {method:9s} batch {batch_size:4d}: {r['s_per_step']:.2f} s/step, peak {fmt_bytes(r['peak_bytes'])}",
               flush=True)
-    kind = "peak CUDA memory allocated" if device == "cuda" else "peak RSS growth"
-    print(f"\n| method | batch | weights | s / step | s / 1k images | {kind} | memory / image |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        per_k = 1000 * r["s_per_step"] / r["batch_size"]
-        print(f"| {r['method']} | {r['batch_size']} | {r['weights']:,} | {r['s_per_step']:.2f} | {per_k:.1f} | "
-              f"{_fmt_bytes(r['peak_bytes'])} | {_fmt_bytes(r['peak_bytes'] / r['batch_size'])} |")
+    table = [[r["method"], r["batch_size"], f"{r['weights']:,}", fmt_median_iqr(r["times"]),
+              f"{1000 * r['s_per_step'] / r['batch_size']:.1f}", fmt_bytes(r["peak_bytes"]),
+              fmt_bytes(None if r["peak_bytes"] is None else r["peak_bytes"] / r["batch_size"])] for r in rows]
+    print()
+    print(format_table(["method", "batch", "weights", "s / step median [IQR]", "s / 1k images",
+                        rows[0]["memory_kind"], "memory / image"], table))
 
 
 # ---------------------------------------------------------------- search part (one worker per method and seed)
@@ -166,7 +155,7 @@ def search_worker(method: str, seed: int, epochs: int, retrain_epochs: int, quic
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     with tempfile.TemporaryDirectory() as run_dir:
-        base = _peak_rss()
+        memory = PeakMemory("cpu")
         timer = _EpochTimer()
         cli = AutoMLCLI(args=_search_args(method, seed, epochs, run_dir, quick), run=False)
         t0 = time.perf_counter()
@@ -184,7 +173,7 @@ def search_worker(method: str, seed: int, epochs: int, retrain_epochs: int, quic
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
             module = cli.model
         search_s = time.perf_counter() - t0
-        search_peak = _peak_rss() - base
+        search_peak = memory.read()
         genotype = module.genotype()
 
     pl.seed_everything(seed)
@@ -218,45 +207,37 @@ def part_search(methods: Sequence[str], seeds: Sequence[int], epochs: int, retra
                     "retrain_epochs": retrain_epochs, "quick": quick}
             key = json.dumps(spec, sort_keys=True)
             if key not in cache:
-                cache[key] = _run_worker(spec)
+                cache[key] = run_worker(__file__, spec, cwd=str(ROOT))
                 if cache_path is not None:
                     with open(cache_path, "a") as f:
                         f.write(json.dumps({"spec": key, "result": cache[key]}) + "\n")
             r = cache[key]
             results[method].append(r)
             print(f"  {method:9s} seed {seed}: {r['s_per_epoch']:.1f} s/epoch over {r['epochs']} epochs, peak "
-                  f"{_fmt_bytes(r['peak_bytes'])}, retrained test acc {r['test_acc']:.4f}\n    {r['genotype']}", flush=True)
-    print("\n| method | s / search epoch | peak RSS growth | retrained test acc |")
-    print("|---|---|---|---|")
+                  f"{fmt_bytes(r['peak_bytes'])}, retrained test acc {r['test_acc']:.4f}\n    {r['genotype']}", flush=True)
+    table = []
     for method in methods:
         rs = results[method]
-        print(f"| {method} | {_mean_sd([r['s_per_epoch'] for r in rs])} | "
-              f"{_fmt_bytes(statistics.mean(r['peak_bytes'] for r in rs))} | {_mean_sd([r['test_acc'] for r in rs])} |")
+        peaks = [r["peak_bytes"] for r in rs if r["peak_bytes"] is not None]
+        table.append([method, fmt_mean_sd([r["s_per_epoch"] for r in rs]), fmt_bytes(statistics.mean(peaks) if peaks else None),
+                      fmt_mean_sd([r["test_acc"] for r in rs])])
+    print()
+    print(format_table(["method", "s / search epoch", "peak RSS growth", "retrained test acc"], table))
 
 
 # ---------------------------------------------------------------- plumbing
 
 
-def _run_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Run one measurement in a fresh interpreter and return its JSON result."""
-    out = subprocess.run([sys.executable, __file__, WORKER_FLAG, json.dumps(spec)], capture_output=True, text=True,
-                         cwd=str(ROOT))
-    if out.returncode != 0:
-        raise RuntimeError(f"benchmark worker {spec} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _worker_main(spec_json: str) -> None:
-    spec = json.loads(spec_json)
+def _worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """One measurement in a fresh process (``_harness.serve_worker``)."""
+    spec = dict(spec)
     part = spec.pop("part")
-    result = memory_worker(**spec) if part == "memory" else search_worker(**spec)
-    print(json.dumps(result))
+    return memory_worker(**spec) if part == "memory" else search_worker(**spec)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == [WORKER_FLAG]:
-        _worker_main(argv[1])
+    if serve_worker(argv, _worker):
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=("memory", "search"), default=["memory", "search"])
@@ -271,10 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--cache", type=Path, default=None,
                         help="JSON-lines file of finished search runs: reused, and new runs appended")
     args = parser.parse_args(argv)
-    import torch
-
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}"
-          + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
+    print(f"{describe_machine()}; device {args.device}")
     if "memory" in args.parts:
         part_memory(args.device, 1 if args.quick else args.steps, 8 if args.quick else args.image_size)
     if "search" in args.parts:

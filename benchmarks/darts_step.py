@@ -8,11 +8,12 @@ clip at ``grad_clip``, SGD step), with the module's own optimisers from ``config
 No Trainer is built, so no start-up is ever timed. ``bf16`` runs the step under
 ``torch.autocast``, as ``Trainer(precision="bf16-mixed")`` runs ``training_step``.
 
-Every (device, variant, order) runs in a fresh subprocess, so that its peak memory is its own:
-on CPU the growth of the process's peak RSS (``ru_maxrss``) after the imports, on CUDA
-``torch.cuda.max_memory_allocated``. Each run also records the architecture gradient of its first
+Every (device, variant, order) runs in a fresh subprocess (``_harness.run_worker``), so that its
+peak memory is its own (``_harness.PeakMemory``: on CPU the growth of the peak RSS after the
+imports, on CUDA ``torch.cuda.max_memory_allocated``). Each run also records the architecture gradient of its first
 step (same seed, hence the same initial weights and batch in every run); the table reports its
 relative L2 difference to the CPU fp32 contiguous run, so speed levers are seen to keep the numbers.
+The table shows measured figures only, side by side: the variants are each other's alternatives.
 
 Usage::
 
@@ -25,30 +26,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from _harness import (
+    PeakMemory,
+    WorkerError,
+    describe_machine,
+    fmt_bytes,
+    fmt_duration,
+    fmt_median_iqr,
+    fmt_seconds,
+    format_table,
+    median_iqr,
+    run_worker,
+    serve_worker,
+)
+
 NUM_CLASSES = 10
 IN_CHANNELS = 3
-WORKER_FLAG = "--_worker"  # internal: runs one measurement in this (fresh) process
-
-# The figure the project was asked to compare against (first-order steps, 2 CPU cores).
-REFERENCE_TEXT = (
-    "the original DARTS reference implementation's search network: ~55 s per first-order step at "
-    "this size on these 2 CPU cores (~3.2 s at 8x8 inputs)"
-)
-REFERENCE_S = {32: 55.0, 8: 3.2}  # image size -> s per first-order step (C=16, 8 cells, batch 64)
-REFERENCE_CONFIG = {"C": 16, "layers": 8, "batch_size": 64}
-TARGET_FRACTION = 0.5  # the target: at most half the reference time
 
 LAYOUTS = ("contiguous", "channels_last")
 PRECISIONS = ("tf32", "bf16")  # default (no token): true fp32, TF32 off on CUDA
@@ -135,7 +135,6 @@ class RunSpec:
     warmup: int
     seed: int
     threads: Optional[int]
-    out: str
     grad_only: bool = False
 
 
@@ -148,18 +147,10 @@ class RunResult:
     median_s: Optional[float] = None
     times_s: List[float] = field(default_factory=list)
     peak_bytes: Optional[int] = None
+    memory_kind: str = ""
     grad: Optional[List[float]] = None
     threads: Optional[int] = None
     note: Optional[str] = None
-
-
-def _max_rss_bytes() -> Optional[int]:
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) if sys.platform == "darwin" else int(rss) * 1024  # bytes on macOS, KiB on Linux
 
 
 def _set_tf32(enabled: bool) -> None:
@@ -194,7 +185,7 @@ def _compile_note() -> str:
     return f"compiled: {graphs} graphs, {breaks} graph breaks"
 
 
-def run_worker(spec: RunSpec) -> RunResult:
+def measure(spec: RunSpec) -> RunResult:
     """Build the module, run ``warmup + steps`` search steps, measure; never raises."""
     import torch
 
@@ -202,14 +193,13 @@ def run_worker(spec: RunSpec) -> RunResult:
 
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
-    rss_before = _max_rss_bytes()  # after the imports: the growth is what the search itself needs
+    memory = PeakMemory(spec.device)  # after the imports: what the search itself needs
     result = RunResult(ok=False, threads=torch.get_num_threads())
     try:
         device = torch.device(spec.device)
         variant = parse_variant(spec.variant)
         if device.type == "cuda":
             _set_tf32(variant.precision == "tf32")
-            torch.cuda.reset_peak_memory_stats(device)
 
         torch.manual_seed(spec.seed)
         module = DARTS(C=spec.C, layers=spec.layers, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
@@ -255,13 +245,8 @@ def run_worker(spec: RunSpec) -> RunResult:
                 _sync(device)
                 times.append(time.perf_counter() - t0)
             result.times_s = times[spec.warmup:]
-            result.median_s = statistics.median(result.times_s)
-        if device.type == "cuda":
-            result.peak_bytes = int(torch.cuda.max_memory_allocated(device))
-        else:
-            rss_after = _max_rss_bytes()
-            if rss_before is not None and rss_after is not None:
-                result.peak_bytes = rss_after - rss_before
+            result.median_s = median_iqr(result.times_s)[0]
+        result.peak_bytes, result.memory_kind = memory.read(), memory.kind
         if variant.compile:
             result.note = _compile_note()
         result.ok = True
@@ -274,13 +259,9 @@ def run_worker(spec: RunSpec) -> RunResult:
     return result
 
 
-def worker_main(spec_json: str) -> int:
-    """Entry point of a worker subprocess: run the spec, write the result as JSON to ``spec.out``."""
-    spec = RunSpec(**json.loads(spec_json))
-    result = run_worker(spec)
-    with open(spec.out, "w") as fh:
-        json.dump(asdict(result), fh)
-    return 0
+def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """What a worker process runs (``_harness.serve_worker``): one measurement, as a JSON-able dict."""
+    return asdict(measure(RunSpec(**spec)))
 
 
 # ---------------------------------------------------------------------------------------- arguments
@@ -421,32 +402,7 @@ def estimate_seconds(cfg: Config, device: str, variant: str, order: int, grad_on
     return WORKER_STARTUP_S + extra + n_steps * per_pass * PASSES_PER_STEP[order]
 
 
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 # ---------------------------------------------------------------------------------------- table
-
-
-def _fmt_seconds(s: float) -> str:
-    if s >= 100:
-        return f"{s:.0f}"
-    if s >= 10:
-        return f"{s:.1f}"
-    if s >= 1:
-        return f"{s:.2f}"
-    return f"{s:.3g}"
-
-
-def _fmt_bytes(n: Optional[int], device: str) -> str:
-    if n is None:
-        return "n/a"
-    kind = "RSS growth" if device == "cpu" else "max alloc"
-    return f"{n / 2**20:.0f} MiB {kind}"
 
 
 def _rel_diff(grad: Optional[List[float]], ref: Optional[List[float]]) -> Optional[float]:
@@ -457,25 +413,9 @@ def _rel_diff(grad: Optional[List[float]], ref: Optional[List[float]]) -> Option
     return num / den if den > 0 else float("inf") if num > 0 else 0.0
 
 
-def _reference_note(cfg: Config, device: str, order: int, result: RunResult) -> str:
-    """Comparison with the reference figure, for CPU first-order rows at a reference size."""
-    if device != "cpu" or order != 1 or not result.ok or result.median_s is None:
-        return ""
-    sizes = {"C": cfg.C, "layers": cfg.layers, "batch_size": cfg.batch_size}
-    if sizes != REFERENCE_CONFIG or cfg.image_size not in REFERENCE_S:
-        return "no reference figure at this size"
-    ref = REFERENCE_S[cfg.image_size]
-    target = TARGET_FRACTION * ref
-    verdict = "met" if result.median_s <= target else "NOT met"
-    note = f"{result.median_s / ref:.2f}x ref {ref:g} s; target <= {target:g} s {verdict}"
-    if result.threads != 2:
-        note += f" ({result.threads} threads; ref: 2 cores)"
-    return note
-
-
 def render_table(cfg: Config, results: Dict[Tuple[str, str, int], RunResult],
                  refs: Dict[int, Optional[List[float]]]) -> str:
-    header = ["device", "variant", "order", "median s/step", "steps timed", "peak memory",
+    header = ["device", "variant", "order", "s/step median [IQR]", "steps timed", "peak memory",
               "arch-grad rel. diff vs CPU fp32", "notes"]
     rows = []
     for device, variant, order in cfg.runs:
@@ -489,56 +429,31 @@ def render_table(cfg: Config, results: Dict[Tuple[str, str, int], RunResult],
         is_ref = device == "cpu" and parse_variant(variant).is_reference
         diff = _rel_diff(res.grad, refs.get(order))
         diff_text = "reference" if is_ref else ("n/a" if diff is None else f"{diff:.1e}")
-        notes = "; ".join(n for n in (_reference_note(cfg, device, order, res), res.note or "") if n)
-        rows.append([device, variant, str(order), _fmt_seconds(res.median_s), str(len(res.times_s)),
-                     _fmt_bytes(res.peak_bytes, device), diff_text, notes])
+        rows.append([device, variant, str(order), fmt_median_iqr(res.times_s), str(len(res.times_s)),
+                     f"{fmt_bytes(res.peak_bytes)} {res.memory_kind}",
+                     diff_text, res.note or ""])
     for device, variant, why in cfg.skipped:
         rows.append([device, variant, "-", "skipped", "", "", "", why])
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [line(header), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+    return format_table(header, rows, align="llrrrrrl")
 
 
 # ---------------------------------------------------------------------------------------- driver
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for text in fh:
-                if text.startswith("model name"):
-                    return text.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_one(spec: RunSpec) -> RunResult:
-    """Run ``spec`` in a fresh Python process and read back its result."""
-    cmd = [sys.executable, os.path.abspath(__file__), WORKER_FLAG, json.dumps(asdict(spec))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """Run ``spec`` in a fresh Python process (``_harness.run_worker``) and read back its result."""
     try:
-        output, _ = proc.communicate()
-    except BaseException:
-        proc.kill()  # only the child this function started
-        proc.wait()
-        raise
-    if os.path.exists(spec.out):
-        with open(spec.out) as fh:
-            result = RunResult(**json.load(fh))
-        if not result.ok and output.strip():
-            print(output.rstrip()[-3000:], file=sys.stderr)
-        return result
-    tail = output.strip().splitlines()[-1:] or ["no output"]
-    return RunResult(ok=False, error=f"worker exited with code {proc.returncode}: {tail[0][:200]}")
+        return RunResult(**run_worker(__file__, asdict(spec)))
+    except WorkerError as exc:
+        print(exc.output[-3000:], file=sys.stderr)
+        tail = exc.output.strip().splitlines()[-1:] or ["no output"]
+        return RunResult(ok=False, error=f"{exc}: {tail[0][:200]}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == [WORKER_FLAG]:
-        return worker_main(argv[1])
+    if serve_worker(argv, worker):
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
 
@@ -559,11 +474,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           + ("  [--quick: tiny sizes, timings meaningless]" if cfg.quick else ""))
     print("  step: DARTS.search_step (architecture_gradient on the val batch + clip/Adam step on alpha, then "
           "forward/backward/clip/SGD on the train batch); driven directly (no Trainer), so no start-up is timed")
-    print(f"  torch {torch.__version__}; CPU: {_cpu_name()}, {os.cpu_count()} logical cores, torch threads: "
-          f"{cfg.threads or torch.get_num_threads()}" + (f"; CUDA: {torch.cuda.get_device_name()}" if cuda else "; no CUDA"))
+    print(f"  {describe_machine()}" + (f"; threads per run: {cfg.threads}" if cfg.threads else ""))
     print("  steps timed / warm-up: " + ", ".join(f"{d} {cfg.steps[d]}/{cfg.warmup[d]}" for d in sorted({r[0] for r in cfg.runs})))
     print(f"  {len(cfg.runs) + len(reference_runs)} runs, each in a fresh process; estimated run time: "
-          f"~{_fmt_duration(estimate)} (rough)")
+          f"~{fmt_duration(estimate)} (rough)")
     print(flush=True)
 
     results: Dict[Tuple[str, str, int], RunResult] = {}
@@ -571,27 +485,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     queue = [("cpu", Variant().name, o, True) for o in reference_runs] + [(d, v, o, False) for d, v, o in cfg.runs]
     interrupted = False
-    with tempfile.TemporaryDirectory(prefix="darts_step_") as tmp:
-        for i, (device, variant, order, grad_only) in enumerate(queue, 1):
-            spec = RunSpec(device=device, variant=variant, order=order, C=cfg.C, layers=cfg.layers,
-                           batch_size=cfg.batch_size, image_size=cfg.image_size, steps=cfg.steps[device],
-                           warmup=cfg.warmup[device], seed=cfg.seed, threads=cfg.threads,
-                           out=os.path.join(tmp, f"run{i}.json"), grad_only=grad_only)
-            label = f"{device} {variant} order {order}" + (" (reference gradient only)" if grad_only else "")
-            print(f"[{i}/{len(queue)}] {label} ...", end=" ", file=sys.stderr, flush=True)
-            try:
-                res = run_one(spec)
-            except KeyboardInterrupt:
-                print("interrupted", file=sys.stderr)
-                interrupted = True
-                break
-            status = (f"{_fmt_seconds(res.median_s)} s/step" if res.median_s is not None else "done") if res.ok \
-                else f"FAILED ({res.error})"
-            print(f"{status}  [elapsed {_fmt_duration(time.perf_counter() - start)}]", file=sys.stderr, flush=True)
-            if device == "cpu" and parse_variant(variant).is_reference:
-                refs[order] = res.grad if res.ok else None
-            if not grad_only:
-                results[(device, variant, order)] = res
+    for i, (device, variant, order, grad_only) in enumerate(queue, 1):
+        spec = RunSpec(device=device, variant=variant, order=order, C=cfg.C, layers=cfg.layers,
+                       batch_size=cfg.batch_size, image_size=cfg.image_size, steps=cfg.steps[device],
+                       warmup=cfg.warmup[device], seed=cfg.seed, threads=cfg.threads, grad_only=grad_only)
+        label = f"{device} {variant} order {order}" + (" (reference gradient only)" if grad_only else "")
+        print(f"[{i}/{len(queue)}] {label} ...", end=" ", file=sys.stderr, flush=True)
+        try:
+            res = run_one(spec)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            interrupted = True
+            break
+        status = (f"{fmt_seconds(res.median_s)} s/step" if res.median_s is not None else "done") if res.ok \
+            else f"FAILED ({res.error})"
+        print(f"{status}  [elapsed {fmt_duration(time.perf_counter() - start)}]", file=sys.stderr, flush=True)
+        if device == "cpu" and parse_variant(variant).is_reference:
+            refs[order] = res.grad if res.ok else None
+        if not grad_only:
+            results[(device, variant, order)] = res
 
     print()
     print(render_table(cfg, results, refs))
@@ -600,12 +512,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "reduce alphas), same initial weights and batch; g_ref from CPU fp32 contiguous_format.")
     print("memory: CPU = growth of the run's peak RSS after imports (fresh process per run); "
           "CUDA = torch.cuda.max_memory_allocated.")
-    if "cpu" in {r[0] for r in cfg.runs}:
-        print(f"reference (CPU rows): {REFERENCE_TEXT}.")
-        print(f"target: at most {TARGET_FRACTION:g}x the reference, i.e. <= "
-              + " / ".join(f"{TARGET_FRACTION * s:g} s at {k}x{k}" for k, s in sorted(REFERENCE_S.items(), reverse=True))
-              + " per first-order step.")
-    print(f"total wall time: {_fmt_duration(time.perf_counter() - start)}")
+    print(f"total wall time: {fmt_duration(time.perf_counter() - start)}")
     return 130 if interrupted else 0
 
 

@@ -110,9 +110,9 @@ def check_bool(name: str, value: Any, *, allowed: Optional[str] = None) -> bool:
 
 
 def check_choice(name: str, value: Any, choices: Iterable[T], *, hint: Optional[str] = None,
-                 sort: bool = True) -> T:
+                 sort: bool = True, allowed: Optional[str] = None) -> T:
     """``value`` if it is one of ``choices`` (compared with ``==``), else a ``ValueError`` listing them
-    (sorted, or in their given order with ``sort=False``)."""
+    (sorted, or in their given order with ``sort=False``; ``allowed`` replaces the listing)."""
     options = list(choices)
     try:
         found = value in options
@@ -122,7 +122,7 @@ def check_choice(name: str, value: Any, choices: Iterable[T], *, hint: Optional[
         if sort:
             options = sorted(options) if all(isinstance(c, str) for c in options) else sorted(options, key=repr)
         extra = f" ({hint})" if hint else ""
-        raise ValueError(f"{name} must be one of {options}{extra}, got {value!r}")
+        raise ValueError(f"{name} must be {allowed or f'one of {options}'}{extra}, got {value!r}")
     return value
 
 

@@ -100,3 +100,8 @@ def test_choices_keep_their_order_when_asked():
 def test_check_bool_wording_can_follow_the_config_format():
     with pytest.raises(ArgumentTypeError, match=r"^report must be true or false, got 'yes'$"):
         check_bool("report", "yes", allowed="true or false")
+
+
+def test_choice_description_can_be_given():
+    with pytest.raises(ValueError, match=r"^join must be one of \('mean', 'sum'\), got 'max'$"):
+        check_choice("join", "max", ("mean", "sum"), allowed="one of ('mean', 'sum')")

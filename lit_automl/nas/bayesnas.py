@@ -165,9 +165,11 @@ class BayesNAS(SupernetSearch):
         curvature_every: estimate the curvature on every n-th training batch (>= 1).
         seed: seed of the label sampler of the curvature estimate (with ``global_step`` and rank).
         alpha_momentum, alpha_weight_decay: the switches' SGD (``alpha_lr`` its learning rate;
-            ``alpha_betas``, Adam's, does not apply).
+            ``alpha_betas``, Adam's, does not apply and is refused unless left at its default).
         **kwargs: the shared supernet settings of :class:`~lit_automl.nas.supernet.SupernetSearch`.
     """
+
+    unused_settings = {"alpha_betas": "steps its switches with SGD, not Adam"}
 
     def __init__(
         self,
@@ -194,9 +196,9 @@ class BayesNAS(SupernetSearch):
         check_real("prune_threshold", prune_threshold, low=0.0)
         check_real("gamma_init", gamma_init, low=0.0, low_open=True)
         check_bool("node_dependency", node_dependency)
-        check_int("curvature_every", curvature_every, low=1)
+        check_int("curvature_every", curvature_every, low=1, allowed="a positive int")
         check_int("seed", seed)
-        check_real("alpha_momentum", alpha_momentum, low=0, high=1, high_open=True)
+        check_real("alpha_momentum", alpha_momentum, low=0, high=1, high_open=True, allowed="in [0, 1)")
         super().__init__(C=C, w_lr=w_lr, w_lr_min=w_lr_min, w_weight_decay=w_weight_decay, grad_clip=grad_clip,
                          alpha_lr=alpha_lr, alpha_weight_decay=alpha_weight_decay, alpha_init_std=alpha_init_std,
                          **kwargs)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from lit_automl._checks import check_choice, check_int, check_real
+from lit_automl._checks import check_int, check_real
 from lit_automl.distributed import all_reduce_mean
 from lit_automl.nas.supernet import Backward, Batch, SupernetSearch
 from lit_automl.spaces.derive import derive_genotype
@@ -59,7 +59,7 @@ class DARTS(SupernetSearch):
     """
 
     def __init__(self, order: int = 2, unrolled_eps: float = 0.01, arch_warmup_epochs: int = 0, **kwargs: Any):
-        check_choice("order", order, (1, 2), hint="1: first order, 2: second order")
+        check_int("order", order, low=1, high=2, allowed="1 (first order) or 2 (second order)")
         check_real("unrolled_eps", unrolled_eps, low=0, low_open=True)
         check_int("arch_warmup_epochs", arch_warmup_epochs, low=0)
         super().__init__(**kwargs)

@@ -122,7 +122,7 @@ def join_paths(mask: torch.Tensor, steps: int, join: str = "mean") -> torch.Tens
     The mean keeps a node's output on one scale whether it kept 1 path or all ``k``, as FractalNet's
     join averages the paths that survive drop-path (Larsson et al., ICLR 2017, Sec. 2 and 3.1).
     """
-    if check_choice("join", join, JOINS) == "sum":
+    if check_choice("join", join, JOINS, allowed=f"one of {JOINS}") == "sum":
         return mask
     out = mask.clone()
     for edges in node_edge_slices(steps):
@@ -172,7 +172,8 @@ class OneShot(SupernetSearch):
     Training: plain ``(x, y)`` batches; every step (every ghost batch) runs the supernet with a
     fresh path mask, dropping each of the ``k`` incoming paths of a node with rate ``r_t**(1/k)``,
     at least one kept, where ``r_t`` ramps linearly from 0 to ``drop_rate`` over the fit
-    (``Trainer.estimated_stepping_batches`` steps; logged per epoch as ``one_shot/drop_rate``).
+    (``Trainer.estimated_stepping_batches`` steps, or ``epochs`` epochs when ``epochs`` is set, as
+    the cosine schedule; logged per epoch as ``one_shot/drop_rate``).
     One optimiser: SGD on the supernet weights (no architecture parameters, so ``alphas`` is empty:
     :class:`~lit_automl.callbacks.GenotypeLogger` is not needed, this module writes its files).
     Parameters on dropped paths get no gradient, so SGD's weight decay touches only the paths the
@@ -217,12 +218,15 @@ class OneShot(SupernetSearch):
         rank_after_fit: rank at the end of ``fit``; otherwise call :meth:`rank_architectures`.
         seed: seed of the mask and architecture generators (>= 0).
         **kwargs: the supernet and weight-optimiser settings of
-            :class:`~lit_automl.nas.supernet.SupernetSearch` (its ``alpha_*`` settings do not apply:
-            there are no architecture parameters).
+            :class:`~lit_automl.nas.supernet.SupernetSearch`; its ``alpha_*`` settings do not apply
+            (there are no architecture parameters) and are refused unless left at their defaults.
 
     Under DDP the dropped paths leave parameters unused: use
     ``strategy="ddp_find_unused_parameters_true"`` (or ``DDPStrategy(find_unused_parameters=True)``).
     """
+
+    unused_settings = {name: "has no architecture parameters" for name in (
+        "alpha_lr", "alpha_betas", "alpha_weight_decay", "alpha_init_std", "alpha_grad_clip")}
 
     def __init__(
         self,
@@ -240,7 +244,7 @@ class OneShot(SupernetSearch):
         check_int("num_samples", num_samples, low=1)
         check_int("rank_batches", rank_batches, low=1, allow_none=True)
         check_int("seed", seed, low=0)
-        check_choice("join", join, JOINS)
+        check_choice("join", join, JOINS, allowed=f"one of {JOINS}")
         check_bool("rank_after_fit", rank_after_fit)
         super().__init__(**kwargs)
         self.ranking: List[RankedArchitecture] = []
@@ -255,18 +259,28 @@ class OneShot(SupernetSearch):
     def arch_parameters(self) -> List[nn.Parameter]:
         return []
 
+    def epochs_used(self, w_lr_min: Optional[float]) -> bool:
+        """``epochs`` also sets the length of the drop-rate ramp (see :meth:`total_steps`)."""
+        return True
+
     # ------------------------------------------------------------------ masks
 
     def total_steps(self) -> int:
-        """Steps the drop rate ramps over: the whole fit (``trainer.estimated_stepping_batches``)."""
+        """Steps the drop rate ramps over: ``epochs`` epochs of ``trainer.num_training_batches`` steps
+        when ``epochs`` is set (a fit interrupted early keeps the schedule), else the whole fit
+        (``trainer.estimated_stepping_batches``)."""
         if self._total_steps is None:
             try:
-                estimated = self.trainer.estimated_stepping_batches
+                if self.hparams.epochs is not None:
+                    estimated = self.hparams.epochs * self.trainer.num_training_batches
+                else:
+                    estimated = self.trainer.estimated_stepping_batches
             except RuntimeError:  # not attached to a Trainer
                 raise RuntimeError("OneShot needs the number of training steps: attach a Trainer or pass "
                                    "total_steps") from None
             if not math.isfinite(estimated):
-                raise ValueError("OneShot ramps its drop rate over the fit: set Trainer(max_epochs=...) or max_steps")
+                raise ValueError("OneShot ramps its drop rate over the fit: set epochs=..., Trainer(max_epochs=...) "
+                                 "or max_steps")
             self._total_steps = max(1, int(estimated))
         return self._total_steps
 

@@ -77,7 +77,8 @@ class PCDARTS(DARTS):
         arch_warmup_epochs: int = 15,
         **kwargs: Any,
     ):
-        check_int("partial_channels", partial_channels, low=1, hint="K of PC-DARTS, 4 in the paper")
+        check_int("partial_channels", partial_channels, low=1, allowed="a positive int",
+                  hint="K of PC-DARTS, 4 in the paper")
         super().__init__(order=order, w_lr=w_lr, w_lr_min=w_lr_min, alpha_lr=alpha_lr,
                          arch_warmup_epochs=arch_warmup_epochs, **kwargs)
 

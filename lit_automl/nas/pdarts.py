@@ -59,7 +59,7 @@ def strongest_ops(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]], k: i
     for e, names in enumerate(edge_ops):
         if len(names) != num_ops:
             raise ValueError(f"edge {e} names {len(names)} ops but weights have {num_ops} columns")
-    check_int("k", k, low=1, high=num_ops, hint="the ops on each edge")
+    check_int("k", k, low=1, high=num_ops, allowed=f"an int in 1..{num_ops}", hint="the ops on each edge")
     w = weights.detach().to("cpu", torch.float64)
     order = torch.sort(-w, dim=1, stable=True).indices[:, :k]  # stable: ties keep the lower column
     return [[edge_ops[e][j] for j in sorted(order[e].tolist())] for e in range(len(edge_ops))]
@@ -266,7 +266,8 @@ class PDARTS(DARTS):
         stage_layers, stage_num_ops, stage_skip_dropout = check_stage_schedule(
             stage_layers, stage_num_ops, stage_skip_dropout
         )
-        stage = check_int("stage", stage, low=0, high=len(stage_layers) - 1, hint=f"{len(stage_layers)} stages")
+        stage = check_int("stage", stage, low=0, high=len(stage_layers) - 1, allowed=f"an int in 0..{len(stage_layers) - 1}",
+                          hint=f"{len(stage_layers)} stages")
         if layers is not None and layers != stage_layers[stage]:
             raise ValueError(
                 f"layers={layers!r} differs from stage_layers[{stage}]={stage_layers[stage]}: P-DARTS takes each "

@@ -17,6 +17,7 @@ with Lightning's ``manual_backward`` and logs what it returns.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
@@ -43,6 +44,13 @@ def _plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
 
 
+def _same_setting(value: Any, default: Any) -> bool:
+    """``value`` is ``default`` (a saved or YAML-read pair may come back as a list)."""
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value) == default
+    return bool(value == default)
+
+
 class SupernetSearch(pl.LightningModule):
     """Base of the DARTS-family searches; not used directly (subclasses define :meth:`search_step`).
 
@@ -66,13 +74,21 @@ class SupernetSearch(pl.LightningModule):
         alpha_init_std: architecture parameters start at ``alpha_init_std * randn``.
         alpha_grad_clip: max norm of the architecture gradient, applied before the architecture
             optimiser steps (0 disables clipping).
-        epochs: length of the cosine schedule; ``None`` uses ``trainer.max_epochs``.
+        epochs: length of the cosine schedule; ``None`` uses ``trainer.max_epochs``. Refused with
+            ``w_lr_min=None`` (no schedule) unless the method uses it otherwise.
         memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster convolutions on CPU
             and on tensor-core GPUs; the same numbers up to float rounding).
+
+    A setting a method does not use is refused unless left at its default (:attr:`unused_settings`).
 
     Documented attributes for callbacks: ``alphas`` (dict normal/reduce of raw parameters),
     ``genotype()``, ``model`` (the supernet), ``primitives``.
     """
+
+    unused_settings: Mapping[str, str] = {}
+    """Shared settings a method does not use, each with the reason (``"has no architecture
+    parameters"``): a value other than this class's default is refused, so nothing is silently
+    ignored, while the defaults (what ``load_from_checkpoint`` and LightningCLI pass back) are accepted."""
 
     def __init__(
         self,
@@ -99,7 +115,7 @@ class SupernetSearch(pl.LightningModule):
     ):
         super().__init__()
         for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
-            check_real(name, value, low=0, low_open=True)
+            check_real(name, value, low=0, low_open=True, allowed="> 0")
         check_real("w_lr_min", w_lr_min, low=0, allow_none=True, hint="None keeps w_lr fixed")
         for name, value in (("w_weight_decay", w_weight_decay), ("alpha_weight_decay", alpha_weight_decay),
                             ("alpha_init_std", alpha_init_std), ("grad_clip", grad_clip)):
@@ -112,12 +128,29 @@ class SupernetSearch(pl.LightningModule):
             check_real(f"alpha_betas[{i}]", beta, low=0, high=1, high_open=True)
         check_int("epochs", epochs, low=1, allow_none=True, hint="None: trainer.max_epochs")
         check_choice("memory_format", memory_format, MEMORY_FORMATS)
+        self.refuse_unused_settings(locals())
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.memory_format = MEMORY_FORMATS[memory_format]
         self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
                             alpha_init_std, **self.supernet_options())
         self.model.to(memory_format=self.memory_format)
+
+    def refuse_unused_settings(self, settings: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` for a setting of :attr:`unused_settings` given a non-default value, and
+        for ``epochs`` when nothing follows it (see :meth:`epochs_used`)."""
+        defaults = inspect.signature(SupernetSearch.__init__).parameters
+        for name, reason in self.unused_settings.items():
+            if not _same_setting(settings[name], defaults[name].default):
+                raise ValueError(f"{type(self).__name__} {reason}: {name} is not used, got {settings[name]!r}")
+        if settings["epochs"] is not None and not self.epochs_used(settings["w_lr_min"]):
+            raise ValueError(f"{type(self).__name__} has no cosine schedule with w_lr_min=None: epochs is not used, "
+                             f"got {settings['epochs']!r}")
+
+    def epochs_used(self, w_lr_min: Optional[float]) -> bool:
+        """Whether ``epochs`` sets anything: the length of the weights' cosine schedule, which
+        ``w_lr_min=None`` turns off."""
+        return w_lr_min is not None
 
     # ------------------------------------------------------------------ the supernet and its architecture
 

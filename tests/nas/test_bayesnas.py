@@ -288,10 +288,10 @@ def test_idle_parameters_are_exactly_those_pruning_cut_off_from_the_loss():
     ({"prune_threshold": -0.1}, r"prune_threshold must be a number >= 0.0, got -0.1"),
     ({"gamma_init": 0}, "gamma_init must be a number > 0.0, got 0"),
     ({"node_dependency": "yes"}, "node_dependency must be True or False, got 'yes'"),
-    ({"curvature_every": 0}, "curvature_every must be an int >= 1, got 0"),
+    ({"curvature_every": 0}, "curvature_every must be a positive int, got 0"),
     ({"seed": 1.5}, "seed must be an int, got 1.5"),
-    ({"alpha_momentum": 1.0}, r"alpha_momentum must be a number in \[0, 1\), got 1.0"),
-    ({"w_lr": 0.0}, "w_lr must be a number > 0"),
+    ({"alpha_momentum": 1.0}, r"alpha_momentum must be in \[0, 1\), got 1.0"),
+    ({"w_lr": 0.0}, "w_lr must be > 0"),
     ({"primitives": ["none"]}, "no operation other than 'none'"),
 ])
 def test_bad_arguments(kwargs, match):

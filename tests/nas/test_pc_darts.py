@@ -141,7 +141,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"partial_channels": 3}, r"partial_channels=3 must divide the edge's 4 channels"),
-    ({"partial_channels": 0}, "partial_channels must be an int >= 1"),
+    ({"partial_channels": 0}, "partial_channels must be a positive int"),
     ({"arch_warmup_epochs": -1}, "arch_warmup_epochs must be an int >= 0, got -1"),
     ({"primitives": []}, "primitives must name at least one operation"),
 ])

@@ -189,7 +189,7 @@ def test_test_step_scores_the_mean_architecture(tmp_path):
     ({"tau": -1}, "got -1"),
     ({"resource": "memory"}, "resource must be one of.*'memory'"),
     ({"resource_weight": 1.0}, "resource_weight=1.0 needs resource"),
-    ({"w_lr": 0.0}, "w_lr must be a number > 0"),
+    ({"w_lr": 0.0}, "w_lr must be > 0"),
     ({"alpha_grad_clip": -1.0}, "alpha_grad_clip must be a number >= 0"),
     ({"memory_format": "nhwc"}, "memory_format must be one of.*'nhwc'"),
 ])
