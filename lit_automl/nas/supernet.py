@@ -237,9 +237,18 @@ class SupernetSearch(pl.LightningModule):
                                      f"{self.current_epoch}, batch {batch_idx}")
 
     def weight_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Clip the weights' gradient norm to ``grad_clip`` (0: no clipping), then step ``optimizer``."""
+        """Clip the weights' gradient norm to ``grad_clip`` (0: no clipping), then step ``optimizer``.
+
+        Under a Trainer the clipping goes through Lightning's ``clip_gradients``, so a precision plugin
+        that scales the loss (16-bit mixed precision) clips the unscaled gradients."""
         if self.hparams.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.weight_parameters(), self.hparams.grad_clip)
+            try:
+                self.trainer
+            except RuntimeError:  # plain PyTorch: no Trainer attached
+                torch.nn.utils.clip_grad_norm_(self.weight_parameters(), self.hparams.grad_clip)
+            else:
+                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip,
+                                    gradient_clip_algorithm="norm")
         optimizer.step()
 
     def architecture_step(self, optimizer: torch.optim.Optimizer,
