@@ -52,9 +52,9 @@ IN_CHANNELS = 3
 
 LAYOUTS = ("contiguous", "channels_last")
 PRECISIONS = ("tf32", "bf16")  # default (no token): true fp32, TF32 off on CUDA
-TOKENS = LAYOUTS + PRECISIONS + ("compile",)
+TOKENS = LAYOUTS + PRECISIONS + ("compile", "unfused")
 DEFAULT_VARIANTS = {
-    "cpu": ["contiguous", "channels_last"],
+    "cpu": ["contiguous+unfused", "contiguous", "channels_last+unfused", "channels_last"],
     "cuda": ["contiguous", "channels_last", "channels_last+tf32", "channels_last+bf16", "channels_last+compile"],
 }
 DEFAULT_STEPS = {"cpu": 3, "cuda": 20}
@@ -77,16 +77,19 @@ PASSES_PER_STEP = {1: 2, 2: 5}  # (val arch pass + weight pass) / (+ unrolled, w
 
 @dataclass(frozen=True)
 class Variant:
-    """One speed configuration: memory layout, precision lever, and whether the supernet is compiled."""
+    """One speed configuration: memory layout, precision lever, whether the supernet is compiled, and
+    whether each mixed edge computes the ReLU its conv ops share once (default) or once per op
+    (``unfused``: the authors' code, and this library's before the shared ReLU)."""
 
     layout: str = "contiguous"
     precision: str = "fp32"
     compile: bool = False
+    shared_relu: bool = True
 
     @property
     def name(self) -> str:
         parts = [self.layout] + ([self.precision] if self.precision != "fp32" else []) + (["compile"] if self.compile else [])
-        return "+".join(parts)
+        return "+".join(parts + ([] if self.shared_relu else ["unfused"]))
 
     @property
     def memory_format(self) -> str:
@@ -114,7 +117,8 @@ def parse_variant(text: str) -> Variant:
         raise ValueError(f"invalid variant {text!r}: at most one layout from {list(LAYOUTS)}")
     if len(precisions) > 1:
         raise ValueError(f"invalid variant {text!r}: at most one precision lever from {list(PRECISIONS)}")
-    return Variant(layouts[0] if layouts else "contiguous", precisions[0] if precisions else "fp32", "compile" in tokens)
+    return Variant(layouts[0] if layouts else "contiguous", precisions[0] if precisions else "fp32", "compile" in tokens,
+                   "unfused" not in tokens)
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -190,6 +194,7 @@ def measure(spec: RunSpec) -> RunResult:
     import torch
 
     from lit_automl.nas.darts import DARTS
+    from lit_automl.spaces.cells import MixedEdge
 
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
@@ -204,6 +209,9 @@ def measure(spec: RunSpec) -> RunResult:
         torch.manual_seed(spec.seed)
         module = DARTS(C=spec.C, layers=spec.layers, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
                        order=spec.order, epochs=50, memory_format=variant.memory_format).to(device)
+        for edge in module.model.modules():
+            if isinstance(edge, MixedEdge):
+                edge.shared_relu = variant.shared_relu
         optimizers, _ = module.configure_optimizers()
         w_opt = optimizers[0]
 

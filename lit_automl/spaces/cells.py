@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_automl._checks import UnknownNameError, check_int, lookup
+from lit_automl._checks import UnknownNameError, check_bool, check_int, lookup
 from lit_automl.spaces.drop_path import drop_path
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.geometry import (
@@ -30,6 +30,7 @@ from lit_automl.spaces.ops import (
     ReLUConvBN,
     check_registered,
     get_op,
+    leading_relu,
     validate_primitives,
     zero_output_shape,
 )
@@ -56,11 +57,19 @@ class MixedEdge(nn.Module):
     pooled on stride-2 edges), and the two parts are concatenated and channel-shuffled in ``K``
     groups. ``identity_dropout`` is P-DARTS's operation-level dropout after ``skip_connect``
     (Chen et al., ICCV 2019, Sec. 3.3), applied while training to identity ops only.
+
+    ``shared_relu`` (default on): every conv op of the DARTS set (and FactorizedReduce) starts with
+    ReLU of the same input, so ``relu(x)`` is computed once per edge and handed to each of them
+    (their own :class:`~lit_automl.spaces.ops.LeadingReLU` passes it through): the same numbers, one
+    activation kept for backward instead of one per op. ``shared_relu=False`` runs each op's own
+    ReLU, as the authors' code does.
     """
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_channels: int = 1):
+    def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_channels: int = 1,
+                 shared_relu: bool = True):
         super().__init__()
         self.primitives = validate_primitives(primitives)
+        self.shared_relu = check_bool("shared_relu", shared_relu)
         partial_channels = check_int("partial_channels", partial_channels, low=1, allowed="a positive int")
         if C % partial_channels:
             raise ValueError(
@@ -81,14 +90,25 @@ class MixedEdge(nn.Module):
         self.ops = nn.ModuleList(ops)
         self._none = [name == "none" for name in self.primitives]
         self._identity = [isinstance(op, nn.Identity) for op in self.ops]
+        self._leading_relu = [leading_relu(op) for op in self.ops]
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if partial_channels > 1 and stride == 2 else None
 
     def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
         out: Optional[torch.Tensor] = None
+        activated: Optional[torch.Tensor] = None
         for k, op in enumerate(self.ops):
             if self._none[k] or not active[k]:
                 continue
-            h = op(x)
+            relu = self._leading_relu[k]
+            if self.shared_relu and relu is not None:
+                activated = F.relu(x) if activated is None else activated
+                relu.skip = True
+                try:
+                    h = op(activated)
+                finally:
+                    relu.skip = False
+            else:
+                h = op(x)
             if self._identity[k] and self.identity_dropout > 0.0:
                 h = F.dropout(h, self.identity_dropout, self.training)
             term = weights[k] * h

@@ -10,7 +10,7 @@ Every factory has the signature ``factory(C, stride, affine) -> nn.Module`` and 
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -81,12 +81,23 @@ def resolve_primitives(primitives: Union[str, Sequence[str]]) -> Tuple[str, ...]
 # ----------------------------------------------------------------------------- building blocks
 
 
+class LeadingReLU(nn.ReLU):
+    """The ReLU an op starts with. While ``skip`` is set it passes its input through: a mixed edge
+    that hands all its ops ``relu(x)``, computed once, sets it around the op's call (ReLU is
+    idempotent, so the op's output is the same; only one activation is kept for backward)."""
+
+    skip = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.skip else super().forward(x)
+
+
 class ReLUConvBN(nn.Sequential):
     """ReLU -> Conv -> BN, the pre-activation block used for cell preprocessing."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
         super().__init__(
-            nn.ReLU(inplace=False),
+            LeadingReLU(inplace=False),
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -97,7 +108,7 @@ class DilConv(nn.Sequential):
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, dilation: int, affine: bool = True):
         super().__init__(
-            nn.ReLU(inplace=False),
+            LeadingReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
@@ -142,7 +153,7 @@ class FactorizedReduce(nn.Module):
         super().__init__()
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
-        self.relu = nn.ReLU(inplace=False)
+        self.relu = LeadingReLU(inplace=False)
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
@@ -151,6 +162,16 @@ class FactorizedReduce(nn.Module):
         x = self.relu(x)
         shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+def leading_relu(op: nn.Module) -> Optional[LeadingReLU]:
+    """The ReLU ``op`` applies to its input first (every conv op of the DARTS and NASNet sets, and
+    FactorizedReduce), or ``None``: a mixed edge computes that ReLU once for all such ops."""
+    if isinstance(op, FactorizedReduce):
+        return op.relu
+    if isinstance(op, nn.Sequential) and len(op) > 0:
+        return op[0] if isinstance(op[0], LeadingReLU) else leading_relu(op[0])
+    return None
 
 
 # ----------------------------------------------------------------------------- the DARTS set
@@ -226,7 +247,7 @@ class ConvBN(nn.Sequential):
 
     def __init__(self, C: int, kernel_size: int, stride: int, dilation: int = 1, affine: bool = True):
         super().__init__(
-            nn.ReLU(inplace=False),
+            LeadingReLU(inplace=False),
             nn.Conv2d(C, C, kernel_size, stride=stride, padding=dilation * (kernel_size - 1) // 2,
                       dilation=dilation, bias=False),
             nn.BatchNorm2d(C, affine=affine),
@@ -243,7 +264,7 @@ class FactorizedConv(nn.Sequential):
 
     def __init__(self, C: int, k: int, stride: int, affine: bool = True):
         super().__init__(
-            nn.ReLU(inplace=False),
+            LeadingReLU(inplace=False),
             nn.Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, k // 2), bias=False),
             nn.Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(k // 2, 0), bias=False),
             nn.BatchNorm2d(C, affine=affine),

@@ -1,11 +1,13 @@
 """Mixed edges, search cells and discrete cells."""
 
+import copy
+
 import pytest
 import torch
 
 from lit_automl.spaces import PUBLISHED_GENOTYPES
 from lit_automl.spaces.cells import Cell, MixedEdge, SearchCell, num_search_edges
-from lit_automl.spaces.ops import DARTS_OPS
+from lit_automl.spaces.ops import DARTS_OPS, OP_SETS, LeadingReLU
 
 
 def test_mixed_edge_is_the_weighted_sum_of_its_ops():
@@ -191,3 +193,70 @@ def test_nasnet_cell_is_the_one_discrete_cell():
     g = PUBLISHED_GENOTYPES["NASNet_A"]
     cell = Cell.from_genotype(g, True, 8, 8, 4, reduction_prev=False)
     assert cell.concat == g.reduce_concat and cell.reduction and cell.out_channels == 16
+
+
+# --------------------------------------------------------------------------- the shared ReLU of an edge
+def _edge_pair(C, stride, primitives, partial_channels, dtype):
+    torch.manual_seed(0)
+    fused = MixedEdge(C, stride, primitives, partial_channels).to(dtype)
+    unfused = copy.deepcopy(fused)
+    unfused.shared_relu = False
+    return fused, unfused
+
+
+def _run(edge, x, w):
+    x = x.clone().requires_grad_()
+    w = w.clone().requires_grad_()
+    out = edge(x, w)
+    grads = torch.autograd.grad(out.pow(2).sum(), [x, w, *edge.parameters()], allow_unused=True)
+    return out, [g for g in grads if g is not None]
+
+
+@pytest.mark.parametrize("op_set", ["darts", "nasnet"])
+@pytest.mark.parametrize("stride, partial_channels", [(1, 1), (2, 1), (1, 2), (2, 2)])
+@pytest.mark.parametrize("hard", [False, True])
+def test_shared_relu_edge_equals_the_unfused_edge(op_set, stride, partial_channels, hard):
+    primitives = OP_SETS[op_set]
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        fused, unfused = _edge_pair(4, stride, primitives, partial_channels, dtype)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(3, 4, 7, 7, generator=g, dtype=dtype)
+        w = torch.softmax(torch.randn(len(primitives), generator=g, dtype=dtype), 0)
+        if hard:  # a sampled one-hot path (SNAS hard samples, ENAS, one-shot masks)
+            w = torch.nn.functional.one_hot(w.argmax(), len(primitives)).to(dtype)
+        out_f, grads_f = _run(fused, x, w)
+        out_u, grads_u = _run(unfused, x, w)
+        torch.testing.assert_close(out_f, out_u, rtol=tol, atol=tol)
+        assert len(grads_f) == len(grads_u)
+        for a, b in zip(grads_f, grads_u):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_shared_relu_keeps_one_activation_for_backward():
+    def saved_bytes(edge):
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            edge(torch.randn(8, 16, 16, 16, requires_grad=True), torch.softmax(torch.randn(len(DARTS_OPS)), 0))
+        return total[0]
+
+    fused, unfused = _edge_pair(16, 1, DARTS_OPS, 1, torch.float32)
+    activation = 8 * 16 * 16 * 16 * 4
+    # At stride 1 four DARTS ops start with ReLU (sep and dil conv, 3x3 and 5x5): three copies fewer are kept.
+    assert saved_bytes(unfused) - saved_bytes(fused) >= 3 * activation
+
+
+def test_ops_run_their_own_relu_outside_the_edge():
+    edge = MixedEdge(4, 2, DARTS_OPS)
+    x = torch.randn(2, 4, 6, 6)
+    edge(x, torch.softmax(torch.randn(len(DARTS_OPS)), 0))
+    relus = [m for m in edge.modules() if isinstance(m, LeadingReLU)]
+    assert relus and not any(m.skip for m in relus)
+    sep = edge.ops[DARTS_OPS.index("sep_conv_3x3")]
+    torch.testing.assert_close(sep(x), sep(torch.relu(x)))  # relu is idempotent: the op's own ReLU ran
+    with pytest.raises(ValueError, match="shared_relu must be True or False"):
+        MixedEdge(4, 1, DARTS_OPS, shared_relu=1)
