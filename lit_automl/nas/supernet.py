@@ -341,7 +341,7 @@ class SupernetSearch(pl.LightningModule):
         sched = self.lr_schedulers()
         if sched is not None:
             sched.step()
-        self.log_dict(self.epoch_metrics())
+        self.log_dict(self.epoch_metrics(), prog_bar=True)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         save_rng_states(checkpoint)
