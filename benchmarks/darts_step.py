@@ -52,7 +52,7 @@ IN_CHANNELS = 3
 
 LAYOUTS = ("contiguous", "channels_last")
 PRECISIONS = ("tf32", "bf16")  # default (no token): true fp32, TF32 off on CUDA
-TOKENS = LAYOUTS + PRECISIONS + ("compile", "unfused")
+TOKENS = LAYOUTS + PRECISIONS + ("compile", "unfused", "checkpoint")
 DEFAULT_VARIANTS = {
     "cpu": ["contiguous+unfused", "contiguous", "channels_last+unfused", "channels_last"],
     "cuda": ["contiguous", "channels_last", "channels_last+tf32", "channels_last+bf16", "channels_last+compile"],
@@ -79,17 +79,19 @@ PASSES_PER_STEP = {1: 2, 2: 5}  # (val arch pass + weight pass) / (+ unrolled, w
 class Variant:
     """One speed configuration: memory layout, precision lever, whether the supernet is compiled, and
     whether each mixed edge computes the ReLU its conv ops share once (default) or once per op
-    (``unfused``: the authors' code, and this library's before the shared ReLU)."""
+    (``unfused``: the authors' code, and this library's before the shared ReLU), and whether cells
+    recompute their activations in backward (``checkpoint``)."""
 
     layout: str = "contiguous"
     precision: str = "fp32"
     compile: bool = False
     shared_relu: bool = True
+    checkpoint: bool = False
 
     @property
     def name(self) -> str:
         parts = [self.layout] + ([self.precision] if self.precision != "fp32" else []) + (["compile"] if self.compile else [])
-        return "+".join(parts + ([] if self.shared_relu else ["unfused"]))
+        return "+".join(parts + ([] if self.shared_relu else ["unfused"]) + (["checkpoint"] if self.checkpoint else []))
 
     @property
     def memory_format(self) -> str:
@@ -118,7 +120,7 @@ def parse_variant(text: str) -> Variant:
     if len(precisions) > 1:
         raise ValueError(f"invalid variant {text!r}: at most one precision lever from {list(PRECISIONS)}")
     return Variant(layouts[0] if layouts else "contiguous", precisions[0] if precisions else "fp32", "compile" in tokens,
-                   "unfused" not in tokens)
+                   "unfused" not in tokens, "checkpoint" in tokens)
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -208,7 +210,8 @@ def measure(spec: RunSpec) -> RunResult:
 
         torch.manual_seed(spec.seed)
         module = DARTS(C=spec.C, layers=spec.layers, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
-                       order=spec.order, epochs=50, memory_format=variant.memory_format).to(device)
+                       order=spec.order, epochs=50, memory_format=variant.memory_format,
+                       checkpoint_cells=variant.checkpoint).to(device)
         for edge in module.model.modules():
             if isinstance(edge, MixedEdge):
                 edge.shared_relu = variant.shared_relu

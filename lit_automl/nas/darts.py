@@ -77,7 +77,8 @@ class DARTS(SupernetSearch):
              batch: Batch, weights: Sequence[torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of the supernet evaluated at ``params`` / ``buffers`` (``functional_call``)."""
         x, y = batch
-        logits = functional_call(self.model, (dict(params), dict(buffers)), (self.format_input(x), *weights))
+        with self.model.without_checkpoints():
+            logits = functional_call(self.model, (dict(params), dict(buffers)), (self.format_input(x), *weights))
         return F.cross_entropy(logits, y)
 
     def architecture_gradient(

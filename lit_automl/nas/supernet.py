@@ -78,6 +78,9 @@ class SupernetSearch(pl.LightningModule):
             ``w_lr_min=None`` (no schedule) unless the method uses it otherwise.
         memory_format: ``"contiguous_format"`` or ``"channels_last"`` (faster convolutions on CPU
             and on tensor-core GPUs; the same numbers up to float rounding).
+        checkpoint_cells: recompute each supernet cell's activations in backward instead of keeping
+            them (less memory, one more forward per cell; this library's option, see
+            :class:`~lit_automl.spaces.networks.SearchNetwork`).
 
     A setting a method does not use is refused unless left at its default (:attr:`unused_settings`).
 
@@ -112,6 +115,7 @@ class SupernetSearch(pl.LightningModule):
         alpha_grad_clip: float = 0.0,
         epochs: Optional[int] = None,
         memory_format: str = "contiguous_format",
+        checkpoint_cells: bool = False,
     ):
         super().__init__()
         for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
@@ -133,7 +137,7 @@ class SupernetSearch(pl.LightningModule):
         self.automatic_optimization = False
         self.memory_format = MEMORY_FORMATS[memory_format]
         self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
-                            alpha_init_std, **self.supernet_options())
+                            alpha_init_std, **{"checkpoint_cells": checkpoint_cells, **self.supernet_options()})
         self.model.to(memory_format=self.memory_format)
 
     def refuse_unused_settings(self, settings: Mapping[str, Any]) -> None:

@@ -14,8 +14,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from lit_automl._checks import check_int, check_real
+from lit_automl._checks import check_bool, check_int, check_real
 from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists
 from lit_automl.spaces.geometry import CELL_TYPES, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, resolve_primitives, validate_primitives
@@ -47,6 +48,11 @@ class SearchNetwork(nn.Module):
     ``edge_primitives`` (optional, ``{"normal": [...], "reduce": [...]}``, one equally long op list
     per edge) replaces ``primitives`` edge by edge: P-DARTS's later stages search only the ops that
     survived on each edge. ``partial_channels`` is PC-DARTS's K (see :class:`MixedEdge`).
+
+    ``checkpoint_cells`` (this library's option, off by default): while training, each cell keeps
+    only its inputs and recomputes its activations in backward (``torch.utils.checkpoint``), so a
+    batch that does not fit in memory fits, at the cost of one more forward per cell. The numbers
+    are the same, batch-norm running statistics are updated once, and dropout replays its draw.
     """
 
     def __init__(
@@ -61,8 +67,10 @@ class SearchNetwork(nn.Module):
         in_channels: int = 3,
         partial_channels: int = 1,
         edge_primitives: Optional[Mapping[str, Sequence[Sequence[str]]]] = None,
+        checkpoint_cells: bool = False,
     ):
         super().__init__()
+        self.checkpoint_cells = check_bool("checkpoint_cells", checkpoint_cells)
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps),
                             ("multiplier", multiplier), ("stem_multiplier", stem_multiplier),
                             ("in_channels", in_channels), ("partial_channels", partial_channels)):
@@ -134,12 +142,31 @@ class SearchNetwork(nn.Module):
         active_normal = (weights_normal != 0).tolist()
         active_reduce = (weights_reduce != 0).tolist()
         s0 = s1 = self.stem(x)
+        recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
         for cell in self.cells:
             if cell.reduction:
-                s0, s1 = s1, cell(s0, s1, weights_reduce, active_reduce, scale_reduce)
+                args = (s0, s1, weights_reduce, active_reduce, scale_reduce)
             else:
-                s0, s1 = s1, cell(s0, s1, weights_normal, active_normal, scale_normal)
+                args = (s0, s1, weights_normal, active_normal, scale_normal)
+            s0, s1 = s1, (checkpoint(cell, *args, use_reentrant=False, context_fn=functools.partial(_recompute_contexts, cell))
+                          if recompute else cell(*args))
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+    @contextlib.contextmanager
+    def without_checkpoints(self) -> Iterator[None]:
+        """Cells keep their activations inside the block. For ``torch.func.functional_call`` passes:
+        a cell recomputed in backward would read the module's own parameters, not the functional ones."""
+        saved, self.checkpoint_cells = self.checkpoint_cells, False
+        try:
+            yield
+        finally:
+            self.checkpoint_cells = saved
+
+
+def _recompute_contexts(cell: nn.Module) -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """(forward, recompute) contexts of a checkpointed cell: its batch norms' running statistics are
+    updated by the forward only, not again by the recomputation in backward."""
+    return contextlib.nullcontext(), restored_buffers(cell)
 
 
 
@@ -356,15 +383,21 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
     running averages mix every architecture trained (Bender et al. 2018, Sec. 3), and a probe such as
     a Hessian eigenvalue must leave the model as it found it.
     """
-    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
-    with preserved_modes(model):
+    with preserved_modes(model), restored_buffers(model):
         model.train()
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for name, b in model.named_buffers():
-                    b.copy_(saved[name])
+        yield
+
+
+@contextlib.contextmanager
+def restored_buffers(model: nn.Module) -> Iterator[None]:
+    """Every buffer (batch-norm running statistics, counters) is put back to its value at entry on exit."""
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
 
 
 @contextlib.contextmanager

@@ -153,3 +153,21 @@ def test_pdarts_layers_come_from_the_stage_schedule():
     with pytest.raises(ValueError, match=r"layers=4 differs from stage_layers\[0\]=3"):
         PDARTS(**kw, layers=4)
     assert PDARTS(**kw).hparams.layers is None
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_checkpointed_cells_leave_the_darts_step_unchanged(order):
+    """The virtual passes run without checkpoints (functional weights), the weight step with them."""
+    def one_step(checkpoint_cells):
+        torch.manual_seed(0)
+        m = DARTS(**TINY, order=order, epochs=1, checkpoint_cells=checkpoint_cells).double()
+        batch = {k: (x.double(), y) for k, (x, y) in paired_batch().items()}
+        optimizers = m.configure_optimizers()[0]
+        optimizers[0].param_groups[0]["lr"] = 0.1  # xi of the second-order step
+        torch.manual_seed(1)
+        m.search_step(batch, optimizers)
+        return m.state_dict()
+
+    plain, recomputed = one_step(False), one_step(True)
+    for key in plain:
+        torch.testing.assert_close(recomputed[key], plain[key], rtol=1e-10, atol=1e-12, msg=key)

@@ -151,3 +151,65 @@ def test_search_network_edge_primitives():
     assert net(torch.randn(2, 1, 8, 8), w, w).shape == (2, 3)
     with pytest.raises(ValueError, match=r"keys \['normal', 'reduce'\]"):
         SearchNetwork(C=4, layers=3, steps=2, multiplier=2, edge_primitives={"normal": lists})
+
+
+# --------------------------------------------------------------------------- cell checkpointing
+def _supernet_pair():
+    torch.manual_seed(0)
+    plain = SearchNetwork(C=4, num_classes=10, layers=3, steps=2, multiplier=2, stem_multiplier=1,
+                          in_channels=1).double()
+    recomputed = SearchNetwork(C=4, num_classes=10, layers=3, steps=2, multiplier=2, stem_multiplier=1,
+                               in_channels=1, checkpoint_cells=True).double()
+    recomputed.load_state_dict(plain.state_dict())
+    return plain, recomputed
+
+
+def _step(net, x, w):
+    w = [t.clone().requires_grad_() for t in w]
+    out = net(x, *w)
+    grads = torch.autograd.grad(out.pow(2).sum(), [*w, *net.parameters()])
+    return out, grads
+
+
+def test_checkpointed_cells_give_the_same_numbers_and_update_batch_norm_once():
+    plain, recomputed = _supernet_pair()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64)
+    w = [torch.softmax(torch.randn(plain.alpha_shape, generator=g, dtype=torch.float64), -1) for _ in range(2)]
+    plain.skip_dropout = recomputed.skip_dropout = 0.3  # dropout must replay its draw in the recomputation
+    torch.manual_seed(5)
+    out_p, grads_p = _step(plain, x, w)
+    torch.manual_seed(5)
+    out_r, grads_r = _step(recomputed, x, w)
+    torch.testing.assert_close(out_r, out_p, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads_r, grads_p):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for (name, a), b in zip(recomputed.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)  # running stats: one update
+
+
+def test_checkpointed_cells_keep_fewer_activations_and_only_while_training():
+    def saved_bytes(net):
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            w = [torch.softmax(torch.randn(net.alpha_shape), -1) for _ in range(2)]
+            net(torch.randn(8, 1, 16, 16), *w).sum()
+        return total[0]
+
+    plain, recomputed = _supernet_pair()
+    plain, recomputed = plain.float(), recomputed.float()
+    assert saved_bytes(recomputed) < saved_bytes(plain) / 3
+    recomputed.load_state_dict(plain.state_dict())
+    recomputed.eval()
+    w = [torch.softmax(torch.randn(plain.alpha_shape), -1) for _ in range(2)]
+    with recomputed.without_checkpoints():
+        assert recomputed.checkpoint_cells is False
+    assert recomputed.checkpoint_cells is True
+    torch.testing.assert_close(recomputed(torch.ones(2, 1, 8, 8), *w), plain.eval()(torch.ones(2, 1, 8, 8), *w))
+    with pytest.raises(ValueError, match="checkpoint_cells must be True or False"):
+        SearchNetwork(checkpoint_cells="yes")
