@@ -8,6 +8,7 @@ import torch
 from lit_automl.spaces import PUBLISHED_GENOTYPES
 from lit_automl.spaces.cells import Cell, MixedEdge, SearchCell, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, OP_SETS, LeadingReLU
+from tests.memory import saved_tensor_bytes
 
 
 def test_mixed_edge_is_the_weighted_sum_of_its_ops():
@@ -234,15 +235,8 @@ def test_shared_relu_edge_equals_the_unfused_edge(op_set, stride, partial_channe
 
 def test_shared_relu_keeps_one_activation_for_backward():
     def saved_bytes(edge):
-        total = [0]
-
-        def pack(t):
-            total[0] += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            edge(torch.randn(8, 16, 16, 16, requires_grad=True), torch.softmax(torch.randn(len(DARTS_OPS)), 0))
-        return total[0]
+        x, w = torch.randn(8, 16, 16, 16, requires_grad=True), torch.softmax(torch.randn(len(DARTS_OPS)), 0)
+        return saved_tensor_bytes(lambda: edge(x, w))
 
     fused, unfused = _edge_pair(16, 1, DARTS_OPS, 1, torch.float32)
     activation = 8 * 16 * 16 * 16 * 4
