@@ -20,7 +20,7 @@ generated description where words read better than bounds (``allowed="a positive
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar
 
 __all__ = [
     "ArgumentTypeError",
@@ -29,6 +29,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_real",
+    "check_sequence",
     "lookup",
 ]
 
@@ -124,6 +125,28 @@ def check_choice(name: str, value: Any, choices: Iterable[T], *, hint: Optional[
         extra = f" ({hint})" if hint else ""
         raise ValueError(f"{name} must be {allowed or f'one of {options}'}{extra}, got {value!r}")
     return value
+
+
+def check_sequence(name: str, value: Any, item: Callable[[str, Any], T], *, allowed: str,
+                   min_len: int = 0) -> Tuple[T, ...]:
+    """``value`` as a tuple of ``item(f"{name}[i]", v)`` for each entry (``item`` is a ``check_*`` with its
+    bounds bound, e.g. ``lambda n, v: check_int(n, v, low=1)``); ``allowed`` says what the entries are.
+
+    A string, a non-sequence or fewer than ``min_len`` entries: ``"{name} must be a [non-empty] sequence
+    of {allowed}, got ..."``; a bad entry: ``"{name} must hold {allowed}, got ..."`` quoting the whole
+    value (the entry's own exception class kept), so the user sees the sequence they wrote.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) < min_len:
+        kind = "non-empty sequence" if min_len == 1 else (
+            f"sequence of at least {min_len} entries" if min_len > 1 else "sequence")
+        raise ArgumentTypeError(f"{name} must be a {kind} of {allowed}, got {value!r}")
+    out = []
+    for i, v in enumerate(value):
+        try:
+            out.append(item(f"{name}[{i}]", v))
+        except ValueError as err:
+            raise type(err)(f"{name} must hold {allowed}, got {value!r}") from None
+    return tuple(out)
 
 
 def lookup(registry: Mapping[str, T], name: Any, what: str) -> T:

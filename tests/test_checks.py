@@ -13,6 +13,7 @@ from lit_automl._checks import (
     check_choice,
     check_int,
     check_real,
+    check_sequence,
     lookup,
 )
 
@@ -105,3 +106,20 @@ def test_check_bool_wording_can_follow_the_config_format():
 def test_choice_description_can_be_given():
     with pytest.raises(ValueError, match=r"^join must be one of \('mean', 'sum'\), got 'max'$"):
         check_choice("join", "max", ("mean", "sum"), allowed="one of ('mean', 'sum')")
+
+
+def test_check_sequence_quotes_the_whole_value():
+    def positive(n, v):
+        return check_int(n, v, low=1)
+
+    assert check_sequence("layers", [3, np.int64(5)], positive, allowed="ints >= 1") == (3, 5)
+    assert check_sequence("shape", (), positive, allowed="ints >= 1") == ()
+    with pytest.raises(ValueError, match=r"^layers must hold ints >= 1, got \(3, 0\)$") as info:
+        check_sequence("layers", (3, 0), positive, allowed="ints >= 1")
+    assert not isinstance(info.value, TypeError)
+    with pytest.raises(ArgumentTypeError, match=r"^layers must hold ints >= 1, got \[3, 'x'\]$"):
+        check_sequence("layers", [3, "x"], positive, allowed="ints >= 1")
+    with pytest.raises(ArgumentTypeError, match=r"^layers must be a non-empty sequence of ints >= 1, got \(\)$"):
+        check_sequence("layers", (), positive, allowed="ints >= 1", min_len=1)
+    with pytest.raises(ArgumentTypeError, match=r"^layers must be a sequence of ints >= 1, got '34'$"):
+        check_sequence("layers", "34", positive, allowed="ints >= 1")

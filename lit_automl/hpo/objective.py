@@ -97,7 +97,7 @@ def start_method(strategy: Any) -> Optional[str]:
     return params.get("start_method", None if default is None else default.default)
 
 
-def _check_launcher(trainer: pl.Trainer, strategy: Any) -> None:
+def _refuse_per_rank_relaunch(trainer: pl.Trainer, strategy: Any) -> None:
     """Refuse strategies that re-run the command line per rank: each rank would run a study of its own."""
     if trainer.world_size > 1 and start_method(strategy) == "popen":
         raise ValueError(
@@ -192,7 +192,7 @@ class LightningObjective:
                 )
             )
         model, datamodule, trainer = build_from_config(config_path, callbacks=callbacks)
-        _check_launcher(trainer, strategy)
+        _refuse_per_rank_relaunch(trainer, strategy)
         trainer.fit(model, datamodule=datamodule)
 
         stored = self._stored(trial)

@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from lit_automl._checks import check_int, check_real
+from lit_automl._checks import check_int, check_real, check_sequence
 from lit_automl.nas.darts import DARTS
 from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists
 from lit_automl.spaces.derive import derive_cell
@@ -136,31 +136,17 @@ def _plain_ops(ops: Mapping[str, Sequence[Sequence[str]]]) -> Dict[str, EdgeOps]
 
 
 # ----------------------------------------------------------------------------- validation
-def _int_seq(name: str, value: Any, minimum: int) -> Tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
-        raise ValueError(f"{name} must be a non-empty sequence of ints >= {minimum} (one per stage), got {value!r}")
-    try:
-        return tuple(check_int(name, v, low=minimum) for v in value)
-    except ValueError:
-        raise ValueError(f"{name} must hold ints >= {minimum} (one per stage), got {list(value)!r}") from None
-
-
 def check_stage_schedule(
     stage_layers: Sequence[int], stage_num_ops: Sequence[int], stage_skip_dropout: Sequence[float]
 ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[float, ...]]:
     """Validate and normalise the per-stage schedule: cells grow, candidates shrink, one entry each."""
-    layers = _int_seq("stage_layers", stage_layers, 1)
-    num_ops = _int_seq("stage_num_ops", stage_num_ops, 2)
-    if isinstance(stage_skip_dropout, (str, bytes)) or not isinstance(stage_skip_dropout, Sequence):
-        raise ValueError(
-            f"stage_skip_dropout must be a sequence of rates in [0, 1) (one per stage), got {stage_skip_dropout!r}"
-        )
-    try:
-        rates = tuple(check_real("stage_skip_dropout", p, low=0, high=1, high_open=True) for p in stage_skip_dropout)
-    except ValueError:
-        raise ValueError(
-            f"stage_skip_dropout must hold rates in [0, 1) (one per stage), got {list(stage_skip_dropout)!r}"
-        ) from None
+    layers = check_sequence("stage_layers", stage_layers, lambda n, v: check_int(n, v, low=1),
+                            allowed="ints >= 1 (one per stage)", min_len=1)
+    num_ops = check_sequence("stage_num_ops", stage_num_ops, lambda n, v: check_int(n, v, low=2),
+                             allowed="ints >= 2 (one per stage)", min_len=1)
+    rates = check_sequence("stage_skip_dropout", stage_skip_dropout,
+                           lambda n, v: check_real(n, v, low=0, high=1, high_open=True),
+                           allowed="rates in [0, 1) (one per stage)")
     if not len(layers) == len(num_ops) == len(rates):
         raise ValueError(
             "stage_layers, stage_num_ops and stage_skip_dropout need one entry per stage, got lengths "

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from lit_automl._checks import check_int, check_real
+from lit_automl._checks import check_int, check_real, check_sequence
 
 _DROP_PROB = dict(low=0.0, high=1.0, high_open=True, allowed="in [0, 1)")
 
@@ -73,9 +73,8 @@ def sample_keep_mask(
     num_paths = check_int("num_paths", num_paths, low=1, allowed="a positive int")
     drop_prob = check_real("drop_prob", drop_prob, **_DROP_PROB)
     min_keep = check_int("min_keep", min_keep, low=0, high=num_paths, allowed=f"an int in [0, num_paths={num_paths}]")
-    batch_shape = tuple(batch_shape)
-    if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in batch_shape):
-        raise ValueError(f"batch_shape must be a sequence of non-negative ints, got {batch_shape!r}")
+    batch_shape = check_sequence("batch_shape", batch_shape, lambda n, v: check_int(n, v, low=0),
+                                 allowed="non-negative ints")
     shape = batch_shape + (num_paths,)
     dropped = torch.rand(shape, generator=generator, device=device) < drop_prob
     if min_keep == 0:

@@ -98,7 +98,7 @@ def _allowed_inputs(node_pos: int) -> str:
     return f"allowed 0..{hi} (0 = c_{{k-2}}, 1 = c_{{k-1}}, 2..{hi} = earlier intermediate nodes)"
 
 
-def _check_edge(name: str, edge: Any, pos: int, j: int, path: tuple[int, ...]) -> Edge:
+def _normalise_edge(name: str, edge: Any, pos: int, j: int, path: tuple[int, ...]) -> Edge:
     """Edge ``j`` of node ``pos``; ``path`` locates it in the cell's value."""
     where = f"{name} node {pos} edge {j}"
     if not _is_seq(edge) or len(edge) != 2:
@@ -139,13 +139,13 @@ def _normalise_cell(name: str, cell: Any) -> CellNodes:
                 f"{name} has {len(cell)} edge{'' if len(cell) == 1 else 's'} in flat form; the flat DARTS form needs "
                 "2 edges per node (an even count) - use the nested form [[edges of node 0], [edges of node 1], ...] "
                 "for other edge counts", name)
-        return tuple(tuple(_check_edge(name, cell[k], k // 2, k % 2, (k,)) for k in (2 * pos, 2 * pos + 1))
+        return tuple(tuple(_normalise_edge(name, cell[k], k // 2, k % 2, (k,)) for k in (2 * pos, 2 * pos + 1))
                      for pos in range(len(cell) // 2))
     nodes: list[Node] = []
     for pos, raw in enumerate(cell):
         if len(raw) == 0:
             raise InvalidPart(f"{name} node {pos} (index {node_state(pos)}) is empty; a node needs at least 1 edge", name, (pos,))
-        nodes.append(tuple(_check_edge(name, edge, pos, j, (pos, j)) for j, edge in enumerate(raw)))
+        nodes.append(tuple(_normalise_edge(name, edge, pos, j, (pos, j)) for j, edge in enumerate(raw)))
     return tuple(nodes)
 
 
