@@ -50,12 +50,14 @@ from _harness import (
 NUM_CLASSES = 10
 IN_CHANNELS = 3
 
-LAYOUTS = ("contiguous", "channels_last")
+LAYOUTS = ("auto", "contiguous", "channels_last")  # auto: the module's default, memory_format="auto"
 PRECISIONS = ("tf32", "bf16")  # default (no token): true fp32, TF32 off on CUDA
-TOKENS = LAYOUTS + PRECISIONS + ("compile", "unfused", "checkpoint")
+FUSION = ("unfused", "per_op_relu", "strided_dilation")  # unfused = both levers off
+TOKENS = LAYOUTS + PRECISIONS + ("compile",) + FUSION + ("checkpoint",)
+REFERENCE = "contiguous+unfused"  # today's code before this work: the authors' formulation in torch's default layout
 DEFAULT_VARIANTS = {
-    "cpu": ["contiguous+unfused", "contiguous", "channels_last+unfused", "channels_last"],
-    "cuda": ["contiguous", "channels_last", "channels_last+tf32", "channels_last+bf16", "channels_last+compile"],
+    "cpu": [REFERENCE, "auto", "auto+checkpoint"],
+    "cuda": [REFERENCE, "auto", "channels_last", "auto+tf32", "auto+bf16", "auto+compile", "auto+checkpoint"],
 }
 DEFAULT_STEPS = {"cpu": 3, "cuda": 20}
 DEFAULT_WARMUP = {"cpu": 1, "cuda": 5}
@@ -77,29 +79,36 @@ PASSES_PER_STEP = {1: 2, 2: 5}  # (val arch pass + weight pass) / (+ unrolled, w
 
 @dataclass(frozen=True)
 class Variant:
-    """One speed configuration: memory layout, precision lever, whether the supernet is compiled, and
-    whether each mixed edge computes the ReLU its conv ops share once (default) or once per op
-    (``unfused``: the authors' code, and this library's before the shared ReLU), and whether cells
-    recompute their activations in backward (``checkpoint``)."""
+    """One speed configuration: memory layout (``auto``: the module's default), precision lever,
+    whether the supernet is compiled, the fusion levers (``lit_automl.spaces.cells.set_fusion``):
+    each mixed edge computes the ReLU its conv ops share once (off: ``per_op_relu``) and dilated
+    convs on reduction edges run on the inputs they read (off: ``strided_dilation``; both off:
+    ``unfused``, the authors' formulation), and whether cells recompute their activations in
+    backward (``checkpoint``)."""
 
-    layout: str = "contiguous"
+    layout: str = "auto"
     precision: str = "fp32"
     compile: bool = False
     shared_relu: bool = True
+    subsample_dilated: bool = True
     checkpoint: bool = False
 
     @property
     def name(self) -> str:
         parts = [self.layout] + ([self.precision] if self.precision != "fp32" else []) + (["compile"] if self.compile else [])
-        return "+".join(parts + ([] if self.shared_relu else ["unfused"]) + (["checkpoint"] if self.checkpoint else []))
+        if not self.shared_relu and not self.subsample_dilated:
+            parts.append("unfused")
+        else:
+            parts += ([] if self.shared_relu else ["per_op_relu"]) + ([] if self.subsample_dilated else ["strided_dilation"])
+        return "+".join(parts + (["checkpoint"] if self.checkpoint else []))
 
     @property
     def memory_format(self) -> str:
-        return "contiguous_format" if self.layout == "contiguous" else "channels_last"
+        return {"auto": "auto", "contiguous": "contiguous_format"}.get(self.layout, self.layout)
 
     @property
     def is_reference(self) -> bool:
-        return self == Variant()
+        return self.name == REFERENCE
 
 
 def parse_variant(text: str) -> Variant:
@@ -113,14 +122,18 @@ def parse_variant(text: str) -> Variant:
         )
     if len(set(tokens)) != len(tokens):
         raise ValueError(f"invalid variant {text!r}: a part is repeated")
+    if "unfused" in tokens and len([t for t in tokens if t in FUSION]) > 1:
+        raise ValueError(f"invalid variant {text!r}: 'unfused' already turns off {list(FUSION[1:])}")
     layouts = [t for t in tokens if t in LAYOUTS]
     precisions = [t for t in tokens if t in PRECISIONS]
     if len(layouts) > 1:
         raise ValueError(f"invalid variant {text!r}: at most one layout from {list(LAYOUTS)}")
     if len(precisions) > 1:
         raise ValueError(f"invalid variant {text!r}: at most one precision lever from {list(PRECISIONS)}")
-    return Variant(layouts[0] if layouts else "contiguous", precisions[0] if precisions else "fp32", "compile" in tokens,
-                   "unfused" not in tokens, "checkpoint" in tokens)
+    unfused = "unfused" in tokens
+    return Variant(layouts[0] if layouts else "auto", precisions[0] if precisions else "fp32", "compile" in tokens,
+                   not (unfused or "per_op_relu" in tokens), not (unfused or "strided_dilation" in tokens),
+                   "checkpoint" in tokens)
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -157,6 +170,7 @@ class RunResult:
     grad: Optional[List[float]] = None
     threads: Optional[int] = None
     note: Optional[str] = None
+    layout: Optional[str] = None  # the layout the run used (what "auto" settled on)
 
 
 def _set_tf32(enabled: bool) -> None:
@@ -196,7 +210,7 @@ def measure(spec: RunSpec) -> RunResult:
     import torch
 
     from lit_automl.nas.darts import DARTS
-    from lit_automl.spaces.cells import MixedEdge
+    from lit_automl.spaces.cells import set_fusion
 
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
@@ -212,9 +226,7 @@ def measure(spec: RunSpec) -> RunResult:
         module = DARTS(C=spec.C, layers=spec.layers, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
                        order=spec.order, epochs=50, memory_format=variant.memory_format,
                        checkpoint_cells=variant.checkpoint).to(device)
-        for edge in module.model.modules():
-            if isinstance(edge, MixedEdge):
-                edge.shared_relu = variant.shared_relu
+        set_fusion(module.model, variant.shared_relu, variant.subsample_dilated)
         optimizers, _ = module.configure_optimizers()
         w_opt = optimizers[0]
 
@@ -258,6 +270,7 @@ def measure(spec: RunSpec) -> RunResult:
             result.times_s = times[spec.warmup:]
             result.median_s = median_iqr(result.times_s)[0]
         result.peak_bytes, result.memory_kind = memory.read(), memory.kind
+        result.layout = module.memory_format_name
         if variant.compile:
             result.note = _compile_note()
         result.ok = True
@@ -307,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Median seconds per DARTS search step (architecture step on a val batch + weight "
         "step on a train batch) and peak memory, at the paper's search size by default.",
-        epilog="Variants are '+'-joined parts: a layout (contiguous | channels_last), optionally a "
+        epilog="Variants are '+'-joined parts: a layout (auto: the module's default | contiguous | channels_last), "
+        "optionally fusion levers turned off (unfused: both | per_op_relu: each conv op runs its own ReLU | "
+        "strided_dilation: dilated convs on reduction edges run the strided dilated kernel), optionally 'checkpoint' "
+        "(cells recompute their activations in backward), optionally a "
         "precision lever (tf32: CUDA only | bf16: autocast around the forward passes), optionally "
         "'compile' (torch.compile of the supernet). Without a lever, fp32 is IEEE fp32 (TF32 off). "
         f"Defaults: CPU {DEFAULT_VARIANTS['cpu']}, CUDA {DEFAULT_VARIANTS['cuda']}.",
@@ -426,26 +442,33 @@ def _rel_diff(grad: Optional[List[float]], ref: Optional[List[float]]) -> Option
 
 def render_table(cfg: Config, results: Dict[Tuple[str, str, int], RunResult],
                  refs: Dict[int, Optional[List[float]]]) -> str:
-    header = ["device", "variant", "order", "s/step median [IQR]", "steps timed", "peak memory",
-              "arch-grad rel. diff vs CPU fp32", "notes"]
+    header = ["device", "variant", "layout", "order", "s/step median [IQR]", "steps timed", "peak memory",
+              f"time, memory / {REFERENCE}", "arch-grad rel. diff vs CPU fp32", "notes"]
     rows = []
     for device, variant, order in cfg.runs:
         res = results.get((device, variant, order))
         if res is None:
-            rows.append([device, variant, str(order), "not run", "", "", "", "interrupted"])
+            rows.append([device, variant, "", str(order), "not run", "", "", "", "", "interrupted"])
             continue
         if not res.ok:
-            rows.append([device, variant, str(order), "failed", "", "", "", res.error or "unknown error"])
+            rows.append([device, variant, "", str(order), "failed", "", "", "", "", res.error or "unknown error"])
             continue
         is_ref = device == "cpu" and parse_variant(variant).is_reference
         diff = _rel_diff(res.grad, refs.get(order))
         diff_text = "reference" if is_ref else ("n/a" if diff is None else f"{diff:.1e}")
-        rows.append([device, variant, str(order), fmt_median_iqr(res.times_s), str(len(res.times_s)),
+        rows.append([device, variant, res.layout or "", str(order), fmt_median_iqr(res.times_s), str(len(res.times_s)),
                      f"{fmt_bytes(res.peak_bytes)} {res.memory_kind}",
-                     diff_text, res.note or ""])
+                     _ratios(res, results.get((device, REFERENCE, order))), diff_text, res.note or ""])
     for device, variant, why in cfg.skipped:
-        rows.append([device, variant, "-", "skipped", "", "", "", why])
-    return format_table(header, rows, align="llrrrrrl")
+        rows.append([device, variant, "", "-", "skipped", "", "", "", "", why])
+    return format_table(header, rows, align="lllrrrrrrl")
+
+
+def _ratios(res: RunResult, ref: Optional[RunResult]) -> str:
+    """``res``'s time and peak memory as fractions of the same device and order's reference run."""
+    if ref is None or not ref.ok or not ref.median_s or not ref.peak_bytes or res.median_s is None or res.peak_bytes is None:
+        return "n/a"
+    return f"{res.median_s / ref.median_s:.2f}, {res.peak_bytes / ref.peak_bytes:.2f}"
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -473,11 +496,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cuda = torch.cuda.is_available()
     cfg = resolve(args, parser, cuda)
 
-    # The CPU fp32 contiguous run of each order is the gradient reference; when it is not among the
+    # The CPU fp32 REFERENCE run of each order is the gradient reference; when it is not among the
     # runs, a gradient-only run provides it.
-    reference_runs = [o for o in cfg.orders if ("cpu", Variant().name, o) not in cfg.runs]
+    reference_runs = [o for o in cfg.orders if ("cpu", REFERENCE, o) not in cfg.runs]
     estimate = sum(estimate_seconds(cfg, d, v, o) for d, v, o in cfg.runs)
-    estimate += sum(estimate_seconds(cfg, "cpu", Variant().name, o, grad_only=True) for o in reference_runs)
+    estimate += sum(estimate_seconds(cfg, "cpu", REFERENCE, o, grad_only=True) for o in reference_runs)
 
     print("DARTS search step benchmark")
     print(f"  network: C={cfg.C}, {cfg.layers} cells, batch {cfg.batch_size} per half, "
@@ -494,7 +517,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results: Dict[Tuple[str, str, int], RunResult] = {}
     refs: Dict[int, Optional[List[float]]] = {}
     start = time.perf_counter()
-    queue = [("cpu", Variant().name, o, True) for o in reference_runs] + [(d, v, o, False) for d, v, o in cfg.runs]
+    queue = [("cpu", REFERENCE, o, True) for o in reference_runs] + [(d, v, o, False) for d, v, o in cfg.runs]
     interrupted = False
     for i, (device, variant, order, grad_only) in enumerate(queue, 1):
         spec = RunSpec(device=device, variant=variant, order=order, C=cfg.C, layers=cfg.layers,
@@ -520,7 +543,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(render_table(cfg, results, refs))
     print()
     print("arch-grad rel. diff: ||g - g_ref|| / ||g_ref|| of the first step's architecture gradient (normal and "
-          "reduce alphas), same initial weights and batch; g_ref from CPU fp32 contiguous_format.")
+          f"reduce alphas), same initial weights and batch; g_ref from CPU fp32 {REFERENCE} (the authors' formulation).")
     print("memory: CPU = growth of the run's peak RSS after imports (fresh process per run); "
           "CUDA = torch.cuda.max_memory_allocated.")
     print(f"total wall time: {fmt_duration(time.perf_counter() - start)}")

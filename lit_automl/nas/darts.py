@@ -77,8 +77,7 @@ class DARTS(SupernetSearch):
              batch: Batch, weights: Sequence[torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of the supernet evaluated at ``params`` / ``buffers`` (``functional_call``)."""
         x, y = batch
-        with self.model.without_checkpoints():
-            logits = functional_call(self.model, (dict(params), dict(buffers)), (self.format_input(x), *weights))
+        logits = functional_call(self.model, (dict(params), dict(buffers)), (self.format_input(x), *weights))
         return F.cross_entropy(logits, y)
 
     def architecture_gradient(
@@ -176,14 +175,16 @@ class DARTS(SupernetSearch):
             grads, loss_val = self.architecture_gradient(train, val, xi, getattr(w_opt, "optimizer", w_opt))
             self.architecture_step(a_opt, grads)
 
-        # The alphas take a gradient here too (under DDP every parameter must be used); it is
-        # discarded at the next architecture step.
+        # The weight step needs no architecture gradient (the next architecture step replaces it):
+        # the supernet is handed detached edge weights, which spares autograd one reduction per op
+        # and the op outputs it would keep for them. The architecture parameters still take part,
+        # with a zero gradient, because under DDP every parameter must be used.
         x, y = train
-        logits = self(x)
+        logits = self.model(self.format_input(x), *[w.detach() for w in self.edge_weights()])
         loss = F.cross_entropy(logits, y)
         self.check_finite(loss, "training loss", batch_idx)
         w_opt.zero_grad()
-        self.run_backward(loss, backward)
+        self.run_backward(loss + 0.0 * sum(a.sum() for a in self.arch_parameters()), backward)
         self.weight_step(w_opt)
 
         metrics = {"train/loss": loss.detach(), "train/acc": (logits.argmax(-1) == y).float().mean()}

@@ -155,7 +155,7 @@ class SNAS(SupernetSearch):
       weight in the authors' single-GPU 8-cell command, 1e-2 on that cost, does not carry over to
       the parameter / FLOP costs here, and no weights per level were found.
     * ``epochs=None`` (the cosine schedule spans ``Trainer(max_epochs)``; the paper searches 150),
-      ``seed=0``, ``memory_format="contiguous_format"``: this library's choice.
+      ``seed=0``, ``memory_format="auto"``: this library's choice.
 
     Not reproduced: the authors' code also applies drop-path (p=0.3) to every edge during search,
     which :class:`SearchNetwork` does not offer.

@@ -26,6 +26,7 @@ from lit_automl.spaces.geometry import (
     num_states,
 )
 from lit_automl.spaces.ops import (
+    DilatedConv2d,
     FactorizedReduce,
     ReLUConvBN,
     check_registered,
@@ -42,6 +43,19 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     if c % groups:
         raise ValueError(f"{c} channels cannot be shuffled in {groups} groups")
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def set_fusion(module: nn.Module, shared_relu: bool = True, subsample_dilated: bool = True) -> nn.Module:
+    """Switch the supernet's speed levers in ``module``, in place (both on by default; both off is
+    the authors' formulation): each :class:`MixedEdge`'s shared ReLU, and each
+    :class:`~lit_automl.spaces.ops.DilatedConv2d`'s subsampled form on reduction edges. The numbers
+    are the same either way (up to float rounding); for benchmarks and exactness tests."""
+    for m in module.modules():
+        if isinstance(m, MixedEdge):
+            m.shared_relu = check_bool("shared_relu", shared_relu)
+        elif isinstance(m, DilatedConv2d):
+            m.subsample = check_bool("subsample_dilated", subsample_dilated)
+    return module
 
 
 class MixedEdge(nn.Module):

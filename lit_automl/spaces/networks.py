@@ -14,12 +14,21 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from lit_automl._checks import check_bool, check_int, check_real
 from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists
 from lit_automl.spaces.geometry import CELL_TYPES, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, resolve_primitives, validate_primitives
+
+
+AUTO_RECOMPUTE_ELEMENTS = 2 ** 20
+"""``checkpoint_cells="auto"`` recomputes a cell whose input holds at least this many elements (4 MiB
+in float32). At DARTS's search size (batch 64, 32x32, C=16) that is every cell, and recomputing costs
+about a third more time per step for less than half the memory; on small inputs (the digits
+demos) recomputing costs nearly double the time for memory that does not matter
+(``benchmarks/darts_step.py``)."""
 
 
 def check_image_input(x: torch.Tensor, in_channels: int, min_size: int = 1) -> None:
@@ -51,8 +60,14 @@ class SearchNetwork(nn.Module):
 
     ``checkpoint_cells`` (this library's option, off by default): while training, each cell keeps
     only its inputs and recomputes its activations in backward (``torch.utils.checkpoint``), so a
-    batch that does not fit in memory fits, at the cost of one more forward per cell. The numbers
-    are the same, batch-norm running statistics are updated once, and dropout replays its draw.
+    batch that does not fit in memory fits, at the cost of one more forward per cell. ``True``
+    recomputes every cell, an int ``n`` the first ``n`` (those at the highest resolution hold the
+    most activations), ``"auto"`` the cells whose input holds at least
+    :data:`AUTO_RECOMPUTE_ELEMENTS` elements, settled at the first training forward
+    (:attr:`recomputed_cells`). The numbers are the same, batch-norm running statistics are
+    updated once, and dropout replays its draw.
+    The recomputation uses the tensors the cell was bound to in the forward, so passes under
+    ``torch.func.functional_call`` (DARTS's virtual steps) recompute with their functional weights.
     """
 
     def __init__(
@@ -67,10 +82,17 @@ class SearchNetwork(nn.Module):
         in_channels: int = 3,
         partial_channels: int = 1,
         edge_primitives: Optional[Mapping[str, Sequence[Sequence[str]]]] = None,
-        checkpoint_cells: bool = False,
+        checkpoint_cells: Union[bool, int, str] = False,
     ):
         super().__init__()
-        self.checkpoint_cells = check_bool("checkpoint_cells", checkpoint_cells)
+        if not isinstance(checkpoint_cells, bool) and checkpoint_cells != "auto":
+            check_int("checkpoint_cells", checkpoint_cells, low=0, high=layers,
+                      allowed=f"True, False, 'auto' or a number of leading cells in [0, {layers}]")
+        self.checkpoint_cells = checkpoint_cells
+        self.recomputed_cells: Optional[Tuple[int, ...]] = (
+            None if checkpoint_cells == "auto" else tuple(range(layers if checkpoint_cells is True else int(checkpoint_cells)))
+        )
+        """Indices of the cells recomputed in backward (``None`` until ``"auto"`` has seen a training forward)."""
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps),
                             ("multiplier", multiplier), ("stem_multiplier", stem_multiplier),
                             ("in_channels", in_channels), ("partial_channels", partial_channels)):
@@ -142,32 +164,41 @@ class SearchNetwork(nn.Module):
         active_normal = (weights_normal != 0).tolist()
         active_reduce = (weights_reduce != 0).tolist()
         s0 = s1 = self.stem(x)
-        recompute = self.checkpoint_cells and self.training and torch.is_grad_enabled()
-        for cell in self.cells:
+        training = self.training and torch.is_grad_enabled()
+        settling = training and self.recomputed_cells is None
+        recompute = [] if settling else list(self.recomputed_cells or ()) if training else []
+        for i, cell in enumerate(self.cells):
+            if settling and s1.numel() >= AUTO_RECOMPUTE_ELEMENTS:
+                recompute.append(i)
             if cell.reduction:
                 args = (s0, s1, weights_reduce, active_reduce, scale_reduce)
             else:
                 args = (s0, s1, weights_normal, active_normal, scale_normal)
-            s0, s1 = s1, (checkpoint(cell, *args, use_reentrant=False, context_fn=functools.partial(_recompute_contexts, cell))
-                          if recompute else cell(*args))
+            s0, s1 = s1, (recompute_in_backward(cell, *args) if i in recompute else cell(*args))
+        if settling:
+            self.recomputed_cells = tuple(recompute)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
-    @contextlib.contextmanager
-    def without_checkpoints(self) -> Iterator[None]:
-        """Cells keep their activations inside the block. For ``torch.func.functional_call`` passes:
-        a cell recomputed in backward would read the module's own parameters, not the functional ones."""
-        saved, self.checkpoint_cells = self.checkpoint_cells, False
-        try:
-            yield
-        finally:
-            self.checkpoint_cells = saved
 
+def recompute_in_backward(module: nn.Module, *args: Any) -> Any:
+    """``module(*args)`` keeping only its inputs for backward, which recomputes the rest.
 
-def _recompute_contexts(cell: nn.Module) -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    """(forward, recompute) contexts of a checkpointed cell: its batch norms' running statistics are
-    updated by the forward only, not again by the recomputation in backward."""
-    return contextlib.nullcontext(), restored_buffers(cell)
+    The recomputation runs on the parameters and buffers ``module`` is bound to now: its own, or
+    the functional ones of an enclosing ``torch.func.functional_call``, which is over by the time
+    backward runs. Batch-norm running statistics are updated by this forward only (the buffers are
+    put back after the recomputation), and dropout replays its draw (``torch.utils.checkpoint``
+    restores the RNG state).
+    """
+    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    buffers = [b for _, b in module.named_buffers()]
 
+    def run(*inputs: Any) -> Any:
+        return functional_call(module, state, inputs)
+
+    def contexts() -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        return contextlib.nullcontext(), restored_tensors(buffers)
+
+    return checkpoint(run, *args, use_reentrant=False, context_fn=contexts)
 
 
 def make_supernet(C: int, num_classes: int, layers: int, steps: int, multiplier: int, stem_multiplier: int,
@@ -391,13 +422,20 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def restored_buffers(model: nn.Module) -> Iterator[None]:
     """Every buffer (batch-norm running statistics, counters) is put back to its value at entry on exit."""
-    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    with restored_tensors([b for _, b in model.named_buffers()]):
+        yield
+
+
+@contextlib.contextmanager
+def restored_tensors(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Each of ``tensors`` is put back to its value at entry on exit (in place)."""
+    saved = [t.detach().clone() for t in tensors]
     try:
         yield
     finally:
         with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
+            for t, value in zip(tensors, saved):
+                t.copy_(value)
 
 
 @contextlib.contextmanager

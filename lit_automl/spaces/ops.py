@@ -92,6 +92,36 @@ class LeadingReLU(nn.ReLU):
         return x if self.skip else super().forward(x)
 
 
+def dilated_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, groups: int = 1,
+                   subsample: bool = True) -> torch.Tensor:
+    """A "same"-padded dilated convolution (padding ``dilation * (k - 1) // 2``), output ceil(H / stride).
+
+    When ``stride == dilation`` (a dilated op on a reduction edge) every tap reads only the
+    inputs at multiples of ``dilation``: the output is exactly the undilated, unstrided "same"
+    convolution of ``x[..., ::d, ::d]`` (``subsample``, default), which computes only those inputs' products
+    and is about 10x faster on CPU than the strided dilated kernel (``benchmarks/darts_step.py``).
+    """
+    # x: (N, C_in, H, W); weight: (C_out, C_in / groups, k, k)
+    k = weight.shape[-1]
+    if subsample and stride == dilation > 1:
+        return F.conv2d(x[..., ::dilation, ::dilation], weight, padding=(k - 1) // 2, groups=groups)
+    return F.conv2d(x, weight, stride=stride, padding=dilation * (k - 1) // 2, dilation=dilation, groups=groups)
+
+
+class DilatedConv2d(nn.Conv2d):
+    """A bias-free "same" dilated :class:`nn.Conv2d` computed by :func:`dilated_conv2d` (same
+    parameters and state-dict keys; ``subsample=False`` runs the plain strided dilated kernel)."""
+
+    subsample = True
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, dilation: int, groups: int = 1):
+        super().__init__(C_in, C_out, kernel_size, stride=stride, padding=dilation * (kernel_size - 1) // 2,
+                         dilation=dilation, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dilated_conv2d(x, self.weight, self.stride[0], self.dilation[0], self.groups, self.subsample)
+
+
 class ReLUConvBN(nn.Sequential):
     """ReLU -> Conv -> BN, the pre-activation block used for cell preprocessing."""
 
@@ -107,9 +137,12 @@ class DilConv(nn.Sequential):
     """ReLU -> dilated depthwise conv -> pointwise conv -> BN (DARTS ``dil_conv_*``)."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, dilation: int, affine: bool = True):
+        if padding != dilation * (kernel_size - 1) // 2:
+            raise ValueError(f"DilConv pads to keep the size: padding must be {dilation * (kernel_size - 1) // 2} "
+                             f"for kernel {kernel_size} at dilation {dilation}, got {padding}")
         super().__init__(
             LeadingReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C_in, bias=False),
+            DilatedConv2d(C_in, C_in, kernel_size, stride, dilation, groups=C_in),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -243,13 +276,12 @@ OP_SETS["darts"] = DARTS_OPS
 
 
 class ConvBN(nn.Sequential):
-    """ReLU -> one (possibly rectangular, dilated) convolution -> BN; output size ceil(H / stride)."""
+    """ReLU -> one square (possibly dilated) convolution -> BN; output size ceil(H / stride)."""
 
     def __init__(self, C: int, kernel_size: int, stride: int, dilation: int = 1, affine: bool = True):
         super().__init__(
             LeadingReLU(inplace=False),
-            nn.Conv2d(C, C, kernel_size, stride=stride, padding=dilation * (kernel_size - 1) // 2,
-                      dilation=dilation, bias=False),
+            DilatedConv2d(C, C, kernel_size, stride, dilation),
             nn.BatchNorm2d(C, affine=affine),
         )
 

@@ -7,6 +7,7 @@ import torch
 
 from lit_automl._checks import ArgumentTypeError
 from lit_automl.nas import DARTS, SNAS, BayesNAS, OneShot, PCDARTS, PDARTS, SupernetSearch
+from lit_automl.nas.supernet import auto_memory_format
 
 TINY = dict(C=4, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1)
 
@@ -41,6 +42,34 @@ def test_search_step_without_a_trainer_equals_training_step(tmp_path, cls, batch
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(va, vb, rtol=1e-6, atol=1e-7, msg=k)
     assert not torch.equal(a.alpha_normal, cls(**TINY).alpha_normal)
+
+
+def _stem_is_channels_last(module):
+    w = module.model.stem[0].weight  # (C, 3, 3, 3): the two layouts differ
+    return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+def test_auto_memory_format_settles_once_on_the_device_and_is_reported(tmp_path, caplog):
+    assert auto_memory_format("cpu") == "channels_last"
+    assert auto_memory_format(torch.device("cuda", 0)) == "contiguous_format"  # not measured to win there
+    m = DARTS(**TINY, epochs=1)
+    assert m.memory_format_name is None and m.hparams.memory_format == "auto"
+    with caplog.at_level("INFO"):
+        pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False).fit(m, OneBatch(paired_batch()))
+    assert m.memory_format_name == "channels_last"
+    assert "supernet memory layout channels_last (memory_format='auto' on cpu)" in caplog.text
+    # 6 x 1 x 8 x 8 digits-sized inputs: far below the size where recomputing pays.
+    assert m.model.recomputed_cells == () and "DARTS: checkpoint_cells='auto' recomputes no cell in backward" in caplog.text
+    # Without a trainer, the first input's device decides; an explicit layout is never replaced.
+    rgb = {**TINY, "in_channels": 3}
+    plain = DARTS(**rgb)
+    assert not _stem_is_channels_last(plain)
+    plain(torch.randn(2, 3, 8, 8))
+    assert plain.memory_format_name == "channels_last" and _stem_is_channels_last(plain)
+    fixed = DARTS(**rgb, memory_format="contiguous_format")
+    fixed(torch.randn(2, 3, 8, 8))
+    assert fixed.memory_format_name == "contiguous_format" and not _stem_is_channels_last(fixed)
 
 
 def test_alpha_grad_clip_bounds_the_architecture_gradient_norm():
@@ -108,7 +137,7 @@ def test_divergence_is_reported_with_epoch_and_batch():
     ({"alpha_betas": (0.5, 1.0)}, ValueError, r"^alpha_betas\[1\] must be a number in \[0, 1\), got 1.0$"),
     ({"epochs": 0}, ValueError, r"^epochs must be an int >= 1 or None \(None: trainer.max_epochs\), got 0$"),
     ({"w_lr_min": -0.1}, ValueError, r"^w_lr_min must be a number >= 0 or None"),
-    ({"memory_format": "nhwc"}, ValueError, r"^memory_format must be one of \['channels_last', 'contiguous_format'\]"),
+    ({"memory_format": "nhwc"}, ValueError, r"^memory_format must be one of \['auto', 'contiguous_format', 'channels_last'\], got 'nhwc'"),
 ])
 def test_bad_shared_arguments_are_refused_with_the_checks_messages(kwargs, error, match):
     for cls in (DARTS, SNAS, OneShot):
@@ -157,7 +186,8 @@ def test_pdarts_layers_come_from_the_stage_schedule():
 
 @pytest.mark.parametrize("order", [1, 2])
 def test_checkpointed_cells_leave_the_darts_step_unchanged(order):
-    """The virtual passes run without checkpoints (functional weights), the weight step with them."""
+    """Every pass recomputes its cells, the virtual ones with their functional weights: without
+    binding the recomputation to them, the second-order step's gradient would be wrong."""
     def one_step(checkpoint_cells):
         torch.manual_seed(0)
         m = DARTS(**TINY, order=order, epochs=1, checkpoint_cells=checkpoint_cells).double()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lit_automl.spaces import PUBLISHED_GENOTYPES
-from lit_automl.spaces.cells import Cell, MixedEdge, SearchCell, num_search_edges
+from lit_automl.spaces.cells import Cell, MixedEdge, SearchCell, num_search_edges, set_fusion
 from lit_automl.spaces.ops import DARTS_OPS, OP_SETS, LeadingReLU
 from tests.memory import saved_tensor_bytes
 
@@ -196,12 +196,11 @@ def test_nasnet_cell_is_the_one_discrete_cell():
     assert cell.concat == g.reduce_concat and cell.reduction and cell.out_channels == 16
 
 
-# --------------------------------------------------------------------------- the shared ReLU of an edge
+# --------------------------------------------------------------------------- the fused edge (shared ReLU, subsampled dilation)
 def _edge_pair(C, stride, primitives, partial_channels, dtype):
     torch.manual_seed(0)
     fused = MixedEdge(C, stride, primitives, partial_channels).to(dtype)
-    unfused = copy.deepcopy(fused)
-    unfused.shared_relu = False
+    unfused = set_fusion(copy.deepcopy(fused), shared_relu=False, subsample_dilated=False)
     return fused, unfused
 
 
@@ -216,7 +215,7 @@ def _run(edge, x, w):
 @pytest.mark.parametrize("op_set", ["darts", "nasnet"])
 @pytest.mark.parametrize("stride, partial_channels", [(1, 1), (2, 1), (1, 2), (2, 2)])
 @pytest.mark.parametrize("hard", [False, True])
-def test_shared_relu_edge_equals_the_unfused_edge(op_set, stride, partial_channels, hard):
+def test_fused_edge_equals_the_unfused_edge(op_set, stride, partial_channels, hard):
     primitives = OP_SETS[op_set]
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         fused, unfused = _edge_pair(4, stride, primitives, partial_channels, dtype)

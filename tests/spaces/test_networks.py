@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lit_automl.spaces import PUBLISHED_GENOTYPES, NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
+from lit_automl.spaces import networks
 from lit_automl.spaces.networks import reduction_layers
 from tests.memory import saved_tensor_bytes
 
@@ -200,9 +201,31 @@ def test_checkpointed_cells_keep_fewer_activations_and_only_while_training():
     recomputed.load_state_dict(plain.state_dict())
     recomputed.eval()
     w = [torch.softmax(torch.randn(plain.alpha_shape), -1) for _ in range(2)]
-    with recomputed.without_checkpoints():
-        assert recomputed.checkpoint_cells is False
-    assert recomputed.checkpoint_cells is True
     torch.testing.assert_close(recomputed(torch.ones(2, 1, 8, 8), *w), plain.eval()(torch.ones(2, 1, 8, 8), *w))
-    with pytest.raises(ValueError, match="checkpoint_cells must be True or False"):
+    with pytest.raises(ValueError, match=r"checkpoint_cells must be True, False, 'auto' or a number of leading "
+                                         r"cells in \[0, 8\], got 'yes'"):
         SearchNetwork(checkpoint_cells="yes")
+    with pytest.raises(ValueError, match=r"in \[0, 3\], got 4"):
+        SearchNetwork(layers=3, checkpoint_cells=4)
+
+
+def test_auto_checkpointing_recomputes_the_cells_with_large_inputs(monkeypatch):
+    def net(checkpoint_cells):
+        torch.manual_seed(0)
+        return SearchNetwork(C=4, num_classes=10, layers=3, steps=2, multiplier=2, stem_multiplier=1, in_channels=1,
+                             checkpoint_cells=checkpoint_cells)
+
+    w = [torch.softmax(torch.randn(5, 8), -1) for _ in range(2)]  # 2 steps: 5 edges, 8 DARTS ops
+    x = torch.randn(8, 1, 16, 16)  # cell inputs: 8*4*16*16 = 8192, 8*8*16*16 = 16384 (reduction), 8*16*8*8 = 8192
+    monkeypatch.setattr(networks, "AUTO_RECOMPUTE_ELEMENTS", 16384)
+    auto = net("auto")
+    assert auto.recomputed_cells is None
+    with torch.no_grad():
+        auto(x, *w)
+    assert auto.recomputed_cells is None  # settled by a training forward only
+    saved = saved_tensor_bytes(lambda: auto(x, *w))
+    assert auto.recomputed_cells == (1,)
+    assert saved_tensor_bytes(lambda: auto(torch.randn(8, 1, 4, 4), *w)) > 0 and auto.recomputed_cells == (1,)  # settled once
+    everything, nothing = net(True), net(False)
+    assert everything.recomputed_cells == (0, 1, 2) and nothing.recomputed_cells == () and net(2).recomputed_cells == (0, 1)
+    assert saved_tensor_bytes(lambda: everything(x, *w)) < saved < saved_tensor_bytes(lambda: nothing(x, *w))

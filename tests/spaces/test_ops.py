@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from lit_automl.spaces.ops import DARTS_OPS, OPS, FactorizedReduce, get_op, get_op_set, register_op
+from lit_automl.spaces.ops import (
+    DARTS_OPS,
+    OPS,
+    DilatedConv2d,
+    DilConv,
+    FactorizedReduce,
+    dilated_conv2d,
+    get_op,
+    get_op_set,
+    register_op,
+)
 
 
 def test_darts_set_has_the_published_names_in_order():
@@ -98,3 +108,41 @@ def test_nasnet_op_structure_and_parameter_counts():
     conv = get_op("conv_1x7_7x1", C, 2)
     assert isinstance(conv[0], torch.nn.ReLU) and isinstance(conv[-1], torch.nn.BatchNorm2d)
     assert conv[1].kernel_size == (1, 7) and conv[1].stride == (1, 2) and conv[2].stride == (2, 1)
+
+
+# --------------------------------------------------------------------------- dilated convolutions
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_dilated_conv_equals_the_plain_dilated_convolution_with_gradients(k, stride, size, depthwise):
+    g = torch.Generator().manual_seed(k + stride + size)
+    C = 3
+    x = torch.randn(2, C, size, size, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(C, 1 if depthwise else C, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    groups = C if depthwise else 1
+    ref = torch.nn.functional.conv2d(x, w, stride=stride, padding=2 * (k - 1) // 2, dilation=2, groups=groups)
+    out = dilated_conv2d(x, w, stride, 2, groups)
+    assert out.shape == ref.shape == (2, C, -(-size // stride), -(-size // stride))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    v = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((out * v).sum(), [x, w]), torch.autograd.grad((ref * v).sum(), [x, w])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_dilated_conv_on_a_reduction_edge_convolves_only_the_inputs_it_reads(monkeypatch):
+    seen = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, *a, **kw: seen.append((tuple(x.shape), kw)) or conv2d(x, *a, **kw))
+    op = DilatedConv2d(4, 4, 5, stride=2, dilation=2, groups=4)
+    assert op(torch.randn(2, 4, 9, 9)).shape == (2, 4, 5, 5)
+    assert seen == [((2, 4, 5, 5), {"padding": 2, "groups": 4})]  # undilated, unstrided, on x[..., ::2, ::2]
+    op.subsample = False
+    op(torch.randn(2, 4, 9, 9))
+    assert seen[1] == ((2, 4, 9, 9), {"stride": 2, "padding": 4, "dilation": 2, "groups": 4})
+    assert set(op.state_dict()) == {"weight"}  # an nn.Conv2d's parameters: checkpoints load either way
+
+
+def test_dil_conv_refuses_a_padding_that_changes_the_size():
+    with pytest.raises(ValueError, match="padding must be 4 for kernel 5 at dilation 2, got 2"):
+        DilConv(4, 4, 5, 1, 2, 2)
