@@ -53,11 +53,12 @@ IN_CHANNELS = 3
 LAYOUTS = ("auto", "contiguous", "channels_last")  # auto: the module's default, memory_format="auto"
 PRECISIONS = ("tf32", "bf16")  # default (no token): true fp32, TF32 off on CUDA
 FUSION = ("unfused", "per_op_relu", "strided_dilation")  # unfused = both levers off
-TOKENS = LAYOUTS + PRECISIONS + ("compile",) + FUSION + ("checkpoint",)
-REFERENCE = "contiguous+unfused"  # today's code before this work: the authors' formulation in torch's default layout
+CHECKPOINTING = ("checkpoint", "no_checkpoint")  # every cell / none; no token: the module's checkpoint_cells="auto"
+TOKENS = LAYOUTS + PRECISIONS + ("compile",) + FUSION + CHECKPOINTING
+REFERENCE = "contiguous+unfused+no_checkpoint"  # the authors' formulation, in torch's default layout
 DEFAULT_VARIANTS = {
-    "cpu": [REFERENCE, "auto", "auto+checkpoint"],
-    "cuda": [REFERENCE, "auto", "channels_last", "auto+tf32", "auto+bf16", "auto+compile", "auto+checkpoint"],
+    "cpu": [REFERENCE, "auto", "auto+no_checkpoint"],
+    "cuda": [REFERENCE, "auto", "auto+no_checkpoint", "channels_last", "auto+tf32", "auto+bf16", "auto+compile"],
 }
 DEFAULT_STEPS = {"cpu": 3, "cuda": 20}
 DEFAULT_WARMUP = {"cpu": 1, "cuda": 5}
@@ -83,15 +84,15 @@ class Variant:
     whether the supernet is compiled, the fusion levers (``lit_automl.spaces.cells.set_fusion``):
     each mixed edge computes the ReLU its conv ops share once (off: ``per_op_relu``) and dilated
     convs on reduction edges run on the inputs they read (off: ``strided_dilation``; both off:
-    ``unfused``, the authors' formulation), and whether cells recompute their activations in
-    backward (``checkpoint``)."""
+    ``unfused``, the authors' formulation), and which cells recompute their activations in
+    backward (``None``: the module's ``checkpoint_cells="auto"``; ``checkpoint``: all; ``no_checkpoint``: none)."""
 
     layout: str = "auto"
     precision: str = "fp32"
     compile: bool = False
     shared_relu: bool = True
     subsample_dilated: bool = True
-    checkpoint: bool = False
+    checkpoint: Optional[bool] = None
 
     @property
     def name(self) -> str:
@@ -100,7 +101,7 @@ class Variant:
             parts.append("unfused")
         else:
             parts += ([] if self.shared_relu else ["per_op_relu"]) + ([] if self.subsample_dilated else ["strided_dilation"])
-        return "+".join(parts + (["checkpoint"] if self.checkpoint else []))
+        return "+".join(parts + ({None: [], True: ["checkpoint"], False: ["no_checkpoint"]}[self.checkpoint]))
 
     @property
     def memory_format(self) -> str:
@@ -122,6 +123,8 @@ def parse_variant(text: str) -> Variant:
         )
     if len(set(tokens)) != len(tokens):
         raise ValueError(f"invalid variant {text!r}: a part is repeated")
+    if all(t in tokens for t in CHECKPOINTING):
+        raise ValueError(f"invalid variant {text!r}: at most one of {list(CHECKPOINTING)}")
     if "unfused" in tokens and len([t for t in tokens if t in FUSION]) > 1:
         raise ValueError(f"invalid variant {text!r}: 'unfused' already turns off {list(FUSION[1:])}")
     layouts = [t for t in tokens if t in LAYOUTS]
@@ -133,7 +136,7 @@ def parse_variant(text: str) -> Variant:
     unfused = "unfused" in tokens
     return Variant(layouts[0] if layouts else "auto", precisions[0] if precisions else "fp32", "compile" in tokens,
                    not (unfused or "per_op_relu" in tokens), not (unfused or "strided_dilation" in tokens),
-                   "checkpoint" in tokens)
+                   True if "checkpoint" in tokens else False if "no_checkpoint" in tokens else None)
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -225,7 +228,7 @@ def measure(spec: RunSpec) -> RunResult:
         torch.manual_seed(spec.seed)
         module = DARTS(C=spec.C, layers=spec.layers, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS,
                        order=spec.order, epochs=50, memory_format=variant.memory_format,
-                       checkpoint_cells=variant.checkpoint).to(device)
+                       checkpoint_cells="auto" if variant.checkpoint is None else variant.checkpoint).to(device)
         set_fusion(module.model, variant.shared_relu, variant.subsample_dilated)
         optimizers, _ = module.configure_optimizers()
         w_opt = optimizers[0]
@@ -271,8 +274,9 @@ def measure(spec: RunSpec) -> RunResult:
             result.median_s = median_iqr(result.times_s)[0]
         result.peak_bytes, result.memory_kind = memory.read(), memory.kind
         result.layout = module.memory_format_name
-        if variant.compile:
-            result.note = _compile_note()
+        cells = module.model.recomputed_cells
+        notes = [f"recomputes {len(cells or ())}/{spec.layers} cells"] + ([_compile_note()] if variant.compile else [])
+        result.note = "; ".join(notes)
         result.ok = True
     except Exception as exc:  # reported in the table instead of a number
         first_line = (str(exc).strip().splitlines() or [""])[0]
@@ -323,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Variants are '+'-joined parts: a layout (auto: the module's default | contiguous | channels_last), "
         "optionally fusion levers turned off (unfused: both | per_op_relu: each conv op runs its own ReLU | "
         "strided_dilation: dilated convs on reduction edges run the strided dilated kernel), optionally 'checkpoint' "
-        "(cells recompute their activations in backward), optionally a "
+        "or 'no_checkpoint' (every cell or none recomputes its activations in backward; without either, the "
+        "module's default checkpoint_cells='auto'), optionally a "
         "precision lever (tf32: CUDA only | bf16: autocast around the forward passes), optionally "
         "'compile' (torch.compile of the supernet). Without a lever, fp32 is IEEE fp32 (TF32 off). "
         f"Defaults: CPU {DEFAULT_VARIANTS['cpu']}, CUDA {DEFAULT_VARIANTS['cuda']}.",
