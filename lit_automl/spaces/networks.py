@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from lit_automl._checks import check_bool, check_int, check_real
+from lit_automl._checks import check_int, check_real
 from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists
 from lit_automl.spaces.geometry import CELL_TYPES, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, resolve_primitives, validate_primitives
