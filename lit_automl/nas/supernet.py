@@ -93,9 +93,9 @@ class SupernetSearch(pl.LightningModule):
         checkpoint_cells: which supernet cells recompute their activations in backward instead of
             keeping them (less memory, one more forward per recomputed cell; this library's option, see
             :class:`~lit_automl.spaces.networks.SearchNetwork`): ``"auto"`` (default: the cells with
-            large inputs, so at the paper's search size all of them: about 0.35 of the memory for
-            about 1.35x the time on CPU, and none on the small digits demos; reported after the first
-            step), ``True``, ``False`` or a number of leading cells.
+            large inputs, see :data:`~lit_automl.spaces.networks.AUTO_RECOMPUTE_ELEMENTS`: at the
+            paper's search size the three that read 32x32 maps, none on the small digits demos;
+            reported after the first step), ``True``, ``False`` or a number of leading cells.
 
     A setting a method does not use is refused unless left at its default (:attr:`unused_settings`).
 

@@ -23,12 +23,13 @@ from lit_automl.spaces.geometry import CELL_TYPES, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, resolve_primitives, validate_primitives
 
 
-AUTO_RECOMPUTE_ELEMENTS = 2 ** 20
-"""``checkpoint_cells="auto"`` recomputes a cell whose input holds at least this many elements (4 MiB
-in float32). At DARTS's search size (batch 64, 32x32, C=16) that is every cell, and recomputing costs
-about a third more time per step for less than half the memory; on small inputs (the digits
-demos) recomputing costs nearly double the time for memory that does not matter
-(``benchmarks/darts_step.py``)."""
+AUTO_RECOMPUTE_ELEMENTS = 3 * 2 ** 20
+"""``checkpoint_cells="auto"`` recomputes a cell whose input holds at least this many elements (12 MiB
+in float32). At DARTS's search size (batch 64, 32x32, C=16) those are the three cells that read
+32x32 maps (the two first normal cells and the first reduction), which hold most activations:
+measured on 2 CPU cores, 0.62 of the memory of recomputing nothing for 1.24x the time (every cell:
+0.39 of the memory for 1.8x the time). Small inputs (the digits demos) recompute nothing: there
+recomputing nearly doubles the step for memory that does not matter (``benchmarks/darts_step.py``)."""
 
 
 def check_image_input(x: torch.Tensor, in_channels: int, min_size: int = 1) -> None:
