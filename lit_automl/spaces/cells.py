@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl._checks import UnknownNameError, check_bool, check_int, lookup
 from lit_automl.spaces.drop_path import drop_path
 from lit_automl.spaces.genotype import Genotype
@@ -99,7 +100,7 @@ class MixedEdge(nn.Module):
         for name in self.primitives:
             op = get_op(name, C_op, stride, affine=False)
             if "pool" in name:
-                op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
+                op = nn.Sequential(op, BatchNorm2d(C_op, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
         self._none = [name == "none" for name in self.primitives]

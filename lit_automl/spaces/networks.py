@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
+from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl._checks import check_int, check_real
 from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists
 from lit_automl.spaces.geometry import CELL_TYPES, num_search_edges
@@ -115,7 +116,7 @@ class SearchNetwork(nn.Module):
             raise ValueError(f"normal and reduce edges must have the same number of candidate ops, got {sorted(num_ops)}")
         self.num_ops = num_ops.pop()
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), BatchNorm2d(C_curr))
         C_pp, C_p, C_curr = C_curr, C_curr, C
         reductions = reduction_layers(layers)
         cells, reduction_prev = [], False
@@ -245,10 +246,10 @@ class AuxiliaryHead(nn.Module):
             nn.ReLU(inplace=False),
             nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
+            BatchNorm2d(128),
             nn.ReLU(inplace=False),
             nn.Conv2d(128, 768, pooled, bias=False),
-            *([nn.BatchNorm2d(768)] if final_batch_norm else []),
+            *([BatchNorm2d(768)] if final_batch_norm else []),
             nn.ReLU(inplace=False),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -332,7 +333,7 @@ class NetworkCIFAR(EvalNetwork):
         self.auxiliary = auxiliary
         self.drop_path_prob = drop_path_prob
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), BatchNorm2d(C_curr))
         head = functools.partial(AuxiliaryHead, num_classes=num_classes, feature_size=8, pool_stride=3,
                                  setting="CIFAR (32x32 input)")
         C_p = self._build_cells(genotype, C_curr, C_curr, C, layers, head)
@@ -375,15 +376,15 @@ class NetworkImageNet(EvalNetwork):
         self.drop_path_prob = drop_path_prob
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C // 2),
+            BatchNorm2d(C // 2),
             nn.ReLU(inplace=True),
             nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C),
+            BatchNorm2d(C),
         )
         self.stem1 = nn.Sequential(
             nn.ReLU(inplace=True),
             nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C),
+            BatchNorm2d(C),
         )
         head = functools.partial(AuxiliaryHead, num_classes=num_classes, feature_size=7, pool_stride=2,
                                  final_batch_norm=False, setting="ImageNet (224x224 input)")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl._checks import UnknownNameError, check_int, lookup
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -129,7 +130,7 @@ class ReLUConvBN(nn.Sequential):
         super().__init__(
             LeadingReLU(inplace=False),
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
+            BatchNorm2d(C_out, affine=affine),
         )
 
 
@@ -144,7 +145,7 @@ class DilConv(nn.Sequential):
             LeadingReLU(inplace=False),
             DilatedConv2d(C_in, C_in, kernel_size, stride, dilation, groups=C_in),
             nn.Conv2d(C_in, C_out, 1, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
+            BatchNorm2d(C_out, affine=affine),
         )
 
 
@@ -189,7 +190,7 @@ class FactorizedReduce(nn.Module):
         self.relu = LeadingReLU(inplace=False)
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+        self.bn = BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
@@ -282,7 +283,7 @@ class ConvBN(nn.Sequential):
         super().__init__(
             LeadingReLU(inplace=False),
             DilatedConv2d(C, C, kernel_size, stride, dilation),
-            nn.BatchNorm2d(C, affine=affine),
+            BatchNorm2d(C, affine=affine),
         )
 
 
@@ -299,7 +300,7 @@ class FactorizedConv(nn.Sequential):
             LeadingReLU(inplace=False),
             nn.Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, k // 2), bias=False),
             nn.Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(k // 2, 0), bias=False),
-            nn.BatchNorm2d(C, affine=affine),
+            BatchNorm2d(C, affine=affine),
         )
 
 

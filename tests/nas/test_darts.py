@@ -152,3 +152,25 @@ def test_ddp_alphas_move_and_stay_identical(tmp_path):
     for key in s0:
         if "running_" not in key and "num_batches_tracked" not in key:
             torch.testing.assert_close(s0[key], s1[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_architecture_gradient_leaves_the_supernet_as_it_found_it(order):
+    """Both orders read the running statistics and weights without moving them; first order is the
+    plain gradient of the validation loss (the supernet's own forward)."""
+    torch.manual_seed(0)
+    m = DARTS(**TINY, order=order, epochs=1).double()
+    g = torch.Generator().manual_seed(3)
+    half = lambda: (torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 10, (6,), generator=g))  # noqa: E731
+    train, val = half(), half()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    w_opt = m.configure_optimizers()[0][0]
+    grads, _ = m.architecture_gradient(train, val, 0.0 if order == 1 else 0.1, w_opt)
+    for key, value in m.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    if order == 1:
+        reference = DARTS(**TINY, order=1).double()
+        reference.load_state_dict(before)
+        loss = torch.nn.functional.cross_entropy(reference(val[0]), val[1])
+        for a, b in zip(grads, torch.autograd.grad(loss, reference.arch_parameters())):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
