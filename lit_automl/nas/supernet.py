@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from lit_automl._checks import check_choice, check_int, check_real
@@ -151,6 +151,7 @@ class SupernetSearch(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.memory_format: Optional[torch.memory_format] = None  # settled by settle_memory_format
+        self._recompute_reported = False  # checkpoint_cells="auto": its choice is reported once
         self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
                             alpha_init_std, **{"checkpoint_cells": checkpoint_cells, **self.supernet_options()})
         if memory_format != "auto":
@@ -356,7 +357,7 @@ class SupernetSearch(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Report what ``checkpoint_cells="auto"`` settled on, once."""
-        if self.hparams.checkpoint_cells == "auto" and not getattr(self, "_recompute_reported", False):
+        if self.hparams.checkpoint_cells == "auto" and not self._recompute_reported:
             cells = self.model.recomputed_cells
             if cells is not None:
                 self._recompute_reported = True

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl._checks import UnknownNameError, check_bool, check_int, lookup
+from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl.spaces.drop_path import drop_path
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.geometry import (

@@ -17,8 +17,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl._checks import check_int, check_real
+from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl.spaces.cells import Cell, SearchCell, edge_primitive_lists
 from lit_automl.spaces.geometry import CELL_TYPES, num_search_edges
 from lit_automl.spaces.ops import DARTS_OPS, resolve_primitives, validate_primitives
@@ -90,7 +90,6 @@ class SearchNetwork(nn.Module):
         if not isinstance(checkpoint_cells, bool) and checkpoint_cells != "auto":
             check_int("checkpoint_cells", checkpoint_cells, low=0, high=layers,
                       allowed=f"True, False, 'auto' or a number of leading cells in [0, {layers}]")
-        self.checkpoint_cells = checkpoint_cells
         self.recomputed_cells: Optional[Tuple[int, ...]] = (
             None if checkpoint_cells == "auto" else tuple(range(layers if checkpoint_cells is True else int(checkpoint_cells)))
         )

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_automl.spaces.batch_norm import BatchNorm2d
 from lit_automl._checks import UnknownNameError, check_int, lookup
+from lit_automl.spaces.batch_norm import BatchNorm2d
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
