@@ -174,3 +174,14 @@ def test_architecture_gradient_leaves_the_supernet_as_it_found_it(order):
         loss = torch.nn.functional.cross_entropy(reference(val[0]), val[1])
         for a, b in zip(grads, torch.autograd.grad(loss, reference.arch_parameters())):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"partial_channels": 2}])
+def test_supernet_ties_no_weights(kwargs):
+    """``DARTS.loss`` runs ``functional_call(..., tie_weights=False)``: a tied parameter or buffer
+    would keep its module value under a second name instead of taking the functional one."""
+    from lit_automl.nas.pc_darts import PCDARTS
+
+    m = (PCDARTS if kwargs else DARTS)(**TINY, **kwargs)
+    for named in (m.model.named_parameters, m.model.named_buffers):
+        assert len(list(named())) == len(list(named(remove_duplicate=False)))
