@@ -20,10 +20,11 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 
-from lit_automl.storage import make_storage, open_study
+from lit_automl.storage import check_storage_url, make_storage, open_study
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("LIT_AUTOML_TEST_POSTGRES_URL")
+README_URL = "postgresql://user:pw@host/db"  # the README's `lit-automl hpo --storage` URL
 
 
 class Sleep(pl.Callback):
@@ -65,6 +66,30 @@ def test_a_journal_study_is_shared_by_two_handles_and_resumes(tmp_path):
         open_study(make_storage(url, tmp_path), "s", ["maximize"], metric_names=["val/loss"])
 
 
+def test_the_readmes_postgresql_url_has_its_driver_installed():
+    from sqlalchemy.engine import make_url
+
+    assert make_url(README_URL).get_dialect().driver == "psycopg"  # SQLAlchemy 2 maps postgresql:// to psycopg 3
+    assert check_storage_url(README_URL) == README_URL  # imports the driver; connects nowhere
+
+
+def test_a_missing_driver_names_the_url_scheme_and_the_pip_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    with pytest.raises(ImportError, match=r"^storage 'postgresql://user:\*\*\*@host/db': the URL scheme 'postgresql://' "
+                                          r"uses SQLAlchemy's 'psycopg' driver, whose module 'psycopg' is not installed; "
+                                          r"install it with: pip install 'psycopg\[binary\]' \(or pip install "
+                                          r"'lit-automl\[postgresql\]'\)$"):
+        make_storage(README_URL, tmp_path)
+
+
+def test_an_unreachable_database_is_one_line_naming_the_url_without_its_password(tmp_path):
+    with pytest.raises(ConnectionError) as caught:
+        make_storage("postgresql://user:secret@127.0.0.1:1/db", tmp_path)  # port 1: nothing listens
+    message = str(caught.value)
+    assert message.startswith("storage 'postgresql://user:***@127.0.0.1:1/db': cannot open the database: ")
+    assert "Connection refused" in message and "secret" not in message and "\n" not in message
+
+
 def worker_recipe(tmp_path: Path, n_trials: int) -> Path:
     recipe = {
         "seed_everything": 0,
@@ -84,6 +109,8 @@ def worker_recipe(tmp_path: Path, n_trials: int) -> Path:
 @pytest.mark.skipif(not POSTGRES_URL, reason="LIT_AUTOML_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL and sets it)")
 @pytest.mark.timeout(180)
 def test_three_workers_on_one_postgresql_study_survive_a_worker_killed_mid_trial(tmp_path):
+    # the README's URL form: a bare postgresql:// scheme (SQLAlchemy's default driver), user:password@host[:port]/db
+    assert re.fullmatch(r"postgresql://[^:@/]+:[^@/]+@[^/:]+(:\d+)?/\w+", POSTGRES_URL), POSTGRES_URL
     n_trials, name = 12, f"workers_{uuid.uuid4().hex[:10]}"
     command = [sys.executable, "-m", "lit_automl.cli", "hpo", "-c", str(worker_recipe(tmp_path, n_trials)),
                "--storage", POSTGRES_URL, "--study-name", name, "--run-dir", str(tmp_path / "run"),
