@@ -27,9 +27,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
-from lit_automl._checks import check_bool, check_choice, check_int, check_real
-from lit_automl.hpo.registry import PRUNERS, SAMPLERS, pruner_spec
-from lit_automl.hpo.space import SearchSpace
+from lit_automl._checks import ArgumentTypeError, UnknownNameError, check_bool, check_choice, check_int, check_real
+from lit_automl.hpo.registry import PRUNERS, SAMPLERS, make_pruner, pruner_spec
+from lit_automl.hpo.space import SearchSpace, read_yaml
+from lit_automl.storage import check_storage_url, is_journal
 
 __all__ = [
     "DIRECTIONS",
@@ -107,9 +108,14 @@ class HPOSettings:
     def from_mapping(
         cls, section: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, recipe: Optional[Path] = None
     ) -> "HPOSettings":
-        """Validate the recipe's ``hpo:`` section with ``overrides`` (e.g. command-line flags) on top."""
+        """Validate the recipe's ``hpo:`` section with ``overrides`` on top.
+
+        ``overrides`` are the ``lit-automl hpo`` flags by their key (``n_trials`` for ``--n-trials``; ``None``
+        means not given). A bad value is named where it came from, ``--n-trials`` for a flag and
+        ``<recipe>: hpo.n_trials`` for the section, with what is allowed.
+        """
         if not isinstance(section, Mapping):
-            raise ValueError(f"the hpo section must be a mapping, got {section!r}")
+            raise ArgumentTypeError(f"the hpo section must be a mapping, got {section!r}")
         overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         if isinstance(overrides.get("pruner"), str) and pruner_spec(section.get("pruner"))[0] == overrides["pruner"]:
             overrides.pop("pruner")  # the same pruner by name: keep the section's options for it
@@ -120,13 +126,19 @@ class HPOSettings:
             raise ValueError(f"hpo: unknown key(s) {unknown}; allowed: {sorted(known)}")
         where = f"{recipe}: hpo" if recipe else "hpo"
 
+        def name(key: str) -> str:
+            """How the user wrote ``key``: the flag, or the key in the recipe's hpo section."""
+            return f"--{key.replace('_', '-')}" if key in overrides else f"{where}.{key}"
+
         space_spec = data.get("search_space")
         if space_spec is None:
             raise ValueError(f"{where}: search_space is missing; map dotted config keys to parameter specs")
-        if isinstance(space_spec, str):
+        if isinstance(space_spec, (str, Path)):
             path = Path(space_spec)
             if not path.is_absolute() and recipe is not None:
                 path = Path(recipe).parent / path
+            if not path.is_file():
+                raise FileNotFoundError(f"{where}.search_space names the file {str(path)!r}, which does not exist")
             space = SearchSpace.from_yaml(path)
         else:
             space = SearchSpace.from_dict(space_spec, where=f"{where}.search_space")
@@ -138,47 +150,101 @@ class HPOSettings:
                 )
 
         objectives = _objectives(data, where)
-        study_name = data.get("study_name") or (Path(recipe).stem if recipe else "study")
-        if not isinstance(study_name, str):
-            raise ValueError(f"{where}.study_name must be a string, got {study_name!r}")
-        kwargs: Dict[str, Any] = {"study_name": study_name, "objectives": objectives, "space": space}
-        kwargs["n_trials"] = check_int("n_trials", data.get("n_trials", 20), low=1)
-        kwargs["max_failures"] = check_int("max_failures", data.get("max_failures", 5), low=1)
-        kwargs["heartbeat_interval"] = check_int("heartbeat_interval", data.get("heartbeat_interval", 60), low=0)
-        kwargs["max_retry"] = check_int("max_retry", data.get("max_retry", 1), low=0)
-        if data.get("grace_period") is not None:
-            kwargs["grace_period"] = check_int("grace_period", data["grace_period"], low=1)
-        if data.get("seed") is not None:
-            kwargs["seed"] = check_int("seed", data["seed"], low=0)
-        if data.get("timeout") is not None:
-            kwargs["timeout"] = check_real("timeout", data["timeout"], low=0, low_open=True, allow_inf=True,
-                                           allowed="a number of seconds > 0")
-        sampler = data.get("sampler", "tpe")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {sorted(SAMPLERS)}")
-        kwargs["sampler"] = sampler
-        name, _ = pruner_spec(data.get("pruner"))
-        if name is not None and name not in PRUNERS:
-            raise ValueError(f"unknown pruner {name!r}; valid pruners: {sorted(PRUNERS)}")
-        if name not in (None, "nop") and len(objectives) > 1:
-            raise ValueError(
-                f"pruner {name!r} cannot prune a multi-objective study (Optuna's pruners use one intermediate "
-                "value); use pruner: nop"
-            )
-        kwargs["pruner"] = data.get("pruner")
-        for key in ("storage", "run_dir"):
+        kwargs: Dict[str, Any] = {"objectives": objectives, "space": space}
+        kwargs["study_name"] = Path(recipe).stem if recipe else "study"
+        for key in ("study_name", "run_dir"):
             if data.get(key) is not None:
-                if not isinstance(data[key], (str, Path)):
-                    raise ValueError(f"{key} must be a string, got {data[key]!r}")
-                kwargs[key] = str(data[key])
+                kwargs[key] = _non_empty_text(name(key), data[key])
+        kwargs["n_trials"] = check_int(name("n_trials"), data.get("n_trials", 20), low=1)
+        kwargs["max_failures"] = check_int(name("max_failures"), data.get("max_failures", 5), low=1)
+        if data.get("seed") is not None:
+            kwargs["seed"] = check_int(name("seed"), data["seed"], low=0, high=2**32 - 1)
+        if data.get("timeout") is not None:
+            kwargs["timeout"] = check_real(name("timeout"), data["timeout"], low=0, low_open=True, allow_inf=True,
+                                           allowed="a number of seconds > 0")
+        if data.get("storage") is not None:
+            kwargs["storage"] = check_storage_url(_non_empty_text(name("storage"), data["storage"]), name("storage"))
+        kwargs.update(_heartbeats(data, kwargs.get("storage"), name))
+        kwargs["sampler"] = _registry_name(name("sampler"), data.get("sampler", "tpe"), SAMPLERS, "sampler")
+        kwargs["pruner"] = _pruner(name("pruner"), data.get("pruner"), len(objectives))
         for key in ("checkpoint", "progress_bar", "report"):
             if key in data:
-                kwargs[key] = check_bool(key, data[key], allowed="true or false")
+                kwargs[key] = check_bool(name(key), data[key], allowed="true or false")
         enqueue = data.get("enqueue") or []
         if not isinstance(enqueue, (list, tuple)):
-            raise ValueError(f"{where}.enqueue must be a list of parameter mappings, got {enqueue!r}")
+            raise ArgumentTypeError(f"{where}.enqueue must be a list of parameter mappings, got {enqueue!r}")
         kwargs["enqueue"] = tuple(space.check_values(e, f"{where}.enqueue[{i}]") for i, e in enumerate(enqueue))
         return cls(**kwargs)
+
+
+def _non_empty_text(name: str, value: Any) -> str:
+    if not isinstance(value, (str, Path)):
+        raise ArgumentTypeError(f"{name} must be a non-empty string, got {value!r}")
+    if not str(value).strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return str(value)
+
+
+def _registry_name(name: str, value: Any, registry: Mapping[str, str], what: str) -> str:
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} must be a {what} name, one of {sorted(registry)}, got {value!r}")
+    if value not in registry:
+        raise UnknownNameError(f"{name}: unknown {what} {value!r}; valid {what}s: {sorted(registry)}")
+    return value
+
+
+def _pruner(name: str, spec: Any, n_objectives: int) -> Optional[Union[str, Dict[str, Any]]]:
+    """The pruner spec, checked by building the pruner once (its options reach Optuna's constructor)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, (str, Mapping)) or (isinstance(spec, Mapping) and not isinstance(spec.get("name"), str)):
+        raise ArgumentTypeError(
+            f"{name} must be a pruner name or a mapping with 'name' (one of {sorted(PRUNERS)}) and its options, "
+            f"got {spec!r}"
+        )
+    pruner, options = pruner_spec(spec)
+    _registry_name(name if isinstance(spec, str) else f"{name}.name", pruner, PRUNERS, "pruner")
+    if pruner != "nop" and n_objectives > 1:
+        raise ValueError(
+            f"{name}: pruner {pruner!r} cannot prune a multi-objective study (Optuna's pruners use one intermediate "
+            "value); use pruner: nop"
+        )
+    try:
+        make_pruner(pruner, **options)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {err}") from None
+    return dict(spec) if isinstance(spec, Mapping) else spec
+
+
+def _heartbeats(data: Mapping[str, Any], storage: Optional[str], name: Any) -> Dict[str, Any]:
+    """heartbeat_interval, grace_period, max_retry: checked, and refused where they would do nothing."""
+    out: Dict[str, Any] = {
+        "heartbeat_interval": check_int(name("heartbeat_interval"), data.get("heartbeat_interval", 60), low=0,
+                                        hint="seconds; 0 turns heartbeats off"),
+        "max_retry": check_int(name("max_retry"), data.get("max_retry", 1), low=0),
+    }
+    if data.get("grace_period") is not None:
+        out["grace_period"] = check_int(name("grace_period"), data["grace_period"], low=1)
+    given = [k for k in ("heartbeat_interval", "grace_period", "max_retry") if data.get(k) is not None]
+    if storage is not None and is_journal(storage) and given:
+        raise ValueError(
+            f"{', '.join(name(k) for k in given)}: journal storage {storage!r} has no heartbeats (Optuna records them "
+            "in RDB storages only); leave them out or use a SQLAlchemy URL such as sqlite:///study.db"
+        )
+    if out["heartbeat_interval"] == 0:
+        unused = [k for k in ("grace_period", "max_retry") if data.get(k) is not None]
+        if unused:
+            raise ValueError(
+                f"{', '.join(name(k) for k in unused)} given with {name('heartbeat_interval')} 0 (heartbeats off), "
+                f"where nothing fails or retries a dead worker's trial; give {name('heartbeat_interval')} > 0 or leave them out"
+            )
+    elif "grace_period" in out and out["grace_period"] <= out["heartbeat_interval"]:
+        raise ValueError(
+            f"{name('grace_period')} must be greater than {name('heartbeat_interval')} "
+            f"({out['heartbeat_interval']} s), or a live trial is failed between two heartbeats; "
+            f"got {out['grace_period']}"
+        )
+    return out
 
 
 def _objectives(data: Mapping[str, Any], where: str) -> Tuple[Objective, ...]:
@@ -211,8 +277,8 @@ def load_recipe(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, Any]]
     """Read a recipe: ``(base LightningCLI config without hpo, the hpo section)``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text())
+        raise FileNotFoundError(f"recipe {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe must be a YAML mapping (a LightningCLI config), got {type(data).__name__}")
     section = data.pop("hpo", None)
@@ -220,7 +286,9 @@ def load_recipe(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, Any]]
         raise ValueError(f"{path}: no hpo section; add hpo: {{metric: ..., direction: ..., search_space: {{...}}}}")
     if isinstance(section, str):  # the path of a separate HPO YAML file, relative to the recipe
         hpo_path = Path(section) if Path(section).is_absolute() else path.parent / section
-        section = yaml.safe_load(hpo_path.read_text())
+        if not hpo_path.is_file():
+            raise FileNotFoundError(f"{path}: hpo names the file {str(hpo_path)!r}, which does not exist")
+        section = read_yaml(hpo_path)
     return data, section
 
 

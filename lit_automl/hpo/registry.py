@@ -84,4 +84,7 @@ def make_pruner(name: str, **kwargs: Any) -> "BasePruner":
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"pruner {name!r} has no option(s) {unknown}; its options: {allowed}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # Optuna's own check of an option's value
+        raise type(err)(f"pruner {name!r} rejected its options {kwargs}: {err}") from None

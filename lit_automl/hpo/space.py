@@ -33,7 +33,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from lit_automl._checks import check_bool
 
-__all__ = ["Param", "SearchSpace", "TYPES"]
+__all__ = ["Param", "SearchSpace", "TYPES", "read_yaml"]
 
 TYPES = ("float", "int", "categorical")
 _FIELDS = {
@@ -42,6 +42,17 @@ _FIELDS = {
     "categorical": ("type", "choices", "condition"),
 }
 _CHOICE_TYPES = (type(None), bool, int, float, str)
+
+
+def read_yaml(path: Union[str, Path]) -> Any:
+    """A YAML file's content; a syntax error is one line naming the file, line and column."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
 
 
 def _is_number(value: Any) -> bool:
@@ -139,7 +150,7 @@ class SearchSpace:
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "SearchSpace":
         """Read a YAML file that is either the mapping itself or has a ``search_space:`` section."""
-        data = yaml.safe_load(Path(path).read_text())
+        data = read_yaml(path)
         if isinstance(data, Mapping) and "search_space" in data:
             data = data["search_space"]
         return cls.from_dict(data, where=f"{path}: search_space")

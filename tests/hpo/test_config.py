@@ -101,3 +101,25 @@ def test_parameters_are_merged_at_their_dotted_keys_without_touching_the_base():
     assert merged["data"] == {"init_args": {"batch_size": 32}}
     with pytest.raises(ValueError, match=r"cannot set 'trainer.max_epochs.x': 'trainer.max_epochs' is 3"):
         set_dotted(merged, "trainer.max_epochs.x", 1)
+
+
+def test_a_bad_value_is_named_where_it_came_from_the_flag_or_the_recipe():
+    recipe = Path("recipes/r.yaml")
+    with pytest.raises(ValueError, match=r"^--max-retry must be an int >= 0, got -1$"):
+        HPOSettings.from_mapping({"metric": "val/acc", "search_space": SPACE, "max_retry": 2}, {"max_retry": -1}, recipe=recipe)
+    with pytest.raises(ValueError, match=r"^recipes/r.yaml: hpo.max_retry must be an int >= 0, got -1$"):
+        HPOSettings.from_mapping({"metric": "val/acc", "search_space": SPACE, "max_retry": -1}, {}, recipe=recipe)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"grace_period": 30, "heartbeat_interval": 30}, r"hpo.grace_period must be greater than hpo.heartbeat_interval \(30 s\)"),
+        ({"heartbeat_interval": 0, "max_retry": 2}, r"hpo.max_retry given with hpo.heartbeat_interval 0 \(heartbeats off\)"),
+        ({"storage": "journal:j.log", "grace_period": 9}, r"hpo.grace_period: journal storage 'journal:j.log' has no heartbeats"),
+    ],
+)
+def test_heartbeat_settings_that_would_do_nothing_or_fail_live_trials_are_refused(section, message):
+    with pytest.raises(ValueError, match=message):
+        settings(**section)
+    assert settings(storage="journal:j.log").heartbeat_interval == 60  # the default alone is not refused
