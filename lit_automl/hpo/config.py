@@ -11,6 +11,7 @@ section that ``lit-automl fit`` ignores and ``lit-automl hpo`` reads::
       sampler: tpe                 # tpe | random | gp | optuna-gp | nsga2
       pruner: {name: median, n_warmup_steps: 1}
       enqueue: [{model.init_args.lr: 0.001}]
+      check_finite: true           # a batch or training loss holding NaN / inf fails the trial
       search_space: {...}          # or the path of a YAML file, relative to the recipe
 
 A trial's config is the recipe without ``hpo:`` and with the trial's parameters written at their
@@ -76,6 +77,7 @@ class HPOSettings:
     max_retry: int = 1
     enqueue: Tuple[Dict[str, Any], ...] = ()
     checkpoint: bool = True
+    check_finite: bool = True
     progress_bar: bool = True
     report: bool = True
 
@@ -167,7 +169,7 @@ class HPOSettings:
         kwargs.update(_heartbeats(data, kwargs.get("storage"), name))
         kwargs["sampler"] = _registry_name(name("sampler"), data.get("sampler", "tpe"), SAMPLERS, "sampler")
         kwargs["pruner"] = _pruner(name("pruner"), data.get("pruner"), len(objectives))
-        for key in ("checkpoint", "progress_bar", "report"):
+        for key in ("checkpoint", "check_finite", "progress_bar", "report"):
             if key in data:
                 kwargs[key] = check_bool(name(key), data[key], allowed="true or false")
         enqueue = data.get("enqueue") or []

@@ -10,7 +10,9 @@ validation, so Optuna records the trial as COMPLETE.
 * Every epoch the metric is reported to the trial by :class:`~lit_automl.callbacks.OptunaPruning`;
   when the study's pruner prunes it, the fit stops and the objective raises
   :class:`optuna.TrialPruned` (state PRUNED, user attribute ``pruned_epoch``).
-* An exception, or a NaN / infinite metric, makes the trial FAIL; the reason is stored in the
+* An exception, a NaN / infinite metric or training loss, or a batch holding NaN / infinity
+  (:class:`~lit_automl.hpo.finite.FiniteGuard`, unless ``hpo.check_finite: false``) makes the trial
+  FAIL, so it is never the best trial nor in ``best.yaml``; the reason is stored in the
   trial's user attribute ``fail_reason`` (and the traceback in ``trial_<n>/error.txt``) and the
   exception is re-raised for ``study.optimize(catch=...)``, so the study goes on.
 * ``num_parameters`` is a built-in metric (the model's parameter count), e.g. for an accuracy vs
@@ -40,15 +42,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lit_automl.callbacks.optuna_pruning import MissingMetricError, OptunaPruning, missing_metric_message
 from lit_automl.hpo.config import HPOSettings, dump_config, merge_params
+from lit_automl.hpo.finite import FiniteGuard, NonFiniteInputError, NonFiniteMetricError
 
-__all__ = ["PARAM_COUNT", "LightningObjective", "NonFiniteMetricError", "fail_reason_of"]
+__all__ = ["PARAM_COUNT", "LightningObjective", "NonFiniteInputError", "NonFiniteMetricError", "fail_reason_of"]
 
 PARAM_COUNT = "num_parameters"
 _LOGGERS_WITH_NAME_AND_VERSION = ("CSVLogger", "TensorBoardLogger")
-
-
-class NonFiniteMetricError(ValueError):
-    """The monitored metric came out NaN or infinite."""
 
 
 def fail_reason_of(err: BaseException) -> str:
@@ -172,7 +171,7 @@ class LightningObjective:
     def _fit(self, trial: "optuna.trial.Trial", config_path: Path, trial_dir: Path, strategy: Any) -> List[float]:
         from lit_automl.run_config import build_from_config
 
-        callbacks: List[pl.Callback] = []
+        callbacks: List[pl.Callback] = [FiniteGuard()] if self.settings.check_finite else []
         first = self.settings.objectives[0]
         pruning = None
         if not self.settings.multi_objective and first.metric != PARAM_COUNT:

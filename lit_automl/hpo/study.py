@@ -27,7 +27,17 @@ from lit_automl.hpo.objective import LightningObjective
 from lit_automl.hpo.registry import make_pruner, make_sampler
 from lit_automl.storage import make_storage, open_study
 
-__all__ = ["FINISHED", "FailureLimit", "StudyFailedError", "TrialProgressBar", "create_study", "run_study"]
+__all__ = [
+    "FINISHED",
+    "FailureLimit",
+    "StartupOnlyWarning",
+    "StudyFailedError",
+    "TrialProgressBar",
+    "create_study",
+    "run_study",
+    "startup_trials",
+    "warn_if_startup_only",
+]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 log = logging.getLogger(__name__)
@@ -35,6 +45,34 @@ log = logging.getLogger(__name__)
 
 class StudyFailedError(RuntimeError):
     """Raised when ``max_failures`` trials in a row failed."""
+
+
+class StartupOnlyWarning(UserWarning):
+    """The study ends before its model-based sampler has seen enough trials to be used once."""
+
+
+_MODELS = {"gp": "Gaussian process", "optuna-gp": "Gaussian process", "tpe": "TPE model"}
+
+
+def startup_trials(sampler: optuna.samplers.BaseSampler) -> int:
+    """How many completed trials ``sampler`` proposes without its model (0 for samplers without one)."""
+    value = getattr(sampler, "n_startup_trials", getattr(sampler, "_n_startup_trials", 0))
+    return int(value) if isinstance(value, int) else 0
+
+
+def warn_if_startup_only(name: str, sampler: optuna.samplers.BaseSampler, n_trials: int) -> bool:
+    """Warn (:class:`StartupOnlyWarning`) when ``n_trials`` ends the study before ``sampler`` uses its model."""
+    startup = startup_trials(sampler)
+    if name not in _MODELS or n_trials > startup:
+        return False
+    warnings.warn(
+        f"sampler {name!r} proposes its first {startup} trials without its {_MODELS[name]} (n_startup_trials="
+        f"{startup}), so with n_trials={n_trials} the {_MODELS[name]} is never used; it needs n_trials >= "
+        f"{startup + 1} (its model is fitted once {startup} trials have completed), or use --sampler random",
+        StartupOnlyWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 class FailureLimit:
@@ -98,6 +136,7 @@ def create_study(settings: HPOSettings, run_dir: Path) -> optuna.Study:
         max_retry=settings.max_retry,
     )
     sampler = make_sampler(settings.sampler, seed=settings.seed)
+    warn_if_startup_only(settings.sampler, sampler, settings.n_trials)
     pruner = make_pruner(settings.pruner_name, **settings.pruner_kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)

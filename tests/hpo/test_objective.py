@@ -15,7 +15,9 @@ import yaml
 from optuna.trial import TrialState
 
 from lit_automl.callbacks import OptunaPruning
+from lit_automl.datamodules import DigitsDataModule
 from lit_automl.hpo.config import HPOSettings
+from lit_automl.hpo.finite import FiniteGuard, NonFiniteMetricError
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.hpo.study import run_study
 from tests.hpo.conftest import SPACE, tiny_recipe
@@ -45,6 +47,20 @@ class NaNCNN(DigitsCNN):
     def validation_step(self, batch, batch_idx):
         acc = (self(batch[0]).argmax(-1) == batch[1]).float().mean()
         self.log("val/acc", torch.tensor(math.nan) if self.current_epoch >= self.nan_at else acc)
+
+
+class PoisonedDigits(DigitsDataModule):
+    """Digits whose images are all NaN when ``poison`` (the model then outputs NaN, yet argmax still scores ~0.1)."""
+
+    def __init__(self, poison: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.poison = poison
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        if self.poison:
+            for dataset in (self.train_dataset, self.val_dataset):
+                dataset.tensors[0].fill_(math.nan)
 
 
 class RecordTrial(pl.Callback):
@@ -101,6 +117,43 @@ def test_a_nan_metric_fails_the_trial_with_its_reason(tmp_path):
     assert trial.state == TrialState.FAIL
     assert "val/acc = nan at epoch 1" in trial.user_attrs["fail_reason"]
     assert trial.user_attrs["epochs_trained"] == 2 and list(trial.intermediate_values) == [0]  # stopped after epoch 1 of 4
+
+
+def nan_data_study(tmp_path, check_finite: bool):
+    base = {**BASE, "data": {"class_path": f"{__name__}.PoisonedDigits", "init_args": {"batch_size": 32}},
+            "trainer": {**BASE["trainer"], "max_epochs": 1}}
+    s = make_settings(tmp_path, search_space={"data.init_args.poison": [True, False]}, n_trials=1 if check_finite else 2,
+                      report=True,
+                      check_finite=check_finite, enqueue=[{"data.init_args.poison": True}, {"data.init_args.poison": False}])
+    return run_study(s, base)["study"]
+
+
+def test_a_trial_fed_non_finite_data_fails_with_its_reason_and_is_never_best(tmp_path):
+    poisoned, clean = nan_data_study(tmp_path, check_finite=True).trials  # a FAIL does not count: n_trials=1 runs both
+    assert poisoned.params == {"data.init_args.poison": True} and poisoned.state == TrialState.FAIL
+    assert poisoned.values is None
+    assert poisoned.user_attrs["fail_reason"].startswith(
+        "NonFiniteInputError: training batch 0 of epoch 0 is not finite (batch[0]: 2048 NaN, 0 inf of 2048 values)")
+    assert clean.state == TrialState.COMPLETE
+    best = yaml.safe_load((tmp_path / "run" / "best.yaml").read_text())
+    assert best["data"]["init_args"]["poison"] is False  # the failed trial is not the best
+    assert "NonFiniteInputError" in (tmp_path / "run" / "trials.csv").read_text()
+
+
+def test_without_the_finite_check_a_nan_data_trial_completes_with_a_finite_accuracy(tmp_path):
+    """What hpo.check_finite guards against: NaN logits still give argmax a class, so val/acc is finite."""
+    poisoned, _ = nan_data_study(tmp_path, check_finite=False).trials
+    assert poisoned.state == TrialState.COMPLETE and math.isfinite(poisoned.value)
+
+
+def test_a_non_finite_training_loss_stops_the_trial():
+    trainer = type("T", (), {"current_epoch": 3})()
+    guard = FiniteGuard()
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5)}, None, 7)
+    guard.on_train_batch_end(trainer, None, None, None, 7)  # manual optimisation returns nothing to check
+    with pytest.raises(NonFiniteMetricError, match=r"^training loss = inf at epoch 3, batch 7 is not finite; "
+                                                   r"set hpo.check_finite: false"):
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(math.inf)}, None, 7)
 
 
 def test_a_metric_that_is_never_logged_fails_naming_the_logged_metrics(tmp_path):

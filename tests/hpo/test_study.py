@@ -3,13 +3,16 @@ first and once, a multi-objective study reports its Pareto front."""
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
 
 from lit_automl.hpo.config import HPOSettings
-from lit_automl.hpo.study import FailureLimit, StudyFailedError, run_study
+from lit_automl.hpo.registry import make_sampler
+from lit_automl.hpo.study import FailureLimit, StartupOnlyWarning, StudyFailedError, run_study, warn_if_startup_only
 from tests.hpo.conftest import make_settings as shared_settings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -110,3 +113,17 @@ def test_a_multi_objective_study_reports_its_pareto_front(tmp_path):
     assert best.number in {f["number"] for f in front}
     assert best.values[0] == max(f["values"]["val/acc"] for f in front)
     assert (run / "best.yaml").exists() and (run / "pareto_front.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_gp_study_too_short_for_its_gp_warns_how_many_trials_the_gp_needs(tmp_path):
+    with pytest.warns(StartupOnlyWarning, match=r"^sampler 'gp' proposes its first 10 trials without its Gaussian process "
+                                                r"\(n_startup_trials=10\), so with n_trials=1 the Gaussian process is never "
+                                                r"used; it needs n_trials >= 11"):
+        study = run_study(make_settings(tmp_path, sampler="gp", n_trials=1), BASE)["study"]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # a warning: the study still runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StartupOnlyWarning)
+        assert not warn_if_startup_only("gp", make_sampler("gp"), 11)  # 11 trials: the 11th is the GP's
+        assert not warn_if_startup_only("random", make_sampler("random"), 1)  # no model to miss
+    with pytest.warns(StartupOnlyWarning, match=r"'optuna-gp' .* it needs n_trials >= 4"):
+        warn_if_startup_only("optuna-gp", make_sampler("optuna-gp", n_startup_trials=3), 3)
