@@ -28,6 +28,9 @@ Only argv dispatch lives here: ``fit`` / ``validate`` / ``test`` / ``predict`` g
 :class:`~lit_automl.run_config.AutoMLCLI`, ``hpo`` and ``nas-worker`` to their argparse mains. This
 module imports neither torch nor Lightning, so ``lit-automl``, ``lit-automl hpo --help`` and
 ``lit-automl nas-worker --help`` answer at once; each command imports what it runs.
+
+Every failure ends in one ``error: ...`` line and exit status 2 for bad input, 1 for a failed run
+(:mod:`lit_automl.console`); ``LIT_AUTOML_DEBUG=1`` or ``--traceback`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from lit_automl._checks import check_int, check_real
+from lit_automl.console import UsageError, check_config_files, error_line, exit_status, quiet_third_party_noise, wants_traceback
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "hpo", "nas-worker")
 USAGE = f"usage: lit-automl [-h] [-c CONFIG] {{{','.join(SUBCOMMANDS)}}} ..."
@@ -81,7 +85,12 @@ def _config_overrides(extra: List[str], prog: str = "lit-automl hpo") -> Dict[st
     while i < len(extra):
         token = extra[i]
         if not token.startswith("--") or len(token) < 3:
-            raise SystemExit(f"{prog}: unexpected argument {token!r}; config overrides look like --trainer.max_epochs=5")
+            raise UsageError(f"{prog}: unexpected argument {token!r}; config overrides look like --trainer.max_epochs=5")
+        if "." not in token.split("=", 1)[0]:
+            raise UsageError(
+                f"{prog}: unknown option {token!r}; run `{prog} --help` for the flags, "
+                "or give a dotted config override such as --trainer.max_epochs=5"
+            )
         if "=" in token:
             key, value = token[2:].split("=", 1)
             i += 1
@@ -89,12 +98,7 @@ def _config_overrides(extra: List[str], prog: str = "lit-automl hpo") -> Dict[st
             key, value = token[2:], extra[i + 1]
             i += 2
         else:
-            raise SystemExit(f"{prog}: {token!r} needs a value, e.g. {token}=VALUE")
-        if "." not in key:
-            raise SystemExit(
-                f"{prog}: unknown option {token!r}; run `{prog} --help` for the flags, "
-                "or give a dotted config override such as --trainer.max_epochs=5"
-            )
+            raise UsageError(f"{prog}: {token!r} needs a value, e.g. {token}=VALUE")
         overrides[key] = yaml.safe_load(value)
     return overrides
 
@@ -175,21 +179,45 @@ def nas_worker_main(args: List[str]) -> int:
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    """Console-script entry point: dispatch on the subcommand, importing only what it runs."""
-    argv = sys.argv[1:] if args is None else list(args)
+    """Console-script entry point: dispatch on the subcommand, importing only what it runs; any
+    failure becomes one ``error:`` line and exit status 2 (bad input) or 1 (a failed run)."""
+    debug, argv = wants_traceback(sys.argv[1:] if args is None else list(args))
     if not argv:
         sys.stderr.write(f"{USAGE}\ntip: for the options of a subcommand run: lit-automl SUBCOMMAND --help\n"
                          f"error: expected a subcommand, one of {', '.join(SUBCOMMANDS)}\n")
         raise SystemExit(2)
+    if debug:
+        dispatch(argv)
+        return
+    try:
+        dispatch(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        raise SystemExit(130) from None
+    except Exception as exc:  # every failure: one line, no traceback (LIT_AUTOML_DEBUG=1 shows it)
+        sys.stderr.write(f"error: {error_line(exc)}\n")
+        raise SystemExit(exit_status(exc)) from None
+
+
+def dispatch(argv: List[str]) -> None:
+    """Run one subcommand; jsonargparse raises instead of exiting, so :func:`main` words its
+    errors like every other (or shows their traceback)."""
+    quiet_third_party_noise()
+    if argv[0] in SUBCOMMANDS and "-h" not in argv and "--help" not in argv:
+        check_config_files(argv[1:])
     if argv[0] == "hpo":
         hpo_main(argv[1:])
         return
     if argv[0] == "nas-worker":
         nas_worker_main(argv[1:])
         return
+    import warnings
+
     from lit_automl.run_config import AutoMLCLI
 
-    AutoMLCLI(args=args)
+    with warnings.catch_warnings():  # argv is the command line, less --traceback: not a second one
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        AutoMLCLI(args=argv, parser_kwargs={"exit_on_error": False})
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ class AutoMLCLI(LightningCLI):
     def __init__(self, args: Optional[List[str]] = None, run: bool = True, **kwargs: Any) -> None:
         self._stage_versions: Optional[List[Optional[str]]] = None  # logger folders of a staged fit
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"} if _has_omegaconf() else {})
+        kwargs["parser_kwargs"] = {**({"parser_mode": "omegaconf"} if _has_omegaconf() else {}),
+                                   **(kwargs.get("parser_kwargs") or {})}
         super().__init__(
             pl.LightningModule,
             None,  # any LightningDataModule by class_path, and optional: searches such as NASRL bring their own
@@ -129,8 +130,6 @@ def build_from_config(
             raise ValueError(f"config override keys must be dotted names such as 'trainer.max_epochs', got {key!r}")
         args.append(f"--{key}={json.dumps(value)}")  # JSON is YAML: jsonargparse parses it back to the value
     parser_kwargs: Dict[str, Any] = {"exit_on_error": False}
-    if _has_omegaconf():
-        parser_kwargs["parser_mode"] = "omegaconf"
     with warnings.catch_warnings():
         # the command line (sys.argv) is not this recipe's: LightningCLI warns when args replace it
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")

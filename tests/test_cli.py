@@ -203,7 +203,7 @@ def test_nas_worker_refuses_bad_flags_and_overrides_naming_the_value(tmp_path, m
         nas_worker_main(["-c", recipe, "--max-children", "0"])
     with pytest.raises(ValueError, match=r"--poll-interval must be a number > 0, got -1.0"):
         nas_worker_main(["-c", recipe, "--poll-interval", "-1"])
-    with pytest.raises(SystemExit, match=r"lit-automl nas-worker: unknown option '--workers'"):
+    with pytest.raises(ValueError, match=r"lit-automl nas-worker: unknown option '--workers'"):
         nas_worker_main(["-c", recipe, "--workers", "2"])
 
 
