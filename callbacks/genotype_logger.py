@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lit_automl._checks import ArgumentTypeError, check_bool
 from lit_automl.spaces.derive import edge_entropy
@@ -34,7 +34,9 @@ class GenotypeLogger(Callback):
     (TensorBoard; other loggers are skipped), and, with ``log_entropy``, the mean edge entropy
     of ``softmax(alphas[cell])`` is logged as ``genotype/entropy_<cell>`` for each cell.
     At fit end the final genotype is written as ``genotype.txt``, ``genotype.json`` and (with
-    ``plot``) the picture ``genotype.png``, and printed.
+    ``plot``) the picture ``genotype.png``, and printed; when the module's ``architecture_changed()``
+    (optional) says its architecture parameters never moved, a warning says that genotype is the
+    random initialisation's instead.
 
     The module needs ``genotype() -> Genotype`` and, for ``log_entropy``, ``alphas``: a mapping
     of cell name to raw architecture weights of shape (num_edges, num_ops).
@@ -139,9 +141,15 @@ class GenotypeLogger(Callback):
             return
         genotype = pl_module.genotype()
         folder = self._folder()
-        save_genotype_files(genotype, folder, plot=self.plot,
-                            title=f"{type(pl_module).__name__} after {trainer.current_epoch} epochs")
-        if self.verbose:
+        name = type(pl_module).__name__
+        save_genotype_files(genotype, folder, plot=self.plot, title=f"{name} after {trainer.current_epoch} epochs")
+        changed = getattr(pl_module, "architecture_changed", None)
+        if callable(changed) and changed() is False:
+            # Not a search result: said whatever ``verbose`` is.
+            rank_zero_warn(f"{name}'s architecture parameters never changed from their initial values, so the "
+                           f"genotype written to {folder} is their random initialisation's, not a search result "
+                           f"(did the run end inside arch_warmup_epochs?): {genotype}")
+        elif self.verbose:
             rank_zero_info(f"Final genotype (written to {folder}): {genotype}")
 
     # ----------------------------------------------------------------- output

@@ -376,7 +376,7 @@ class BayesNAS(SupernetSearch):
         w_opt, a_opt = optimizers
         logits = self(x)
         ce = F.cross_entropy(logits, y)
-        self.check_finite(ce, "training loss", batch_idx)
+        self.check_finite(ce, "training loss", batch_idx, x)
         penalty = self.sparsity_penalty()
         if batch_idx % self.hparams.curvature_every == 0:
             self._accumulate_curvature(logits)

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.func import functional_call
 
 from lit_automl._checks import check_int, check_real
@@ -61,8 +62,26 @@ class DARTS(SupernetSearch):
     def __init__(self, order: int = 2, unrolled_eps: float = 0.01, arch_warmup_epochs: int = 0, **kwargs: Any):
         check_int("order", order, low=1, high=2, allowed="1 (first order) or 2 (second order)")
         check_real("unrolled_eps", unrolled_eps, low=0, low_open=True)
+        if order == 1 and unrolled_eps != 0.01:
+            raise ValueError(f"unrolled_eps is the finite-difference step of the second-order gradient: order=1 does "
+                             f"not use it (leave it at 0.01 or set order=2), got unrolled_eps={unrolled_eps!r}")
         check_int("arch_warmup_epochs", arch_warmup_epochs, low=0)
         super().__init__(**kwargs)
+
+    @property
+    def search_label(self) -> str:
+        """How messages name this search (P-DARTS adds its stage)."""
+        return type(self).__name__
+
+    def on_fit_start(self) -> None:
+        """Warn when the weight-only warm-up is not shorter than the run: the architecture parameters would
+        never train, and the genotype would be their random initialisation's (GenotypeLogger says so too)."""
+        warmup, max_epochs = self.hparams.arch_warmup_epochs, self.trainer.max_epochs
+        if warmup > 0 and max_epochs is not None and 1 <= max_epochs <= warmup:
+            rank_zero_warn(
+                f"{self.search_label}: arch_warmup_epochs={warmup} is not shorter than Trainer(max_epochs={max_epochs}): "
+                f"the architecture parameters are never trained in this run, so its genotype is their random "
+                f"initialisation's; set arch_warmup_epochs < max_epochs (or max_epochs > {warmup})")
 
     # ------------------------------------------------------------------ architecture
 
@@ -178,6 +197,7 @@ class DARTS(SupernetSearch):
         if not self.architecture_frozen:
             # The virtual step reads the momentum buffers: the torch optimiser behind Lightning's wrapper.
             grads, loss_val = self.architecture_gradient(train, val, xi, getattr(w_opt, "optimizer", w_opt))
+            self.check_finite(loss_val, "architecture loss", batch_idx, (val[0], train[0]) if xi else val[0])
             self.architecture_step(a_opt, grads)
 
         # The weight step needs no architecture gradient (the next architecture step replaces it):
@@ -187,7 +207,7 @@ class DARTS(SupernetSearch):
         x, y = train
         logits = self.model(self.format_input(x), *[w.detach() for w in self.edge_weights()])
         loss = F.cross_entropy(logits, y)
-        self.check_finite(loss, "training loss", batch_idx)
+        self.check_finite(loss, "training loss", batch_idx, x)
         w_opt.zero_grad()
         self.run_backward(loss + 0.0 * sum(a.sum() for a in self.arch_parameters()), backward)
         self.weight_step(w_opt)

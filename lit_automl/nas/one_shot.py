@@ -424,7 +424,7 @@ class OneShot(SupernetSearch):
             loss_sum = loss_sum + F.cross_entropy(logits, yg, reduction="sum")
             correct = correct + (logits.argmax(-1) == yg).sum()
         loss = loss_sum / len(y)
-        self.check_finite(loss, "training loss", batch_idx)
+        self.check_finite(loss, "training loss", batch_idx, x)
         w_opt.zero_grad()
         self.run_backward(loss, backward)
         self.weight_step(w_opt)

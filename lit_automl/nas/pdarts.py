@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lit_automl._checks import check_int, check_real, check_sequence
 from lit_automl.nas.darts import DARTS
@@ -353,6 +353,10 @@ class PDARTS(DARTS):
     def epoch_metrics(self) -> Dict[str, Any]:
         return {**super().epoch_metrics(), "pdarts/stage": float(self.stage)}
 
+    @property
+    def search_label(self) -> str:
+        return f"{type(self).__name__} stage {self.stage + 1}/{self.num_stages}"
+
 
 # ----------------------------------------------------------------------------- staged fits
 def fit_stages(
@@ -382,7 +386,15 @@ def fit_stages(
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **fit_kwargs)
         ckpt_path = None
         following = module.next_stage()
+        unchanged = module.architecture_changed() is False
+        if unchanged:
+            result = (f"its genotype is their random initialisation's, not a search result: {module.genotype()}"
+                      if following is None else
+                      f"the ops kept for stage {following.stage + 1} were chosen by their random initialisation")
+            rank_zero_warn(f"P-DARTS stage {module.stage + 1}/{module.num_stages}: the architecture parameters never "
+                           f"changed from their initial values, so {result}")
         if following is None:
-            rank_zero_info(f"P-DARTS final genotype: {module.genotype()}")
+            if not unchanged:
+                rank_zero_info(f"P-DARTS final genotype: {module.genotype()}")
             return module
         module = following

@@ -173,8 +173,10 @@ class SNAS(SupernetSearch):
             ``softmax((alpha + G) / tau)`` of the sampled op. Under DDP this leaves unused
             weights: use ``find_unused_parameters=True``.
         resource: ``"params"``, ``"flops"`` or ``None``: the per-op cost of ``C(Z)``.
-        resource_weight: weight of the resource term (``>= 0``; 0 disables it).
-        input_size: spatial size of the probe input used to count FLOPs.
+        resource_weight: weight of the resource term (``>= 0``; 0 leaves the search unconstrained while
+            ``snas/expected_cost`` is still logged).
+        input_size: spatial size of the probe input used to count FLOPs (``resource="flops"`` only); the
+            training images must have this size (checked every step: FLOPs scale with it).
         alpha_grad_clip: max norm of the alphas' gradient (``>= 0``; 0 disables clipping).
         seed: seed of the architecture-noise generator (combined with ``global_step``).
         **kwargs: the shared supernet settings of :class:`~lit_automl.nas.supernet.SupernetSearch`
@@ -201,6 +203,9 @@ class SNAS(SupernetSearch):
         check_int("seed", seed, low=0)
         if resource_weight > 0 and resource is None:
             raise ValueError(f"resource_weight={resource_weight!r} needs resource='params' or 'flops', got resource=None")
+        if resource != "flops" and input_size != 32:
+            raise ValueError(f"input_size sizes the FLOP probe, which only resource='flops' runs (leave it at 32), "
+                             f"got input_size={input_size!r} with resource={resource!r}")
         super().__init__(alpha_init_std=alpha_init_std, alpha_grad_clip=alpha_grad_clip, **kwargs)
         self.temperature: float = float(tau)
         self.resource_costs: Optional[List[torch.Tensor]] = None
@@ -250,6 +255,15 @@ class SNAS(SupernetSearch):
                     e_k[:, k] = 0.0
         return [(costs[False] / 1e6).float(), (costs[True] / 1e6).float()]
 
+    def check_probe_size(self, x: torch.Tensor) -> None:
+        """With FLOP costs, refuse images of another size than the probe's ``input_size`` (FLOPs scale
+        with the image area, so the costs would be off by that factor)."""
+        size = self.hparams.input_size
+        if self.hparams.resource == "flops" and tuple(x.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"SNAS counted its FLOP costs on {size}x{size} inputs (input_size={size}) but the training images "
+                f"are {x.shape[-2]}x{x.shape[-1]}: set input_size to the images' size")
+
     def noise_generator(self, step: Optional[int] = None) -> torch.Generator:
         """CPU generator seeded from ``(seed, global_step)``: the same on every rank."""
         step = self.global_step if step is None else step
@@ -295,21 +309,23 @@ class SNAS(SupernetSearch):
         """One sampled child, one loss, one backward for weights and alphas (DDP all-reduces both), the
         resource term's score-function gradient added to the alphas', then both optimisers step."""
         x, y = self.plain_batch(batch)
+        self.check_probe_size(x)
         w_opt, a_opt = optimizers
         weights = self.sample_edge_weights()
         logits = self.model(self.format_input(x), *weights)
         loss = F.cross_entropy(logits, y)
-        self.check_finite(loss, "training loss", batch_idx)
+        self.check_finite(loss, "training loss", batch_idx, x)
         w_opt.zero_grad()
         a_opt.zero_grad()
         self.run_backward(loss, backward)
         metrics = {"train/loss": loss.detach(), "train/acc": (logits.argmax(-1) == y).float().mean()}
-        if self.hparams.resource_weight > 0 and self.resource_costs is not None:
-            samples = [F.one_hot(w.detach().argmax(-1), w.shape[-1]) for w in weights]
+        if self.resource_costs is not None:
             costs = [c.to(self.device) for c in self.resource_costs]
-            extra = all_reduce_mean(score_function_resource_grad(self.arch_parameters(), samples, costs))
-            for a, g in zip(self.arch_parameters(), extra):
-                a.grad = g * self.hparams.resource_weight if a.grad is None else a.grad + self.hparams.resource_weight * g
+            if self.hparams.resource_weight > 0:
+                samples = [F.one_hot(w.detach().argmax(-1), w.shape[-1]) for w in weights]
+                extra = all_reduce_mean(score_function_resource_grad(self.arch_parameters(), samples, costs))
+                for a, g in zip(self.arch_parameters(), extra):
+                    a.grad = g * self.hparams.resource_weight if a.grad is None else a.grad + self.hparams.resource_weight * g
             metrics["snas/expected_cost"] = expected_resource_cost([a.detach() for a in self.arch_parameters()], costs)
         self.weight_step(w_opt)
         self.architecture_step(a_opt)

@@ -51,6 +51,13 @@ def auto_memory_format(device: Union[str, torch.device]) -> str:
     return AUTO_MEMORY_FORMAT.get(torch.device(device).type, "contiguous_format")
 
 
+def nonfinite_count(x: torch.Tensor) -> int:
+    """How many entries of ``x`` are NaN or infinite (0 for integer tensors)."""
+    if not torch.is_floating_point(x):
+        return 0
+    return int((~torch.isfinite(x)).sum())
+
+
 def _plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
 
@@ -100,7 +107,8 @@ class SupernetSearch(pl.LightningModule):
     A setting a method does not use is refused unless left at its default (:attr:`unused_settings`).
 
     Documented attributes for callbacks: ``alphas`` (dict normal/reduce of raw parameters),
-    ``genotype()``, ``model`` (the supernet), ``primitives``.
+    ``genotype()``, ``architecture_changed()`` (whether the architecture parameters moved from their
+    initial values), ``model`` (the supernet), ``primitives``.
     """
 
     unused_settings: Mapping[str, str] = {}
@@ -186,6 +194,9 @@ class SupernetSearch(pl.LightningModule):
         self.model, self.primitives = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier,
                                                     primitives, in_channels, **network_options)
         self.init_architecture(alpha_init_std)
+        # What architecture_changed() compares with; saved in checkpoints (on_save_checkpoint).
+        self._initial_architecture: Optional[List[torch.Tensor]] = [a.detach().cpu().clone()
+                                                                    for a in self.arch_parameters()]
 
     def init_architecture(self, alpha_init_std: float) -> None:
         """Register ``alpha_normal`` then ``alpha_reduce`` (fixed order, saved in checkpoints, out of
@@ -197,6 +208,22 @@ class SupernetSearch(pl.LightningModule):
     def arch_parameters(self) -> List[nn.Parameter]:
         """Architecture parameters in their fixed order (normal, reduce)."""
         return [self.alpha_normal, self.alpha_reduce]
+
+    def architecture_names(self) -> List[str]:
+        """Attribute names of :meth:`arch_parameters`, in their order (for messages)."""
+        names = {id(p): n for n, p in self.named_parameters(recurse=False)}
+        return [names.get(id(a), f"architecture parameter {i}") for i, a in enumerate(self.arch_parameters())]
+
+    def architecture_changed(self) -> Optional[bool]:
+        """Whether any architecture parameter differs from its value at construction (the initial values
+        travel in checkpoints, so a resumed search compares with its own start). ``None`` when there is
+        nothing to compare: no architecture parameters, or a checkpoint written before the initial
+        values were saved."""
+        initial = self._initial_architecture
+        params = self.arch_parameters()
+        if not params or initial is None:
+            return None
+        return any(not torch.equal(a.detach().cpu(), a0) for a, a0 in zip(params, initial))
 
     @property
     def alphas(self) -> Dict[str, nn.Parameter]:
@@ -271,11 +298,30 @@ class SupernetSearch(pl.LightningModule):
     def run_backward(loss: torch.Tensor, backward: Optional[Backward]) -> None:
         (backward or _plain_backward)(loss)
 
-    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
-        """Stop a diverged search with one message form (what diverged, when)."""
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{type(self).__name__} search diverged: {what} is {loss.item()} at epoch "
-                                     f"{self.current_epoch}, batch {batch_idx}")
+    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int,
+                     inputs: Union[torch.Tensor, Sequence[torch.Tensor]]) -> None:
+        """Stop a search whose ``loss`` is not finite, saying what went non-finite first: the ``inputs``
+        the loss was computed on (the data), the architecture parameters, or the loss itself (a diverged
+        search). Inputs and parameters are looked at only once the loss is not finite."""
+        if torch.isfinite(loss):
+            return
+        when = f"at epoch {self.current_epoch}, batch {batch_idx}"
+        name = type(self).__name__
+        inputs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+        bad_inputs = sum(nonfinite_count(x) for x in inputs)
+        if bad_inputs:
+            raise FloatingPointError(
+                f"{name}: the input images of this batch hold {bad_inputs} non-finite values (of "
+                f"{sum(x.numel() for x in inputs)}) {when}, so the {what} is {loss.item()}: the data is at fault, "
+                "not the search (check the datamodule and its transforms)")
+        bad_arch = [n for n, a in zip(self.architecture_names(), self.arch_parameters()) if nonfinite_count(a.detach())]
+        if bad_arch:
+            raise FloatingPointError(
+                f"{name} search diverged: the architecture parameters {bad_arch} are not finite {when} (the inputs "
+                f"are finite); lower alpha_lr={self.hparams.alpha_lr} or set alpha_grad_clip > 0")
+        raise FloatingPointError(
+            f"{name} search diverged: the {what} is {loss.item()} {when} while the inputs and architecture "
+            f"parameters are finite; lower w_lr={self.hparams.w_lr} or grad_clip={self.hparams.grad_clip}")
 
     def weight_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the weights' gradient norm to ``grad_clip`` (0: no clipping), then step ``optimizer``.
@@ -396,6 +442,8 @@ class SupernetSearch(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         save_rng_states(checkpoint)
+        checkpoint["initial_architecture"] = self._initial_architecture
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         load_rng_states(checkpoint, type(self).__name__)
+        self._initial_architecture = checkpoint.get("initial_architecture")

@@ -257,7 +257,7 @@ class FractalNet(nn.Module):
         return len(self.blocks) * 2 ** (self.columns - 1)
 
     def forward(self, x: torch.Tensor, column: Optional[int] = None) -> torch.Tensor:
-        check_image_input(x, self.in_channels, min_size=2 ** len(self.blocks))
+        check_image_input(x, self.in_channels, reductions=len(self.blocks))
         if column is not None:
             column = check_int("column", column, low=1, high=self.columns, allowed=f"an int in 1..{self.columns}")
             mode = "global"

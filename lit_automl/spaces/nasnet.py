@@ -139,7 +139,7 @@ class NASNetCIFAR(EvalNetwork):
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        check_image_input(x, self.in_channels)
+        check_image_input(x, self.in_channels, reductions=2)  # the reduction cells of stages 1 and 2
         s = self.stem(x)
         s1, logits_aux = self._run_cells(s, s)
         out = self.global_pooling(torch.relu(s1)).flatten(1)

@@ -33,15 +33,21 @@ measured on 2 CPU cores, 0.62 of the memory of recomputing nothing for 1.24x the
 recomputing nearly doubles the step for memory that does not matter (``benchmarks/darts_step.py``)."""
 
 
-def check_image_input(x: torch.Tensor, in_channels: int, min_size: int = 1) -> None:
-    """``x`` is an image batch ``(N, in_channels, H, W)`` with ``H, W >= min_size`` (every network's forward)."""
+def check_image_input(x: torch.Tensor, in_channels: int, min_size: int = 1, reductions: int = 0) -> None:
+    """``x`` is an image batch ``(N, in_channels, H, W)`` with ``H, W >= min_size`` (every network's forward).
+
+    ``reductions``: how many times the network halves the map (stride-2 stages); the input must be at
+    least ``2 ** reductions`` on each side, so that every halving has a map of at least 2x2 to halve."""
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(
             f"expected input of shape (N, {in_channels}, H, W), got {tuple(x.shape)}; "
             f"set in_channels to match the data"
         )
+    min_size = max(min_size, 2 ** reductions)
     if min(x.shape[-2:]) < min_size:
-        raise ValueError(f"input of {x.shape[-2]}x{x.shape[-1]} is too small: this network needs at least {min_size}x{min_size}")
+        why = f" (it halves the input {reductions} times, in stride-2 reductions)" if reductions else ""
+        raise ValueError(f"input of {x.shape[-2]}x{x.shape[-1]} is too small: this network needs at least "
+                         f"{min_size}x{min_size}{why}")
 
 
 def reduction_layers(layers: int) -> Tuple[int, ...]:
@@ -118,6 +124,7 @@ class SearchNetwork(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), BatchNorm2d(C_curr))
         C_pp, C_p, C_curr = C_curr, C_curr, C
         reductions = reduction_layers(layers)
+        self.num_reductions = len(reductions)
         cells, reduction_prev = [], False
         for i in range(layers):
             reduction = i in reductions
@@ -154,7 +161,7 @@ class SearchNetwork(nn.Module):
                 scale_normal: Optional[torch.Tensor] = None, scale_reduce: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``weights_*``: (num_edges, num_ops) op weights; ``scale_*``: optional (num_edges,) weight of
         each whole edge (PC-DARTS's edge normalisation)."""
-        check_image_input(x, self.in_channels)
+        check_image_input(x, self.in_channels, reductions=self.num_reductions)
         for name, w in (("weights_normal", weights_normal), ("weights_reduce", weights_reduce)):
             if tuple(w.shape) != self.alpha_shape:
                 raise ValueError(f"{name} must have shape {self.alpha_shape}, got {tuple(w.shape)}")
@@ -271,6 +278,8 @@ class EvalNetwork(nn.Module):
     classifier."""
 
     stem_reduces_prev: bool = False
+    stem_reductions: int = 0
+    """Stride-2 convolutions of the stem (the input is halved that many times before the cells)."""
 
     def _build_cells(self, genotype, C_pp: int, C_p: int, C_curr: int, layers: int,
                      auxiliary_head: Callable[[int], AuxiliaryHead]) -> int:
@@ -281,6 +290,7 @@ class EvalNetwork(nn.Module):
                 "build it with lit_automl.spaces.NASNetCIFAR, which implements NASNet's combinations"
             )
         reductions = reduction_layers(layers)
+        self.num_reductions = self.stem_reductions + len(reductions)
         cells, reduction_prev = [], self.stem_reduces_prev
         self.auxiliary_head: Optional[nn.Module] = None
         self._aux_after = 2 * layers // 3
@@ -340,7 +350,7 @@ class NetworkCIFAR(EvalNetwork):
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        check_image_input(x, self.in_channels)
+        check_image_input(x, self.in_channels, reductions=self.num_reductions)
         s = self.stem(x)
         out, logits_aux = self._run_cells(s, s)
         return self.classifier(self.global_pooling(out).flatten(1)), logits_aux
@@ -354,6 +364,7 @@ class NetworkImageNet(EvalNetwork):
     """
 
     stem_reduces_prev = True
+    stem_reductions = 3
 
     def __init__(
         self,
@@ -392,7 +403,7 @@ class NetworkImageNet(EvalNetwork):
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        check_image_input(x, self.in_channels)
+        check_image_input(x, self.in_channels, reductions=self.num_reductions)
         s0 = self.stem0(x)
         s1 = self.stem1(s0)
         out, logits_aux = self._run_cells(s0, s1)

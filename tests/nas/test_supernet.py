@@ -123,8 +123,9 @@ def test_search_step_is_abstract_in_the_base():
 
 def test_divergence_is_reported_with_epoch_and_batch():
     m = DARTS(**TINY, order=1)
-    with pytest.raises(FloatingPointError, match=r"DARTS search diverged: training loss is nan at epoch 0, batch 7"):
-        m.check_finite(torch.tensor(float("nan")), "training loss", 7)
+    with pytest.raises(FloatingPointError, match=r"DARTS search diverged: the training loss is nan at epoch 0, batch 7 "
+                                                  r"while the inputs and architecture parameters are finite"):
+        m.check_finite(torch.tensor(float("nan")), "training loss", 7, torch.zeros(2, 1, 8, 8))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
