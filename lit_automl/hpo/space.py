@@ -33,7 +33,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from lit_automl._checks import check_bool
 
-__all__ = ["Param", "SearchSpace", "TYPES", "read_yaml"]
+__all__ = ["Param", "SearchSpace", "TYPES", "describe_distribution", "read_yaml"]
 
 TYPES = ("float", "int", "categorical")
 _FIELDS = {
@@ -53,6 +53,21 @@ def read_yaml(path: Union[str, Path]) -> Any:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
+
+
+def describe_distribution(distribution: BaseDistribution) -> str:
+    """An Optuna distribution in the search space's words: ``float in [0.0001, 0.1] log``, ``categorical ['a', 'b']``."""
+    if isinstance(distribution, CategoricalDistribution):
+        return f"categorical {list(distribution.choices)!r}"
+    if isinstance(distribution, (FloatDistribution, IntDistribution)):
+        kind = "float" if isinstance(distribution, FloatDistribution) else "int"
+        text = f"{kind} in [{distribution.low!r}, {distribution.high!r}]"
+        if distribution.log:
+            text += " log"
+        if distribution.step is not None and not (kind == "int" and distribution.step == 1):
+            text += f" step {distribution.step!r}"
+        return text
+    return repr(distribution)
 
 
 def _is_number(value: Any) -> bool:
@@ -83,6 +98,24 @@ class Param:
         if self.type == "int":
             return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return CategoricalDistribution(self.choices)
+
+    def to_spec(self) -> Dict[str, Any]:
+        """The YAML / JSON entry this parameter parses from (what a study stores as its declared space)."""
+        if self.type == "categorical":
+            spec: Dict[str, Any] = {"type": self.type, "choices": list(self.choices)}
+        else:
+            spec = {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
+            if self.step is not None:
+                spec["step"] = self.step
+        if self.condition:
+            spec["condition"] = {key: list(values) for key, values in self.condition.items()}
+        return spec
+
+    def describe(self) -> str:
+        """``float in [0.5, 0.9] if model.init_args.optimizer in ['sgd']``: distribution and condition."""
+        text = describe_distribution(self.distribution)
+        conditions = [f"{key} in {list(values)!r}" for key, values in self.condition.items()]
+        return f"{text} if {' and '.join(conditions)}" if conditions else text
 
     def is_active(self, values: Mapping[str, Any]) -> bool:
         """True when every parameter named in ``condition`` is present in ``values`` with an allowed value."""
@@ -168,6 +201,10 @@ class SearchSpace:
 
     def __len__(self) -> int:
         return len(self.params)
+
+    def to_spec(self) -> Dict[str, Dict[str, Any]]:
+        """``{key: entry}``, the mapping :meth:`from_dict` parses back into this space."""
+        return {p.key: p.to_spec() for p in self.params}
 
     def sample(self, trial: optuna.trial.BaseTrial) -> Dict[str, Any]:
         """Suggest every active parameter on ``trial`` (define-by-run); inactive ones are left out."""

@@ -25,6 +25,7 @@ from lit_automl._checks import check_int
 from lit_automl.hpo.config import HPOSettings
 from lit_automl.hpo.objective import LightningObjective
 from lit_automl.hpo.registry import make_pruner, make_sampler
+from lit_automl.hpo.stored_space import check_stored_space
 from lit_automl.storage import make_storage, open_study
 
 __all__ = [
@@ -127,7 +128,10 @@ def _n_finished(study: optuna.Study) -> int:
 
 
 def create_study(settings: HPOSettings, run_dir: Path) -> optuna.Study:
-    """Open the study in its storage (created or resumed) with the sampler and pruner by name."""
+    """Open the study in its storage (created or resumed) with the sampler and pruner by name.
+
+    A resumed study must have the same directions, metrics and search space (each difference is listed).
+    """
     storage = make_storage(
         settings.storage,
         run_dir,
@@ -141,6 +145,7 @@ def create_study(settings: HPOSettings, run_dir: Path) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         study = open_study(storage, settings.study_name, settings.directions, sampler, pruner, settings.metric_names)
+        check_stored_space(study, settings.space)
         for params in settings.enqueue:
             study.enqueue_trial(dict(params), skip_if_exists=True)
     return study

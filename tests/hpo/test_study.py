@@ -127,3 +127,36 @@ def test_a_gp_study_too_short_for_its_gp_warns_how_many_trials_the_gp_needs(tmp_
         assert not warn_if_startup_only("random", make_sampler("random"), 1)  # no model to miss
     with pytest.warns(StartupOnlyWarning, match=r"'optuna-gp' .* it needs n_trials >= 4"):
         warn_if_startup_only("optuna-gp", make_sampler("optuna-gp", n_startup_trials=3), 3)
+
+
+def test_a_resumed_study_with_another_search_space_is_refused_before_any_trial_listing_the_differences(tmp_path):
+    run_study(make_settings(tmp_path, n_trials=1), BASE)
+    other = {"model.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": False},  # log: true before
+             "model.init_args.channels": {"type": "int", "low": 2, "high": 16, "step": 2},  # high 8 before
+             "model.init_args.optimizer": ["adam", "sgd"]}  # new
+    with pytest.raises(ValueError, match=r"^study 's' exists in this storage with another search space; differences "
+                                         r"\(parameter: stored vs new\): "
+                                         r"model.init_args.lr: float in \[0.001, 0.1\] log vs float in \[0.001, 0.1\]; "
+                                         r"model.init_args.channels: int in \[2, 8\] step 2 vs int in \[2, 16\] step 2; "
+                                         r"model.init_args.optimizer: \(absent\) vs categorical \['adam', 'sgd'\]\. "):
+        run_study(make_settings(tmp_path, n_trials=3, search_space=other), BASE)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert len(study.trials) == 1  # refused before any trial ran
+    assert study.user_attrs["search_space"]["model.init_args.lr"] == {"type": "float", "low": 0.001, "high": 0.1, "log": True}
+
+
+def test_a_study_from_before_the_stored_space_is_compared_with_its_trials_distributions(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    (tmp_path / "run").mkdir()
+    old = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    old.add_trial(optuna.trial.create_trial(
+        params={"model.init_args.lr": 0.01, "model.init_args.channels": 4}, value=0.5,
+        distributions={"model.init_args.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True),
+                       "model.init_args.channels": optuna.distributions.CategoricalDistribution([4, 8])}))
+    assert "search_space" not in old.user_attrs
+    with pytest.raises(ValueError, match=r"differences \(parameter: stored vs new\): "
+                                         r"model.init_args.channels: categorical \[4, 8\] vs int in \[2, 8\] step 2\. "):
+        run_study(make_settings(tmp_path, n_trials=2), BASE)
+    same = {**SPACE, "model.init_args.channels": [4, 8]}
+    study = run_study(make_settings(tmp_path, n_trials=2, search_space=same), BASE)["study"]
+    assert len(study.trials) == 2 and study.user_attrs["search_space"]["model.init_args.channels"]["choices"] == [4, 8]
