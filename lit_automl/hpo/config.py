@@ -241,10 +241,10 @@ def _heartbeats(data: Mapping[str, Any], storage: Optional[str], name: Any) -> D
                 f"where nothing fails or retries a dead worker's trial; give {name('heartbeat_interval')} > 0 or leave them out"
             )
     elif "grace_period" in out and out["grace_period"] <= out["heartbeat_interval"]:
+        source = name("heartbeat_interval") if "heartbeat_interval" in given else "the default"
         raise ValueError(
-            f"{name('grace_period')} must be greater than {name('heartbeat_interval')} "
-            f"({out['heartbeat_interval']} s), or a live trial is failed between two heartbeats; "
-            f"got {out['grace_period']}"
+            f"{name('grace_period')} must be greater than the heartbeat interval ({out['heartbeat_interval']} s, "
+            f"{source}), or a live trial is failed between two heartbeats; got {out['grace_period']}"
         )
     return out
 

@@ -114,7 +114,7 @@ def test_a_bad_value_is_named_where_it_came_from_the_flag_or_the_recipe():
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"grace_period": 30, "heartbeat_interval": 30}, r"hpo.grace_period must be greater than hpo.heartbeat_interval \(30 s\)"),
+        ({"grace_period": 30, "heartbeat_interval": 30}, r"hpo.grace_period must be greater than the heartbeat interval \(30 s, hpo.heartbeat_interval\)"),
         ({"heartbeat_interval": 0, "max_retry": 2}, r"hpo.max_retry given with hpo.heartbeat_interval 0 \(heartbeats off\)"),
         ({"storage": "journal:j.log", "grace_period": 9}, r"hpo.grace_period: journal storage 'journal:j.log' has no heartbeats"),
     ],
