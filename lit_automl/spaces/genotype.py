@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
-from lit_automl._checks import check_choice
+from lit_automl._checks import UnknownNameError, check_choice
 from lit_automl.spaces.genotype_text import GenotypeParseError, InvalidPart, parse_call, quote
 from lit_automl.spaces.geometry import CELL_TYPES, node_inputs, node_state, num_states
+from lit_automl.spaces.op_names import check_op_names
 
 __all__ = [
     "COMBINE_METHODS",
@@ -51,6 +52,7 @@ __all__ = [
     "Genotype",
     "GenotypeParseError",
     "InvalidPart",
+    "UnknownOperationError",
 ]
 
 Edge = tuple[str, int]
@@ -65,6 +67,11 @@ _OPTIONAL_FIELDS = ("normal_combine", "reduce_combine")
 _ALL_FIELDS = _FIELDS + _OPTIONAL_FIELDS
 COMBINE_METHODS = ("add", "concat")
 """How a node combines its edges: element-wise sum, or concatenation along channels."""
+
+
+class UnknownOperationError(GenotypeParseError, UnknownNameError):
+    """Genotype text or JSON naming an operation that cannot be built: a :class:`GenotypeParseError`
+    (the reader's error) and an :class:`~lit_automl._checks.UnknownNameError` (the op registry's)."""
 
 
 class CellView(NamedTuple):
@@ -294,9 +301,17 @@ class Genotype:
         Nothing is evaluated (:func:`~lit_automl.spaces.genotype_text.parse_call`): only a call
         named ``Genotype`` with literal and ``range(...)`` arguments is accepted. Cells may be flat
         (two edges per node) or nested (one list per node). Any problem raises
-        :class:`GenotypeParseError` quoting the offending text.
+        :class:`GenotypeParseError` quoting the offending text; an op name that cannot be built
+        (see :mod:`lit_automl.spaces.op_names`) raises :class:`UnknownOperationError` listing the valid names.
         """
-        return parse_call(text, "Genotype", _FIELDS, _OPTIONAL_FIELDS, cls)
+        return cls._known_ops(parse_call(text, "Genotype", _FIELDS, _OPTIONAL_FIELDS, cls), "genotype text")
+
+    @staticmethod
+    def _known_ops(genotype: "Genotype", source: str) -> "Genotype":
+        """``genotype`` if every op name in it can be built; read genotypes (text, JSON, files) go through
+        this, while the constructor checks structure only."""
+        check_op_names(source, genotype.op_names(), error=UnknownOperationError)
+        return genotype
 
     # ----------------------------------------------------------------- JSON / files
     def to_dict(self) -> dict[str, Any]:
@@ -318,7 +333,8 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Genotype":
-        """Inverse of :meth:`to_dict`; cells may also be flat edge lists.  Wrong keys raise ValueError."""
+        """Inverse of :meth:`to_dict`; cells may also be flat edge lists.  Wrong keys raise ValueError, an
+        op name that cannot be built :class:`UnknownOperationError`."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a genotype dict must be a mapping, got {type(data).__name__}: {data!r}")
         missing = [k for k in _FIELDS if k not in data]
@@ -328,7 +344,7 @@ class Genotype:
                 f"genotype dict must have exactly the keys {list(_FIELDS)} (optionally also {list(_OPTIONAL_FIELDS)}); "
                 f"missing {missing}, unknown {unknown}"
             )
-        return cls(**{k: data[k] for k in _ALL_FIELDS if k in data})
+        return cls._known_ops(cls(**{k: data[k] for k in _ALL_FIELDS if k in data}), "genotype dict")
 
     def to_json(self, indent: int | None = None) -> str:
         """JSON text of :meth:`to_dict`."""
@@ -356,9 +372,24 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Genotype":
-        """Read a file written by :meth:`save` (or any file holding the text form or JSON)."""
+        """Read a file written by :meth:`save` (or any file holding the text form or JSON).
+
+        A missing file raises ``FileNotFoundError``; a file that is not UTF-8 text or does not hold a
+        genotype raises the reader's error (:class:`GenotypeParseError`, ``ValueError``) with the file's
+        path and what it should hold in front of the reader's message."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8").strip()
-        if path.suffix.lower() == ".json" or text.startswith("{"):
-            return cls.from_json(text)
-        return cls.parse(text)
+        expected = "a genotype in the text form Genotype(normal=[...], ...) or its JSON"
+        if not path.is_file():
+            raise FileNotFoundError(f"genotype file {path} does not exist (expected {expected})")
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as err:
+            raise GenotypeParseError(f"genotype file {path} is not UTF-8 text (expected {expected}): {err}") from None
+        try:
+            if path.suffix.lower() == ".json" or text.startswith("{"):
+                return cls.from_json(text)
+            return cls.parse(text)
+        except InvalidPart as err:  # a JSON value the type refuses
+            raise InvalidPart(f"genotype file {path}: {err}", err.field, err.path, err.literal) from None
+        except ValueError as err:  # the reader's other errors, each of its own class
+            raise type(err)(f"genotype file {path}: {err}") from None

@@ -16,16 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_automl._checks import UnknownNameError, check_int, lookup
+from lit_automl._checks import check_int, lookup
 from lit_automl.spaces.batch_norm import BatchNorm2d
+from lit_automl.spaces.op_names import DARTS_OPS, NASNET_OPS, OP_NAMES, OP_SETS, check_op_names
+
+__all__ = ["DARTS_OPS", "NASNET_OPS", "OPS", "OP_SETS", "check_registered", "get_op", "get_op_set", "register_op",
+           "resolve_primitives", "validate_primitives"]
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
 OPS: Dict[str, OpFactory] = {}
 """Registry: op name -> factory(C, stride, affine)."""
 
-OP_SETS: Dict[str, Tuple[str, ...]] = {}
-"""Named candidate lists (the order is the column order of architecture parameters)."""
+# OP_SETS (named candidate lists, the column order of architecture parameters) and the op names
+# live in lit_automl.spaces.op_names, which the pure-Python genotype reader checks names against.
 
 
 def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
@@ -35,6 +39,7 @@ def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
         if name in OPS:
             raise ValueError(f"operation {name!r} is already registered")
         OPS[name] = factory
+        OP_NAMES.add(name)
         return factory
 
     return decorator
@@ -57,10 +62,7 @@ def get_op_set(name: str) -> Tuple[str, ...]:
 def check_registered(where: str, names: Iterable[str]) -> None:
     """Every name in ``names`` is a registered operation; else :class:`~lit_automl._checks.UnknownNameError`
     (a ``KeyError`` and a ``ValueError``) naming the unknown ones and listing the valid names."""
-    unknown = sorted({n for n in names if n not in OPS}, key=str)
-    if unknown:
-        raise UnknownNameError(f"{where} uses unregistered operation(s) {unknown}; valid names are: "
-                               f"{', '.join(sorted(OPS))}")
+    check_op_names(where, names)
 
 
 def validate_primitives(primitives: Sequence[str]) -> Tuple[str, ...]:
@@ -251,18 +253,6 @@ def _dil_conv_5x5(C: int, stride: int, affine: bool) -> nn.Module:
     return DilConv(C, C, 5, stride, 4, 2, affine)
 
 
-DARTS_OPS: Tuple[str, ...] = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
-OP_SETS["darts"] = DARTS_OPS
-
 
 # ----------------------------------------------------------------------------- the NASNet set
 # Zoph, Vasudevan, Shlens & Le, "Learning Transferable Architectures for Scalable Image
@@ -345,21 +335,3 @@ def _conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
 def _sep_conv_7x7(C: int, stride: int, affine: bool) -> nn.Module:
     return SepConv(C, C, 7, stride, 3, affine)
 
-
-NASNET_OPS: Tuple[str, ...] = (
-    "skip_connect",  # identity
-    "conv_1x3_3x1",
-    "conv_1x7_7x1",
-    "dilated_conv_3x3",
-    "avg_pool_3x3",
-    "max_pool_3x3",
-    "max_pool_5x5",
-    "max_pool_7x7",
-    "conv_1x1",
-    "conv_3x3",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "sep_conv_7x7",
-)
-"""The 13 operations of the NASNet search space, in the order of Zoph et al. (2018), Sec. 3."""
-OP_SETS["nasnet"] = NASNET_OPS

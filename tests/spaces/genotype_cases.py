@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from lit_automl.spaces import op_names
 from lit_automl.spaces.genotype import Genotype
 
 # The published DARTS second-order cell, as released with Liu et al. (ICLR 2019).
@@ -19,6 +22,17 @@ DARTS_V1_TEXT = (
     "('max_pool_3x3', 0), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], "
     "reduce_concat=range(2, 6))"
 )
+FAKE_OPS = ("a", "b", "c", "d", "e", "f", "it's", 'mu"op', "op # not a comment")
+"""Short op names the reader's tests use; :func:`fake_op_names` makes them known for a test."""
+
+
+@pytest.fixture
+def fake_op_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """:data:`FAKE_OPS` known to the genotype reader for one test (names only, as ``register_op`` adds them):
+    the reader's tests are about the text form, the registry check has its own (tests/spaces/test_bad_input.py)."""
+    monkeypatch.setattr(op_names, "OP_NAMES", op_names.OP_NAMES | set(FAKE_OPS))
+
+
 # Two flat nodes in each cell; used as the base of the malformed-text cases.
 SMALL = "Genotype(normal=[('a', 0), ('b', 1)], normal_concat=[2], reduce=[('c', 0), ('d', 1)], reduce_concat=[2])"
 

@@ -17,7 +17,9 @@ import pytest
 from lit_automl.spaces import genotype as genotype_module
 from lit_automl.spaces.genotype import CellView, Genotype, GenotypeParseError
 from lit_automl.spaces.published import get_genotype, resolve_genotype
-from tests.spaces.genotype_cases import DARTS_V2_TEXT, nested_genotype
+from tests.spaces.genotype_cases import DARTS_V2_TEXT, fake_op_names, nested_genotype  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("fake_op_names")
 
 
 # --------------------------------------------------------------------------- the type

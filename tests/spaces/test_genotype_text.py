@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from lit_automl.spaces.genotype import Genotype, GenotypeParseError
-from tests.spaces.genotype_cases import SMALL, nested_genotype
+from tests.spaces.genotype_cases import SMALL, fake_op_names, nested_genotype  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("fake_op_names")
 
 
 def test_nested_text_form_round_trips() -> None:

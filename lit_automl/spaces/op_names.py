@@ -1,0 +1,59 @@
+"""The names of the candidate operations, apart from their implementations (standard library only).
+
+The genotype reader (:mod:`lit_automl.spaces.genotype`, pure Python) checks op names here without
+importing torch. :mod:`lit_automl.spaces.ops` builds every name listed here, and
+:func:`~lit_automl.spaces.ops.register_op` adds the name of each new operation to
+:data:`OP_NAMES`, so a name is known here exactly when it can be built.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Set, Tuple, Type
+
+from lit_automl._checks import UnknownNameError
+
+__all__ = ["DARTS_OPS", "NASNET_OPS", "OP_NAMES", "OP_SETS", "check_op_names"]
+
+DARTS_OPS: Tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+"""The 8 operations of the DARTS search space (Liu et al., ICLR 2019, Sec. 3.1.1)."""
+
+NASNET_OPS: Tuple[str, ...] = (
+    "skip_connect",  # identity
+    "conv_1x3_3x1",
+    "conv_1x7_7x1",
+    "dilated_conv_3x3",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "max_pool_5x5",
+    "max_pool_7x7",
+    "conv_1x1",
+    "conv_3x3",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "sep_conv_7x7",
+)
+"""The 13 operations of the NASNet search space, in the order of Zoph et al. (2018), Sec. 3."""
+
+OP_SETS: Dict[str, Tuple[str, ...]] = {"darts": DARTS_OPS, "nasnet": NASNET_OPS}
+"""Named candidate lists (the order is the column order of architecture parameters)."""
+
+OP_NAMES: Set[str] = {name for names in OP_SETS.values() for name in names}
+"""Every operation name that can be built: the op sets' and those ``register_op`` added."""
+
+
+def check_op_names(where: str, names: Iterable[str], error: Type[UnknownNameError] = UnknownNameError) -> None:
+    """Every name in ``names`` is a known operation; else ``error`` (an :class:`UnknownNameError`, a
+    ``KeyError`` and a ``ValueError``) naming the unknown ones and listing the valid names."""
+    unknown = sorted({n for n in names if n not in OP_NAMES}, key=str)
+    if unknown:
+        raise error(f"{where} uses unregistered operation(s) {unknown}; valid names are: "
+                    f"{', '.join(sorted(OP_NAMES))} (lit_automl.spaces.register_op adds one)")
