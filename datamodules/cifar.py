@@ -19,6 +19,7 @@ Cutout (DeVries & Taylor, 2017) with length 16.
 from __future__ import annotations
 
 import os
+import contextlib
 import pickle
 import re
 import tarfile
@@ -126,8 +127,14 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_batch(path: Path) -> dict:
-    with open(path, "rb") as f:
-        entry = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    expected = "expected a batch file of the official CIFAR python archive (a pickled dict)"
+    try:
+        with open(path, "rb") as f:
+            entry = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, MemoryError) as err:  # what unpickling a damaged or foreign file raises
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err}); {expected}: the file is damaged "
+                         "or not from that archive (delete it and download again)") from None
     if not isinstance(entry, dict):
         raise ValueError(f"{path} is not a CIFAR batch: expected a pickled dict, got {type(entry).__name__}")
     return entry
@@ -173,8 +180,13 @@ def read_cifar(root: str | os.PathLike, train: bool, num_classes: int = 10) -> t
 def _safe_extract(archive: Path, dest: Path) -> None:
     """Extract a .tar.gz, refusing links, devices and paths that leave ``dest``."""
     dest_resolved = dest.resolve()
-    with tarfile.open(archive, "r:gz") as tar:
-        members = tar.getmembers()
+    with contextlib.ExitStack() as stack:
+        try:
+            tar = stack.enter_context(tarfile.open(archive, "r:gz"))
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise ValueError(f"{archive} cannot be read as a .tar.gz archive ({type(err).__name__}: {err}); expected "
+                             "the official CIFAR python archive: delete it and download again") from None
         for member in members:
             if not (member.isfile() or member.isdir()):
                 raise ValueError(

@@ -110,8 +110,12 @@ def _load_png(path: Path, size: int) -> np.ndarray:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - Pillow ships with matplotlib
         raise ImportError("reading Omniglot needs Pillow: pip install pillow") from err
-    with Image.open(path) as im:
-        grey = im.convert("L")
+    try:
+        with Image.open(path) as im:
+            grey = im.convert("L")
+    except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, truncated or damaged data
+        raise ValueError(f"{path} cannot be read as an image ({type(err).__name__}: {err}); expected an Omniglot "
+                         "PNG drawing: the file is damaged (delete the data folder and download again)") from None
     return np.asarray(grey.resize((size, size), resample=Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
@@ -140,7 +144,11 @@ def read_omniglot(
     if cache and cache_path.is_file():
         try:
             saved = torch.load(cache_path, weights_only=True)
-        except Exception:  # unreadable or foreign file: rebuild it
+        except Exception as err:  # unreadable or foreign file: rebuilt from the PNGs, said once
+            reason = "it holds objects a weights-only load refuses" if "Weights only load failed" in str(err) \
+                else (str(err).splitlines() or [""])[0]
+            warnings.warn(f"the Omniglot cache {cache_path} cannot be read ({type(err).__name__}: {reason}); "
+                          "rebuilding it from the PNG files", stacklevel=2)
             saved = None
         if (
             isinstance(saved, dict)
@@ -202,7 +210,12 @@ def _check_split_sizes(num_train: object, num_val: object) -> None:
 def _safe_extract_zip(archive: Path, dest: Path) -> None:
     """Extract a zip, refusing symlinks and member paths that leave ``dest``."""
     dest_resolved = dest.resolve()
-    with zipfile.ZipFile(archive) as zf:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f"{archive} cannot be read as a zip archive ({type(err).__name__}: {err}); expected an "
+                         "official Omniglot archive: delete it and download again") from None
+    with zf:
         members = zf.infolist()
         for info in members:
             mode = (info.external_attr >> 16) & 0o170000

@@ -232,6 +232,10 @@ class PDARTS(DARTS):
     ``is_last_stage``, ``initial_skip_dropout``, ``surviving_ops``, ``model.skip_dropout``.
     """
 
+    resume_state_hparams = ("stage", "surviving_ops")
+    """Hyperparameters the staged run itself rewrites (``next_stage``): a stage checkpoint legitimately holds
+    other values than the recipe, so resuming does not count them as changed settings."""
+
     def __init__(
         self,
         stage: int = 0,
@@ -329,8 +333,17 @@ class PDARTS(DARTS):
     def for_checkpoint(self, ckpt_path: Union[str, os.PathLike], weights_only: bool = True) -> "PDARTS":
         """A fresh module of the stage (and surviving ops) a stage checkpoint recorded, ready for
         ``trainer.fit(module, ckpt_path=ckpt_path)``; the other settings are this module's."""
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
-        hp = checkpoint.get("hyper_parameters", {})
+        expected = "expected a P-DARTS stage checkpoint written by Trainer.fit"
+        if not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"{os.fspath(ckpt_path)} does not exist or is not a file; {expected}")
+        try:
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
+        except Exception as err:  # torch raises UnpicklingError / RuntimeError / EOFError for other files
+            reason = ("it holds objects a weights-only load refuses" if "Weights only load failed" in str(err)
+                      else str(err).splitlines()[0] if str(err) else "unreadable")
+            raise ValueError(f"{os.fspath(ckpt_path)} cannot be read as a checkpoint ({type(err).__name__}: {reason}); "
+                             f"{expected}") from None
+        hp = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
         missing = [key for key in ("stage", "surviving_ops") if key not in hp]
         if missing:
             raise ValueError(
