@@ -75,6 +75,7 @@ class MetaLearner(pl.LightningModule):
         self.model = model
         self.loss_name = loss
         self._epoch_batch = 0  # index of the current training batch in its epoch (on_train_batch_start)
+        self._outputs_checked = False  # check_task_outputs runs on the first meta-batch of each fit / validate / test
         self.adapt_names: List[str] = adaptable_names(model, adapt_norm)
         self._check_functional(model)
 
@@ -131,7 +132,45 @@ class MetaLearner(pl.LightningModule):
         (support, query) = out
         if support[0].shape[0] != query[0].shape[0]:
             raise ValueError(f"support has {support[0].shape[0]} tasks but query has {query[0].shape[0]}")
+        if not self._outputs_checked:
+            self.check_task_outputs(support, query)
+            self._outputs_checked = True
         return support, query
+
+    def setup(self, stage: str) -> None:
+        self._outputs_checked = False
+
+    def _datamodule_n_way(self) -> Optional[int]:
+        """The attached datamodule's ``n_way`` (task datamodules declare it), ``None`` when there is none."""
+        trainer = self._trainer
+        n_way = getattr(getattr(trainer, "datamodule", None), "n_way", None) if trainer is not None else None
+        return None if n_way is None else int(n_way)
+
+    def check_task_outputs(self, support: Batch, query: Batch) -> None:
+        """Refuse a model whose outputs do not fit the tasks, before any step (run on the first meta-batch,
+        one forward on the first task's support set with copied buffers): for classification, as many
+        outputs as the datamodule's ``n_way`` (or, without one, more outputs than the largest label); for
+        regression, outputs of the targets' shape."""
+        x, y = support[0][0], support[1][0]
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        with torch.no_grad():
+            out = functional_call(self.model, (self._detached_params(), buffers), (x,))
+        name, model = type(self).__name__, type(self.model).__name__
+        if self.loss_name != "cross_entropy":
+            if out.shape != y.shape:
+                raise ValueError(f"{name}: {model} outputs shape {tuple(out.shape[1:])} per example but the task "
+                                 f"targets have shape {tuple(y.shape[1:])}: build the model with matching outputs")
+            return
+        outputs = out.shape[-1]
+        n_way = self._datamodule_n_way()
+        if n_way is not None and outputs != n_way:
+            raise ValueError(f"{name}: {model} outputs {outputs} classes but the datamodule's tasks are {n_way}-way "
+                             f"(n_way={n_way}): build the model with n_way={n_way} outputs or set the datamodule's "
+                             f"n_way={outputs}")
+        top = int(max(support[1].max(), query[1].max()))
+        if top >= outputs:
+            raise ValueError(f"{name}: the tasks' labels go up to {top} but {model} outputs {outputs} classes: build "
+                             f"the model with one output per class of a task (n_way={top + 1})")
 
     # ------------------------------------------------------------------ adaptation
     def adapt(self, support: Batch, steps: Optional[int] = None) -> AdaptedModel:

@@ -22,9 +22,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from lit_automl._checks import check_choice, check_int, check_real
+from lit_automl._checks import check_choice, check_int, check_real, check_sequence
 from lit_automl.meta.base import Batch, MetaLearner
 from lit_automl.meta.functional import InnerAdam, InnerOptimizer, InnerSGD, Params, inner_loop
 
@@ -64,7 +65,15 @@ class Reptile(MetaLearner):
         outer_lr = check_real("outer_lr", outer_lr, low=0, low_open=True)
         check_int("inner_batch_size", inner_batch_size, low=1)
         check_real("outer_lr_final", outer_lr_final, low=0, high=outer_lr, hint="at most outer_lr")
+        betas = check_sequence("inner_betas", inner_betas, lambda n, v: check_real(n, v, low=0, high=1, high_open=True),
+                               allowed="numbers in [0, 1) (Adam's beta1, beta2)", min_len=2)
+        if len(betas) != 2:
+            raise ValueError(f"inner_betas must be a pair (beta1, beta2) of numbers in [0, 1), got {inner_betas!r}")
+        if inner_optimizer == "sgd" and betas != (0.0, 0.999):
+            raise ValueError(f"inner_betas are the inner Adam's: inner_optimizer='sgd' does not use them (leave them at "
+                             f"(0.0, 0.999) or set inner_optimizer='adam'), got inner_betas={inner_betas!r}")
         self.save_hyperparameters(ignore=["model"])
+        self._batch_size_reported = False  # an inner_batch_size larger than a task's data is said once
         self._update = self._make_inner_optimizer()
         self.inner_state: Optional[Params] = None  # Adam moments carried across tasks (None for SGD / before the first task)
 
@@ -94,6 +103,10 @@ class Reptile(MetaLearner):
         """The task's data shuffled and cut into ``inner_batch_size`` minibatches (cycled by the inner loop)."""
         order = torch.randperm(x.shape[0], device=x.device)
         size = min(self.hparams.inner_batch_size, x.shape[0])
+        if size < self.hparams.inner_batch_size and not self._batch_size_reported:
+            self._batch_size_reported = True
+            rank_zero_warn(f"Reptile: inner_batch_size={self.hparams.inner_batch_size} exceeds the {x.shape[0]} examples "
+                           f"of a task (support and query together): each inner step uses all {x.shape[0]}")
         return [(x[idx], y[idx]) for idx in order.split(size) if len(idx) == size] or [(x[order], y[order])]
 
     def task_solution(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[Params, torch.Tensor]:
