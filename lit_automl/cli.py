@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 from lit_automl._checks import check_int, check_real
 from lit_automl.console import UsageError, check_config_files, error_line, exit_status, quiet_third_party_noise, wants_traceback
@@ -46,12 +46,20 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict", "hpo", "nas-worker")
 USAGE = f"usage: lit-automl [-h] [-c CONFIG] {{{','.join(SUBCOMMANDS)}}} ..."
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors reach :func:`main` as :class:`UsageError` (one ``error:`` line, exit 2)
+    instead of its usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
 # --------------------------------------------------------------------- lit-automl hpo
 def hpo_parser() -> argparse.ArgumentParser:
     """Flags of ``lit-automl hpo``; each overrides the same key of the recipe's ``hpo:`` section."""
     from lit_automl.hpo.registry import PRUNERS, SAMPLERS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lit-automl hpo",
         description="Tune a LightningCLI recipe with Optuna: one Lightning fit per trial. Further "
         "--key=value arguments (e.g. --trainer.max_epochs=5) override the recipe for every trial.",
@@ -113,8 +121,6 @@ def hpo_main(args: List[str]) -> Dict[str, Any]:
     from lit_automl.hpo.study import run_study
 
     flags = {k: v for k, v in vars(namespace).items() if k != "config" and v is not None}
-    if "n_trials" in flags:
-        check_int("--n-trials", flags["n_trials"], low=1, allowed=">= 1")
     recipe = Path(namespace.config)
     base, section = load_recipe(recipe)
     base = merge_params(base, _config_overrides(extra))
@@ -127,7 +133,7 @@ def hpo_main(args: List[str]) -> Dict[str, Any]:
 
 # --------------------------------------------------------------- lit-automl nas-worker
 def nas_worker_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lit-automl nas-worker",
         description="Evaluate the children of a sample-based search (NASRL, NASNetSearch): claim WAITING child "
         "trials of the recipe's Optuna study, train them with the recipe's evaluator, tell the rewards. Run one per "

@@ -20,12 +20,22 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI, instantiate_class
+from pytorch_lightning.utilities import rank_zero_info
+
+from lit_automl.resume import check_resume
+from lit_automl.run_folders import folder_summary, fresh_versions
 
 __all__ = ["AutoMLCLI", "build_from_config"]
 
 
 class AutoMLCLI(LightningCLI):
-    """LightningCLI in subclass mode for both model and (optional) data, with the run config saved."""
+    """LightningCLI in subclass mode for both model and (optional) data, with the run config saved.
+
+    On top of LightningCLI: ``--ckpt_path`` is read first and a run whose model settings differ
+    from the checkpoint's is refused (:mod:`lit_automl.resume`); a logger's fixed ``version``
+    folder that holds an earlier run becomes ``<version>_2`` (:mod:`lit_automl.run_folders`) and
+    ``fit`` ends by saying where its files went; the progress bar leaves out ``v_num``.
+    """
 
     def __init__(self, args: Optional[List[str]] = None, run: bool = True, **kwargs: Any) -> None:
         self._stage_versions: Optional[List[Optional[str]]] = None  # logger folders of a staged fit
@@ -63,6 +73,42 @@ class AutoMLCLI(LightningCLI):
         self.datamodule = None
         self.model = init["model"]
         self.trainer = self.instantiate_trainer()
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """LightningCLI's, then the ``--ckpt_path`` check: exact resume or an error."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path:
+            check_resume(ckpt_path, self.config[subcommand].get("model") or {})
+
+    def before_instantiate_classes(self) -> None:
+        """Fresh folders for loggers with a fixed version; the progress bar without ``v_num``."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is None:
+            return
+        specs = trainer.get("logger")
+        listed = specs if isinstance(specs, list) else [specs]
+        plain = [_plain(spec) for spec in listed]
+        versions = fresh_versions(plain, _log_dir, rank_zero_info)
+        for spec, version in zip(listed, versions):
+            if version is not None and hasattr(spec, "init_args"):
+                spec.init_args.version = version
+        configured = [str(_plain(c).get("class_path", "")) for c in trainer.get("callbacks") or []
+                      if isinstance(_plain(c), dict)]
+        if trainer.get("enable_progress_bar") is not False and not any("ProgressBar" in c for c in configured):
+            from lit_automl.callbacks.progress_bar import RunProgressBar
+
+            defaults = self.trainer_defaults.get("callbacks") or []
+            defaults = list(defaults) if isinstance(defaults, list) else [defaults]
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": defaults + [RunProgressBar()]}
+
+    def after_fit(self) -> None:
+        """Say where the run's files went (rank 0)."""
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            folder = Path(self.trainer.log_dir)
+            print(folder_summary("fit", folder.parent if self._stage_versions is not None else folder))
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -181,6 +227,17 @@ def _stage_spec(spec: Any, base: Optional[str], stage: int) -> Any:
     if base is None:
         return _build(spec)
     return _build({**spec, "init_args": {**spec["init_args"], "version": f"{base}/stage_{stage}"}})
+
+
+def _log_dir(spec: Any) -> Optional[Path]:
+    """``save_dir/name/version`` of a logger spec with those arguments (CSV, TensorBoard)."""
+    init_args = spec.get("init_args") or {} if isinstance(spec, dict) else {}
+    if init_args.get("save_dir") is None or init_args.get("version") is None:
+        return None
+    version = init_args["version"]
+    name = init_args.get("name", "lightning_logs")
+    folder = Path(init_args["save_dir"]) / (name or "")
+    return folder / (version if isinstance(version, str) else f"version_{version}")
 
 
 def _has_omegaconf() -> bool:
