@@ -33,7 +33,7 @@ from lit_automl.nas.child import ChildClassifier
 from lit_automl.spaces.decisions import SequentialSpace
 from lit_automl.spaces.networks import count_parameters
 
-__all__ = ["DataModuleFactory", "Evaluator", "TrainingEvaluator", "REWARDS", "reward_from_metrics"]
+__all__ = ["DataModuleFactory", "Evaluator", "TrainingEvaluator", "REWARDS", "describe_reward", "reward_from_metrics"]
 
 DataModuleFactory = Callable[[], pl.LightningDataModule]
 """Builds the datamodule children train on: a LightningDataModule class, a lambda, or a recipe's
@@ -70,6 +70,9 @@ def _build_datamodule(factory: Any) -> pl.LightningDataModule:
     return datamodule
 
 
+REWARD_WINDOW = 5
+"""The ``last 5`` epochs of ``max_last5`` rewards (Zoph & Le 2017, Sec. 4.1)."""
+
 REWARDS = {"max_last5_cubed": 3, "max_last5": 1, "final": None}
 """Reward definitions over the per-epoch validation accuracies:
 
@@ -91,7 +94,23 @@ def reward_from_metrics(metrics: Mapping[str, Any], reward: str) -> float:
         raise ValueError(f"metrics carry no validation accuracies (val_acc_history={history!r}); cannot compute {reward!r}")
     if power is None:
         return float(history[-1])
-    return max(float(a) for a in history[-5:]) ** power
+    return max(float(a) for a in history[-REWARD_WINDOW:]) ** power
+
+
+def describe_reward(reward: str, budget: int) -> str:
+    """What reward ``reward`` of a child trained ``budget`` epochs is, in words, from :data:`REWARDS`
+    (e.g. ``"(max validation accuracy of the last 5 of 50 child epochs)^3"``)."""
+    power = REWARDS[check_choice("reward", reward, REWARDS)]
+    budget = check_int("budget", budget, low=1)
+    if budget == 1:
+        value = "validation accuracy after the 1 child epoch"
+    elif power is None:
+        value = f"validation accuracy after the last of {budget} child epochs"
+    elif budget <= REWARD_WINDOW:
+        value = f"max validation accuracy over all {budget} child epochs"
+    else:
+        value = f"max validation accuracy of the last {REWARD_WINDOW} of {budget} child epochs"
+    return value if power in (None, 1) else f"({value})^{power}"
 
 
 class Evaluator(abc.ABC):

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lit_automl._checks import ArgumentTypeError, check_choice, check_int, check_real
 from lit_automl.nas.controller import Controller
-from lit_automl.nas.evaluator import REWARDS, Evaluator
+from lit_automl.nas.evaluator import REWARDS, Evaluator, describe_reward
 from lit_automl.nas.policy_gradient import PPO, PolicyGradient, Reinforce
 from lit_automl.nas.workqueue import ChildQueue, spawn_workers
 from lit_automl.spaces.decisions import Action
@@ -167,6 +167,11 @@ class RLSearch(pl.LightningModule):
         self.generator = torch.Generator()
         self.generator.set_state(torch.frombuffer(bytearray(generator_state), dtype=torch.uint8))
 
+    @property
+    def reward_description(self) -> str:
+        """The children's reward in words, from the ``reward`` and ``budget`` settings."""
+        return describe_reward(self.hparams.reward, self.hparams.budget)
+
     # ------------------------------------------------------------------ what subclasses tune
     def decision_length(self) -> Optional[int]:
         """How many decisions the controller samples now (``None``: all). NAS-RL grows it."""
@@ -193,6 +198,8 @@ class RLSearch(pl.LightningModule):
         if self.trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             hp = self.hparams
+            rank_zero_info(f"{type(self).__name__}: reward = {self.reward_description} (reward={hp.reward!r}), "
+                           f"{hp.children_per_step} children per controller step")
             study_name = hp.study_name or type(self).__name__.lower()
             storage = hp.storage
             if storage is None and hp.n_workers > 0:
@@ -317,7 +324,8 @@ class RLSearch(pl.LightningModule):
         self._plot_history(run_dir / "search_history.png")
         self._plot_best(best, run_dir)
         rank_zero_info(
-            f"best child: reward {self.best['reward']:.4f} (trial {self.best['trial']}, step {self.best['step']})\n"  # type: ignore[index]
+            f"best child: reward {self.best['reward']:.4f} = {self.reward_description} "  # type: ignore[index]
+            f"(trial {self.best['trial']}, step {self.best['step']})\n"  # type: ignore[index]
             f"{best}\nwritten to {run_dir / 'best_architecture.txt'}"
         )
 
