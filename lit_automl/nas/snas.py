@@ -175,8 +175,10 @@ class SNAS(SupernetSearch):
         resource: ``"params"``, ``"flops"`` or ``None``: the per-op cost of ``C(Z)``.
         resource_weight: weight of the resource term (``>= 0``; 0 leaves the search unconstrained while
             ``snas/expected_cost`` is still logged).
-        input_size: spatial size of the probe input used to count FLOPs (``resource="flops"`` only); the
-            training images must have this size (checked every step: FLOPs scale with it).
+        input_size: spatial size of the probe input used to count FLOPs, read with ``resource="flops"`` only
+            (a recipe may declare its data's size for when FLOP costs are switched on); with FLOP costs the
+            datamodule's ``image_size`` (at setup) and the training images (every step) must have this size:
+            FLOPs scale with the image area.
         alpha_grad_clip: max norm of the alphas' gradient (``>= 0``; 0 disables clipping).
         seed: seed of the architecture-noise generator (combined with ``global_step``).
         **kwargs: the shared supernet settings of :class:`~lit_automl.nas.supernet.SupernetSearch`
@@ -203,9 +205,6 @@ class SNAS(SupernetSearch):
         check_int("seed", seed, low=0)
         if resource_weight > 0 and resource is None:
             raise ValueError(f"resource_weight={resource_weight!r} needs resource='params' or 'flops', got resource=None")
-        if resource != "flops" and input_size != 32:
-            raise ValueError(f"input_size sizes the FLOP probe, which only resource='flops' runs (leave it at 32), "
-                             f"got input_size={input_size!r} with resource={resource!r}")
         super().__init__(alpha_init_std=alpha_init_std, alpha_grad_clip=alpha_grad_clip, **kwargs)
         self.temperature: float = float(tau)
         self.resource_costs: Optional[List[torch.Tensor]] = None
@@ -254,6 +253,13 @@ class SNAS(SupernetSearch):
                 if name == "none":
                     e_k[:, k] = 0.0
         return [(costs[False] / 1e6).float(), (costs[True] / 1e6).float()]
+
+    def data_settings(self) -> Dict[str, Tuple[str, Any]]:
+        """The shared ones and, with FLOP costs, the probe's ``input_size`` against the data's ``image_size``."""
+        settings = super().data_settings()
+        if self.hparams.resource == "flops":
+            settings["image_size"] = ("input_size", self.hparams.input_size)
+        return settings
 
     def check_probe_size(self, x: torch.Tensor) -> None:
         """With FLOP costs, refuse images of another size than the probe's ``input_size`` (FLOPs scale

@@ -244,8 +244,29 @@ class SupernetSearch(pl.LightningModule):
         self.memory_format = MEMORY_FORMATS[name]
         self.model.to(memory_format=self.memory_format)
 
+    def data_settings(self) -> Dict[str, Tuple[str, Any]]:
+        """``{datamodule attribute: (setting, value)}``: settings that must equal what the datamodule
+        declares (checked at setup, where the datamodule has the attribute)."""
+        hp = self.hparams
+        return {"num_classes": ("num_classes", hp.num_classes), "in_channels": ("in_channels", hp.in_channels)}
+
+    def check_data_settings(self) -> None:
+        """Refuse a supernet built for other data than the attached datamodule declares, naming both values
+        (more classes than the data has would train unused outputs silently; fewer fail inside torch)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for attribute, (setting, value) in self.data_settings().items():
+            try:
+                declared = getattr(datamodule, attribute, None)
+            except AttributeError:  # a wrapper forwarding an attribute its inner datamodule lacks
+                declared = None
+            if declared is not None and declared != value:
+                raise ValueError(f"{type(self).__name__} was built with {setting}={value!r} but the datamodule "
+                                 f"{type(datamodule).__name__} has {attribute}={declared!r}: set {setting}={declared!r}")
+
     def setup(self, stage: str) -> None:
-        """``memory_format="auto"``: the layout of the device the trainer runs on, reported once."""
+        """Check the settings against the datamodule's (:meth:`check_data_settings`); ``memory_format="auto"``:
+        the layout of the device the trainer runs on, reported once."""
+        self.check_data_settings()
         if self.memory_format is None:
             device = self.trainer.strategy.root_device
             self.settle_memory_format(auto_memory_format(device))
