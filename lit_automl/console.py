@@ -85,13 +85,17 @@ def check_config_files(argv: Sequence[str]) -> None:
         except (OSError, UnicodeDecodeError) as err:
             raise UsageError(f"config file {path!r} cannot be read: {err}") from None
         try:
-            yaml.safe_load(text)
+            content = yaml.safe_load(text)
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
             raise UsageError(f"{path}: {where}{err.problem or err.context} (YAML syntax)") from None
         except yaml.YAMLError as err:
             raise UsageError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(content, dict):
+            found = "an empty file" if content is None else f"a {type(content).__name__}"
+            raise UsageError(f"config {path}: expected a mapping of settings (model:, trainer:, data: ...), "
+                             f"got {found}")
 
 
 # ------------------------------------------------------------------ the error line
@@ -135,23 +139,40 @@ def _one_line(text: str) -> str:
 def _tidy(text: str) -> str:
     """jsonargparse's ``Expected a <class 'int'>. Got value: abc`` as ``expected int, got 'abc'``."""
     text = re.sub(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>\. Got value: (.*)$", r"expected \1, got '\2'", text)
+    text = re.sub(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$", r"expected one of \1, got '\2'", text)
     return re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
 
 
+def _allowed_types(subtypes: str) -> str:
+    """jsonargparse's ``[typing.Literal[64, 32], <class 'NoneType'>]`` as ``64, 32 or None``."""
+    parts = re.split(r",\s*(?=<class|typing\.|collections\.)", subtypes.strip()[1:-1])
+    parts = [_tidy(re.sub(r"^typing\.Literal\[(.*)\]$", r"\1", part.strip())) for part in parts]
+    return " or ".join("None" if part == "NoneType" else part for part in parts)
+
+
 def _jsonargparse_line(chain: Sequence[BaseException]) -> str:
-    """``key: innermost message`` from jsonargparse's nested errors (their keys joined)."""
+    """``key: innermost message`` from jsonargparse's nested errors (their keys joined); a value that
+    fits none of a setting's types gets ``expected <the types>, got <value>``."""
     keys: List[str] = []
     class_path = None
+    union = None  # (key, subtypes, given value) of the innermost union error
     for exc in chain:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        match = re.match(r'Parser key "([^"]+)"', first)
+        text = str(exc)
+        match = re.match(r'Parser key "([^"]+)"', text)
         if match and (not keys or keys[-1] != match.group(1)):
             keys.append(match.group(1))
-        found = re.search(r"Problem with given class_path '([^']+)'", str(exc))
+        found = re.search(r"Problem with given class_path '([^']+)'", text)
         if found:
             class_path = found.group(1)
-    message = _one_line(str(chain[-1]))
+        subtypes = re.search(r"^\s*Subtypes: (\[.*\])$", text, re.M)
+        given = re.search(r"^\s*Given value: (.*)$", text, re.M)
+        if subtypes and given and keys:
+            union = (keys[-1], subtypes.group(1), given.group(1))
     key = ".init_args.".join(keys)
+    if union is not None and keys and union[0] == keys[-1] and "Expected a" in str(chain[-1]) \
+            and "class_path" not in union[2]:
+        return f"{key}: expected {_allowed_types(union[1])}, got {union[2]!r}"
+    message = _one_line(str(chain[-1]))
     if class_path and "is not accepted" in message:
         message = f"{message} by {class_path}"
     if key and not message.startswith(f'Parser key "{keys[-1]}"'):
@@ -172,6 +193,8 @@ def error_line(exc: BaseException) -> str:
         return _jsonargparse_line(chain)
     inner = chain[-1]
     message = _one_line(str(inner))
+    if type(inner).__name__ == "MisconfigurationException":
+        return f"trainer: {message}"
     if isinstance(inner, (FileNotFoundError, PermissionError, IsADirectoryError)) and inner.filename:
         return f"{inner.strerror or type(inner).__name__}: {inner.filename}"
     if not is_bad_input(exc):
@@ -189,7 +212,9 @@ def is_bad_input(exc: BaseException) -> bool:
         bad += (yaml.YAMLError,)
     except ImportError:  # pragma: no cover - pyyaml is a dependency
         pass
-    return isinstance(exc, bad) or type(exc).__module__.startswith("jsonargparse")
+    # Lightning refuses a Trainer setting (accelerator, devices, strategy ...) with MisconfigurationException
+    return isinstance(exc, bad) or type(exc).__module__.startswith("jsonargparse") \
+        or type(exc).__name__ == "MisconfigurationException"
 
 
 def exit_status(exc: BaseException) -> int:

@@ -69,7 +69,10 @@ BAD_COMMANDS = [
     (["fit", "-c", DARTS, "--model.init_args.alpha_lr", "-1"], ["alpha_lr", "-1"]),
     (["fit", "-c", DARTS, "--model.init_args.genotype", "DARTS_V2"], ["'genotype' is not accepted", "DARTS"]),
     (["fit", "-c", DARTS, "--model.class_path", "lit_automl.nas.NoSuchSearch"], ["NoSuchSearch"]),
-    (["fit", "-c", DARTS, "--trainer.max_epochs", "many"], ["trainer.max_epochs", "'many'"]),
+    (["fit", "-c", DARTS, "--trainer.max_epochs", "many"], ["trainer.max_epochs: expected int or None, got 'many'"]),
+    (["fit", "-c", DARTS, "--trainer.precision", "17"], ["trainer.precision", "'bf16-mixed'", "got '17'"]),
+    (["fit", "-c", DARTS, "--trainer.accelerator", "gpu"], ["trainer:", "gpu"]),
+    (["fit", "-c", DARTS, "--trainer.logger", "5"], ["trainer.logger", "Logger", "got '5'"]),
     (["fit", "-c", DARTS, "--data.init_args.datamodule.init_args.batch_size", "0"],
      ["DigitsDataModule", "batch_size", "got 0"]),
     (["fit", "-c", DARTS, "--data.init_args.datamodule.class_path", "lit_automl.datamodules.Nope"], ["Nope"]),
@@ -105,6 +108,18 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(in_tmp, capsys):
     assert code == 2
     line = assert_one_error_line(err, str(path), "line 3, column 13", "YAML syntax")
     assert "unicode string" not in line
+    code, _, err = run(["hpo", "-c", str(path)], capsys)
+    assert code == 2
+    assert_one_error_line(err, str(path), "line 3")
+
+
+@pytest.mark.parametrize("text, found", [("", "an empty file"), ("- 1\n- 2\n", "a list"), ("3\n", "a int")])
+def test_a_config_that_is_not_a_mapping_is_refused_naming_what_it_holds(text, found, in_tmp, capsys):
+    path = in_tmp / "odd.yaml"
+    path.write_text(text)
+    code, _, err = run(["fit", "-c", str(path)], capsys)
+    assert code == 2
+    assert_one_error_line(err, str(path), "expected a mapping of settings", found)
 
 
 def test_debug_switches_show_the_traceback(in_tmp, capsys, monkeypatch):
