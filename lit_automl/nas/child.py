@@ -28,6 +28,7 @@ from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_automl._checks import check_bool, check_choice, check_int, check_real
+from lit_automl.nas.data_checks import check_against_datamodule, nonfinite_count
 
 __all__ = ["ChildClassifier", "SCHEDULES", "split_logits"]
 
@@ -163,7 +164,11 @@ class ChildClassifier(pl.LightningModule):
         logits, aux = split_logits(self.net(x))
         loss = self.criterion(logits, aux, y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"child training loss is {float(loss)} at epoch {self.current_epoch}, batch {batch_idx}")
+            bad = nonfinite_count(x)
+            cause = (f"the input images of this batch hold {bad} non-finite values: the data is at fault" if bad else
+                     f"the inputs are finite: training diverged (lower lr={self.settings['lr']} or set grad_clip)")
+            raise FloatingPointError(f"child training loss is {float(loss)} at epoch {self.current_epoch}, batch "
+                                     f"{batch_idx}; {cause}")
         self.train_acc(logits, y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
@@ -189,6 +194,11 @@ class ChildClassifier(pl.LightningModule):
             return
         # compute() reduces across ranks, so every rank records the same value
         self.val_acc_history.append(float(self.val_acc.compute()))
+
+    def setup(self, stage: str) -> None:
+        """Refuse a ``num_classes`` other than the datamodule's (the metrics and the network's outputs follow it)."""
+        check_against_datamodule(type(self).__name__, getattr(self.trainer, "datamodule", None),
+                                 {"num_classes": ("num_classes", self.hparams.num_classes)})
 
     def on_fit_start(self) -> None:
         self._drop_path_set = False

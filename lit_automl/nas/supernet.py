@@ -27,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from lit_automl._checks import check_choice, check_int, check_real
+from lit_automl.nas.data_checks import check_against_datamodule, nonfinite_count
 from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.geometry import CELL_TYPES
@@ -49,13 +50,6 @@ until a measurement there says otherwise."""
 def auto_memory_format(device: Union[str, torch.device]) -> str:
     """The layout ``memory_format="auto"`` resolves to on ``device``."""
     return AUTO_MEMORY_FORMAT.get(torch.device(device).type, "contiguous_format")
-
-
-def nonfinite_count(x: torch.Tensor) -> int:
-    """How many entries of ``x`` are NaN or infinite (0 for integer tensors)."""
-    if not torch.is_floating_point(x):
-        return 0
-    return int((~torch.isfinite(x)).sum())
 
 
 def _plain_backward(loss: torch.Tensor) -> None:
@@ -253,15 +247,7 @@ class SupernetSearch(pl.LightningModule):
     def check_data_settings(self) -> None:
         """Refuse a supernet built for other data than the attached datamodule declares, naming both values
         (more classes than the data has would train unused outputs silently; fewer fail inside torch)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        for attribute, (setting, value) in self.data_settings().items():
-            try:
-                declared = getattr(datamodule, attribute, None)
-            except AttributeError:  # a wrapper forwarding an attribute its inner datamodule lacks
-                declared = None
-            if declared is not None and declared != value:
-                raise ValueError(f"{type(self).__name__} was built with {setting}={value!r} but the datamodule "
-                                 f"{type(datamodule).__name__} has {attribute}={declared!r}: set {setting}={declared!r}")
+        check_against_datamodule(type(self).__name__, getattr(self.trainer, "datamodule", None), self.data_settings())
 
     def setup(self, stage: str) -> None:
         """Check the settings against the datamodule's (:meth:`check_data_settings`); ``memory_format="auto"``:
