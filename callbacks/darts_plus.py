@@ -117,6 +117,12 @@ class DartsPlusEarlyStopping(StoppingCallback):
             isinstance(learnable_ops, str) or not all(isinstance(n, str) for n in learnable_ops) or not learnable_ops
         ):
             raise ValueError(f"learnable_ops must be a non-empty list of op names or None, got {learnable_ops!r}")
+        unused = {"skip": [("patience", patience != 10), ("learnable_ops", learnable_ops is not None)],
+                  "stable": [("max_skip_connects", max_skip_connects != 2)]}.get(criterion, [])
+        for name, given in unused:
+            if given:
+                raise ValueError(f"criterion={criterion!r} does not use {name} (leave it at its default or use "
+                                 f"criterion='both'), got {name}={locals()[name]!r}")
         self.criterion = criterion
         self.learnable_ops = None if learnable_ops is None else list(learnable_ops)
         self.primitives: Optional[Tuple[str, ...]] = None if primitives is None else resolve_primitives(primitives)

@@ -52,6 +52,12 @@ class TemperatureAnnealing(EpochSchedule):
         self.tau_min = check_real("tau_min", tau_min, low=0, low_open=True)
         if self.tau_min > self.tau_0:
             raise ValueError(f"tau_min must be <= tau_0={self.tau_0}, got {tau_min!r}")
+        if schedule == "linear" and decay != 0.97:
+            raise ValueError(f"decay is the exponential schedule's: schedule='linear' does not use it (leave it at 0.97 "
+                             f"or set schedule='exponential'), got decay={decay!r}")
+        if schedule == "exponential" and epochs is not None:
+            raise ValueError(f"epochs is the length of the linear schedule: schedule='exponential' does not use it "
+                             f"(leave it None or set schedule='linear'), got epochs={epochs!r}")
 
     @property
     def state_key(self) -> str:
