@@ -208,6 +208,11 @@ class HessianEigenvalueMonitor(StoppingCallback):
         self.k = check_int("k", k, low=1)
         self.threshold = check_real("threshold", threshold, low=0, high=1, low_open=True, high_open=True,
                                     hint="the paper uses 0.75")
+        if not early_stop:
+            for name, value, default in (("window", window, 5), ("k", k, 5), ("threshold", threshold, 0.75)):
+                if value != default:
+                    raise ValueError(f"{name} belongs to the DARTS-ES rule, which early_stop=False does not run (leave it "
+                                     f"at {default} or set early_stop=True), got {name}={value!r}")
         if early_stop and every_n_epochs != 1:
             raise ValueError(
                 f"early_stop=True needs every_n_epochs=1 (DARTS-ES averages per-epoch eigenvalues), got every_n_epochs={every_n_epochs!r}"

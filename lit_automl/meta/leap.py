@@ -91,6 +91,9 @@ class Leap(MetaLearner):
         check_choice("meta_optimizer", meta_optimizer, META_OPTIMIZERS)
         for name, value in (("norm", norm), ("loss_in_manifold", loss_in_manifold), ("stabilizer", stabilizer)):
             check_bool(name, value)
+        if not loss_in_manifold and not stabilizer:
+            raise ValueError("stabilizer acts on the loss increments, which loss_in_manifold=False leaves out: "
+                             "stabilizer=False is not used (leave it True or set loss_in_manifold=True)")
         self.save_hyperparameters(ignore=["model"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
