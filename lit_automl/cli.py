@@ -40,7 +40,15 @@ import sys
 from typing import Any, Dict, List, NoReturn, Optional
 
 from lit_automl._checks import check_int, check_real
-from lit_automl.console import UsageError, check_config_files, error_line, exit_status, quiet_third_party_noise, wants_traceback
+from lit_automl.console import (
+    UsageError,
+    check_config_files,
+    close_progress_bars,
+    error_line,
+    exit_status,
+    quiet_third_party_noise,
+    wants_traceback,
+)
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "hpo", "nas-worker")
 USAGE = f"usage: lit-automl [-h] [-c CONFIG] {{{','.join(SUBCOMMANDS)}}} ..."
@@ -201,6 +209,7 @@ def main(args: Optional[List[str]] = None) -> None:
         sys.stderr.write("error: interrupted\n")
         raise SystemExit(130) from None
     except Exception as exc:  # every failure: one line, no traceback (LIT_AUTOML_DEBUG=1 shows it)
+        close_progress_bars()
         sys.stderr.write(f"error: {error_line(exc)}\n")
         raise SystemExit(exit_status(exc)) from None
 

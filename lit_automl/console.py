@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +32,7 @@ __all__ = [
     "TRACEBACK_FLAG",
     "UsageError",
     "check_config_files",
+    "close_progress_bars",
     "error_line",
     "exit_status",
     "quiet_third_party_noise",
@@ -205,7 +207,8 @@ def error_line(exc: BaseException) -> str:
 
 def is_bad_input(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) says the input was wrong rather than the run failing."""
-    bad: tuple = (ValueError, TypeError, LookupError, OSError, argparse.ArgumentError)
+    # ImportError: the command asks for what this install lacks (a TPU backend, a database driver)
+    bad: tuple = (ValueError, TypeError, LookupError, OSError, ImportError, argparse.ArgumentError)
     try:
         import yaml
 
@@ -220,6 +223,16 @@ def is_bad_input(exc: BaseException) -> bool:
 def exit_status(exc: BaseException) -> int:
     """2 for bad input (as argparse exits on a bad flag), 1 for a failure while running."""
     return 2 if is_bad_input(exc) else 1
+
+
+def close_progress_bars() -> None:
+    """Close open tqdm bars (Lightning's) and end their line, so the error line starts a line."""
+    tqdm_module = sys.modules.get("tqdm")
+    bars = list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ()) or ())
+    for bar in bars:
+        bar.close()
+    if bars:
+        sys.stderr.write("\n")
 
 
 # ------------------------------------------------------------------ third-party noise

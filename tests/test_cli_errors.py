@@ -194,3 +194,21 @@ def test_a_second_run_gets_a_new_folder_and_the_output_says_where_everything_wen
     code, _, err = fit_tiny(capsys, "--ckpt_path", str(api))
     assert code == 2
     assert_one_error_line(err, "saved from the Python API", "'lit_automl.nas.darts.DARTS'", "_class_path")
+
+
+def test_an_open_progress_bar_is_ended_before_the_error_line(capsys):
+    from tqdm import tqdm
+
+    from lit_automl.console import close_progress_bars
+
+    bar = tqdm(total=3, leave=False)
+    bar.update(1)
+    close_progress_bars()
+    assert capsys.readouterr().err.endswith("\n")
+    close_progress_bars()  # nothing open: nothing written
+    assert capsys.readouterr().err == ""
+
+
+def test_a_missing_optional_package_is_bad_input_without_the_debug_hint():
+    err = ModuleNotFoundError("Requirement 'torch_xla>=1.13' not met")
+    assert exit_status(err) == 2 and error_line(err) == "Requirement 'torch_xla>=1.13' not met"
