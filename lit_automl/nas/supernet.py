@@ -325,7 +325,8 @@ class SupernetSearch(pl.LightningModule):
         if bad_arch:
             raise FloatingPointError(
                 f"{name} search diverged: the architecture parameters {bad_arch} are not finite {when} (the inputs "
-                f"are finite); lower alpha_lr={self.hparams.alpha_lr} or set alpha_grad_clip > 0")
+                f"are finite); lower alpha_lr={self.hparams.alpha_lr} or clip the architecture gradient "
+                f"(alpha_grad_clip={self.hparams.alpha_grad_clip}; 0 is no clipping)")
         raise FloatingPointError(
             f"{name} search diverged: the {what} is {loss.item()} {when} while the inputs and architecture "
             f"parameters are finite; lower w_lr={self.hparams.w_lr} or grad_clip={self.hparams.grad_clip}")

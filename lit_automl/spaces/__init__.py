@@ -6,7 +6,7 @@ from lit_automl.spaces.decisions import Decision
 from lit_automl.spaces.derive import derive_cell, derive_genotype, edge_entropy
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
 from lit_automl.spaces.fractalnet import FractalBlock, FractalNet
-from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeParseError
+from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeParseError, UnknownOperationError
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
 from lit_automl.spaces.ops import DARTS_OPS, NASNET_OPS, OP_SETS, OPS, get_op, get_op_set, register_op
@@ -20,7 +20,7 @@ __all__ = [
     "derive_cell", "derive_genotype", "edge_entropy",
     "DropPath", "drop_path", "sample_keep_mask",
     "FractalBlock", "FractalNet",
-    "COMBINE_METHODS", "Genotype", "GenotypeParseError",
+    "COMBINE_METHODS", "Genotype", "GenotypeParseError", "UnknownOperationError",
     "NASNetCell", "NASNetCellSpace", "NASNetCIFAR", "unused_states",
     "NetworkCIFAR", "NetworkImageNet", "SearchNetwork", "count_parameters",
     "DARTS_OPS", "NASNET_OPS", "OP_SETS", "OPS", "get_op", "get_op_set", "register_op",
