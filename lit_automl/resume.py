@@ -27,28 +27,28 @@ RESUME_HINT = ("resuming continues the checkpoint's run exactly; drop the change
                "or start a new run without --ckpt_path")
 
 
-def read_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """The checkpoint dict at ``path`` (weights-only load, on CPU); ``ValueError`` naming the file
-    when it is missing, not a ``torch.save`` archive, damaged, or not a Lightning checkpoint."""
+def read_checkpoint(path: Union[str, os.PathLike], name: str = "--ckpt_path",
+                    weights_only: bool = True) -> Dict[str, Any]:
+    """The checkpoint dict at ``path`` (loaded on CPU, weights-only by default); ``ValueError`` /
+    ``FileNotFoundError`` naming the file (as ``name 'path'``) when it is missing, not a
+    ``torch.save`` archive, damaged, or not a Lightning checkpoint."""
     import torch
 
     file = Path(path)
+    label = f"{name} {os.fspath(path)!r}"
     expected = "expected a checkpoint written by Trainer.fit (e.g. <run folder>/checkpoints/last.ckpt)"
     if not file.is_file():
-        raise FileNotFoundError(f"--ckpt_path {os.fspath(path)!r}: "
-                                f"{'no such file' if not file.exists() else 'not a file'}; {expected}")
+        raise FileNotFoundError(f"{label}: {'no such file' if not file.exists() else 'not a file'}; {expected}")
     if not zipfile.is_zipfile(file):
-        raise ValueError(f"--ckpt_path {os.fspath(path)!r} is not a torch.save archive (the file is damaged or "
-                         f"not a checkpoint); {expected}")
+        raise ValueError(f"{label} is not a torch.save archive (the file is damaged or not a checkpoint); {expected}")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(file, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # torch raises RuntimeError / UnpicklingError / KeyError for damaged archives
         reason = str(err).split(". ")[0].splitlines()[0] if "Weights only load failed" not in str(err) \
             else "it holds objects a weights-only load refuses"
-        raise ValueError(f"--ckpt_path {os.fspath(path)!r} cannot be read ({type(err).__name__}: {reason}); "
-                         f"{expected}") from None
+        raise ValueError(f"{label} cannot be read ({type(err).__name__}: {reason}); {expected}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"--ckpt_path {os.fspath(path)!r} holds no Lightning checkpoint (no 'state_dict'); {expected}")
+        raise ValueError(f"{label} holds no Lightning checkpoint (no 'state_dict'); {expected}")
     return checkpoint
 
 

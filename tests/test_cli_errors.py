@@ -212,3 +212,19 @@ def test_an_open_progress_bar_is_ended_before_the_error_line(capsys):
 def test_a_missing_optional_package_is_bad_input_without_the_debug_hint():
     err = ModuleNotFoundError("Requirement 'torch_xla>=1.13' not met")
     assert exit_status(err) == 2 and error_line(err) == "Requirement 'torch_xla>=1.13' not met"
+
+
+def test_read_checkpoint_names_a_zip_that_is_no_torch_archive_and_a_dict_without_weights(tmp_path):
+    import zipfile
+
+    from lit_automl.resume import read_checkpoint
+
+    archive = tmp_path / "notes.ckpt"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(ValueError, match=r"^--ckpt_path '.*notes.ckpt' cannot be read \(\w+: .*\); expected a checkpoint"):
+        read_checkpoint(archive)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.ones(2)}, plain)
+    with pytest.raises(ValueError, match=r"^stage '.*plain.pt' holds no Lightning checkpoint \(no 'state_dict'\)"):
+        read_checkpoint(plain, name="stage")

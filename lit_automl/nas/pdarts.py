@@ -32,6 +32,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lit_automl._checks import check_int, check_real, check_sequence
 from lit_automl.nas.darts import DARTS
+from lit_automl.resume import read_checkpoint
 from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists
 from lit_automl.spaces.derive import derive_cell
 from lit_automl.spaces.genotype import Genotype
@@ -333,17 +334,8 @@ class PDARTS(DARTS):
     def for_checkpoint(self, ckpt_path: Union[str, os.PathLike], weights_only: bool = True) -> "PDARTS":
         """A fresh module of the stage (and surviving ops) a stage checkpoint recorded, ready for
         ``trainer.fit(module, ckpt_path=ckpt_path)``; the other settings are this module's."""
-        expected = "expected a P-DARTS stage checkpoint written by Trainer.fit"
-        if not os.path.isfile(ckpt_path):
-            raise FileNotFoundError(f"{os.fspath(ckpt_path)} does not exist or is not a file; {expected}")
-        try:
-            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
-        except Exception as err:  # torch raises UnpicklingError / RuntimeError / EOFError for other files
-            reason = ("it holds objects a weights-only load refuses" if "Weights only load failed" in str(err)
-                      else str(err).splitlines()[0] if str(err) else "unreadable")
-            raise ValueError(f"{os.fspath(ckpt_path)} cannot be read as a checkpoint ({type(err).__name__}: {reason}); "
-                             f"{expected}") from None
-        hp = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+        checkpoint = read_checkpoint(ckpt_path, name="P-DARTS stage checkpoint", weights_only=weights_only)
+        hp = checkpoint.get("hyper_parameters", {})
         missing = [key for key in ("stage", "surviving_ops") if key not in hp]
         if missing:
             raise ValueError(

@@ -232,10 +232,11 @@ def test_cli_runs_every_stage_writes_the_genotype_and_resumes(tmp_path, monkeypa
     assert "pdarts/skip_dropout" in metrics and "pdarts/stage" in metrics
     ckpt = run / "stage_1" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["stage"] == 1
-    (run / "stage_1" / "genotype.txt").unlink()
     main(["fit", "-c", str(RECIPES / "pdarts_digits.yaml"), *tiny, f"--ckpt_path={ckpt}"])  # already complete
-    assert Genotype.load(run / "stage_1" / "genotype.txt") == final
-    assert not (run / "stage_0" / "checkpoints" / "last-v1.ckpt").exists()  # stage 0 not rerun
+    resumed = tmp_path / "runs" / "pdarts_digits" / "search_2"  # a new folder: the first run is kept
+    assert Genotype.load(resumed / "stage_1" / "genotype.txt") == final
+    assert not (resumed / "stage_0").exists()  # stage 0 not rerun
+    assert sorted(p.name for p in run.iterdir()) == ["stage_0", "stage_1"]
 
 
 def test_stages_from_a_cli_built_without_a_subcommand(tmp_path, monkeypatch):
@@ -295,6 +296,6 @@ def test_bad_arguments(kwargs, match):
 
 def test_a_checkpoint_without_stage_is_refused(tmp_path):
     path = tmp_path / "darts.ckpt"
-    torch.save({"hyper_parameters": {"C": 4}}, path)
+    torch.save({"state_dict": {}, "hyper_parameters": {"C": 4}}, path)
     with pytest.raises(ValueError, match=r"not a P-DARTS stage checkpoint.*\['stage', 'surviving_ops'\]"):
         PDARTS(**TWO).for_checkpoint(path)
