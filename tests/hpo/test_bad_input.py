@@ -134,7 +134,7 @@ def test_an_unreachable_database_is_one_line_without_the_password(capsys):
 
 def test_a_storage_whose_driver_is_not_installed_names_the_pip_package(capsys):
     code, line, _ = run_cli(["-c", str(write_recipe(HPO)), "--storage", "mysql://user:pw@host/db"], capsys)
-    assert code == 1  # the value is fine; this machine lacks the driver
+    assert code == 2  # a missing package is bad input for this install, as a missing TPU backend is
     assert line == ("error: --storage 'mysql://user:***@host/db': the URL scheme 'mysql://' uses SQLAlchemy's 'mysqldb' "
                     "driver, whose module 'MySQLdb' is not installed; install it with: pip install 'mysqlclient'")
 
