@@ -34,7 +34,7 @@ PACKAGES = {"lit_automl": ROOT / "lit_automl", "lit_automl.callbacks": ROOT / "c
             "lit_automl.datamodules": ROOT / "datamodules"}
 
 HELPERS = {"lit_automl", "lit_automl._checks", "lit_automl.rng", "lit_automl.distributed", "lit_automl.storage",
-           "lit_automl.console", "lit_automl.resume"}
+           "lit_automl.console", "lit_automl.resume", "lit_automl.nonfinite"}
 LAYERS = {"helpers": 0, "datamodules": 1, "spaces": 2, "callbacks": 3, "nas": 4, "meta": 4,
           "run_folders": 4, "run_config": 5, "hpo": 6, "cli": 7}
 ALLOWED_ACROSS: Set[Tuple[str, str]] = set()

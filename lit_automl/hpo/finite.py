@@ -10,10 +10,12 @@ non-finite training loss, raising an error the objective records as the trial's 
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Mapping, Tuple
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
+
+from lit_automl.nonfinite import non_finite_tensors
 
 __all__ = ["FiniteGuard", "NonFiniteInputError", "NonFiniteMetricError", "non_finite_tensors"]
 
@@ -26,33 +28,6 @@ class NonFiniteMetricError(ValueError):
 
 class NonFiniteInputError(ValueError):
     """A batch the model was given holds NaN or infinite values."""
-
-
-def _tensors(value: Any, path: str) -> Iterator[Tuple[str, torch.Tensor]]:
-    """Every floating-point tensor in a (nested) batch, with its path (``batch[0]``, ``batch['x']``)."""
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point() or value.is_complex():
-            yield path, value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _tensors(item, f"{path}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from _tensors(item, f"{path}[{i}]")
-
-
-def non_finite_tensors(batch: Any) -> List[str]:
-    """``["batch[0]: 3 NaN, 0 inf of 2048 values", ...]`` for each tensor of ``batch`` that is not all finite."""
-    found = list(_tensors(batch, "batch"))
-    if not found or bool(torch.stack([torch.isfinite(t).all() for _, t in found]).all()):  # one sync
-        return []
-    out = []
-    for path, tensor in found:
-        nan = int(torch.isnan(tensor).sum())
-        inf = int(torch.isinf(tensor).sum())
-        if nan or inf:
-            out.append(f"{path}: {nan} NaN, {inf} inf of {tensor.numel()} values")
-    return out
 
 
 class FiniteGuard(pl.Callback):

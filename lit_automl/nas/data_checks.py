@@ -1,21 +1,14 @@
 """Checks of what a method is handed against what it was built for, written once for the nas modules:
-settings against the datamodule's declared attributes (at setup), and the count of non-finite values a
-batch holds (read only once a loss is not finite, to say whether the data is at fault)."""
+settings against the datamodule's declared attributes (at setup). The count of non-finite values a
+batch holds is :func:`lit_automl.nonfinite.nonfinite_count`, re-exported here for the nas modules."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Tuple
 
-import torch
+from lit_automl.nonfinite import nonfinite_count
 
 __all__ = ["check_against_datamodule", "nonfinite_count"]
-
-
-def nonfinite_count(x: torch.Tensor) -> int:
-    """How many entries of ``x`` are NaN or infinite (0 for integer tensors)."""
-    if not torch.is_floating_point(x):
-        return 0
-    return int((~torch.isfinite(x)).sum())
 
 
 def check_against_datamodule(owner: str, datamodule: Any, settings: Mapping[str, Tuple[str, Any]]) -> None:
