@@ -63,3 +63,19 @@ __all__ += [
     "download_omniglot",
     "read_omniglot",
 ]
+
+# Word-level Penn Treebank language modelling (BPTT windows) for recurrent-cell search.
+from .ptb import PTB_MD5, PTB_URL, BPTTWindows, LMBatch, PTBDataModule, batchify, download_ptb, get_batch, perplexity, read_ptb  # noqa: E402
+
+__all__ += [
+    "BPTTWindows",
+    "LMBatch",
+    "PTBDataModule",
+    "PTB_MD5",
+    "PTB_URL",
+    "batchify",
+    "download_ptb",
+    "get_batch",
+    "perplexity",
+    "read_ptb",
+]
