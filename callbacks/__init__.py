@@ -13,3 +13,6 @@ from .skip_dropout import SkipDropoutDecay
 from .temperature import TemperatureAnnealing
 
 __all__ += ["SkipDropoutDecay", "TemperatureAnnealing"]
+from .nt_asgd import NTASGD
+
+__all__ += ["NTASGD"]
