@@ -3,27 +3,33 @@
 from lit_automl.spaces.cells import Cell, MixedEdge, SearchCell, num_search_edges
 from lit_automl.spaces.chain import ChainArchitecture, ChainLayer, ChainNetwork, ChainSpace
 from lit_automl.spaces.decisions import Decision
-from lit_automl.spaces.derive import derive_cell, derive_genotype, edge_entropy
+from lit_automl.spaces.derive import derive_cell, derive_genotype, derive_recurrent, edge_entropy
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
 from lit_automl.spaces.fractalnet import FractalBlock, FractalNet
 from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeParseError, UnknownOperationError
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
+from lit_automl.spaces.op_names import DARTS_RNN_OPS, RECURRENT_OP_SETS, get_recurrent_op_set
 from lit_automl.spaces.ops import DARTS_OPS, NASNET_OPS, OP_SETS, OPS, get_op, get_op_set, register_op
 from lit_automl.spaces.plot import plot_genotype
-from lit_automl.spaces.published import PUBLISHED_GENOTYPES, get_genotype, resolve_genotype
+from lit_automl.spaces.published import (PUBLISHED_GENOTYPES, PUBLISHED_RECURRENT_GENOTYPES, get_genotype,
+                                         get_recurrent_genotype, resolve_genotype, resolve_recurrent_genotype)
+from lit_automl.spaces.recurrent_genotype import RecurrentGenotype, num_recurrent_edges, recurrent_edge_slices
 
 __all__ = [
     "Cell", "MixedEdge", "SearchCell", "num_search_edges",
     "ChainArchitecture", "ChainLayer", "ChainNetwork", "ChainSpace",
     "Decision",
-    "derive_cell", "derive_genotype", "edge_entropy",
+    "derive_cell", "derive_genotype", "derive_recurrent", "edge_entropy",
     "DropPath", "drop_path", "sample_keep_mask",
     "FractalBlock", "FractalNet",
     "COMBINE_METHODS", "Genotype", "GenotypeParseError", "UnknownOperationError",
     "NASNetCell", "NASNetCellSpace", "NASNetCIFAR", "unused_states",
     "NetworkCIFAR", "NetworkImageNet", "SearchNetwork", "count_parameters",
+    "DARTS_RNN_OPS", "RECURRENT_OP_SETS", "get_recurrent_op_set",
     "DARTS_OPS", "NASNET_OPS", "OP_SETS", "OPS", "get_op", "get_op_set", "register_op",
     "plot_genotype",
-    "PUBLISHED_GENOTYPES", "get_genotype", "resolve_genotype",
+    "PUBLISHED_GENOTYPES", "PUBLISHED_RECURRENT_GENOTYPES", "get_genotype", "get_recurrent_genotype",
+    "resolve_genotype", "resolve_recurrent_genotype",
+    "RecurrentGenotype", "num_recurrent_edges", "recurrent_edge_slices",
 ]

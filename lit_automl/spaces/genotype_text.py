@@ -1,7 +1,9 @@
 """Reading the published text form of a genotype, e.g. ``Genotype(normal=[('sep_conv_3x3', 0), ...], ...)``.
 
 DARTS (Liu et al., ICLR 2019) and the methods built on it release their cells as the ``repr`` of a
-namedtuple; :class:`~lit_automl.spaces.genotype.Genotype` prints that form and reads it back here.
+namedtuple; :class:`~lit_automl.spaces.genotype.Genotype` (CNN cells) and
+:class:`~lit_automl.spaces.recurrent_genotype.RecurrentGenotype` (``Genotype(recurrent=[...], concat=range(1, 9))``,
+the DARTS recurrent cells) print that form and read it back here, each naming its own fields.
 Nothing is evaluated: the text is parsed into a Python AST, only a call of the expected name is
 accepted, each argument is read with :func:`ast.literal_eval` (``range(...)`` is the one call
 allowed inside, as DARTS writes ``normal_concat=range(2, 6)``), and the values go to the type's
@@ -14,7 +16,7 @@ This module is pure Python and knows nothing of the genotype's fields beyond the
 from __future__ import annotations
 
 import ast
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Optional, Sequence, Type, TypeVar
 
 __all__ = ["GenotypeParseError", "InvalidPart", "NotALiteral", "parse_call", "quote"]
 
@@ -31,9 +33,11 @@ class InvalidPart(ValueError):
     its value as given (list positions, outermost first). ``literal`` is how the text form words a
     wrong-type failure (``"... must be an int literal"``); None when the message already fits."""
 
-    def __init__(self, message: str, field: str, path: Sequence[int] = (), literal: Optional[str] = None):
+    def __init__(self, message: str, field: str, path: Sequence[int] = (), literal: Optional[str] = None,
+                 error: Optional[Type[GenotypeParseError]] = None):
         super().__init__(message)
         self.field, self.path, self.literal = field, tuple(path), literal
+        self.error = error  # the reader's error class for this failure; None: GenotypeParseError
 
 
 class NotALiteral:
@@ -67,16 +71,18 @@ class _Reader:
     def __init__(self, text: str, callee: str, required: tuple, optional: tuple) -> None:
         self.text, self.callee, self.required, self.fields = text, callee, required, required + optional
 
-    def fail(self, what: str, node: Optional[ast.AST] = None) -> GenotypeParseError:
+    def fail(self, what: str, node: Optional[ast.AST] = None,
+             error: Type[GenotypeParseError] = GenotypeParseError) -> GenotypeParseError:
         segment = self.text if node is None else (ast.get_source_segment(self.text, node) or self.text)
-        return GenotypeParseError(f"{what}: {quote(segment)}")
+        return error(f"{what}: {quote(segment)}")
 
     def read(self, build: Callable[..., T]) -> T:
         arguments = self._arguments(self._call())
         try:
             return build(**{name: self._literal(node) for name, node in arguments.items()})
         except InvalidPart as exc:
-            raise self.fail(exc.literal or str(exc), _part(arguments[exc.field], exc.path)) from None
+            raise self.fail(exc.literal or str(exc), _part(arguments[exc.field], exc.path),
+                            exc.error or GenotypeParseError) from None
 
     def _call(self) -> ast.Call:
         if not self.text:

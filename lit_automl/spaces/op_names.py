@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Set, Tuple, Type
 
-from lit_automl._checks import UnknownNameError
+from lit_automl._checks import UnknownNameError, lookup
 
-__all__ = ["DARTS_OPS", "NASNET_OPS", "OP_NAMES", "OP_SETS", "check_op_names"]
+__all__ = ["DARTS_OPS", "DARTS_RNN_OPS", "NASNET_OPS", "OP_NAMES", "OP_SETS", "RECURRENT_OP_NAMES", "RECURRENT_OP_SETS",
+           "check_op_names", "get_recurrent_op_set"]
 
 DARTS_OPS: Tuple[str, ...] = (
     "none",
@@ -57,3 +58,24 @@ def check_op_names(where: str, names: Iterable[str], error: Type[UnknownNameErro
     if unknown:
         raise error(f"{where} uses unregistered operation(s) {unknown}; valid names are: "
                     f"{', '.join(sorted(OP_NAMES))} (lit_automl.spaces.register_op adds one)")
+
+
+# --------------------------------------------------------------------------- recurrent cells
+# Kept apart from the CNN names above: a recurrent node applies an activation to a gated state,
+# a CNN edge an operation on feature maps, so neither genotype may name the other's operations.
+DARTS_RNN_OPS: Tuple[str, ...] = ("none", "tanh", "relu", "sigmoid", "identity")
+"""The 5 activations of the DARTS recurrent search space (Liu et al., ICLR 2019, Sec. 3.1.2), in the
+column order of the authors' ``rnn/genotypes.py`` ``PRIMITIVES``; ``none`` is the zero op of the
+search cell only, never part of a derived cell."""
+
+RECURRENT_OP_SETS: Dict[str, Tuple[str, ...]] = {"darts_rnn": DARTS_RNN_OPS}
+"""Named candidate lists of recurrent cells (the column order of their architecture parameters)."""
+
+RECURRENT_OP_NAMES: Set[str] = {name for names in RECURRENT_OP_SETS.values() for name in names}
+"""Every activation name a recurrent cell may use (``none`` only while searching)."""
+
+
+def get_recurrent_op_set(name: str) -> Tuple[str, ...]:
+    """The recurrent candidate list registered as ``name`` in :data:`RECURRENT_OP_SETS` (e.g. ``"darts_rnn"``);
+    an unknown name raises :class:`UnknownNameError` listing the valid ones."""
+    return lookup(RECURRENT_OP_SETS, name, "recurrent op set")

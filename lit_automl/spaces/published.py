@@ -1,19 +1,25 @@
-"""Published cells by name, and turning a user's genotype spec (name, file, text, JSON) into a Genotype.
+"""Published cells by name, and turning a user's genotype spec (name, file, text, JSON) into a genotype.
 
-The cells are re-typed from the code released with each paper (CIFAR-10 searches); the DARTS-family
-ones print exactly as released (:class:`~lit_automl.spaces.genotype.Genotype`'s text form).
+The cells are re-typed from the code released with each paper: CNN cells (CIFAR-10 searches) in
+:data:`PUBLISHED_GENOTYPES`, recurrent cells (Penn Treebank searches) in
+:data:`PUBLISHED_RECURRENT_GENOTYPES`, two registries so that a lookup returns the type it is asked
+for. The DARTS-family ones print exactly as released.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Mapping, TypeVar, Union
 
 from lit_automl._checks import lookup
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
 
-__all__ = ["GenotypeSpec", "PUBLISHED_GENOTYPES", "get_genotype", "resolve_genotype"]
+__all__ = ["GenotypeSpec", "PUBLISHED_GENOTYPES", "PUBLISHED_RECURRENT_GENOTYPES", "RecurrentGenotypeSpec",
+           "get_genotype", "get_recurrent_genotype", "resolve_genotype", "resolve_recurrent_genotype"]
+
+G = TypeVar("G", Genotype, RecurrentGenotype)
 
 # Re-typed from the cells released with each paper (CIFAR-10 searches).
 _DARTS_V1 = Genotype(  # DARTS, first-order search (Liu et al., ICLR 2019)
@@ -121,20 +127,82 @@ PUBLISHED_GENOTYPES: dict[str, Genotype] = {
 """Published genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``; ``"NASNet_A"`` has 5 nodes per cell."""
 
 
+# DARTS recurrent cells (Liu et al., ICLR 2019, Sec. 3.1.2, Penn Treebank), re-typed from the authors'
+# rnn/genotypes.py: 8 nodes, the output averages all of them.
+_DARTS_V1_RNN = RecurrentGenotype(  # first-order search
+    recurrent=[("relu", 0), ("relu", 1), ("tanh", 2), ("relu", 3),
+               ("relu", 4), ("identity", 1), ("relu", 5), ("relu", 1)],
+    concat=range(1, 9),
+)
+_DARTS_V2_RNN = RecurrentGenotype(  # second-order search
+    recurrent=[("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1),
+               ("tanh", 2), ("sigmoid", 5), ("tanh", 3), ("relu", 5)],
+    concat=range(1, 9),
+)
+
+PUBLISHED_RECURRENT_GENOTYPES: dict[str, RecurrentGenotype] = {
+    "DARTS_V1": _DARTS_V1_RNN,
+    "DARTS_V2": _DARTS_V2_RNN,
+    "DARTS": _DARTS_V2_RNN,  # the authors' DARTS = DARTS_V2, as for the CNN cells
+}
+"""Published recurrent genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``."""
+
+
 def _name_key(name: str) -> str:
     return name.strip().upper().replace("-", "_").replace(" ", "_")
 
 
+def _get(registry: Mapping[str, G], name: str, what: str) -> G:
+    """``registry[name]``, case and ``-``/``_`` insensitive; a miss lists the valid names."""
+    if isinstance(name, str) and name not in registry:
+        name = {_name_key(k): k for k in registry}.get(_name_key(name), name)
+    return lookup(registry, name, what)
+
+
 def get_genotype(name: str) -> Genotype:
-    """A published genotype by name (case and ``-``/``_`` insensitive); an unknown name lists the valid ones
+    """A published CNN genotype by name (case and ``-``/``_`` insensitive); an unknown name lists the valid ones
     (:class:`~lit_automl._checks.UnknownNameError`, a ``KeyError`` and a ``ValueError``)."""
-    if isinstance(name, str) and name not in PUBLISHED_GENOTYPES:
-        name = {_name_key(k): k for k in PUBLISHED_GENOTYPES}.get(_name_key(name), name)
-    return lookup(PUBLISHED_GENOTYPES, name, "published genotype")
+    return _get(PUBLISHED_GENOTYPES, name, "published genotype")
+
+
+def get_recurrent_genotype(name: str) -> RecurrentGenotype:
+    """A published recurrent genotype by name, as :func:`get_genotype`; a miss lists the recurrent names."""
+    return _get(PUBLISHED_RECURRENT_GENOTYPES, name, "published recurrent genotype")
 
 
 GenotypeSpec = Union[str, os.PathLike, Genotype]
 """What :func:`resolve_genotype` accepts."""
+RecurrentGenotypeSpec = Union[str, os.PathLike, RecurrentGenotype]
+"""What :func:`resolve_recurrent_genotype` accepts."""
+
+
+def _resolve(spec: Union[str, os.PathLike, G], cls: type, registry: Mapping[str, G], what: str) -> G:
+    """The shared resolution of :func:`resolve_genotype` and :func:`resolve_recurrent_genotype`."""
+    if isinstance(spec, cls):
+        return spec
+    if isinstance(spec, os.PathLike):
+        return cls.load(spec)
+    if not isinstance(spec, str):
+        raise ValueError(f"{what} spec must be a str, a path or a {cls.__name__}, got {type(spec).__name__}: {spec!r}")
+    text = spec.strip()
+    if _name_key(text) in {_name_key(k) for k in registry}:
+        return _get(registry, text, f"published {what}")
+    if text and "\n" not in text and len(text) < 4096:
+        try:
+            is_file = Path(text).expanduser().is_file()
+        except OSError:
+            is_file = False
+        if is_file:
+            return cls.load(Path(text).expanduser())
+    if text.startswith("Genotype("):
+        return cls.parse(text)
+    if text.startswith("{"):
+        return cls.from_json(text)
+    raise ValueError(
+        f"cannot resolve {what} spec {spec!r}: expected a published name {sorted(registry)}, "
+        f"a path to an existing {what} file (.json or text form), text starting with 'Genotype(', "
+        "or a JSON object string"
+    )
 
 
 def resolve_genotype(spec: GenotypeSpec) -> Genotype:
@@ -145,29 +213,10 @@ def resolve_genotype(spec: GenotypeSpec) -> Genotype:
     text starting with ``Genotype(`` (``Genotype.parse``); a JSON object string
     (``Genotype.from_json``).  Anything else raises ValueError listing these forms.
     """
-    if isinstance(spec, Genotype):
-        return spec
-    if isinstance(spec, os.PathLike):
-        return Genotype.load(spec)
-    if not isinstance(spec, str):
-        raise ValueError(f"genotype spec must be a str, a path or a Genotype, got {type(spec).__name__}: {spec!r}")
-    text = spec.strip()
-    if _name_key(text) in {_name_key(k) for k in PUBLISHED_GENOTYPES}:
-        return get_genotype(text)
-    if text and "\n" not in text and len(text) < 4096:
-        try:
-            is_file = Path(text).expanduser().is_file()
-        except OSError:
-            is_file = False
-        if is_file:
-            return Genotype.load(Path(text).expanduser())
-    if text.startswith("Genotype("):
-        return Genotype.parse(text)
-    if text.startswith("{"):
-        return Genotype.from_json(text)
-    raise ValueError(
-        f"cannot resolve genotype spec {spec!r}: expected a published name {sorted(PUBLISHED_GENOTYPES)}, "
-        "a path to an existing genotype file (.json or text form), text starting with 'Genotype(', "
-        "or a JSON object string"
-    )
+    return _resolve(spec, Genotype, PUBLISHED_GENOTYPES, "genotype")
 
+
+def resolve_recurrent_genotype(spec: RecurrentGenotypeSpec) -> RecurrentGenotype:
+    """Turn a user-facing spec into a :class:`~lit_automl.spaces.recurrent_genotype.RecurrentGenotype`: the
+    forms of :func:`resolve_genotype`, names from :data:`PUBLISHED_RECURRENT_GENOTYPES`."""
+    return _resolve(spec, RecurrentGenotype, PUBLISHED_RECURRENT_GENOTYPES, "recurrent genotype")
