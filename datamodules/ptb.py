@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import pytorch_lightning as pl
 import torch
@@ -272,10 +272,19 @@ class BPTTWindows(IterableDataset):
         return out
 
     def __len__(self) -> int:
+        """Fixed windows only: the count of variable-length windows changes from epoch to epoch, and a
+        length read once (Lightning reads it at fit start) would cut or pad later epochs, and differ in
+        a run resumed at a later epoch; without one the loader runs each epoch to its end."""
+        if self.variable_length:
+            raise TypeError("variable-length BPTT windows have no fixed count per epoch")
         return len(self.windows())
 
     def __iter__(self) -> Iterator[LMBatch]:
-        for start, length in self.windows():
+        """One pass; a callable ``epoch`` is called once here, when the pass starts."""
+        return self._batches(self.windows(self._current_epoch()))
+
+    def _batches(self, windows: list[tuple[int, int]]) -> Iterator[LMBatch]:
+        for start, length in windows:
             data, target = get_batch(self.source, start, length)
             yield LMBatch(data=data, target=target, lr_scale=length / self.bptt)
 
@@ -291,7 +300,7 @@ class PTBDataModule(pl.LightningDataModule):
         bptt: window length (35); validation and test always use fixed ``bptt`` windows.
         variable_length: AWD-LSTM/DARTS random training window lengths (:class:`BPTTWindows`).
         max_seq_len_delta: cap of a training window above ``bptt`` (DARTS: 20).
-        seed: seed of the training window lengths (with the epoch, read from the trainer).
+        seed: seed of the training window lengths (with the index of the training pass).
         download: fetch the files when missing.
         expected_vocab_size: refuse a vocabulary of another size (10000 for the published files).
         rank / world_size: this process's share (give both, e.g. for tests); ``None``: read from the
@@ -349,6 +358,7 @@ class PTBDataModule(pl.LightningDataModule):
         self.md5 = None if md5 is None else dict(md5)
         self.dictionary: Dictionary | None = None
         self.tokens: dict[str, torch.Tensor] | None = None
+        self.train_passes = 0
 
     @property
     def vocab_size(self) -> int:
@@ -392,13 +402,26 @@ class PTBDataModule(pl.LightningDataModule):
                              "needs at least 2 (a token and its target): lower the batch size")
         return cols
 
-    def _current_epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
+    def start_train_pass(self) -> int:
+        """The epoch index of a training pass that starts now: the count of passes started before.
+
+        Counted here rather than read from the trainer, whose epoch counter is not yet advanced when
+        a resumed fit opens its first pass; the count is checkpointed (:meth:`state_dict`), so a run
+        resumed at an epoch boundary walks the windows an uninterrupted one would."""
+        epoch = self.train_passes
+        self.train_passes += 1
+        return epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_passes": self.train_passes}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_passes = check_int("train_passes", state_dict["train_passes"], low=0)
 
     def train_windows(self) -> BPTTWindows:
-        """The training windows (lengths from ``(seed, trainer epoch)``)."""
+        """The training windows (lengths from ``(seed, training pass)``, see :meth:`start_train_pass`)."""
         return BPTTWindows(self.columns("train", self.batch_size), self.bptt, self.variable_length, self.seed,
-                           epoch=self._current_epoch, max_seq_len_delta=self.max_seq_len_delta)
+                           epoch=self.start_train_pass, max_seq_len_delta=self.max_seq_len_delta)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_windows(), batch_size=None)

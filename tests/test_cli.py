@@ -16,6 +16,7 @@ from lit_automl.nas.bayesnas import BayesNAS
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
+from lit_automl.nas.retrain_rnn import RetrainRNN
 from lit_automl.nas.snas import SNAS
 from lit_automl.spaces import Genotype
 
@@ -24,6 +25,8 @@ EXPECTED = {
     "darts_digits.yaml": DARTS,
     "darts_cifar10.yaml": DARTS,
     "retrain_digits.yaml": Retrain,
+    "retrain_rnn_ptb.yaml": RetrainRNN,
+    "retrain_rnn_tiny.yaml": RetrainRNN,
     "retrain_cifar10.yaml": Retrain,
     "maml_sinusoid.yaml": MAML,
     "maml_digits.yaml": MAML,

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_automl._checks import check_int, check_real, lookup
+from lit_automl.spaces.published import resolve_recurrent_genotype
 
 __all__ = [
     "ACTIVATIONS",
@@ -82,6 +83,8 @@ class DartsRecurrentCell(nn.Module):
 
     def __init__(self, ninp: int, nhid: int, genotype: Any, dropout_h: float = 0.25, dropout_x: float = 0.75):
         super().__init__()
+        if isinstance(genotype, str):
+            genotype = resolve_recurrent_genotype(genotype)
         self.ninp = check_int("ninp", ninp, low=1)
         self.nhid = check_int("nhid", nhid, low=1)
         self.dropout_h = _check_dropout("dropout_h", dropout_h)
@@ -141,7 +144,9 @@ class RecurrentLM(nn.Module):
 
     Args:
         vocab_size: words in the vocabulary (Penn Treebank: 10,000).
-        genotype: the cell, an object with ``recurrent`` and ``concat`` (a recurrent genotype).
+        genotype: the cell: a published name (``"DARTS_V2"``), its text form or a file (anything
+            :func:`~lit_automl.spaces.published.resolve_recurrent_genotype` takes), or an object with
+            ``recurrent`` and ``concat`` (a :class:`~lit_automl.spaces.recurrent_genotype.RecurrentGenotype`).
         cell: instead of ``genotype``, any module with :class:`DartsRecurrentCell`'s forward contract
             (a search cell); exactly one of the two.
         emsize, nhid: embedding and hidden sizes; equal, as the tied decoder needs.

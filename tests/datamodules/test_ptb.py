@@ -139,7 +139,7 @@ def test_rank_shares_are_disjoint_and_walk_the_same_windows(tmp_path):
     assert torch.equal(torch.cat([b["data"] for b in batches[1]]), full[:-1, 3:])
 
 
-def test_shard_and_epoch_read_from_the_trainer(tmp_path):
+def test_shard_read_from_the_trainer_and_epochs_counted_in_checkpointed_passes(tmp_path):
     dm = PTBDataModule(str(_long_corpus(tmp_path)), batch_size=2, bptt=8, seed=1)
     dm.setup()
     assert dm.shard() == (0, 1)
@@ -147,7 +147,14 @@ def test_shard_and_epoch_read_from_the_trainer(tmp_path):
     assert dm.shard() == (1, 3)
     assert torch.equal(dm.columns("train", 2), batchify(dm.tokens["train"], 6)[:, 2:4])
     ds = dm.train_windows()
-    assert ds.windows() == ds.windows(epoch=4) != ds.windows(epoch=0)
+    first, second = [[len(b["data"]) for b in ds] for _ in range(2)]  # each pass is the next epoch
+    assert first == [n for _, n in ds.windows(epoch=0)] and second == [n for _, n in ds.windows(epoch=1)]
+    assert first != second and dm.train_passes == 2
+    resumed = PTBDataModule(str(_long_corpus(tmp_path)), batch_size=2, bptt=8, seed=1)
+    resumed.setup()
+    resumed.trainer = dm.trainer
+    resumed.load_state_dict(dm.state_dict())  # a checkpoint after two epochs: the third pass is epoch 2
+    assert [len(b["data"]) for b in resumed.train_windows()] == [n for _, n in ds.windows(epoch=2)]
 
 
 class _TinyLM(pl.LightningModule):

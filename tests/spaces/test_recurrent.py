@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lit_automl.spaces.networks import count_parameters
-from lit_automl.spaces.recurrent import DartsRecurrentCell, RecurrentLM, embedded_dropout, locked_dropout
+from lit_automl.spaces.recurrent import ACTIVATIONS, DartsRecurrentCell, RecurrentLM, embedded_dropout, locked_dropout
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,15 @@ def test_darts_v2_at_the_papers_size_has_23m_parameters():
     expected = 10_000 * 850 + 10_000 + 1_700 * 1_700 + 8 * 850 * 1_700
     assert count_parameters(model) == expected == 22_960_000
     assert model.decoder.weight is model.encoder.weight
+
+
+def test_published_cells_by_name_and_the_activations_cover_the_op_set():
+    from lit_automl.spaces import DARTS_RNN_OPS, get_recurrent_genotype
+
+    model = RecurrentLM(50, "DARTS_V2", emsize=8, nhid=8)
+    assert model.cell.nodes == DARTS_V2.recurrent and model.cell.concat == DARTS_V2.concat
+    assert RecurrentLM(50, get_recurrent_genotype("DARTS_V1"), emsize=8, nhid=8).cell.nodes != DARTS_V2.recurrent
+    assert set(ACTIVATIONS) == set(DARTS_RNN_OPS) - {"none"}
 
 
 def test_the_cell_step_computes_the_papers_equations_by_hand():
