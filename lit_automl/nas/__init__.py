@@ -22,3 +22,6 @@ from lit_automl.nas.snas import SNAS, expected_resource_cost
 from lit_automl.nas.supernet import SupernetSearch
 
 __all__ += ["BayesNAS", "OneShot", "PCDARTS", "PDARTS", "SNAS", "SupernetSearch", "expected_resource_cost", "fit_stages"]
+from lit_automl.nas.retrain_rnn import RetrainRNN
+
+__all__ += ["RetrainRNN"]
