@@ -15,6 +15,7 @@ from lit_automl.spaces.plot import plot_genotype
 from lit_automl.spaces.published import (PUBLISHED_GENOTYPES, PUBLISHED_RECURRENT_GENOTYPES, get_genotype,
                                          get_recurrent_genotype, resolve_genotype, resolve_recurrent_genotype)
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype, num_recurrent_edges, recurrent_edge_slices
+from lit_automl.spaces.recurrent_search import DartsRecurrentSearchCell
 
 __all__ = [
     "Cell", "MixedEdge", "SearchCell", "num_search_edges",
@@ -32,4 +33,5 @@ __all__ = [
     "PUBLISHED_GENOTYPES", "PUBLISHED_RECURRENT_GENOTYPES", "get_genotype", "get_recurrent_genotype",
     "resolve_genotype", "resolve_recurrent_genotype",
     "RecurrentGenotype", "num_recurrent_edges", "recurrent_edge_slices",
+    "DartsRecurrentSearchCell",
 ]
