@@ -7,6 +7,8 @@ from lit_automl.spaces.derive import derive_cell, derive_genotype, derive_recurr
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
 from lit_automl.spaces.fractalnet import FractalBlock, FractalNet
 from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeParseError, UnknownOperationError
+from lit_automl.spaces.nas_rl_cell import (NAS_CELL, NAS_CELL_TOKENS, NASRLCell, TreeCell, decode_tree_cell,
+                                           encode_tree_cell, tree_cell_decisions)
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
 from lit_automl.spaces.op_names import DARTS_RNN_OPS, RECURRENT_OP_SETS, get_recurrent_op_set
@@ -25,6 +27,8 @@ __all__ = [
     "DropPath", "drop_path", "sample_keep_mask",
     "FractalBlock", "FractalNet",
     "COMBINE_METHODS", "Genotype", "GenotypeParseError", "UnknownOperationError",
+    "NAS_CELL", "NAS_CELL_TOKENS", "NASRLCell", "TreeCell", "decode_tree_cell", "encode_tree_cell",
+    "tree_cell_decisions",
     "NASNetCell", "NASNetCellSpace", "NASNetCIFAR", "unused_states",
     "NetworkCIFAR", "NetworkImageNet", "SearchNetwork", "count_parameters",
     "DARTS_RNN_OPS", "RECURRENT_OP_SETS", "get_recurrent_op_set",
