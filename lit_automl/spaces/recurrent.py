@@ -35,7 +35,9 @@ __all__ = [
     "LMOutput",
     "RecurrentLM",
     "embedded_dropout",
+    "check_dropout",
     "locked_dropout",
+    "unroll",
 ]
 
 INIT_RANGE = 0.04  # the authors' INITRANGE
@@ -53,7 +55,8 @@ ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def _check_dropout(name: str, p: float) -> float:
+def check_dropout(name: str, p: float) -> float:
+    """A dropout probability in [0, 1)."""
     return check_real(name, p, low=0.0, high=1.0, high_open=True, allowed="a probability in [0, 1)")
 
 
@@ -87,8 +90,8 @@ class DartsRecurrentCell(nn.Module):
             genotype = resolve_recurrent_genotype(genotype)
         self.ninp = check_int("ninp", ninp, low=1)
         self.nhid = check_int("nhid", nhid, low=1)
-        self.dropout_h = _check_dropout("dropout_h", dropout_h)
-        self.dropout_x = _check_dropout("dropout_x", dropout_x)
+        self.dropout_h = check_dropout("dropout_h", dropout_h)
+        self.dropout_x = check_dropout("dropout_x", dropout_x)
         nodes = tuple((str(name), int(pred)) for name, pred in genotype.recurrent)
         for i, (name, pred) in enumerate(nodes):
             lookup(ACTIVATIONS, name, what=f"activation of node {i + 1}")
@@ -116,16 +119,26 @@ class DartsRecurrentCell(nn.Module):
         return torch.stack([states[i] for i in self.concat], -1).mean(-1)
 
     def forward(self, inputs: Tensor, hidden: Tensor) -> Tuple[Tensor, Tensor]:
-        """``inputs`` (T, B, ninp), ``hidden`` (B, nhid) -> (outputs (T, B, nhid), last hidden (B, nhid)).
-        While training, the x and h masks are drawn once per call: the same at every step."""
-        B = inputs.shape[1]
-        x_mask = _mask((B, self.ninp), self.dropout_x, inputs) if self.training and self.dropout_x else None
-        h_mask = _mask((B, self.nhid), self.dropout_h, hidden) if self.training and self.dropout_h else None
-        outputs = []
-        for x in inputs:
-            hidden = self.step(x, hidden, x_mask, h_mask)
-            outputs.append(hidden)
-        return torch.stack(outputs), hidden
+        """``inputs`` (T, B, ninp), ``hidden`` (B, nhid) -> (outputs (T, B, nhid), last hidden (B, nhid))."""
+        return unroll(self.step, inputs, hidden, self.dropout_x, self.dropout_h, self.training)
+
+
+Step = Callable[[Tensor, Tensor, Optional[Tensor], Optional[Tensor]], Tensor]
+
+
+def unroll(step: Step, inputs: Tensor, hidden: Tensor, dropout_x: float, dropout_h: float,
+           training: bool) -> Tuple[Tensor, Tensor]:
+    """Run ``step(x_t, h_{t-1}, x_mask, h_mask) -> h_t`` over ``inputs`` (T, B, ninp) from ``hidden`` (B, nhid):
+    (outputs (T, B, nhid), last hidden). While training, the variational x and h masks are drawn once
+    per call, the same at every step (the DARTS cells' time loop, fixed and search alike)."""
+    B = inputs.shape[1]
+    x_mask = _mask((B, inputs.shape[2]), dropout_x, inputs) if training and dropout_x else None
+    h_mask = _mask((B, hidden.shape[1]), dropout_h, hidden) if training and dropout_h else None
+    outputs = []
+    for x in inputs:
+        hidden = step(x, hidden, x_mask, h_mask)
+        outputs.append(hidden)
+    return torch.stack(outputs), hidden
 
 
 class LMOutput(NamedTuple):
@@ -168,9 +181,9 @@ class RecurrentLM(nn.Module):
             raise ValueError("RecurrentLM needs exactly one of genotype= (a fixed cell) and cell= (a module), got "
                              f"{'both' if cell is not None else 'neither'}")
         self.nhid = nhid
-        self.dropout = _check_dropout("dropout", dropout)
-        self.dropout_i = _check_dropout("dropout_i", dropout_i)
-        self.dropout_e = _check_dropout("dropout_e", dropout_e)
+        self.dropout = check_dropout("dropout", dropout)
+        self.dropout_i = check_dropout("dropout_i", dropout_i)
+        self.dropout_e = check_dropout("dropout_e", dropout_e)
         self.encoder = nn.Embedding(vocab_size, emsize)
         self.cell = cell if cell is not None else DartsRecurrentCell(emsize, nhid, genotype, dropout_h, dropout_x)
         self.decoder = nn.Linear(nhid, vocab_size)
@@ -179,8 +192,9 @@ class RecurrentLM(nn.Module):
         nn.init.zeros_(self.decoder.bias)
 
     def init_hidden(self, batch_size: int) -> Tensor:
-        """The zero state for ``batch_size`` sequences (B, nhid)."""
-        return self.encoder.weight.new_zeros(batch_size, self.nhid)
+        """The zero state for ``batch_size`` sequences: (B, cell.state_size), ``nhid`` unless the cell
+        carries more (the NAS-RL cell's [h, c])."""
+        return self.encoder.weight.new_zeros(batch_size, getattr(self.cell, "state_size", self.nhid))
 
     def forward(self, tokens: Tensor, hidden: Optional[Tensor] = None) -> LMOutput:
         """``tokens`` (T, B) word ids; ``hidden`` (B, nhid) or None (zeros)."""

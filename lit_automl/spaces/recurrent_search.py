@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from lit_automl._checks import check_bool, check_int
 from lit_automl.spaces.derive import derive_recurrent
 from lit_automl.spaces.op_names import RECURRENT_OP_NAMES, get_recurrent_op_set
-from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE, DartsRecurrentCell, _check_dropout
+from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE, check_dropout, unroll
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype, num_recurrent_edges, recurrent_edge_slices
 
 __all__ = ["DartsRecurrentSearchCell"]
@@ -77,8 +77,8 @@ class DartsRecurrentSearchCell(nn.Module):
         self.steps = check_int("steps", steps, low=2, hint="nodes of the search cell; a node needs a choice of "
                                "predecessor")
         self.primitives = _check_primitives(primitives)
-        self.dropout_h = _check_dropout("dropout_h", dropout_h)
-        self.dropout_x = _check_dropout("dropout_x", dropout_x)
+        self.dropout_h = check_dropout("dropout_h", dropout_h)
+        self.dropout_x = check_dropout("dropout_x", dropout_x)
         self.bn = nn.BatchNorm1d(nhid, affine=False) if check_bool("batch_norm", batch_norm) else None
         self.W0 = nn.Parameter(torch.empty(ninp + nhid, 2 * nhid).uniform_(-INIT_RANGE, INIT_RANGE))
         self.Ws = nn.ParameterList(
@@ -152,7 +152,7 @@ class DartsRecurrentSearchCell(nn.Module):
     def forward(self, inputs: Tensor, hidden: Tensor, weights: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """``inputs`` (T, B, ninp), ``hidden`` (B, nhid), ``weights`` (num_edges, num_ops) or None (use
         :attr:`weights`) -> (outputs (T, B, nhid), last hidden (B, nhid)); the time loop and dropout masks
-        are :class:`~lit_automl.spaces.recurrent.DartsRecurrentCell`'s."""
+        are :func:`~lit_automl.spaces.recurrent.unroll`, as the fixed cell's."""
         if weights is None:
             if self._weights is None:
                 raise ValueError(f"no architecture weights: pass weights= of shape {self.weight_shape} or set "
@@ -163,7 +163,7 @@ class DartsRecurrentSearchCell(nn.Module):
         active = [[v != 0 and self._acts[k] is not None for k, v in enumerate(row)] for row in weights.tolist()]
         self._in_use = (weights, active)
         try:
-            return DartsRecurrentCell.forward(self, inputs, hidden)  # type: ignore[arg-type]
+            return unroll(self.step, inputs, hidden, self.dropout_x, self.dropout_h, self.training)
         finally:
             self._in_use = None
 

@@ -112,8 +112,9 @@ def test_in_recurrent_lm_and_gradients():
     torch.testing.assert_close(res3.logits, res.logits[2:])
     res.logits.sum().backward()
     assert cell.kernel.grad.abs().sum() > 0 and cell.recurrent_kernel.grad.abs().sum() > 0
+    torch.testing.assert_close(lm(words).logits, res.logits)  # RecurrentLM's zero state is the cell's [h, c]
     with pytest.raises(ValueError, match=r"\(3, 12\).*got \(3, 6\).*init_hidden"):
-        lm(words)  # RecurrentLM's own (B, nhid) zero state is too narrow
+        lm(words, torch.zeros(3, 6))  # a (B, nhid) state is too narrow for [h, c]
 
 
 def test_bad_input():
