@@ -15,7 +15,7 @@ from lit_automl.spaces.nas_rl_cell import (NAS_CELL, NAS_CELL_TOKENS, NASRLCell,
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
 from lit_automl.spaces.op_names import DARTS_RNN_OPS, RECURRENT_OP_SETS, get_recurrent_op_set
-from lit_automl.spaces.ops import DARTS_OPS, ENAS_OPS, NASNET_OPS, OP_SETS, OPS, get_op, get_op_set, register_op
+from lit_automl.spaces.ops import DARTS_OPS, NASNET_OPS, OP_SETS, OPS, get_op, get_op_set, register_op
 from lit_automl.spaces.plot import plot_genotype
 from lit_automl.spaces.published import (PUBLISHED_GENOTYPES, PUBLISHED_RECURRENT_GENOTYPES, get_genotype,
                                          get_recurrent_genotype, resolve_genotype, resolve_recurrent_genotype)
@@ -38,7 +38,7 @@ __all__ = [
     "NASNetCell", "NASNetCellSpace", "NASNetCIFAR", "unused_states",
     "NetworkCIFAR", "NetworkImageNet", "SearchNetwork", "count_parameters",
     "DARTS_RNN_OPS", "RECURRENT_OP_SETS", "get_recurrent_op_set",
-    "DARTS_OPS", "ENAS_OPS", "NASNET_OPS", "OP_SETS", "OPS", "get_op", "get_op_set", "register_op",
+    "DARTS_OPS", "NASNET_OPS", "OP_SETS", "OPS", "get_op", "get_op_set", "register_op",
     "plot_genotype",
     "PUBLISHED_GENOTYPES", "PUBLISHED_RECURRENT_GENOTYPES", "get_genotype", "get_recurrent_genotype",
     "resolve_genotype", "resolve_recurrent_genotype",
