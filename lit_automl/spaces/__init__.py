@@ -5,7 +5,6 @@ from lit_automl.spaces.chain import ChainArchitecture, ChainLayer, ChainNetwork,
 from lit_automl.spaces.decisions import Decision
 from lit_automl.spaces.derive import derive_cell, derive_genotype, derive_recurrent, edge_entropy
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
-from lit_automl.spaces.enas_micro import ENAS_MICRO_ARC, ENASMicroSpace, enas_micro_decisions
 from lit_automl.spaces.enas_rnn import (ENAS_ACTIVATIONS, ENASRecurrentArch, ENASRecurrentCell, decode_enas_rnn,
                                         enas_init_range, enas_rnn_decisions, encode_enas_rnn)
 from lit_automl.spaces.fractalnet import FractalBlock, FractalNet
@@ -28,7 +27,6 @@ __all__ = [
     "Decision",
     "derive_cell", "derive_genotype", "derive_recurrent", "edge_entropy",
     "DropPath", "drop_path", "sample_keep_mask",
-    "ENAS_MICRO_ARC", "ENASMicroSpace", "enas_micro_decisions",
     "ENAS_ACTIVATIONS", "ENASRecurrentArch", "ENASRecurrentCell", "decode_enas_rnn", "enas_init_range",
     "enas_rnn_decisions", "encode_enas_rnn",
     "FractalBlock", "FractalNet",

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Set, Tuple, Type
 
 from lit_automl._checks import UnknownNameError, lookup
 
-__all__ = ["DARTS_OPS", "DARTS_RNN_OPS", "NASNET_OPS", "OP_NAMES", "OP_SETS", "RECURRENT_OP_NAMES", "RECURRENT_OP_SETS",
+__all__ = ["DARTS_OPS", "DARTS_RNN_OPS", "ENAS_OPS", "NASNET_OPS", "OP_NAMES", "OP_SETS", "RECURRENT_OP_NAMES", "RECURRENT_OP_SETS",
            "check_op_names", "get_recurrent_op_set"]
 
 DARTS_OPS: Tuple[str, ...] = (
@@ -44,7 +44,18 @@ NASNET_OPS: Tuple[str, ...] = (
 )
 """The 13 operations of the NASNet search space, in the order of Zoph et al. (2018), Sec. 3."""
 
-OP_SETS: Dict[str, Tuple[str, ...]] = {"darts": DARTS_OPS, "nasnet": NASNET_OPS}
+ENAS_OPS: Tuple[str, ...] = (
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "skip_connect",  # identity (a factorized reduction on stride-2 edges)
+)
+"""The 5 operations of the ENAS micro search space (Pham et al., ICML 2018, Sec. 2.3), in the order of
+the authors' op tokens (``micro_child.py``: 0/1 = two stacked separable convs 3x3/5x5, as DARTS's
+``SepConv``; 2 = avg pool, 3 = max pool, 4 = identity)."""
+
+OP_SETS: Dict[str, Tuple[str, ...]] = {"darts": DARTS_OPS, "nasnet": NASNET_OPS, "enas": ENAS_OPS}
 """Named candidate lists (the order is the column order of architecture parameters)."""
 
 OP_NAMES: Set[str] = {name for names in OP_SETS.values() for name in names}

@@ -18,9 +18,9 @@ from torch import nn
 
 from lit_automl._checks import check_int, lookup
 from lit_automl.spaces.batch_norm import BatchNorm2d
-from lit_automl.spaces.op_names import DARTS_OPS, NASNET_OPS, OP_NAMES, OP_SETS, check_op_names
+from lit_automl.spaces.op_names import DARTS_OPS, ENAS_OPS, NASNET_OPS, OP_NAMES, OP_SETS, check_op_names
 
-__all__ = ["DARTS_OPS", "NASNET_OPS", "OPS", "OP_SETS", "check_registered", "get_op", "get_op_set", "register_op",
+__all__ = ["DARTS_OPS", "ENAS_OPS", "NASNET_OPS", "OPS", "OP_SETS", "check_registered", "get_op", "get_op_set", "register_op",
            "resolve_primitives", "validate_primitives"]
 
 OpFactory = Callable[[int, int, bool], nn.Module]

@@ -116,6 +116,28 @@ _NASNET_A = Genotype(
     reduce_concat=[3, 4, 5, 6],
 )
 
+# ENAS micro, CIFAR-10 (Pham et al., ICML 2018, Sec. 2.3 / Fig. 7): the authors' final arc
+# (``scripts/cifar10_micro_final.sh``), decoded by lit_automl.spaces.enas_micro; "identity" is
+# ``skip_connect``, every node adds, and each cell outputs its loose ends.
+_ENAS = Genotype(
+    normal=[
+        ("avg_pool_3x3", 0), ("sep_conv_3x3", 0),
+        ("skip_connect", 0), ("sep_conv_5x5", 0),
+        ("skip_connect", 0), ("sep_conv_5x5", 1),
+        ("sep_conv_3x3", 1), ("sep_conv_5x5", 0),
+        ("avg_pool_3x3", 0), ("sep_conv_5x5", 1),
+    ],
+    normal_concat=[2, 3, 4, 5, 6],
+    reduce=[
+        ("sep_conv_3x3", 1), ("sep_conv_3x3", 1),
+        ("max_pool_3x3", 0), ("avg_pool_3x3", 0),
+        ("sep_conv_5x5", 1), ("sep_conv_5x5", 3),
+        ("sep_conv_3x3", 1), ("skip_connect", 0),
+        ("max_pool_3x3", 0), ("sep_conv_5x5", 1),
+    ],
+    reduce_concat=[2, 4, 5, 6],
+)
+
 PUBLISHED_GENOTYPES: dict[str, Genotype] = {
     "DARTS_V1": _DARTS_V1,
     "DARTS_V2": _DARTS_V2,
@@ -123,6 +145,7 @@ PUBLISHED_GENOTYPES: dict[str, Genotype] = {
     "PDARTS": _PDARTS,
     "PC_DARTS": _PC_DARTS,
     "NASNet_A": _NASNET_A,
+    "ENAS": _ENAS,
 }
 """Published genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``; ``"NASNet_A"`` has 5 nodes per cell."""
 

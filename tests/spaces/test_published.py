@@ -34,7 +34,7 @@ def test_darts_alias_and_names() -> None:
     assert {"DARTS", "DARTS_V1", "DARTS_V2"} <= set(PUBLISHED_GENOTYPES)
     for name, g in PUBLISHED_GENOTYPES.items():
         assert g.is_flat and g.all_add
-        assert g.steps == (5 if name == "NASNet_A" else 4)  # NASNet has B = 5 blocks per cell
+        assert g.steps == (5 if name in ("NASNet_A", "ENAS") else 4)  # NASNet and ENAS have B = 5 per cell
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_GENOTYPES))
