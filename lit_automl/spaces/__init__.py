@@ -5,6 +5,7 @@ from lit_automl.spaces.chain import ChainArchitecture, ChainLayer, ChainNetwork,
 from lit_automl.spaces.decisions import Decision
 from lit_automl.spaces.derive import derive_cell, derive_genotype, derive_recurrent, edge_entropy
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
+from lit_automl.spaces.enas_micro import ENAS_MICRO_ARC, ENASMicroSpace, enas_micro_decisions
 from lit_automl.spaces.enas_rnn import (ENAS_ACTIVATIONS, ENASRecurrentArch, ENASRecurrentCell, decode_enas_rnn,
                                         enas_init_range, enas_rnn_decisions, encode_enas_rnn)
 from lit_automl.spaces.fractalnet import FractalBlock, FractalNet
@@ -14,7 +15,7 @@ from lit_automl.spaces.nas_rl_cell import (NAS_CELL, NAS_CELL_TOKENS, NASRLCell,
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
 from lit_automl.spaces.op_names import DARTS_RNN_OPS, RECURRENT_OP_SETS, get_recurrent_op_set
-from lit_automl.spaces.ops import DARTS_OPS, NASNET_OPS, OP_SETS, OPS, get_op, get_op_set, register_op
+from lit_automl.spaces.ops import DARTS_OPS, ENAS_OPS, NASNET_OPS, OP_SETS, OPS, get_op, get_op_set, register_op
 from lit_automl.spaces.plot import plot_genotype
 from lit_automl.spaces.published import (PUBLISHED_GENOTYPES, PUBLISHED_RECURRENT_GENOTYPES, get_genotype,
                                          get_recurrent_genotype, resolve_genotype, resolve_recurrent_genotype)
@@ -27,6 +28,7 @@ __all__ = [
     "Decision",
     "derive_cell", "derive_genotype", "derive_recurrent", "edge_entropy",
     "DropPath", "drop_path", "sample_keep_mask",
+    "ENAS_MICRO_ARC", "ENASMicroSpace", "enas_micro_decisions",
     "ENAS_ACTIVATIONS", "ENASRecurrentArch", "ENASRecurrentCell", "decode_enas_rnn", "enas_init_range",
     "enas_rnn_decisions", "encode_enas_rnn",
     "FractalBlock", "FractalNet",
@@ -36,7 +38,7 @@ __all__ = [
     "NASNetCell", "NASNetCellSpace", "NASNetCIFAR", "unused_states",
     "NetworkCIFAR", "NetworkImageNet", "SearchNetwork", "count_parameters",
     "DARTS_RNN_OPS", "RECURRENT_OP_SETS", "get_recurrent_op_set",
-    "DARTS_OPS", "NASNET_OPS", "OP_SETS", "OPS", "get_op", "get_op_set", "register_op",
+    "DARTS_OPS", "ENAS_OPS", "NASNET_OPS", "OP_SETS", "OPS", "get_op", "get_op_set", "register_op",
     "plot_genotype",
     "PUBLISHED_GENOTYPES", "PUBLISHED_RECURRENT_GENOTYPES", "get_genotype", "get_recurrent_genotype",
     "resolve_genotype", "resolve_recurrent_genotype",
