@@ -78,7 +78,8 @@ class RetrainRNN(pl.LightningModule):
         self.model: Optional[RecurrentLM] = None
         if vocab_size is not None:
             self.model = self._build(vocab_size)
-        self._hidden: Optional[Tensor] = None
+        self._hidden: Optional[Tensor] = None  # carried from window to window
+        self._train_hidden: Optional[Tensor] = None  # the training state, kept aside while validation runs
         self._eval_sums: List[Tensor] = []
 
     def _build(self, vocab_size: int) -> RecurrentLM:
@@ -179,7 +180,7 @@ class RetrainRNN(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._evaluation_end("val")
-        self._hidden = getattr(self, "_train_hidden", None)
+        self._hidden = self._train_hidden
 
     def on_test_epoch_start(self) -> None:
         self._evaluation_start()
