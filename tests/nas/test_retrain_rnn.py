@@ -171,3 +171,46 @@ def test_the_tiny_recipe_runs_end_to_end_on_a_tiny_corpus(tmp_path, monkeypatch)
     header = lines[0].split(",")
     ppl = [float(row.split(",")[header.index("val/ppl")]) for row in lines[1:] if row.split(",")[header.index("val/ppl")]]
     assert len(ppl) == 3 and all(math.isfinite(v) for v in ppl) and ppl[-1] < ppl[0]
+
+
+class RecordEvaluation(pl.Callback):
+    """Per rank: the validation loss and the token sums of the training windows, saved to a file."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+        self.token_sums: list = []
+        self.val_loss = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.token_sums.append(int(batch["data"].sum()))
+
+    def on_validation_end(self, trainer, pl_module):
+        self.val_loss = float(trainer.callback_metrics["val/loss"])
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save({"tokens": self.token_sums, "val_loss": self.val_loss},
+                   Path(self.dirpath) / f"eval{trainer.global_rank}.pt")
+
+
+@pytest.mark.ddp
+def test_ddp_ranks_train_on_disjoint_columns_stay_identical_and_share_one_validation_perplexity(tmp_path):
+    from tests.ddp_harness import fit_ddp
+
+    folder = write_corpus(tmp_path / "ptb")
+    data = PTBDataModule(str(folder), batch_size=2, eval_batch_size=2, bptt=6, variable_length=True)
+    data.setup()
+    model = RetrainRNN(vocab_size=data.vocab_size, nonmono=None, **TINY)
+    ranks = fit_ddp(model, PTBDataModule(str(folder), batch_size=2, eval_batch_size=2, bptt=6, variable_length=True),
+                    tmp_path, callbacks=[RecordEvaluation(str(tmp_path))], limit_train_batches=3,
+                    limit_val_batches=None)
+    records = [torch.load(tmp_path / f"eval{r}.pt") for r in range(2)]
+    assert records[0]["tokens"] != records[1]["tokens"], "ranks must read different columns"
+    for key, value in ranks[0]["state_dict"].items():
+        torch.testing.assert_close(value, ranks[1]["state_dict"][key], rtol=0, atol=0, msg=key)
+    assert records[0]["val_loss"] == records[1]["val_loss"]
+    # the reduced validation loss is the single-process one over all 2 x 2 columns
+    single = RetrainRNN(vocab_size=data.vocab_size, nonmono=None, **TINY)
+    single.load_state_dict(ranks[0]["state_dict"])
+    whole = PTBDataModule(str(folder), batch_size=4, eval_batch_size=4, bptt=6)
+    result = trainer(tmp_path).validate(single, datamodule=whole, verbose=False)[0]
+    assert result["val/loss"] == pytest.approx(records[0]["val_loss"], rel=1e-5)
