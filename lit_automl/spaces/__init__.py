@@ -5,6 +5,8 @@ from lit_automl.spaces.chain import ChainArchitecture, ChainLayer, ChainNetwork,
 from lit_automl.spaces.decisions import Decision
 from lit_automl.spaces.derive import derive_cell, derive_genotype, derive_recurrent, edge_entropy
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
+from lit_automl.spaces.enas_macro import (ENAS_MACRO_OPS, ENASMacroArchitecture, ENASMacroLayer, ENASMacroNetwork,
+                                          ENASMacroSpace, macro_pool_layers)
 from lit_automl.spaces.enas_micro import ENAS_MICRO_ARC, ENASMicroSpace, enas_micro_decisions
 from lit_automl.spaces.enas_rnn import (ENAS_ACTIVATIONS, ENASRecurrentArch, ENASRecurrentCell, decode_enas_rnn,
                                         enas_init_range, enas_rnn_decisions, encode_enas_rnn)
@@ -28,6 +30,8 @@ __all__ = [
     "Decision",
     "derive_cell", "derive_genotype", "derive_recurrent", "edge_entropy",
     "DropPath", "drop_path", "sample_keep_mask",
+    "ENAS_MACRO_OPS", "ENASMacroArchitecture", "ENASMacroLayer", "ENASMacroNetwork", "ENASMacroSpace",
+    "macro_pool_layers",
     "ENAS_MICRO_ARC", "ENASMicroSpace", "enas_micro_decisions",
     "ENAS_ACTIVATIONS", "ENASRecurrentArch", "ENASRecurrentCell", "decode_enas_rnn", "enas_init_range",
     "enas_rnn_decisions", "encode_enas_rnn",
