@@ -92,7 +92,8 @@ def ptb_files(root: str | os.PathLike) -> dict[str, Path]:
     return {split: Path(root) / f"ptb.{split}.txt" for split in PTB_SPLITS}
 
 
-def _check_files(root: str | os.PathLike) -> dict[str, Path]:
+def existing_ptb_files(root: str | os.PathLike) -> dict[str, Path]:
+    """The three files of ``root``, each present; a missing one is named with the expected layout."""
     files = ptb_files(root)
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
@@ -141,7 +142,7 @@ def read_ptb(
     """
     check_int("expected_vocab_size", expected_vocab_size, low=1, allow_none=True,
               hint="10000 for the published Penn Treebank files")
-    files = _check_files(root)
+    files = existing_ptb_files(root)
     dictionary = Dictionary()
     tokens = {"train": tokenize(files["train"], dictionary, grow=True)}
     if expected_vocab_size is not None and len(dictionary) != expected_vocab_size:
@@ -371,7 +372,7 @@ class PTBDataModule(pl.LightningDataModule):
         """Download if asked (once per node under DDP), else check that the files are there."""
         if self.download:
             download_ptb(self.data_dir, self.base_url, self.md5)
-        _check_files(self.data_dir)
+        existing_ptb_files(self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Read and tokenise the three files (idempotent)."""

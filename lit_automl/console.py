@@ -207,14 +207,10 @@ def error_line(exc: BaseException) -> str:
 
 def is_bad_input(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) says the input was wrong rather than the run failing."""
-    # ImportError: the command asks for what this install lacks (a TPU backend, a database driver)
-    bad: tuple = (ValueError, TypeError, LookupError, OSError, ImportError, argparse.ArgumentError)
-    try:
-        import yaml
+    import yaml
 
-        bad += (yaml.YAMLError,)
-    except ImportError:  # pragma: no cover - pyyaml is a dependency
-        pass
+    # ImportError: the command asks for what this install lacks (a TPU backend, a database driver)
+    bad = (ValueError, TypeError, LookupError, OSError, ImportError, argparse.ArgumentError, yaml.YAMLError)
     # Lightning refuses a Trainer setting (accelerator, devices, strategy ...) with MisconfigurationException
     return isinstance(exc, bad) or type(exc).__module__.startswith("jsonargparse") \
         or type(exc).__name__ == "MisconfigurationException"

@@ -33,7 +33,7 @@ class NonFiniteInputError(ValueError):
 class FiniteGuard(pl.Callback):
     """Raise at the first batch holding NaN / inf (training or validation) or a NaN / inf training loss."""
 
-    def _check_batch(self, batch: Any, stage: str, trainer: pl.Trainer, batch_idx: int) -> None:
+    def _refuse_non_finite(self, batch: Any, stage: str, trainer: pl.Trainer, batch_idx: int) -> None:
         bad = non_finite_tensors(batch)
         if bad:
             raise NonFiniteInputError(
@@ -42,11 +42,11 @@ class FiniteGuard(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        self._check_batch(batch, "training", trainer, batch_idx)
+        self._refuse_non_finite(batch, "training", trainer, batch_idx)
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._check_batch(batch, "validation", trainer, batch_idx)
+        self._refuse_non_finite(batch, "validation", trainer, batch_idx)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

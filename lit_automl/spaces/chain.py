@@ -23,7 +23,6 @@ a whole number of layers (:meth:`ChainSpace.num_decisions` gives its length).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_automl._checks import check_bool, check_int
-from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, validate_actions
+from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, layers_json, validate_actions
 from lit_automl.spaces.networks import check_image_input
 
 __all__ = [
@@ -180,14 +179,7 @@ class ChainArchitecture:
     @classmethod
     def from_json(cls, data: Union[Mapping[str, Any], str]) -> "ChainArchitecture":
         """Inverse of :meth:`to_json`; also accepts the JSON text."""
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"chain architecture JSON could not be parsed: {e}") from None
-        if not isinstance(data, Mapping) or set(data) != {"layers"} or not isinstance(data["layers"], list):
-            raise ValueError(f'a chain architecture must be a JSON object {{"layers": [...]}}, got {data!r}')
-        return cls(tuple(ChainLayer.from_json(d) for d in data["layers"]))
+        return cls(tuple(ChainLayer.from_json(d) for d in layers_json(data, "chain architecture")))
 
 
 # --------------------------------------------------------------------------- #

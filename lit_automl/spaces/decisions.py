@@ -14,6 +14,8 @@ decision) for an anchor decision; the first anchor decision therefore contribute
 from __future__ import annotations
 
 import abc
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -103,6 +105,30 @@ def validate_actions(decisions: Sequence[Decision], actions: Sequence[Action]) -
                 raise ValueError(f"decision {d.name!r}: action must be a list of {n_anchor} 0/1 ints, got {a!r}")
             n_anchor += 1
     return actions
+
+
+def check_tokens(decisions: Sequence[Decision], tokens: Any, cell: str, layout: str) -> List[int]:
+    """A full token sequence of categorical ``decisions`` as ints; errors name the count expected
+    (``cell`` takes N tokens (``layout``)) or the token's position, decision, value and range."""
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
+        raise ValueError(f"tokens must be a sequence of {len(decisions)} ints, got {tokens!r}")
+    if len(tokens) != len(decisions):
+        raise ValueError(f"{cell} takes {len(decisions)} tokens ({layout}), got {len(tokens)}")
+    return [check_int(f"token {i} ({d.name})", v, low=0, high=int(d.num_choices) - 1)
+            for i, (d, v) in enumerate(zip(decisions, tokens))]
+
+
+def layers_json(data: Union[Mapping[str, Any], str], what: str) -> List[Any]:
+    """The ``layers`` list of a ``{"layers": [...]}`` record (or its JSON text) of a layer-by-layer architecture."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{what} JSON could not be parsed: {e}") from None
+    if not isinstance(data, Mapping) or set(data) != {"layers"} or not isinstance(data["layers"], list):
+        raise ValueError(f'{"an" if what[0] in "AEIOU" else "a"} {what} must be a JSON object {{"layers": [...]}}, '
+                         f"got {data!r}")
+    return data["layers"]
 
 
 class SequentialSpace(abc.ABC):

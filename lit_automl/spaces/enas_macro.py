@@ -21,7 +21,6 @@ authors' code (``src/cifar10/general_child.py``, ``general_controller.py``, whol
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple, Union
@@ -31,7 +30,7 @@ from torch import nn
 
 from lit_automl._checks import check_choice, check_int
 from lit_automl.spaces.batch_norm import BatchNorm2d
-from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, validate_actions
+from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, layers_json, validate_actions
 from lit_automl.spaces.networks import check_image_input
 from lit_automl.spaces.ops import ConvBN, DilConv, FactorizedReduce, ReLUConvBN, get_op
 
@@ -101,15 +100,8 @@ class ENASMacroArchitecture:
     @classmethod
     def from_json(cls, data: Union[Mapping[str, Any], str]) -> "ENASMacroArchitecture":
         """Inverse of :meth:`to_json`; also accepts the JSON text."""
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"ENAS macro architecture JSON could not be parsed: {e}") from None
-        if not isinstance(data, Mapping) or set(data) != {"layers"} or not isinstance(data["layers"], list):
-            raise ValueError(f'an ENAS macro architecture must be a JSON object {{"layers": [...]}}, got {data!r}')
         layers = []
-        for i, d in enumerate(data["layers"]):
+        for i, d in enumerate(layers_json(data, "ENAS macro architecture")):
             if not isinstance(d, Mapping) or set(d) != {"op", "skips"}:
                 raise ValueError(f"layer {i}: expected an object with keys ['op', 'skips'], got {d!r}")
             layers.append(ENASMacroLayer(d["op"], d["skips"]))

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_automl._checks import check_bool, check_choice, check_int
-from lit_automl.spaces.decisions import Decision
+from lit_automl.spaces.decisions import Decision, check_tokens
 from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE, check_dropout, unroll
 
 __all__ = [
@@ -63,8 +63,7 @@ __all__ = [
 ENAS_ACTIVATIONS: Tuple[str, ...] = ("tanh", "relu", "identity", "sigmoid")  # token order (the code's func_idx)
 
 
-def _check_num_nodes(num_nodes: int) -> int:
-    return check_int("num_nodes", num_nodes, low=2, allowed="an int >= 2 (node 1 and at least one node reading it)")
+NUM_NODES_ALLOWED = "an int >= 2 (node 1 and at least one node reading it)"
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class ENASRecurrentArch:
                 prev = check_int(f"node {l} prev", prev, low=1, high=l - 1)
             check_choice(f"node {l} activation", act, ENAS_ACTIVATIONS, sort=False)
             nodes.append((prev, act))
-        _check_num_nodes(len(nodes))
+        check_int("num_nodes", len(nodes), low=2, allowed=NUM_NODES_ALLOWED)
         object.__setattr__(self, "nodes", tuple(nodes))
 
     @property
@@ -110,7 +109,7 @@ class ENASRecurrentArch:
 def enas_rnn_decisions(num_nodes: int = 12) -> List[Decision]:
     """The controller's decisions, in the code's ``sample_arc`` order: node 1's activation, then for
     every node ``l >= 2`` its previous node (``l - 1`` choices, token ``j - 1``) and its activation."""
-    num_nodes = _check_num_nodes(num_nodes)
+    num_nodes = check_int("num_nodes", num_nodes, low=2, allowed=NUM_NODES_ALLOWED)
     out = [Decision.categorical("node1.activation", len(ENAS_ACTIVATIONS))]
     for l in range(2, num_nodes + 1):
         out.append(Decision.categorical(f"node{l}.prev", l - 1))
@@ -120,14 +119,8 @@ def enas_rnn_decisions(num_nodes: int = 12) -> List[Decision]:
 
 def decode_enas_rnn(tokens: Sequence[int], num_nodes: int = 12) -> ENASRecurrentArch:
     """The :class:`ENASRecurrentArch` of a token sequence; errors name the token, its value and range."""
-    decisions = enas_rnn_decisions(num_nodes)
-    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
-        raise ValueError(f"tokens must be a sequence of {len(decisions)} ints, got {tokens!r}")
-    if len(tokens) != len(decisions):
-        raise ValueError(f"a {num_nodes}-node ENAS cell takes {len(decisions)} tokens (1 for node 1, 2 for each "
-                         f"later node), got {len(tokens)}")
-    t = [check_int(f"token {i} ({d.name})", v, low=0, high=int(d.num_choices) - 1)
-         for i, (d, v) in enumerate(zip(decisions, tokens))]
+    t = check_tokens(enas_rnn_decisions(num_nodes), tokens, f"a {num_nodes}-node ENAS cell",
+                     "1 for node 1, 2 for each later node")
     nodes = [(0, ENAS_ACTIVATIONS[t[0]])]
     nodes += [(t[2 * l - 3] + 1, ENAS_ACTIVATIONS[t[2 * l - 2]]) for l in range(2, num_nodes + 1)]
     return ENASRecurrentArch(tuple(nodes))
@@ -167,7 +160,7 @@ class ENASRecurrentCell(nn.Module):
         super().__init__()
         self.ninp = check_int("ninp", ninp, low=1)
         self.nhid = check_int("nhid", nhid, low=1)
-        self.num_nodes = _check_num_nodes(num_nodes)
+        self.num_nodes = check_int("num_nodes", num_nodes, low=2, allowed=NUM_NODES_ALLOWED)
         self.dropout_h = check_dropout("dropout_h", dropout_h)
         self.dropout_x = check_dropout("dropout_x", dropout_x)
         self.share_activations = check_bool("share_activations", share_activations)

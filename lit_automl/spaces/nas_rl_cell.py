@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_automl._checks import check_bool, check_choice, check_int
-from lit_automl.spaces.decisions import Decision
+from lit_automl.spaces.decisions import Decision, check_tokens
 from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE
 
 __all__ = [
@@ -132,14 +132,8 @@ def tree_cell_decisions(base: int = 8) -> List[Decision]:
 
 def decode_tree_cell(tokens: Sequence[int], base: int = 8) -> TreeCell:
     """The :class:`TreeCell` of a token sequence; errors name the token's position, value and range."""
-    decisions = tree_cell_decisions(base)
-    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
-        raise ValueError(f"tokens must be a sequence of {len(decisions)} ints, got {tokens!r}")
-    if len(tokens) != len(decisions):
-        raise ValueError(f"a base-{base} tree cell takes {len(decisions)} tokens (2 per node for {_num_nodes(base)} "
-                         f"nodes, 2 for the inject, 2 cell indices), got {len(tokens)}")
-    t = [check_int(f"token {i} ({d.name})", v, low=0, high=int(d.num_choices) - 1)
-         for i, (d, v) in enumerate(zip(decisions, tokens))]
+    t = check_tokens(tree_cell_decisions(base), tokens, f"a base-{base} tree cell",
+                     f"2 per node for {_num_nodes(base)} nodes, 2 for the inject, 2 cell indices")
     n = _num_nodes(base)
     nodes = tuple((TREE_COMBINATIONS[t[2 * k]], TREE_ACTIVATIONS[t[2 * k + 1]]) for k in range(n))
     inject = (TREE_COMBINATIONS[t[2 * n]], TREE_ACTIVATIONS[t[2 * n + 1]])
