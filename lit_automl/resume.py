@@ -42,7 +42,8 @@ def read_checkpoint(path: Union[str, os.PathLike], name: str = "--ckpt_path",
     if not zipfile.is_zipfile(file):
         raise ValueError(f"{label} is not a torch.save archive (the file is damaged or not a checkpoint); {expected}")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=weights_only)
+        # mmap: the settings check reads hyperparameters only; Trainer.fit loads the tensors itself
+        checkpoint = torch.load(file, map_location="cpu", weights_only=weights_only, mmap=True)
     except Exception as err:  # torch raises RuntimeError / UnpicklingError / KeyError for damaged archives
         reason = str(err).split(". ")[0].splitlines()[0] if "Weights only load failed" not in str(err) \
             else "it holds objects a weights-only load refuses"
