@@ -14,8 +14,9 @@ Notation (Sec. 2.3): ``w`` supernet weights, ``alpha`` architecture parameters, 
         - xi * [grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)] / (2 eps),
       w+- = w +- eps * grad_w' L_val(w', alpha),   eps = 0.01 / ||grad_w' L_val(w', alpha)||.
 
-The unrolled and perturbed weights are evaluated with ``torch.func.functional_call``: the
-supernet is never copied, and batch-norm running statistics are untouched by virtual passes.
+The maths is :func:`lit_automl.nas.bilevel.architecture_gradient` (shared with the recurrent search,
+:mod:`lit_automl.nas.darts_rnn`); this module hands it the supernet's loss. The unrolled and
+perturbed weights are evaluated with ``torch.func.functional_call``: the supernet is never copied, and batch-norm running statistics are untouched by virtual passes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.func import functional_call
 
 from lit_automl._checks import check_int, check_real
-from lit_automl.distributed import all_reduce_mean
+from lit_automl.nas.bilevel import architecture_gradient
 from lit_automl.nas.supernet import Backward, Batch, SupernetSearch
 from lit_automl.spaces.derive import derive_genotype
 from lit_automl.spaces.genotype import Genotype
@@ -105,62 +106,20 @@ class DARTS(SupernetSearch):
     def architecture_gradient(
         self, train: Batch, val: Batch, xi: float, weight_optimizer: Optional[torch.optim.Optimizer] = None
     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """``(grad_alpha, L_val)``: the DARTS architecture gradient, averaged over ranks.
+        """``(grad_alpha, L_val)``: the DARTS architecture gradient, averaged over ranks
+        (:func:`lit_automl.nas.bilevel.architecture_gradient`).
 
         ``xi = 0`` gives the first-order gradient ``grad_alpha L_val(w, alpha)``; ``xi > 0`` the
         second-order one of eq. 7-8 with the virtual step taken along ``weight_optimizer``'s own
         SGD update (its momentum buffers and weight decay).
         """
-        names = [n for n, _ in self.model.named_parameters()]
-        # Detached weights: autograd keeps only what the architecture gradient needs (no conv inputs
-        # for weight gradients; about 1 GiB less at the paper's search size than the module's own forward).
-        w = [p.detach() for _, p in self.model.named_parameters()]
+        named = list(self.model.named_parameters())
         # Virtual passes run on a copy of the batch-norm buffers, so running stats stay clean.
         buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
-        alphas = self.arch_parameters()
-
-        if xi == 0:
-            loss_val = self.loss(dict(zip(names, w)), buffers, val, self.edge_weights(alphas))
-            grads = torch.autograd.grad(loss_val, alphas)
-            return all_reduce_mean(grads), loss_val.detach()
-
-        # Virtual step: w' = w - xi * (momentum * buf + grad_w L_train(w) + wd * w).
-        w_req = [t.requires_grad_() for t in (p.clone() for p in w)]
-        fixed = [a.detach() for a in self.edge_weights(alphas)]
-        loss_train = self.loss(dict(zip(names, w_req)), buffers, train, fixed)
-        g_train = all_reduce_mean(torch.autograd.grad(loss_train, w_req))
-        momentum, wd = self._sgd_settings(weight_optimizer)
-        params = list(self.model.parameters())
-        with torch.no_grad():
-            w_unrolled = []
-            for p, w_i, g in zip(params, w, g_train):
-                step = g + wd * w_i
-                buf = weight_optimizer.state.get(p, {}).get("momentum_buffer") if weight_optimizer else None
-                if buf is not None and momentum:
-                    step = step + momentum * buf
-                w_unrolled.append((w_i - xi * step).requires_grad_())
-
-        # grad_alpha L_val(w') and v = grad_w' L_val(w').
-        loss_val = self.loss(dict(zip(names, w_unrolled)), buffers, val, self.edge_weights(alphas))
-        grads = all_reduce_mean(torch.autograd.grad(loss_val, alphas + w_unrolled))
-        d_alpha, v = grads[: len(alphas)], grads[len(alphas) :]
-
-        # Finite-difference Hessian-vector product (eq. 8).
-        eps = self.hparams.unrolled_eps / torch.cat([t.reshape(-1) for t in v]).norm().clamp_min(1e-12)
-        with torch.no_grad():
-            w_plus = [w_i + eps * v_i for w_i, v_i in zip(w, v)]
-            w_minus = [w_i - eps * v_i for w_i, v_i in zip(w, v)]
-        g_plus = torch.autograd.grad(self.loss(dict(zip(names, w_plus)), buffers, train, self.edge_weights(alphas)), alphas)
-        g_minus = torch.autograd.grad(self.loss(dict(zip(names, w_minus)), buffers, train, self.edge_weights(alphas)), alphas)
-        hvp = all_reduce_mean([(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)])
-        return [da - xi * h for da, h in zip(d_alpha, hvp)], loss_val.detach()
-
-    @staticmethod
-    def _sgd_settings(optimizer: Optional[torch.optim.Optimizer]) -> Tuple[float, float]:
-        if optimizer is None:
-            return 0.0, 0.0
-        group = optimizer.param_groups[0]
-        return float(group.get("momentum", 0.0)), float(group.get("weight_decay", 0.0))
+        result = architecture_gradient(self.loss, [n for n, _ in named], [p for _, p in named], buffers,
+                                       self.arch_parameters(), self.edge_weights, train, val, xi, weight_optimizer,
+                                       eps=self.hparams.unrolled_eps)
+        return result.grads, result.val_loss
 
     # ------------------------------------------------------------------ the search step
 
