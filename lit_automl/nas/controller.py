@@ -34,7 +34,7 @@ one element per declared :class:`Decision`, in declaration order:
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,16 @@ from lit_automl.spaces.decisions import ANCHOR, CATEGORICAL, ActionSeq, Decision
 from lit_automl.spaces.decisions import validate_decisions as _validate_decisions
 
 __all__ = ["Controller", "Decision"]
+
+
+def _tanh_constants(value: Union[None, float, Sequence[Optional[float]]], n: int) -> List[Optional[float]]:
+    """One tanh constant (or ``None``) per decision from a single value or a per-decision list."""
+    if value is None or isinstance(value, (int, float)):
+        return [check_real("tanh_constant", value, low=0, low_open=True, allow_none=True)] * n
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != n:
+        raise ValueError(f"tanh_constant must be a positive number, None, or a list of {n} such values (one per "
+                         f"decision), got {value!r}")
+    return [check_real(f"tanh_constant[{i}]", v, low=0, low_open=True, allow_none=True) for i, v in enumerate(value)]
 
 
 # --------------------------------------------------------------------------- #
@@ -60,7 +70,9 @@ class Controller(nn.Module):
         num_layers: LSTM layers.  Default 2 (Zoph & Le Sec. 4.1).
         temperature: if set, logits are divided by it (Pham et al. 2018).
         tanh_constant: if set, logits become ``C * tanh(logits)`` after the
-            temperature (Pham et al. 2018).
+            temperature (Pham et al. 2018). One number for every decision, or one per
+            decision (``None`` entries: no tanh), e.g. ENAS's op decisions use the
+            constant divided by its ``op_tanh_reduce``.
         init_range: parameters are initialised uniformly in
             ``[-init_range, init_range]``; default 0.08 (Zoph & Le Sec. 4.1).
 
@@ -76,7 +88,7 @@ class Controller(nn.Module):
         hidden_size: int = 35,
         num_layers: int = 2,
         temperature: Optional[float] = None,
-        tanh_constant: Optional[float] = None,
+        tanh_constant: Union[None, float, Sequence[Optional[float]]] = None,
         init_range: float = 0.08,
     ) -> None:
         super().__init__()
@@ -84,7 +96,8 @@ class Controller(nn.Module):
         self.hidden_size = check_int("hidden_size", hidden_size, low=1)
         self.num_layers = check_int("num_layers", num_layers, low=1)
         self.temperature = check_real("temperature", temperature, low=0, low_open=True, allow_none=True)
-        self.tanh_constant = check_real("tanh_constant", tanh_constant, low=0, low_open=True, allow_none=True)
+        self.tanh_constants = _tanh_constants(tanh_constant, len(self.decisions))
+        """The tanh constant of each decision (``None``: no tanh)."""
         init_range = check_real("init_range", init_range, low=0, low_open=True)
 
         H = self.hidden_size
@@ -109,12 +122,13 @@ class Controller(nn.Module):
             nn.init.uniform_(p, -init_range, init_range)
 
     # ------------------------------------------------------------------ #
-    def _shape_logits(self, logits: Tensor) -> Tensor:
-        """Temperature then tanh constant (Pham et al. 2018)."""
+    def _shape_logits(self, logits: Tensor, decision: int) -> Tensor:
+        """Temperature then the decision's tanh constant (Pham et al. 2018)."""
         if self.temperature is not None:
             logits = logits / self.temperature
-        if self.tanh_constant is not None:
-            logits = self.tanh_constant * torch.tanh(logits)
+        constant = self.tanh_constants[decision]
+        if constant is not None:
+            logits = constant * torch.tanh(logits)
         return logits
 
     def _actions_to_tensors(self, actions: Sequence[ActionSeq]) -> List[Tensor]:
@@ -192,7 +206,7 @@ class Controller(nn.Module):
             out = h[-1]  # [n, H]
             if d.kind == CATEGORICAL:
                 k = self._cat_index[i]
-                logits = self._shape_logits(self.heads[k](out))  # [n, C]
+                logits = self._shape_logits(self.heads[k](out), i)  # [n, C]
                 logp_all = F.log_softmax(logits, dim=-1)  # [n, C]
                 if given is None:
                     a = torch.multinomial(logp_all.detach().exp(), 1, generator=generator).squeeze(1)  # [n]
@@ -210,7 +224,7 @@ class Controller(nn.Module):
                 else:
                     keys = torch.stack(anchor_keys, dim=1)  # [n, m, H]
                     query = self.w_curr(out).unsqueeze(1)  # [n, 1, H]
-                    logits = self._shape_logits(self.v(torch.tanh(keys + query)).squeeze(-1))  # [n, m]
+                    logits = self._shape_logits(self.v(torch.tanh(keys + query)).squeeze(-1), i)  # [n, m]
                     if given is None:
                         s = torch.bernoulli(torch.sigmoid(logits.detach()), generator=generator)  # [n, m]
                     else:

@@ -17,7 +17,7 @@ baseline is saved through the rule's own ``state_dict``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -30,6 +30,9 @@ from lit_automl.spaces.decisions import ActionSeq
 __all__ = ["EMABaseline", "PPO", "PolicyGradient", "Reinforce", "ppo_loss", "reinforce_loss"]
 
 Rewards = Union[Sequence[float], Tensor]
+Penalty = Callable[[Controller, Sequence[ActionSeq]], Tensor]
+"""A differentiable term added to the policy loss, computed from the controller and the actions (ENAS's
+skip-connection KL penalty, :func:`lit_automl.nas.enas.skip_penalty`)."""
 
 
 def reinforce_loss(
@@ -108,8 +111,9 @@ class PolicyGradient:
         self.entropy_weight = check_real("entropy_weight", entropy_weight, low=0)
 
     def step(self, controller: Controller, optimizer: Any, actions: Sequence[ActionSeq],
-             rewards: Rewards) -> Dict[str, float]:
-        """Update ``controller`` with ``optimizer`` (anything with ``step()``) and return the update's statistics."""
+             rewards: Rewards, penalty: Optional[Penalty] = None) -> Dict[str, float]:
+        """Update ``controller`` with ``optimizer`` (anything with ``step()``) and return the update's statistics;
+        ``penalty(controller, actions)``, when given, is added to the loss of every optimiser step."""
         r = torch.as_tensor(rewards, dtype=torch.float32, device=controller.start.device).reshape(-1)  # [m]
         if r.numel() == 0 or r.numel() != len(actions):
             raise ValueError(
@@ -119,7 +123,7 @@ class PolicyGradient:
         if not bool(torch.isfinite(r).all()):
             raise ValueError(f"rewards must be finite, got {r.tolist()!r}")
         b = self.baseline.for_batch(r)
-        stats = self._update(controller, optimizer, actions, r, b)
+        stats = self._update(controller, optimizer, actions, r, b, penalty)
         self.baseline.update(r)
         return {
             **stats, "reward_mean": float(r.mean()), "advantage_mean": float((r - b).mean()),
@@ -127,8 +131,13 @@ class PolicyGradient:
         }
 
     def _update(self, controller: Controller, optimizer: Any, actions: Sequence[ActionSeq], rewards: Tensor,
-                baseline: float) -> Dict[str, float]:
+                baseline: float, penalty: Optional[Penalty]) -> Dict[str, float]:
         raise NotImplementedError
+
+    @staticmethod
+    def _penalised(loss: Tensor, controller: Controller, actions: Sequence[ActionSeq],
+                   penalty: Optional[Penalty]) -> Tensor:
+        return loss if penalty is None else loss + penalty(controller, actions)
 
     @staticmethod
     def _apply(controller: Controller, optimizer: Any, loss: Tensor) -> None:
@@ -161,9 +170,10 @@ class Reinforce(PolicyGradient):
     """
 
     def _update(self, controller: Controller, optimizer: Any, actions: Sequence[ActionSeq], rewards: Tensor,
-                baseline: float) -> Dict[str, float]:
+                baseline: float, penalty: Optional[Penalty]) -> Dict[str, float]:
         log_prob, entropy = controller.log_prob(actions)  # [m], [m]
         loss = reinforce_loss(log_prob, rewards, baseline, entropy, self.entropy_weight)
+        loss = self._penalised(loss, controller, actions, penalty)
         self._apply(controller, optimizer, loss)
         return {"loss": float(loss.detach()), "entropy": float(entropy.detach().mean()),
                 "log_prob": float(log_prob.detach().mean())}
@@ -185,7 +195,7 @@ class PPO(PolicyGradient):
         self.epochs = check_int("epochs", epochs, low=1)
 
     def _update(self, controller: Controller, optimizer: Any, actions: Sequence[ActionSeq], rewards: Tensor,
-                baseline: float) -> Dict[str, float]:
+                baseline: float, penalty: Optional[Penalty]) -> Dict[str, float]:
         adv = rewards - baseline  # [m]
         with torch.no_grad():
             old_log_prob, _ = controller.log_prob(actions)  # [m]
@@ -193,6 +203,7 @@ class PPO(PolicyGradient):
         for _ in range(self.epochs):
             log_prob, entropy = controller.log_prob(actions)
             loss, ratio = ppo_loss(log_prob, old_log_prob, adv, self.clip_epsilon, entropy, self.entropy_weight)
+            loss = self._penalised(loss, controller, actions, penalty)
             self._apply(controller, optimizer, loss)
             clip_frac = float(((ratio.detach() - 1).abs() > self.clip_epsilon).float().mean())
         return {"loss": float(loss.detach()), "entropy": float(entropy.detach().mean()), "clip_fraction": clip_frac}

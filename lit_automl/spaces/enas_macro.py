@@ -35,7 +35,7 @@ from lit_automl.spaces.networks import check_image_input
 from lit_automl.spaces.ops import ConvBN, DilConv, FactorizedReduce, ReLUConvBN, get_op
 
 __all__ = ["ENAS_MACRO_OPS", "ENASMacroArchitecture", "ENASMacroLayer", "ENASMacroNetwork", "ENASMacroSpace",
-           "macro_pool_layers"]
+           "ENASMacroSupernet", "macro_pool_layers"]
 
 ENAS_MACRO_OPS: Tuple[str, ...] = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")
 """The six macro operations in the authors' token order (``general_child.py``, branches 0-5)."""
@@ -177,6 +177,10 @@ class ENASMacroSpace(SequentialSpace):
         self.encode(architecture)  # membership check
         return ENASMacroNetwork(architecture, in_channels, num_classes, self.out_filters, self.skip_combine)
 
+    def supernet(self, in_channels: int, num_classes: int) -> "ENASMacroSupernet":
+        """The weight-shared network every child of this space runs on (ENAS search)."""
+        return ENASMacroSupernet(self.num_layers, self.out_filters, in_channels, num_classes)
+
 
 def _macro_op(name: str, C_in: int, C: int) -> nn.Sequential:
     """One macro branch (authors' ``_conv_branch`` / ``_pool_branch``): conv 1x1-BN-ReLU, then the op.
@@ -192,45 +196,49 @@ def _macro_op(name: str, C_in: int, C: int) -> nn.Sequential:
     return nn.Sequential(*head, get_op(name, C, 1))
 
 
-class ENASMacroNetwork(nn.Module):
-    """The child CNN of an :class:`ENASMacroArchitecture` (Pham et al. Sec. 2.2; authors' ``general_child.py``)."""
+class _MacroFrame(nn.Module):
+    """What the fixed child and the supernet share: stem, skip combination, reductions, head and the layer loop."""
 
-    def __init__(self, architecture: ENASMacroArchitecture, in_channels: int, num_classes: int,
-                 out_filters: int = 36, skip_combine: str = "concat") -> None:
-        super().__init__()
-        if not isinstance(architecture, ENASMacroArchitecture):
-            raise ValueError(f"architecture must be an ENASMacroArchitecture, got {architecture!r}")
+    def _build_frame(self, num_layers: int, in_channels: int, num_classes: int, out_filters: int, skip_combine: str,
+                     skip_counts: Sequence[int], make_ops: Any) -> None:
+        """``make_ops(i, C)`` builds layer ``i``'s op module(s) at ``C`` channels; ``skip_counts[i]`` is how many
+        skip states layer ``i`` concatenates (``"concat"`` only)."""
         self.in_channels = check_int("in_channels", in_channels, low=1, allowed="a positive int")
         check_int("num_classes", num_classes, low=1, allowed="a positive int")
         C = check_int("out_filters", out_filters, low=2, allowed="an even int >= 2")
+        if C % 2:
+            raise ValueError(f"out_filters must be even (factorized reductions split it in two halves), got {C}")
         self.skip_combine = check_choice("skip_combine", skip_combine, SKIP_COMBINE)
-        self.architecture = architecture
-        self.pool_layers = macro_pool_layers(architecture.num_layers)
+        self.pool_layers = macro_pool_layers(num_layers)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), BatchNorm2d(C))
         self.ops = nn.ModuleList()
         self.combine = nn.ModuleList()
         self.reduce = nn.ModuleDict()
-        for i, layer in enumerate(architecture.layers):
-            self.ops.append(_macro_op(layer.op, C, C))
+        for i in range(num_layers):
+            self.ops.append(make_ops(i, C))
             if i == 0:  # no skip decision: the op output is the layer output
                 self.combine.append(nn.Identity())
             elif skip_combine == "concat":
-                self.combine.append(ReLUConvBN((len(layer.skips) + 1) * C, C, 1, 1, 0))
+                self.combine.append(ReLUConvBN((skip_counts[i] + 1) * C, C, 1, 1, 0))
             else:
                 self.combine.append(BatchNorm2d(C))
             if i in self.pool_layers:
-                if C % 2:
-                    raise ValueError(f"out_filters must be even (factorized reductions split it in two halves), got {C}")
                 self.reduce[str(i)] = nn.ModuleList(FactorizedReduce(C, 2 * C) for _ in range(i + 2))
                 C *= 2
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def layer_op(self, i: int, layer: ENASMacroLayer) -> nn.Module:
+        """The module that runs layer ``i``'s operation."""
+        raise NotImplementedError(f"{type(self).__name__} must define layer_op()")
+
+    def run_layers(self, x: torch.Tensor, architecture: ENASMacroArchitecture) -> torch.Tensor:
         check_image_input(x, self.in_channels, reductions=len(self.pool_layers))
+        if architecture.num_layers != len(self.ops):
+            raise ValueError(f"the architecture has {architecture.num_layers} layers; this network has {len(self.ops)}")
         states: List[torch.Tensor] = [self.stem(x)]
-        for i, layer in enumerate(self.architecture.layers):
-            out = self.ops[i](states[-1])
+        for i, layer in enumerate(architecture.layers):
+            out = self.layer_op(i, layer)(states[-1])
             skips = [states[j] for j in layer.skips]
             if self.skip_combine == "concat":
                 out = self.combine[i](torch.cat(skips + [out], dim=1))
@@ -241,3 +249,40 @@ class ENASMacroNetwork(nn.Module):
                 states = [fr(s) for fr, s in zip(self.reduce[str(i)], states)]
         return self.classifier(self.global_pooling(states[-1]).flatten(1))
 
+
+class ENASMacroNetwork(_MacroFrame):
+    """The child CNN of an :class:`ENASMacroArchitecture` (Pham et al. Sec. 2.2; authors' ``general_child.py``)."""
+
+    def __init__(self, architecture: ENASMacroArchitecture, in_channels: int, num_classes: int,
+                 out_filters: int = 36, skip_combine: str = "concat") -> None:
+        super().__init__()
+        if not isinstance(architecture, ENASMacroArchitecture):
+            raise ValueError(f"architecture must be an ENASMacroArchitecture, got {architecture!r}")
+        self.architecture = architecture
+        layers = architecture.layers
+        self._build_frame(len(layers), in_channels, num_classes, out_filters, skip_combine,
+                          [len(layer.skips) for layer in layers], lambda i, C: _macro_op(layers[i].op, C, C))
+
+    def layer_op(self, i: int, layer: ENASMacroLayer) -> nn.Module:
+        return self.ops[i]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_layers(x, self.architecture)
+
+
+class ENASMacroSupernet(_MacroFrame):
+    """The ENAS macro search network: every layer holds all six ops; ``forward(x, architecture)`` runs the
+    child's op in each layer and adds its skip states, then batch-normalises (the authors' search-time
+    layer, ``general_child.py`` ``_enas_layer``), so an op never sampled receives no gradient."""
+
+    def __init__(self, num_layers: int = 12, out_filters: int = 36, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        num_layers = check_int("num_layers", num_layers, low=1)
+        self._build_frame(num_layers, in_channels, num_classes, out_filters, "add", [0] * num_layers,
+                          lambda i, C: nn.ModuleList(_macro_op(name, C, C) for name in ENAS_MACRO_OPS))
+
+    def layer_op(self, i: int, layer: ENASMacroLayer) -> nn.Module:
+        return self.ops[i][ENAS_MACRO_OPS.index(layer.op)]
+
+    def forward(self, x: torch.Tensor, architecture: ENASMacroArchitecture) -> torch.Tensor:
+        return self.run_layers(x, architecture)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from lit_automl._checks import check_int, check_real
+from lit_automl.spaces.enas_micro_supernet import ENASMicroSupernet
 from lit_automl.spaces.decisions import Action, Decision, SequentialSpace, validate_actions
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.geometry import CELL_TYPES, node_inputs
@@ -138,3 +139,7 @@ class ENASMicroSpace(SequentialSpace):
         """The child network: ``num_layers + 2`` cells (``image_size`` is not needed: no auxiliary head)."""
         return NetworkCIFAR(resolve_genotype(genotype), C=self.C, num_classes=num_classes, layers=self.num_layers + 2,
                             auxiliary=False, drop_path_prob=self.drop_path_prob, in_channels=in_channels)
+
+    def supernet(self, in_channels: int, num_classes: int) -> ENASMicroSupernet:
+        """The weight-shared network every child of this space runs on (ENAS search), at ``num_layers`` and ``C``."""
+        return ENASMicroSupernet(self.num_nodes, self.num_layers, self.C, in_channels, num_classes)
