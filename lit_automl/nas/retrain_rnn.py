@@ -10,6 +10,10 @@ the non-monotone trigger (nonmono = 5) the iterates are averaged and validation 
 average (:class:`~lit_automl.callbacks.NTASGD`, added by :meth:`configure_callbacks`). The hidden
 state is carried from window to window (detached) and starts from zeros at each epoch.
 
+The protocol (hidden state, AR/TAR, the per-window SGD step, token-weighted rank-reduced evaluation,
+RNG checkpointing, vocabulary from the datamodule) is :class:`~lit_automl.nas.lm_training.LMTraining`,
+shared with the DARTS recurrent search (:mod:`lit_automl.nas.darts_rnn`).
+
 Metrics: ``train/loss`` (token NLL), ``val/loss`` and ``val/ppl`` (token-weighted over the whole
 split, summed over DDP ranks), ``test/loss`` and ``test/ppl``. The DARTS_V2 cell at this size has
 23M parameters and reaches 55.7 test perplexity after 8,000 epochs (Table 2).
@@ -23,16 +27,15 @@ Typical use::
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lit_automl._checks import check_int, check_real
 from lit_automl.callbacks.nt_asgd import NTASGD
-from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.nas.lm_training import LMTraining, carried
 from lit_automl.spaces.published import resolve_recurrent_genotype
 from lit_automl.spaces.recurrent import RecurrentLM
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
@@ -40,7 +43,7 @@ from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
 __all__ = ["RetrainRNN"]
 
 
-class RetrainRNN(pl.LightningModule):
+class RetrainRNN(LMTraining):
     """A recurrent genotype's language model trained with the DARTS / AWD-LSTM protocol (module docstring).
 
     Args:
@@ -74,40 +77,14 @@ class RetrainRNN(pl.LightningModule):
         self.save_hyperparameters(ignore=["genotype"])
         self.hparams["genotype"] = str(cell)
         self.genotype = cell
-        self.automatic_optimization = False
-        self.model: Optional[RecurrentLM] = None
         if vocab_size is not None:
-            self.model = self._build(vocab_size)
-        self._hidden: Optional[Tensor] = None  # carried from window to window
-        self._train_hidden: Optional[Tensor] = None  # the training state, kept aside while validation runs
-        self._eval_sums: List[Tensor] = []
+            self.model = self.build_model(vocab_size)
 
-    def _build(self, vocab_size: int) -> RecurrentLM:
+    def build_model(self, vocab_size: int) -> RecurrentLM:
         hp = self.hparams
         return RecurrentLM(vocab_size, self.genotype, emsize=hp.emsize, nhid=hp.nhid, dropout=hp.dropout,
                            dropout_h=hp.dropout_h, dropout_x=hp.dropout_x, dropout_i=hp.dropout_i,
                            dropout_e=hp.dropout_e)
-
-    def setup(self, stage: str) -> None:
-        """Build the model for the datamodule's vocabulary (or check the given size against it)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        declared = getattr(datamodule, "vocab_size", None)
-        if self.model is None:
-            if declared is None:
-                raise ValueError("RetrainRNN needs vocab_size=... or a datamodule with a vocab_size attribute "
-                                 f"(got {type(datamodule).__name__ if datamodule is not None else 'no datamodule'})")
-            self.hparams["vocab_size"] = int(declared)
-            self.model = self._build(int(declared))
-        elif declared is not None and declared != self.model.vocab_size:
-            raise ValueError(f"RetrainRNN was built with vocab_size={self.model.vocab_size} but the datamodule "
-                             f"{type(datamodule).__name__} has vocab_size={declared}: set vocab_size={declared} "
-                             "or leave it None")
-
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        save_rng_states(checkpoint)  # dropout masks: a resumed run draws what an uninterrupted one would
-
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        load_rng_states(checkpoint, type(self).__name__)
 
     def configure_callbacks(self) -> Sequence[pl.Callback]:
         nonmono = self.hparams.nonmono
@@ -116,77 +93,11 @@ class RetrainRNN(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
-    def forward(self, tokens: Tensor, hidden: Optional[Tensor] = None):
-        return self.model(tokens, hidden)
-
-    # ------------------------------------------------------------------ training
-    def on_train_epoch_start(self) -> None:
-        self._hidden = None  # zeros at each epoch, as awd-lstm's train() starts
-
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         data, target, lr_scale = batch["data"], batch["target"], float(batch["lr_scale"])
-        hidden = None if self._hidden is None or self._hidden.shape[0] != data.shape[1] else self._hidden.detach()
-        out = self.model(data, hidden)
-        nll = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), target.reshape(-1))
-        loss = nll
-        if self.hparams.alpha:
-            loss = loss + self.hparams.alpha * out.output.pow(2).mean()
-        if self.hparams.beta and len(out.raw_output) > 1:
-            loss = loss + self.hparams.beta * (out.raw_output[1:] - out.raw_output[:-1]).pow(2).mean()
+        out = self.model(data, carried(self._hidden, data.shape[1]))
+        loss, nll = self.lm_loss(out, target)
         self._hidden = out.hidden.detach()
-
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.clip, gradient_clip_algorithm="norm")
-        for group in optimizer.param_groups:  # this window's learning rate: lr * seq_len / bptt
-            group["lr"] = self.hparams.lr * lr_scale
-        optimizer.step()
-        for group in optimizer.param_groups:
-            group["lr"] = self.hparams.lr
+        self.sgd_step(self.optimizers(), loss, lr_scale)
         self.log("train/loss", nll.detach(), prog_bar=True, batch_size=target.numel())
         return nll.detach()
-
-    # ------------------------------------------------------------------ evaluation
-    def _evaluation_start(self) -> None:
-        self._hidden = None
-        self._eval_sums = []
-
-    def _evaluation_step(self, batch: Any) -> None:
-        data, target = batch["data"], batch["target"]
-        hidden = None if self._hidden is None or self._hidden.shape[0] != data.shape[1] else self._hidden
-        out = self.model(data, hidden)
-        self._hidden = out.hidden
-        nll_sum = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), target.reshape(-1), reduction="sum")
-        self._eval_sums.append(torch.stack([nll_sum.detach().double(), torch.tensor(float(target.numel()),
-                                                                                   dtype=torch.float64,
-                                                                                   device=nll_sum.device)]))
-
-    def _evaluation_end(self, stage: str) -> None:
-        sums = torch.stack(self._eval_sums).sum(0) if self._eval_sums else torch.zeros(2, dtype=torch.float64,
-                                                                                         device=self.device)
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # token-weighted over every rank's columns
-        mean_nll = (sums[0] / sums[1].clamp_min(1)).float()
-        self.log(f"{stage}/loss", mean_nll, prog_bar=stage == "val", sync_dist=False)
-        self.log(f"{stage}/ppl", mean_nll.exp(), prog_bar=stage == "val", sync_dist=False)
-        self._eval_sums = []
-
-    def on_validation_epoch_start(self) -> None:
-        self._train_hidden = self._hidden
-        self._evaluation_start()
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._evaluation_end("val")
-        self._hidden = self._train_hidden
-
-    def on_test_epoch_start(self) -> None:
-        self._evaluation_start()
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._evaluation_end("test")
