@@ -56,9 +56,8 @@ its update is :class:`~lit_automl.nas.policy_gradient.Reinforce`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -69,16 +68,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lit_automl._checks import ArgumentTypeError, check_bool, check_int, check_real
 from lit_automl.distributed import all_reduce_mean
-from lit_automl.nas.controller import Controller
-from lit_automl.nas.policy_gradient import Reinforce
-from lit_automl.rng import keyed_generator, load_rng_states, save_rng_states
-from lit_automl.spaces.decisions import ANCHOR, ActionSeq, SequentialSpace
+from lit_automl.nas.enas_policy import OMEGA, ENASPolicyMixin, skip_penalty
+from lit_automl.rng import load_rng_states, save_rng_states
+from lit_automl.spaces.decisions import ActionSeq, SequentialSpace
 from lit_automl.spaces.enas_macro import ENASMacroSpace
 from lit_automl.spaces.enas_micro import ENASMicroSpace
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import batch_statistics
 
-__all__ = ["ENAS", "ENAS_SPACE_DEFAULTS", "skip_penalty"]
+__all__ = ["ENAS", "ENAS_SPACE_DEFAULTS", "check_find_unused", "skip_penalty"]
 
 ENAS_SPACE_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "micro": {"tanh_constant": 1.1, "op_tanh_reduce": 2.5, "temperature": None, "entropy_weight": 1e-4,
@@ -94,32 +92,25 @@ Batch = Tuple[Tensor, Tensor]
 
 
 def space_kind(space: Any) -> str:
-    """``"micro"`` or ``"macro"`` for an ENAS space; anything else is refused, naming what is allowed."""
+    """``"micro"`` or ``"macro"`` for an ENAS CNN space; anything else is refused, naming what is allowed."""
     kind = SPACES.get(type(space))
     if kind is None:
+        hint = " (the recurrent space is searched by lit_automl.nas.ENASRecurrent)" if "Recurrent" in type(space).__name__ else ""
         raise ArgumentTypeError(f"space must be one of {[cls.__name__ for cls in SPACES]} (lit_automl.spaces), "
-                                f"got {type(space).__name__}: {space!r}")
+                                f"got {type(space).__name__}: {space!r}{hint}")
     return kind
 
 
-def skip_penalty(controller: Controller, actions: Sequence[ActionSeq], target: float) -> Tensor:
-    """ENAS's skip-connection penalty (Sec. 2.2; ``general_controller.py``): per anchor decision with bits, the KL
-    divergence ``sum_j KL(Bernoulli(p_j) || Bernoulli(target))`` of its skip probabilities ``p_j``, averaged over
-    those decisions and the samples. Differentiable in the controller's parameters."""
-    logits = controller.step_logits(actions)
-    terms = []
-    for d, lg in zip(controller.decisions, logits):
-        if d.kind != ANCHOR or lg.shape[-1] == 0:
-            continue
-        p = torch.sigmoid(lg)  # [n, k]
-        kl = p * torch.log(p / target) + (1 - p) * torch.log((1 - p) / (1 - target))
-        terms.append(kl.sum(-1))  # [n]
-    if not terms:
-        return logits[0].new_zeros(())
-    return torch.stack(terms, dim=1).mean()
+def check_find_unused(module: pl.LightningModule) -> None:
+    """Refuse DDP without ``find_unused_parameters``: a child runs only its own ops, so parameters go unused."""
+    model = module.trainer.strategy.model
+    if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+        raise ValueError(f"{type(module).__name__} runs one child's ops per step, so parameters go unused: DDP needs "
+                         "find_unused_parameters=True (strategy='ddp_find_unused_parameters_true' or "
+                         "DDPStrategy(find_unused_parameters=True))")
 
 
-class ENAS(pl.LightningModule):
+class ENAS(ENASPolicyMixin, pl.LightningModule):
     """ENAS search over a micro (cell) or macro (whole network) CNN space with shared weights
     (Pham et al., ICML 2018; see the module docstring for the method and where each default comes from).
 
@@ -137,9 +128,9 @@ class ENAS(pl.LightningModule):
             controller_init_range: the controller LSTM and its Adam.
         temperature, tanh_constant, op_tanh_reduce: logit shaping (``None``: the space's default; pass
             ``0`` for ``temperature`` or ``tanh_constant`` to switch one off).
-        entropy_weight: weight of the sample entropy added to the reward.
+        entropy_weight: weight of the sample entropy added to the reward (``None``: the space's).
         baseline_decay: EMA decay of the reward baseline.
-        num_aggregate: controller samples per controller update.
+        num_aggregate: controller samples per controller update (``None``: the space's).
         skip_target, skip_weight: the macro space's skip-probability target and KL weight (0: off).
         keep_prob: keep probability of the dropout before the classifier (code: 0.9).
         derive_samples: children sampled and scored when deriving the architecture each epoch.
@@ -179,107 +170,57 @@ class ENAS(pl.LightningModule):
     ) -> None:
         super().__init__()
         kind = space_kind(space)
-        given = {"temperature": temperature, "tanh_constant": tanh_constant, "op_tanh_reduce": op_tanh_reduce,
-                 "entropy_weight": entropy_weight, "num_aggregate": num_aggregate, "skip_weight": skip_weight,
-                 "w_weight_decay": w_weight_decay}
-        s = {k: ENAS_SPACE_DEFAULTS[kind][k] if v is None else v for k, v in given.items()}
-        for name in ("w_lr", "w_lr_min", "controller_lr", "controller_eps", "controller_init_range"):
-            check_real(name, locals()[name], low=0, low_open=name != "w_lr_min")
-        for name in ("w_weight_decay", "grad_clip", "entropy_weight", "skip_weight"):
-            check_real(name, s.get(name, locals().get(name)), low=0)
-        for name in ("temperature", "tanh_constant"):
-            check_real(name, s[name], low=0, allow_none=True, hint="0 switches it off")
-        check_real("op_tanh_reduce", s["op_tanh_reduce"], low=0, low_open=True)
+        defaults = ENAS_SPACE_DEFAULTS[kind]
+        check_real("w_lr", w_lr, low=0, low_open=True)
+        check_real("w_lr_min", w_lr_min, low=0, high=w_lr, allowed=f"in [0, w_lr={w_lr}]")
+        self.w_weight_decay = check_real("w_weight_decay", defaults["w_weight_decay"] if w_weight_decay is None
+                                         else w_weight_decay, low=0)
+        check_real("grad_clip", grad_clip, low=0, hint="0 disables clipping")
         check_real("w_momentum", w_momentum, low=0, high=1, high_open=True)
-        check_real("baseline_decay", baseline_decay, low=0, high=1, high_open=True)
-        check_real("skip_target", skip_target, low=0, high=1, low_open=True, high_open=True)
         check_real("keep_prob", keep_prob, low=0, high=1, low_open=True)
         check_bool("w_nesterov", w_nesterov)
-        for name in ("lr_T_0", "lr_T_mul", "controller_hidden", "controller_layers", "derive_samples"):
-            check_int(name, locals()[name], low=1)
-        check_int("num_aggregate", s["num_aggregate"], low=1)
-        check_int("seed", seed)
-        if w_lr_min > w_lr:
-            raise ValueError(f"w_lr_min must be at most w_lr={w_lr}, got {w_lr_min}")
-        if (isinstance(controller_betas, (str, bytes)) or not isinstance(controller_betas, Sequence)
-                or len(controller_betas) != 2):
-            raise ValueError(f"controller_betas must be a pair of numbers in [0, 1) (Adam's betas), got {controller_betas!r}")
-        for i, beta in enumerate(controller_betas):
-            check_real(f"controller_betas[{i}]", beta, low=0, high=1, high_open=True)
-        if kind != "macro" and s["skip_weight"]:
-            raise ValueError(f"skip_weight penalises skip connections of the macro space; the {kind} space has none, "
-                             f"got skip_weight={skip_weight!r}")
+        check_int("lr_T_0", lr_T_0, low=1)
+        check_int("lr_T_mul", lr_T_mul, low=1)
         self.save_hyperparameters(ignore=["space"])
         self.automatic_optimization = False
-        self.space, self.kind, self.settings = space, kind, s
+        self.kind = kind
+        given = {"temperature": temperature, "tanh_constant": tanh_constant, "op_tanh_reduce": op_tanh_reduce,
+                 "entropy_weight": entropy_weight, "num_aggregate": num_aggregate, "skip_weight": skip_weight}
+        self.init_policy(space, defaults, given, controller_hidden=controller_hidden,
+                         controller_layers=controller_layers, controller_init_range=controller_init_range,
+                         baseline_decay=baseline_decay, skip_target=skip_target, derive_samples=derive_samples,
+                         seed=seed, controller_lr=controller_lr, controller_betas=controller_betas,
+                         controller_eps=controller_eps)
         self.model = space.supernet(in_channels, num_classes)
         if hasattr(self.model, "dropout"):
             self.model.dropout.p = 1.0 - keep_prob
-        decisions = space.decisions()
-        self.controller = Controller(
-            decisions, hidden_size=controller_hidden, num_layers=controller_layers,
-            temperature=s["temperature"] or None, init_range=controller_init_range,
-            tanh_constant=[self._tanh_constant(d.name) for d in decisions])
-        self.policy = Reinforce(baseline_decay=baseline_decay, entropy_weight=0.0)  # entropy goes into the reward
-        self.search_steps = 0
-        self.pending: List[Tuple[ActionSeq, float]] = []  # controller samples awaiting the next update
-        self.best_tokens: Optional[ActionSeq] = None
-        self.best_score: Optional[float] = None
         self._last_val: Optional[Batch] = None
-
-    def _tanh_constant(self, decision: str) -> Optional[float]:
-        """The decision's tanh constant: op decisions divide the space's by ``op_tanh_reduce`` (authors' code)."""
-        c = self.settings["tanh_constant"]
-        if not c:
-            return None
-        is_op = decision.rsplit(".", 1)[-1] in ("op", "op_x", "op_y")
-        return c / self.settings["op_tanh_reduce"] if is_op else c
 
     # ------------------------------------------------------------------ children
 
-    def sample_children(self, n: int, *keys: int) -> Tuple[List[ActionSeq], Tensor]:
-        """``n`` children drawn from the policy with a generator keyed by ``(seed, *keys)``: the same on every
-        DDP rank and after a resume. Returns their tokens and sample entropies ``[n]`` (detached)."""
-        with torch.no_grad():
-            actions, _, entropy = self.controller.sample(n, generator=keyed_generator(self.hparams.seed, *keys))
-        return actions, entropy
-
-    def decode(self, tokens: ActionSeq) -> Any:
-        """The child architecture of ``tokens`` (a Genotype for micro, an ENASMacroArchitecture for macro)."""
-        return self.space.decode(tokens)
-
     def child_logits(self, x: Tensor, tokens: ActionSeq) -> Tensor:
-        return self.model(x, self.decode(tokens))
+        return self.model(x, self.space.decode(tokens))
 
     def score(self, tokens: ActionSeq, batch: Batch) -> Tensor:
-        """A child's reward signal on one validation minibatch: its accuracy, with batch-norm batch statistics
-        (running statistics untouched) and no gradient, averaged over DDP ranks (each scores its own batch)."""
+        """A child's accuracy on one validation minibatch, with batch-norm batch statistics (running statistics
+        untouched; the authors score in training mode) and no gradient, averaged over DDP ranks."""
         x, y = batch
         with torch.no_grad(), batch_statistics(self.model):
             acc = (self.child_logits(x, tokens).argmax(-1) == y).float().mean()
         return all_reduce_mean([acc])[0]
 
     def genotype(self) -> Genotype:
-        """The derived micro cell (the best child of the last derivation; a fresh sample before the first)."""
+        """The derived micro cell (the best child of the last derivation; a fixed draw before the first)."""
         if self.kind != "micro":
             raise TypeError(f"genotype() is the micro space's cell; the {self.kind} space has best_architecture")
         return self.best_architecture
 
-    @property
-    def best_architecture(self) -> Any:
-        """The best derived child so far (before the first derivation: a child sampled with key ``(seed, 0, 3)``)."""
-        return self.decode(self.best_architecture_tokens())
-
-    def best_architecture_tokens(self) -> ActionSeq:
-        """The tokens of :attr:`best_architecture`."""
-        return self.best_tokens if self.best_tokens is not None else self.sample_children(1, 0, 3)[0][0]
-
     # ------------------------------------------------------------------ the step
 
     def split_batch(self, batch: Any) -> Tuple[Batch, Batch]:
-        if (not isinstance(batch, Mapping) or set(batch) != {"train", "val"}
+        if (not isinstance(batch, dict) or set(batch) != {"train", "val"}
                 or any(not isinstance(batch[k], (tuple, list)) or len(batch[k]) != 2 for k in ("train", "val"))):
-            got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+            got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
             raise TypeError(f"ENAS expects paired batches {{'train': (x, y), 'val': (x, y)}} (wrap the datamodule in "
                             f"lit_automl.datamodules.BilevelDataModule); got {got}")
         return tuple(batch["train"]), tuple(batch["val"])
@@ -287,10 +228,9 @@ class ENAS(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         train, val = self.split_batch(batch)
         w_opt, c_opt = self.optimizers()
-        step = self.search_steps
 
         # Phase 1: omega, the controller fixed, a fresh child for this batch.
-        tokens = self.sample_children(1, step, 0)[0][0]
+        tokens = self.sample_children(1, self.search_steps, OMEGA)[0][0]
         x, y = train
         logits = self.child_logits(x, tokens)
         loss = F.cross_entropy(logits, y)
@@ -305,56 +245,17 @@ class ENAS(pl.LightningModule):
         w_opt.step()
 
         # Phase 2: the controller, omega fixed: one child scored on this step's validation minibatch.
-        actions, entropy = self.sample_children(1, step, 1)
-        acc = self.score(actions[0], val)
-        reward = float(acc) + self.settings["entropy_weight"] * float(entropy[0])
-        self.pending.append((actions[0], reward))
         metrics = {"train/loss": loss.detach(), "train/acc": (logits.argmax(-1) == y).float().mean(),
-                   "controller/val_acc": acc}
-        if len(self.pending) >= self.settings["num_aggregate"]:
-            metrics.update(self.controller_update(c_opt))
+                   **self.controller_sample(val, c_opt)}
         self._last_val = val
         self.search_steps += 1
         self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss.detach()
 
-    def controller_update(self, optimizer: Any) -> Dict[str, Tensor]:
-        """One REINFORCE update from the pending samples (their mean gradient), then the buffer is emptied."""
-        actions = [a for a, _ in self.pending]
-        rewards = [r for _, r in self.pending]
-        penalty = None
-        if self.settings["skip_weight"]:
-            weight, target = self.settings["skip_weight"], self.hparams.skip_target
-
-            def penalty(controller: Controller, acts: Sequence[ActionSeq]) -> Tensor:
-                return weight * skip_penalty(controller, acts, target)
-
-        optimizer.zero_grad()
-        stats = self.policy.step(self.controller, optimizer, actions, rewards, penalty=penalty)
-        self.pending = []
-        out = {"controller/reward": stats["reward_mean"], "controller/baseline": stats["baseline"],
-               "controller/entropy": stats["entropy"]}
-        if self.kind == "macro":
-            bits = [b for a in actions for i, d in enumerate(self.controller.decisions) if d.kind == ANCHOR for b in a[i]]
-            out["controller/skip_rate"] = sum(bits) / max(1, len(bits))
-        return {k: torch.tensor(float(v)) for k, v in out.items()}
-
-    # ------------------------------------------------------------------ deriving
-
-    def derive(self, batch: Batch, num_samples: Optional[int] = None, key: int = 0) -> Tuple[ActionSeq, float]:
-        """Sample ``num_samples`` children (default ``derive_samples``), score each on ``batch`` and return the
-        best one's tokens and score (Sec. 2.2). Call on every rank under DDP (scores are all-reduced)."""
-        n = check_int("num_samples", self.hparams.derive_samples if num_samples is None else num_samples, low=1)
-        actions, _ = self.sample_children(n, key, 2)
-        scores = [float(self.score(a, batch)) for a in actions]
-        best = max(range(n), key=scores.__getitem__)
-        return actions[best], scores[best]
-
     def on_train_epoch_end(self) -> None:
         sched = self.lr_schedulers()
-        if sched is not None:
-            self.log("search/w_lr", sched.optimizer.param_groups[0]["lr"])
-            sched.step()
+        self.log("search/w_lr", sched.optimizer.param_groups[0]["lr"])
+        sched.step()
         if self._last_val is not None:
             self.best_tokens, self.best_score = self.derive(self._last_val, key=self.current_epoch)
             self.log("search/derived_score", self.best_score)
@@ -363,17 +264,14 @@ class ENAS(pl.LightningModule):
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective under DDP: every rank
         if not self.trainer.is_global_zero:
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        arch = self.best_architecture
-        path = folder / "architecture.json"
-        path.write_text(json.dumps(self.space.to_json(arch), indent=2) + "\n")
-        written = [path.name]
+        written = self.write_architecture(folder)
         if self.kind == "micro":
             from lit_automl.spaces.genotype_files import save_genotype_files
 
-            written += [p.name for p in save_genotype_files(arch, folder, title="ENAS micro")]
-        rank_zero_info(f"ENAS: derived architecture (best of {self.hparams.derive_samples}, score "
-                       f"{self.best_score:.4f}) written to {folder} ({', '.join(written)})")
+            written += [p.name for p in save_genotype_files(self.best_architecture, folder, title="ENAS micro")]
+        score = "not derived yet" if self.best_score is None else f"score {self.best_score:.4f}"
+        rank_zero_info(f"ENAS: derived architecture (best of {self.hparams.derive_samples}, {score}) written to "
+                       f"{folder} ({', '.join(written)})")
 
     # ------------------------------------------------------------------ evaluation
 
@@ -392,33 +290,21 @@ class ENAS(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning plumbing
 
     def configure_optimizers(self):
+        """``[omega SGD, controller Adam]`` and omega's cosine schedule with warm restarts (per epoch)."""
         hp = self.hparams
         w_opt = torch.optim.SGD(self.model.parameters(), lr=hp.w_lr, momentum=hp.w_momentum,
-                                nesterov=hp.w_nesterov and hp.w_momentum > 0,
-                                weight_decay=self.settings["w_weight_decay"])
-        c_opt = torch.optim.Adam(self.controller.parameters(), lr=hp.controller_lr, betas=tuple(hp.controller_betas),
-                                 eps=hp.controller_eps)
+                                nesterov=hp.w_nesterov and hp.w_momentum > 0, weight_decay=self.w_weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(w_opt, T_0=hp.lr_T_0, T_mult=hp.lr_T_mul,
                                                                      eta_min=hp.w_lr_min)
-        return [w_opt, c_opt], [{"scheduler": sched, "interval": "epoch"}]
+        return [w_opt, self.controller_optimizer()], [{"scheduler": sched, "interval": "epoch"}]
 
     def on_fit_start(self) -> None:
-        model = self.trainer.strategy.model
-        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-            raise ValueError("ENAS runs one child's ops per step, so parameters go unused: DDP needs "
-                             "find_unused_parameters=True (strategy='ddp_find_unused_parameters_true' or "
-                             "DDPStrategy(find_unused_parameters=True))")
+        check_find_unused(self)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         save_rng_states(checkpoint)
-        checkpoint["enas"] = {"search_steps": self.search_steps, "pending": [list(p) for p in self.pending],
-                              "policy": self.policy.state_dict(), "best_tokens": self.best_tokens,
-                              "best_score": self.best_score}
+        checkpoint["enas"] = self.policy_state()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         load_rng_states(checkpoint, "ENAS")
-        state = checkpoint["enas"]
-        self.search_steps = int(state["search_steps"])
-        self.pending = [(a, float(r)) for a, r in state["pending"]]
-        self.policy.load_state_dict(state["policy"])
-        self.best_tokens, self.best_score = state["best_tokens"], state["best_score"]
+        self.load_policy_state(checkpoint["enas"])
