@@ -6,10 +6,11 @@ from lit_automl.spaces.decisions import Decision
 from lit_automl.spaces.derive import derive_cell, derive_genotype, derive_recurrent, edge_entropy
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
 from lit_automl.spaces.enas_macro import (ENAS_MACRO_OPS, ENASMacroArchitecture, ENASMacroLayer, ENASMacroNetwork,
-                                          ENASMacroSpace, macro_pool_layers)
+                                          ENASMacroSpace, ENASMacroSupernet, macro_pool_layers)
 from lit_automl.spaces.enas_micro import ENAS_MICRO_ARC, ENASMicroSpace, enas_micro_decisions
-from lit_automl.spaces.enas_rnn import (ENAS_ACTIVATIONS, ENASRecurrentArch, ENASRecurrentCell, decode_enas_rnn,
-                                        enas_init_range, enas_rnn_decisions, encode_enas_rnn)
+from lit_automl.spaces.enas_micro_supernet import ENASMicroSupernet
+from lit_automl.spaces.enas_rnn import (ENAS_ACTIVATIONS, ENASRecurrentArch, ENASRecurrentCell, ENASRecurrentSpace,
+                                        decode_enas_rnn, enas_init_range, enas_rnn_decisions, encode_enas_rnn)
 from lit_automl.spaces.fractalnet import FractalBlock, FractalNet
 from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeParseError, UnknownOperationError
 from lit_automl.spaces.nas_rl_cell import (NAS_CELL, NAS_CELL_TOKENS, NASRLCell, TreeCell, decode_tree_cell,
@@ -30,10 +31,10 @@ __all__ = [
     "Decision",
     "derive_cell", "derive_genotype", "derive_recurrent", "edge_entropy",
     "DropPath", "drop_path", "sample_keep_mask",
-    "ENAS_MACRO_OPS", "ENASMacroArchitecture", "ENASMacroLayer", "ENASMacroNetwork", "ENASMacroSpace",
+    "ENAS_MACRO_OPS", "ENASMacroArchitecture", "ENASMacroLayer", "ENASMacroNetwork", "ENASMacroSpace", "ENASMacroSupernet",
     "macro_pool_layers",
     "ENAS_MICRO_ARC", "ENASMicroSpace", "enas_micro_decisions",
-    "ENAS_ACTIVATIONS", "ENASRecurrentArch", "ENASRecurrentCell", "decode_enas_rnn", "enas_init_range",
+    "ENAS_ACTIVATIONS", "ENASRecurrentArch", "ENASRecurrentCell", "ENASRecurrentSpace", "ENASMicroSupernet", "decode_enas_rnn", "enas_init_range",
     "enas_rnn_decisions", "encode_enas_rnn",
     "FractalBlock", "FractalNet",
     "COMBINE_METHODS", "Genotype", "GenotypeParseError", "UnknownOperationError",

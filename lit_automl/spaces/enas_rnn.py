@@ -40,6 +40,7 @@ calling ``self.cell(emb, hidden)``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -54,6 +55,7 @@ __all__ = [
     "ENAS_ACTIVATIONS",
     "ENASRecurrentArch",
     "ENASRecurrentCell",
+    "ENASRecurrentSpace",
     "decode_enas_rnn",
     "enas_init_range",
     "enas_rnn_decisions",
@@ -227,3 +229,54 @@ class ENASRecurrentCell(nn.Module):
             raise ValueError(f"no architecture: set cell.architecture (an ENASRecurrentArch or its "
                              f"{len(enas_rnn_decisions(self.num_nodes))} tokens) before calling the cell")
         return unroll(self.step, inputs, hidden, self.dropout_x, self.dropout_h, self.training)
+
+
+class ENASRecurrentSpace:
+    """The ENAS recurrent-cell space for the controller and the search: its decisions, tokens <-> cells,
+    the JSON record, and the shared-weight cell (:meth:`supernet_cell`).
+
+    Not a :class:`~lit_automl.spaces.decisions.SequentialSpace`: its children are language-model cells,
+    not image classifiers that ``build(architecture, in_channels, num_classes, image_size)`` would make.
+
+    Args:
+        num_nodes: ``N`` (12, Sec. 2.1 / 3.1).
+        share_activations: the shared cell's weight layout (:class:`ENASRecurrentCell`).
+    """
+
+    def __init__(self, num_nodes: int = 12, share_activations: bool = False) -> None:
+        self.num_nodes = check_int("num_nodes", num_nodes, low=2, allowed=NUM_NODES_ALLOWED)
+        self.share_activations = check_bool("share_activations", share_activations)
+        self._decisions = enas_rnn_decisions(self.num_nodes)
+
+    def __repr__(self) -> str:
+        return f"ENASRecurrentSpace(num_nodes={self.num_nodes}, share_activations={self.share_activations})"
+
+    def decisions(self) -> List[Decision]:
+        return list(self._decisions)
+
+    def decode(self, tokens: Sequence[int]) -> ENASRecurrentArch:
+        return decode_enas_rnn(tokens, self.num_nodes)
+
+    def encode(self, arch: ENASRecurrentArch) -> List[int]:
+        tokens = encode_enas_rnn(arch)
+        if arch.num_nodes != self.num_nodes:
+            raise ValueError(f"the cell has {arch.num_nodes} nodes; this space has num_nodes={self.num_nodes}")
+        return tokens
+
+    def to_json(self, arch: ENASRecurrentArch) -> dict:
+        """``{"nodes": [[prev, activation], ...], "loose_ends": [...]}`` (node ``l`` is entry ``l - 1``)."""
+        return {"nodes": [[prev, act] for prev, act in arch.nodes], "loose_ends": list(arch.loose_ends)}
+
+    def from_json(self, data: Union[dict, str]) -> ENASRecurrentArch:
+        """Inverse of :meth:`to_json`; also accepts the JSON text."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        if not isinstance(data, dict) or "nodes" not in data:
+            raise ValueError(f"an ENAS recurrent cell record is an object with a 'nodes' list, got {data!r}")
+        arch = ENASRecurrentArch(tuple(tuple(pair) for pair in data["nodes"]))
+        self.encode(arch)  # membership check
+        return arch
+
+    def supernet_cell(self, ninp: int, nhid: int, dropout_h: float, dropout_x: float) -> ENASRecurrentCell:
+        """The shared-weight cell every child of this space runs on."""
+        return ENASRecurrentCell(ninp, nhid, self.num_nodes, dropout_h, dropout_x, self.share_activations)
