@@ -132,3 +132,42 @@ def test_prefix_sampling_and_log_prob_match_the_full_rollout_prefix():
         ctrl.sample(1, length=5)
     with pytest.raises(ValueError, match="same length"):
         ctrl.log_prob([actions[0], actions[1][:2]])
+
+
+# --------------------------------------------------------------------------- #
+# (5) per-decision tanh constants (ENAS: op decisions use the constant / op_tanh_reduce)
+# --------------------------------------------------------------------------- #
+@pytest.mark.usefixtures("single_thread")
+def test_per_decision_tanh_constants_bound_each_decisions_logits_by_its_own_constant():
+    torch.manual_seed(0)
+    constants = [0.3, None, 3.0, 1.0, None, 0.5]
+    shaped = Controller(_layered_space(), hidden_size=8, temperature=0.5, tanh_constant=constants, init_range=2.0)
+    raw = Controller(_layered_space(), hidden_size=8, temperature=0.5, init_range=2.0)
+    raw.load_state_dict(shaped.state_dict())
+    assert shaped.tanh_constants == constants and raw.tanh_constants == [None] * 6
+    actions, _, _ = shaped.sample(32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got, base = shaped.step_logits(actions), raw.step_logits(actions)
+    assert base[0].abs().max() > 1.0, "the raw logits must exceed the small constants for the bound to matter"
+    for i, (c, g, b) in enumerate(zip(constants, got, base)):
+        expected = b if c is None else c * torch.tanh(b)
+        torch.testing.assert_close(g, expected, msg=lambda m, i=i: f"decision {i}: {m}")
+        if c is not None and g.numel():
+            assert float(g.abs().max()) <= c
+    assert float(got[2].abs().max()) > 0.3  # decision 2's bound is its own 3.0, not decision 0's 0.3
+    # one number still applies to every decision
+    single = Controller(_layered_space(), hidden_size=8, tanh_constant=1.5)
+    assert single.tanh_constants == [1.5] * 6
+
+
+@pytest.mark.parametrize("value,needle", [
+    ([1.0, 2.0], r"tanh_constant must be a positive number, None, or a list of 6 such values \(one per "
+                 r"decision\), got \[1.0, 2.0\]"),
+    ("1.5", r"list of 6 such values.*got '1.5'"),
+    ([1.0, None, -2.0, 1.0, 1.0, 1.0], r"tanh_constant\[2\].*-2.0"),
+    ([1.0, None, 0.0, 1.0, 1.0, 1.0], r"tanh_constant\[2\].*0.0"),
+])
+@pytest.mark.usefixtures("single_thread")
+def test_bad_per_decision_tanh_constants_are_refused_naming_the_value(value, needle):
+    with pytest.raises(ValueError, match=needle):
+        Controller(_layered_space(), hidden_size=4, tanh_constant=value)

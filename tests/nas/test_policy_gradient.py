@@ -146,3 +146,52 @@ def test_state_dict_round_trip_keeps_baseline(rule_cls):
     assert s1["loss"] == pytest.approx(s2["loss"], abs=1e-6)
     for k, v in c1.state_dict().items():
         torch.testing.assert_close(c2.state_dict()[k], v)
+
+
+# --------------------------------------------------------------------------- #
+# (5) an optional penalty term (ENAS's skip KL): its own gradient is added to the policy gradient
+# --------------------------------------------------------------------------- #
+class _RecordGrads:
+    """An "optimiser" that records the gradients it is stepped with and leaves the parameters alone."""
+
+    def __init__(self, params):
+        self.params, self.steps = list(params), []
+
+    def step(self):
+        self.steps.append([p.grad.clone() for p in self.params])
+
+
+def _penalty(controller, actions):
+    log_prob, _ = controller.log_prob(actions)
+    return 0.3 * log_prob.pow(2).mean() + 0.1 * controller.heads[0].weight.pow(2).sum()
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("rule_cls,kwargs", [(Reinforce, dict(entropy_weight=0.01)),
+                                             (PPO, dict(epochs=2, entropy_weight=0.01))])
+def test_penalty_adds_its_own_autograd_gradient_to_the_policy_gradient(rule_cls, kwargs):
+    torch.manual_seed(0)
+    ctrl = Controller(_layered_space(), hidden_size=6, init_range=0.5)
+    params = list(ctrl.parameters())
+    actions, _, _ = ctrl.sample(5, generator=torch.Generator().manual_seed(3))
+    rewards = [0.1, 0.9, 0.4, 0.3, 0.7]
+    calls = []
+
+    def penalty(controller, acts):
+        calls.append(acts)
+        return _penalty(controller, acts)
+
+    plain, penalised = _RecordGrads(params), _RecordGrads(params)
+    s_plain = rule_cls(**kwargs).step(ctrl, plain, actions, rewards)
+    s_pen = rule_cls(**kwargs).step(ctrl, penalised, actions, rewards, penalty=penalty)
+    own = torch.autograd.grad(_penalty(ctrl, actions), params, allow_unused=True)
+    own = [torch.zeros_like(p) if g is None else g for p, g in zip(params, own)]
+    assert float(sum(g.abs().sum() for g in own)) > 0
+    epochs = kwargs.get("epochs", 1)
+    assert len(plain.steps) == len(penalised.steps) == epochs and len(calls) == epochs  # every optimiser step
+    assert all(acts is actions for acts in calls)
+    for without, with_ in zip(plain.steps, penalised.steps):
+        for a, b, g in zip(without, with_, own):
+            torch.testing.assert_close(b, a + g, rtol=1e-5, atol=1e-7)
+    # the reported loss includes it too
+    assert s_pen["loss"] == pytest.approx(s_plain["loss"] + float(_penalty(ctrl, actions).detach()), abs=1e-6)
