@@ -249,7 +249,7 @@ class ENAS(ENASPolicyMixin, pl.LightningModule):
                    **self.controller_sample(val, c_opt)}
         self._last_val = val
         self.search_steps += 1
-        self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        self.log_search_metrics(metrics, len(y))
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:

@@ -35,6 +35,8 @@ __all__ = ["CONTROLLER", "DERIVE", "ENASPolicyMixin", "INITIAL", "OMEGA", "skip_
 OMEGA, CONTROLLER, DERIVE, INITIAL = 0, 1, 2, 3
 """Phase keys of the keyed draws: omega's child, the controller's sample, deriving, the child before any."""
 
+PROGRESS_BAR = ("train/loss", "controller/reward")
+
 POLICY_SETTINGS = ("temperature", "tanh_constant", "op_tanh_reduce", "entropy_weight", "num_aggregate", "skip_weight")
 
 
@@ -61,6 +63,7 @@ class ENASPolicyMixin:
     awaiting the next update), ``best_tokens`` / ``best_score`` (the last derivation), ``search_steps``."""
 
     hparams: Any
+    log_dict: Any
 
     def init_policy(self, space: SequentialSpace, defaults: Mapping[str, Any], given: Mapping[str, Any], *,
                     controller_hidden: int, controller_layers: int, controller_init_range: float,
@@ -173,6 +176,13 @@ class ENASPolicyMixin:
             bits = [b for a in actions for i in anchors for b in a[i]]
             out["controller/skip_rate"] = sum(bits) / max(1, len(bits))
         return {k: torch.tensor(float(v)) for k, v in out.items()}
+
+    def log_search_metrics(self, metrics: Dict[str, Tensor], batch_size: int) -> None:
+        """Log a step's metrics per step and per epoch; the progress bar shows the training loss and the reward."""
+        shown = {k: v for k, v in metrics.items() if k in PROGRESS_BAR}
+        self.log_dict(shown, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log_dict({k: v for k, v in metrics.items() if k not in shown}, on_step=True, on_epoch=True,
+                      batch_size=batch_size)
 
     # ------------------------------------------------------------------ deriving
 

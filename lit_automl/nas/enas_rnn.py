@@ -152,10 +152,11 @@ class ENASRecurrent(ENASPolicyMixin, LMTraining):
             with torch.no_grad():
                 out = self.run_child(tokens, batch["data"], self._val_hidden)
                 nll = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), batch["target"].reshape(-1))
+                reward = self.hparams.reward_constant / nll.exp()
         finally:
             self.model.train(was_training)
         self._scored_hidden = out.hidden
-        return all_reduce_mean([self.hparams.reward_constant / nll.exp()])[0]
+        return all_reduce_mean([reward])[0]
 
     def lr_factor(self) -> float:
         """The per-epoch decay: ``lr_decay ** (epoch - lr_decay_start + 1)`` from ``lr_decay_start`` on."""
@@ -196,7 +197,7 @@ class ENASRecurrent(ENASPolicyMixin, LMTraining):
         self._val_hidden = self._scored_hidden
         self._last_val = val
         self.search_steps += 1
-        self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=True, batch_size=train["target"].numel())
+        self.log_search_metrics(metrics, train["target"].numel())
         return nll.detach()
 
     def on_train_epoch_end(self) -> None:
