@@ -187,7 +187,8 @@ def test_ddp_ranks_sample_the_same_children_and_stay_identical(tmp_path):
     data = search_data(folder, batch_size=2)
     data.setup("fit")
     ranks = fit_ddp(module(vocab_size=data.vocab_size, controller_lr=0.05), search_data(folder, batch_size=2), tmp_path,
-                    find_unused_parameters=True, callbacks=[RecordChildren(str(tmp_path))], limit_train_batches=4)
+                    find_unused_parameters=True, callbacks=[RecordChildren(str(tmp_path))], limit_train_batches=4,
+                    default_root_dir=tmp_path)
     records = [torch.load(tmp_path / f"children{r}.pt") for r in range(2)]
     assert records[0]["children"] == records[1]["children"] and len(records[0]["children"]) == 4
     assert records[0]["policy"] == records[1]["policy"], "rewards are averaged over ranks, so baselines agree"
