@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import abc
 import json
+import os
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -118,8 +120,14 @@ def check_tokens(decisions: Sequence[Decision], tokens: Any, cell: str, layout: 
             for i, (d, v) in enumerate(zip(decisions, tokens))]
 
 
-def layers_json(data: Union[Mapping[str, Any], str], what: str) -> List[Any]:
-    """The ``layers`` list of a ``{"layers": [...]}`` record (or its JSON text) of a layer-by-layer architecture."""
+def layers_json(data: Union[Mapping[str, Any], str, os.PathLike], what: str) -> List[Any]:
+    """The ``layers`` list of a ``{"layers": [...]}`` record of a layer-by-layer architecture, given as the
+    record, its JSON text, or the path of a file holding it (a search's ``architecture.json``)."""
+    if isinstance(data, os.PathLike) or (isinstance(data, str) and not data.lstrip().startswith("{")):
+        path = Path(data)
+        if not path.is_file():
+            raise ValueError(f"{what}: {str(data)!r} is neither a JSON object nor an existing file")
+        data = path.read_text()
     if isinstance(data, str):
         try:
             data = json.loads(data)

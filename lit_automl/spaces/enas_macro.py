@@ -21,6 +21,7 @@ authors' code (``src/cifar10/general_child.py``, ``general_controller.py``, whol
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple, Union
@@ -98,8 +99,8 @@ class ENASMacroArchitecture:
         return {"layers": [{"op": layer.op, "skips": list(layer.skips)} for layer in self.layers]}
 
     @classmethod
-    def from_json(cls, data: Union[Mapping[str, Any], str]) -> "ENASMacroArchitecture":
-        """Inverse of :meth:`to_json`; also accepts the JSON text."""
+    def from_json(cls, data: Union[Mapping[str, Any], str, os.PathLike]) -> "ENASMacroArchitecture":
+        """Inverse of :meth:`to_json`; also accepts the JSON text or the path of a file holding it."""
         layers = []
         for i, d in enumerate(layers_json(data, "ENAS macro architecture")):
             if not isinstance(d, Mapping) or set(d) != {"op", "skips"}:
@@ -251,13 +252,21 @@ class _MacroFrame(nn.Module):
 
 
 class ENASMacroNetwork(_MacroFrame):
-    """The child CNN of an :class:`ENASMacroArchitecture` (Pham et al. Sec. 2.2; authors' ``general_child.py``)."""
+    """The child CNN of an :class:`ENASMacroArchitecture` (Pham et al. Sec. 2.2; authors' ``general_child.py``).
 
-    def __init__(self, architecture: ENASMacroArchitecture, in_channels: int, num_classes: int,
-                 out_filters: int = 36, skip_combine: str = "concat") -> None:
+    ``architecture``: the architecture, its JSON record or text, or the path of an ``architecture.json``
+    written by the ENAS search, so a recipe can retrain a found network with
+    :class:`~lit_automl.nas.ChildClassifier`. ``out_filters=36`` as the authors' search; their final
+    macro network has 24 layers of 96 filters (``cifar10_macro_final.sh``)."""
+
+    def __init__(self, architecture: Union[ENASMacroArchitecture, Mapping[str, Any], str, os.PathLike],
+                 in_channels: int, num_classes: int, out_filters: int = 36, skip_combine: str = "concat") -> None:
         super().__init__()
         if not isinstance(architecture, ENASMacroArchitecture):
-            raise ValueError(f"architecture must be an ENASMacroArchitecture, got {architecture!r}")
+            if not isinstance(architecture, (Mapping, str, os.PathLike)):
+                raise ValueError(f"architecture must be an ENASMacroArchitecture, its JSON record or text, or an "
+                                 f"architecture.json path, got {architecture!r}")
+            architecture = ENASMacroArchitecture.from_json(architecture)
         self.architecture = architecture
         layers = architecture.layers
         self._build_frame(len(layers), in_channels, num_classes, out_filters, skip_combine,

@@ -1,11 +1,12 @@
 """ENAS macro space (Pham et al., ICML 2018, Sec. 2.2): decisions, decode/encode, the child network."""
 
+import json
 import random
 
 import pytest
 import torch
 
-from lit_automl.spaces import ENAS_MACRO_OPS, ENASMacroArchitecture, ENASMacroLayer, ENASMacroSpace
+from lit_automl.spaces import ENAS_MACRO_OPS, ENASMacroArchitecture, ENASMacroLayer, ENASMacroNetwork, ENASMacroSpace
 from lit_automl.spaces.decisions import ANCHOR, CATEGORICAL
 from lit_automl.spaces.enas_macro import macro_pool_layers
 
@@ -116,3 +117,23 @@ def test_controller_samples_decode_to_valid_networks():
     for a in actions:
         assert [len(a[2 * i + 1]) for i in range(4)] == [0, 1, 2, 3]
         assert space.build(space.decode(a), 3, 2)(torch.randn(1, 3, 8, 8)).shape == (1, 2)
+
+
+def test_the_network_builds_from_an_architecture_file_the_search_writes(tmp_path):
+    space = ENASMacroSpace(num_layers=4, out_filters=8)
+    arch = space.decode([0, [], 1, [1], 4, [0, 1], 5, [1, 0, 1]])
+    path = tmp_path / "architecture.json"
+    path.write_text(json.dumps(space.to_json(arch)))
+    for spec in (path, str(path), path.read_text(), space.to_json(arch)):
+        net = ENASMacroNetwork(spec, in_channels=1, num_classes=10, out_filters=8)
+        assert net.architecture == arch
+    torch.manual_seed(0)
+    a = ENASMacroNetwork(str(path), 1, 10, 8)
+    torch.manual_seed(0)
+    b = ENASMacroNetwork(arch, 1, 10, 8)
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(a.eval()(x), b.eval()(x))
+    with pytest.raises(ValueError, match=r"'missing.json' is neither a JSON object nor an existing file"):
+        ENASMacroNetwork("missing.json", 1, 10)
+    with pytest.raises(ValueError, match=r"architecture must be an ENASMacroArchitecture, its JSON record or text"):
+        ENASMacroNetwork(42, 1, 10)
