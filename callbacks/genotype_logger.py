@@ -22,6 +22,9 @@ from lit_automl._checks import ArgumentTypeError, check_bool
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
+from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
+
+AnyGenotype = Union[Genotype, RecurrentGenotype]
 
 __all__ = ["GenotypeLogger"]
 
@@ -38,8 +41,10 @@ class GenotypeLogger(Callback):
     (optional) says its architecture parameters never moved, a warning says that genotype is the
     random initialisation's instead.
 
-    The module needs ``genotype() -> Genotype`` and, for ``log_entropy``, ``alphas``: a mapping
-    of cell name to raw architecture weights of shape (num_edges, num_ops).
+    The module needs ``genotype()`` returning a :class:`Genotype` (CNN cells) or a
+    :class:`~lit_automl.spaces.recurrent_genotype.RecurrentGenotype` (the DARTS recurrent search, which is
+    written as text and JSON only: there is no picture of a recurrent cell) and, for ``log_entropy``,
+    ``alphas``: a mapping of cell name to raw architecture weights of shape (num_edges, num_ops).
 
     Args:
         dirpath: run folder; ``None`` uses ``trainer.log_dir`` (the logger's version folder).
@@ -87,7 +92,7 @@ class GenotypeLogger(Callback):
 
     # ----------------------------------------------------------------- pure helpers
     @staticmethod
-    def format_line(epoch: int, genotype: Union[Genotype, str]) -> str:
+    def format_line(epoch: int, genotype: Union[AnyGenotype, str]) -> str:
         """One line of ``genotypes.txt``."""
         return f"epoch {epoch}: {genotype}"
 
@@ -98,7 +103,7 @@ class GenotypeLogger(Callback):
             raise TypeError(f"alphas must be a mapping of cell name to tensor, got {type(alphas).__name__}")
         return {str(cell): float(edge_entropy(alpha)) for cell, alpha in alphas.items()}
 
-    def record(self, epoch: int, genotype: Union[Genotype, str]) -> None:
+    def record(self, epoch: int, genotype: Union[AnyGenotype, str]) -> None:
         """Add ``(epoch, text)`` to the history, replacing an entry of the same epoch (a re-run epoch)."""
         text = str(genotype)
         self.history = [(e, t) for e, t in self.history if e != epoch]
@@ -112,7 +117,8 @@ class GenotypeLogger(Callback):
         name = type(pl_module).__name__
         if not callable(getattr(pl_module, "genotype", None)):
             raise AttributeError(
-                f"GenotypeLogger needs a module with a `genotype()` method returning a Genotype; {name} has none"
+                f"GenotypeLogger needs a module with a `genotype()` method returning a Genotype or a RecurrentGenotype; "
+                f"{name} has none"
             )
         if self.log_entropy and not isinstance(getattr(pl_module, "alphas", None), Mapping):
             raise AttributeError(

@@ -13,6 +13,7 @@ from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
 from lit_automl.nas.bayesnas import BayesNAS
+from lit_automl.nas.darts_rnn import DARTSRecurrent
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
@@ -24,6 +25,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 EXPECTED = {
     "darts_digits.yaml": DARTS,
     "darts_cifar10.yaml": DARTS,
+    "darts_rnn_ptb.yaml": DARTSRecurrent,
+    "darts_rnn_tiny.yaml": DARTSRecurrent,
     "retrain_digits.yaml": Retrain,
     "retrain_rnn_ptb.yaml": RetrainRNN,
     "retrain_rnn_tiny.yaml": RetrainRNN,

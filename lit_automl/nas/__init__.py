@@ -25,3 +25,6 @@ __all__ += ["BayesNAS", "OneShot", "PCDARTS", "PDARTS", "SNAS", "SupernetSearch"
 from lit_automl.nas.retrain_rnn import RetrainRNN
 
 __all__ += ["RetrainRNN"]
+from lit_automl.nas.darts_rnn import DARTSRecurrent
+
+__all__ += ["DARTSRecurrent"]
