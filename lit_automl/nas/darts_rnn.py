@@ -36,7 +36,7 @@ embedding 0, TAR ``beta = 1e-3`` (AR 0), architecture Adam lr 3e-3, betas (0.9, 
 which ``architect.py`` leaves in place), weight decay 1e-3, ``alpha`` initialised at ``1e-3 * randn``; run
 50 epochs at batch 256, BPTT 35 (``recipes/darts_rnn_ptb.yaml``). ``order=2``: the second-order search
 found DARTS_V2, the paper's headline recurrent cell (55.7 test perplexity, Table 2; first order: DARTS_V1,
-60.2), while ``train_search.py`` defaults to first order (``--unrolled`` off); we follow the paper.
+57.6), while ``train_search.py`` defaults to first order (``--unrolled`` off); we follow the paper.
 
 Where we depart from the authors' code, deliberately:
 * the Hessian-vector product follows the paper's eq. 8 (perturb ``w`` along ``v = grad_w' L_val(w')``), as
