@@ -470,3 +470,45 @@ def test_ddp_ranks_sample_the_same_children_and_keep_identical_omega_and_control
     assert r0["best"] == r1["best"] and r0["best"][0] is not None
     assert r0["baseline"] == r1["baseline"] is not None
     assert (tmp_path / "architecture.json").exists()
+
+
+# --------------------------------------------------------------------------- known bugs in enas.py / enas_policy.py
+
+
+class Derivations(pl.Callback):
+    """The derivation each epoch ended with: read at the next epoch's start, and at fit end."""
+
+    def __init__(self):
+        self.tokens = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch > 0:
+            self.tokens.append(pl_module.best_tokens)
+
+    def on_train_end(self, trainer, pl_module):
+        self.tokens.append(pl_module.best_tokens)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: ENAS derives in on_train_epoch_end, which Lightning calls after the callbacks' on_train_epoch_end, "
+    "so GenotypeLogger's 'epoch n' line is epoch n-1's derivation (epoch 0: the initial draw); fix: derive at the "
+    "epoch's last training step (batch_idx + 1 == trainer.num_training_batches), then drop this marker"))
+def test_genotype_logger_records_each_epochs_own_derivation(tmp_path):
+    from lit_automl.callbacks import GenotypeLogger
+
+    torch.manual_seed(0)
+    m = enas(micro(), num_aggregate=2, controller_lr=0.05)
+    rec = Derivations()
+    logger = GenotypeLogger(dirpath=tmp_path / "g", plot=False, verbose=False)
+    fit(m, tmp_path, [logger, rec], batches=2, epochs=2)
+    assert len(rec.tokens) == 2 and rec.tokens[0] != rec.tokens[1], "the two epochs must derive different cells"
+    lines = (tmp_path / "g" / "genotypes.txt").read_text().splitlines()
+    assert lines == [GenotypeLogger.format_line(e, m.space.decode(t)) for e, t in enumerate(rec.tokens)]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: enas_policy.init_policy checks the seed with check_int('seed', seed) without low=0; a negative seed "
+    "fails at the first draw inside numpy's SeedSequence; fix: check_int('seed', seed, low=0), then drop this marker"))
+def test_a_negative_seed_is_refused_up_front():
+    with pytest.raises(ValueError, match=r"seed must be an int >= 0, got -1"):
+        ENAS(micro(), seed=-1)
