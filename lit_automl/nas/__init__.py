@@ -28,3 +28,7 @@ __all__ += ["RetrainRNN"]
 from lit_automl.nas.darts_rnn import DARTSRecurrent
 
 __all__ += ["DARTSRecurrent"]
+from lit_automl.nas.enas import ENAS
+from lit_automl.nas.enas_rnn import ENASRecurrent
+
+__all__ += ["ENAS", "ENASRecurrent"]
