@@ -273,8 +273,8 @@ def test_space_defaults_fill_the_settings_left_none():
     mac = ENAS(macro())
     assert mac.settings["skip_weight"] == 0.8 and mac.settings["num_aggregate"] == 20
     assert mac.settings["entropy_weight"] == 1e-4 and mac.controller.temperature is None
-    assert [c for c in mac.controller.tanh_constants] == [
-        pytest.approx(1.5 / 2.5) if k == "op" else 1.5 for k in _decision_kinds(mac)]
+    skips = [c for c, k in zip(mac.controller.tanh_constants, _decision_kinds(mac)) if k == "skip"]
+    assert skips == [1.5] * 4  # the op logits' constant: test_macro_defaults_shape_every_decision_...
     mic = ENAS(micro())
     assert mic.settings["skip_weight"] == 0.0 and mic.settings["num_aggregate"] == 10
     assert mic.settings["entropy_weight"] == 1e-4
@@ -295,6 +295,15 @@ def test_space_defaults_fill_the_settings_left_none():
     assert mic.policy.baseline.decay == 0.99
     assert mic.model.dropout.p == pytest.approx(0.1)
     assert max(float(p.detach().abs().max()) for p in mic.controller.parameters()) <= 0.1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: ENAS_SPACE_DEFAULTS['macro'] divides the op logits' tanh constant by op_tanh_reduce=2.5, but the "
+    "authors' macro controller (general_controller.py) takes no op_tanh_reduce (main.py passes the flag into "
+    "**kwargs, unused): every macro decision uses 1.5; fix: 'op_tanh_reduce': 1.0 for macro, then drop this marker"))
+def test_macro_defaults_shape_every_decision_with_the_authors_single_tanh_constant():
+    mac = ENAS(macro())
+    assert mac.controller.tanh_constants == [1.5] * len(mac.controller.decisions)
 
 
 def test_given_settings_override_the_space_defaults():
