@@ -521,3 +521,17 @@ def test_genotype_logger_records_each_epochs_own_derivation(tmp_path):
 def test_a_negative_seed_is_refused_up_front():
     with pytest.raises(ValueError, match=r"seed must be an int >= 0, got -1"):
         ENAS(micro(), seed=-1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_search_runs_on_a_gpu_as_on_the_cpu(tmp_path):
+    # The keyed generators are CPU generators; the controller lives on the module's device.
+    children = {}
+    for accelerator in ("cpu", "gpu"):
+        torch.manual_seed(0)
+        m = enas(macro(), num_aggregate=2, controller_lr=0.05)
+        rec = RecordChildren()
+        fit(m, tmp_path / accelerator, [rec], batches=3, accelerator=accelerator)
+        assert m.search_steps == 3 and m.best_tokens is not None
+        children[accelerator] = rec.children
+    assert len(children["gpu"]) == len(children["cpu"]) == 3 * 2 + 3
