@@ -27,7 +27,9 @@ Typical use::
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import json
+
+from typing import Any, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -36,6 +38,8 @@ from torch import Tensor
 from lit_automl._checks import check_int, check_real
 from lit_automl.callbacks.nt_asgd import NTASGD
 from lit_automl.nas.lm_training import LMTraining, carried
+from lit_automl.spaces.enas_rnn import (ENASRecurrentArch, ENASRecurrentCell, ENASRecurrentSpace,
+                                        read_enas_rnn_architecture)
 from lit_automl.spaces.published import resolve_recurrent_genotype
 from lit_automl.spaces.recurrent import RecurrentLM
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
@@ -48,7 +52,9 @@ class RetrainRNN(LMTraining):
 
     Args:
         genotype: a published recurrent cell name (``"DARTS_V2"``), its text form, a genotype file
-            or a :class:`RecurrentGenotype`; the hyperparameters keep the resolved text form.
+            or a :class:`RecurrentGenotype`; or an ENAS cell: the ``architecture.json`` an
+            :class:`~lit_automl.nas.ENASRecurrent` search writes (its path, text or record), built with
+            only the child's matrices. The hyperparameters keep the resolved text form (JSON for ENAS).
         vocab_size: words in the vocabulary; ``None`` reads the datamodule's ``vocab_size`` at setup
             (a given value must agree with it).
         emsize, nhid, dropout, dropout_h, dropout_x, dropout_i, dropout_e: the model's
@@ -66,7 +72,8 @@ class RetrainRNN(LMTraining):
                  dropout_i: float = 0.2, dropout_e: float = 0.1, lr: float = 20.0, weight_decay: float = 8e-7,
                  clip: float = 0.25, alpha: float = 0.0, beta: float = 1e-3, nonmono: Optional[int] = 5):
         super().__init__()
-        cell: RecurrentGenotype = resolve_recurrent_genotype(genotype)
+        enas = read_enas_rnn_architecture(genotype)
+        cell: Union[RecurrentGenotype, ENASRecurrentArch] = enas if enas is not None else resolve_recurrent_genotype(genotype)
         check_int("vocab_size", vocab_size, low=2, allow_none=True)
         check_real("lr", lr, low=0, low_open=True)
         check_real("weight_decay", weight_decay, low=0)
@@ -75,14 +82,18 @@ class RetrainRNN(LMTraining):
         check_real("beta", beta, low=0)
         check_int("nonmono", nonmono, low=0, allow_none=True)
         self.save_hyperparameters(ignore=["genotype"])
-        self.hparams["genotype"] = str(cell)
+        self.hparams["genotype"] = str(cell) if enas is None else json.dumps(ENASRecurrentSpace(enas.num_nodes).to_json(enas))
         self.genotype = cell
         if vocab_size is not None:
             self.model = self.build_model(vocab_size)
 
     def build_model(self, vocab_size: int) -> RecurrentLM:
         hp = self.hparams
-        return RecurrentLM(vocab_size, self.genotype, emsize=hp.emsize, nhid=hp.nhid, dropout=hp.dropout,
+        cells: dict = {"genotype": self.genotype}
+        if isinstance(self.genotype, ENASRecurrentArch):
+            cells = {"cell": ENASRecurrentCell(hp.emsize, hp.nhid, self.genotype.num_nodes, hp.dropout_h, hp.dropout_x,
+                                               architecture=self.genotype)}
+        return RecurrentLM(vocab_size, **cells, emsize=hp.emsize, nhid=hp.nhid, dropout=hp.dropout,
                            dropout_h=hp.dropout_h, dropout_x=hp.dropout_x, dropout_i=hp.dropout_i,
                            dropout_e=hp.dropout_e)
 

@@ -41,8 +41,11 @@ calling ``self.cell(emb, hidden)``.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +63,7 @@ __all__ = [
     "enas_init_range",
     "enas_rnn_decisions",
     "encode_enas_rnn",
+    "read_enas_rnn_architecture",
 ]
 
 ENAS_ACTIVATIONS: Tuple[str, ...] = ("tanh", "relu", "identity", "sigmoid")  # token order (the code's func_idx)
@@ -155,10 +159,13 @@ class ENASRecurrentCell(nn.Module):
             (the defaults of :class:`~lit_automl.spaces.recurrent.DartsRecurrentCell`).
         share_activations: False (the authors' code): one matrix per (edge, activation);
             True (the paper): one matrix per edge.
+        architecture: a fixed child (an :class:`ENASRecurrentArch` or its tokens) for training a derived
+            cell from scratch: only its matrices are made, and the architecture cannot be changed.
     """
 
     def __init__(self, ninp: int, nhid: int, num_nodes: int = 12, dropout_h: float = 0.25,
-                 dropout_x: float = 0.75, share_activations: bool = False):
+                 dropout_x: float = 0.75, share_activations: bool = False,
+                 architecture: Union[None, ENASRecurrentArch, Sequence[int]] = None):
         super().__init__()
         self.ninp = check_int("ninp", ninp, low=1)
         self.nhid = check_int("nhid", nhid, low=1)
@@ -167,15 +174,21 @@ class ENASRecurrentCell(nn.Module):
         self.dropout_x = check_dropout("dropout_x", dropout_x)
         self.share_activations = check_bool("share_activations", share_activations)
         r = enas_init_range(nhid)
-        acts = (None,) if self.share_activations else ENAS_ACTIVATIONS
 
         def param(rows: int) -> nn.Parameter:
             return nn.Parameter(torch.empty(rows, 2 * nhid).uniform_(-r, r))
 
-        self.w_first = nn.ParameterDict({self._key(1, 0, a): param(ninp + nhid) for a in acts})
-        self.w_edges = nn.ParameterDict({self._key(l, j, a): param(nhid) for l in range(2, self.num_nodes + 1)
-                                         for j in range(1, l) for a in acts})
         self._architecture: Optional[ENASRecurrentArch] = None
+        self.fixed = architecture is not None
+        if self.fixed:
+            self.architecture = architecture
+            used = [(l, prev, act) for l, (prev, act) in enumerate(self._architecture.nodes, start=1)]
+        else:
+            used = [(1, 0, a) for a in ENAS_ACTIVATIONS] + [(l, j, a) for l in range(2, self.num_nodes + 1)
+                                                              for j in range(1, l) for a in ENAS_ACTIVATIONS]
+        keys = dict.fromkeys((l, j, None if self.share_activations else a) for l, j, a in used)  # ordered, unique
+        self.w_first = nn.ParameterDict({self._key(l, j, a): param(ninp + nhid) for l, j, a in keys if l == 1})
+        self.w_edges = nn.ParameterDict({self._key(l, j, a): param(nhid) for l, j, a in keys if l > 1})
 
     @staticmethod
     def _key(l: int, j: int, act: Optional[str]) -> str:
@@ -204,6 +217,8 @@ class ENASRecurrentCell(nn.Module):
         if value is not None and value.num_nodes != self.num_nodes:
             raise ValueError(f"architecture has {value.num_nodes} nodes, but this cell has num_nodes="
                              f"{self.num_nodes}")
+        if getattr(self, "fixed", False) and self._architecture is not None and value != self._architecture:
+            raise ValueError(f"this cell is fixed to {self._architecture}; it has no weights for {value}")
         self._architecture = value
 
     def step(self, x: Tensor, h_prev: Tensor, x_mask: Optional[Tensor], h_mask: Optional[Tensor]) -> Tensor:
@@ -229,6 +244,31 @@ class ENASRecurrentCell(nn.Module):
             raise ValueError(f"no architecture: set cell.architecture (an ENASRecurrentArch or its "
                              f"{len(enas_rnn_decisions(self.num_nodes))} tokens) before calling the cell")
         return unroll(self.step, inputs, hidden, self.dropout_x, self.dropout_h, self.training)
+
+
+def read_enas_rnn_architecture(spec: Any) -> Optional[ENASRecurrentArch]:
+    """The ENAS cell ``spec`` holds, or ``None`` when it holds none: an :class:`ENASRecurrentArch`, a
+    ``{"nodes": [[prev, activation], ...]}`` record (what the search writes to ``architecture.json``), its
+    JSON text, or the path of a file holding it. A record with ``nodes`` is validated (errors name the node)."""
+    if isinstance(spec, ENASRecurrentArch):
+        return spec
+    if isinstance(spec, (str, os.PathLike)) and not (isinstance(spec, str) and spec.lstrip().startswith("{")):
+        path = Path(spec)
+        if not path.is_file():
+            return None
+        spec = path.read_text()
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(spec, Mapping) or "nodes" not in spec:
+        return None
+    nodes = spec["nodes"]
+    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
+        raise ValueError(f"an ENAS recurrent cell record's 'nodes' must be a list of [prev, activation] pairs, "
+                         f"got {nodes!r}")
+    return ENASRecurrentArch(tuple(tuple(pair) if isinstance(pair, Sequence) else pair for pair in nodes))
 
 
 class ENASRecurrentSpace:
@@ -267,13 +307,12 @@ class ENASRecurrentSpace:
         """``{"nodes": [[prev, activation], ...], "loose_ends": [...]}`` (node ``l`` is entry ``l - 1``)."""
         return {"nodes": [[prev, act] for prev, act in arch.nodes], "loose_ends": list(arch.loose_ends)}
 
-    def from_json(self, data: Union[dict, str]) -> ENASRecurrentArch:
-        """Inverse of :meth:`to_json`; also accepts the JSON text."""
-        if isinstance(data, str):
-            data = json.loads(data)
-        if not isinstance(data, dict) or "nodes" not in data:
-            raise ValueError(f"an ENAS recurrent cell record is an object with a 'nodes' list, got {data!r}")
-        arch = ENASRecurrentArch(tuple(tuple(pair) for pair in data["nodes"]))
+    def from_json(self, data: Union[dict, str, os.PathLike]) -> ENASRecurrentArch:
+        """Inverse of :meth:`to_json`; also accepts the JSON text or the path of a file holding it."""
+        arch = read_enas_rnn_architecture(data)
+        if arch is None:
+            raise ValueError(f"an ENAS recurrent cell record is an object with a 'nodes' list (or its JSON text or "
+                             f"file), got {data!r}")
         self.encode(arch)  # membership check
         return arch
 

@@ -155,10 +155,53 @@ def test_the_tiny_recipe_runs_end_to_end_on_a_tiny_corpus(tmp_path, monkeypatch)
     run = tmp_path / "runs" / "enas_rnn_tiny" / "search"
     arch = ENASRecurrentSpace(num_nodes=4).from_json(json.loads((run / "architecture.json").read_text()))
     assert arch.num_nodes == 4
+    assert len(val_ppl(run)) == 3 and all(math.isfinite(v) for v in val_ppl(run))
+    # the derived cell is retrained from scratch by the final-training recipe, from the file the search wrote
+    main(["fit", "-c", str(RECIPES / "retrain_rnn_tiny.yaml"), f"--data.init_args.data_dir={folder}",
+          f"--model.init_args.genotype={run / 'architecture.json'}", "--trainer.max_epochs=1",
+          "--trainer.enable_progress_bar=false"])
+    retrained = tmp_path / "runs" / "rnn_tiny" / "retrain"
+    assert len(val_ppl(retrained)) == 1 and math.isfinite(val_ppl(retrained)[0])
+    from lit_automl.nas.retrain_rnn import RetrainRNN
+
+    checkpoint = next((retrained / "checkpoints").glob("*.ckpt"))
+    assert RetrainRNN.load_from_checkpoint(checkpoint).genotype == arch
+
+
+def val_ppl(run: Path) -> list:
     lines = (run / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
-    ppl = [float(row.split(",")[header.index("val/ppl")]) for row in lines[1:] if row.split(",")[header.index("val/ppl")]]
-    assert len(ppl) == 3 and all(math.isfinite(v) for v in ppl)
+    column = header.index("val/ppl")
+    return [float(row.split(",")[column]) for row in lines[1:] if row.split(",")[column]]
+
+
+def test_retrain_rnn_builds_a_derived_enas_cell_with_only_its_matrices(tmp_path):
+    from lit_automl.nas.retrain_rnn import RetrainRNN
+    from lit_automl.spaces.enas_rnn import ENASRecurrentCell
+
+    space = ENASRecurrentSpace(num_nodes=4)
+    arch = space.decode([0, 0, 1, 1, 2, 0, 3])  # tanh; 2 <- 1 relu; 3 <- 2 identity; 4 <- 1 sigmoid
+    path = tmp_path / "architecture.json"
+    path.write_text(json.dumps(space.to_json(arch)))
+    torch.manual_seed(0)
+    model = RetrainRNN(str(path), vocab_size=10, nonmono=None, **TINY)
+    names = sorted(n for n, _ in model.model.cell.named_parameters())
+    assert names == ["w_edges.2_1_relu", "w_edges.3_2_identity", "w_edges.4_1_sigmoid", "w_first.1_0_tanh"]
+    ninp = nhid = TINY["nhid"]
+    expected = 10 * ninp + 10 + (ninp + nhid) * 2 * nhid + 3 * nhid * 2 * nhid  # embedding (tied), bias, W_1, 3 edges
+    assert sum(p.numel() for p in model.parameters()) == expected
+    # the same numbers as the shared cell running that child with the same matrices
+    shared = ENASRecurrentCell(ninp, nhid, 4, 0.0, 0.0)
+    for name, p in model.model.cell.named_parameters():
+        dict(shared.named_parameters())[name].data.copy_(p)
+    shared.architecture = arch
+    x, h = torch.randn(5, 3, ninp), torch.randn(3, nhid)
+    torch.testing.assert_close(model.model.cell(x, h)[0], shared(x, h)[0])
+    with pytest.raises(ValueError, match=r"fixed to .*no weights for"):
+        model.model.cell.architecture = space.decode([1, 0, 1, 1, 2, 0, 3])
+    assert RetrainRNN(model.hparams.genotype, vocab_size=10, **TINY).genotype == arch  # the kept JSON resolves
+    with pytest.raises(ValueError, match=r"node 2 activation"):
+        RetrainRNN('{"nodes": [[0, "tanh"], [1, "gelu"]]}', vocab_size=10)
 
 
 class RecordChildren(pl.Callback):
