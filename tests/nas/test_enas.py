@@ -184,6 +184,32 @@ def test_score_is_the_childs_accuracy_with_batch_statistics_and_leaves_the_model
         "running statistics would give another accuracy: the check must tell them apart"
 
 
+@pytest.mark.parametrize("space", [micro, macro])
+def test_a_controller_update_is_reinforce_on_the_pending_samples_plus_the_weighted_skip_penalty(space):
+    torch.manual_seed(0)
+    m = enas(space(), num_aggregate=3, skip_target=0.3, **({"skip_weight": 0.7} if space is macro else {}))
+    actions = m.sample_children(3, 0, 1)[0]
+    m.pending = [(a, r) for a, r in zip(actions, [0.2, 0.5, 0.9])]
+    captured = {}
+    step = m.policy.step
+
+    def spy(controller, optimizer, acts, rewards, penalty=None):
+        captured.update(acts=acts, rewards=rewards, penalty=penalty)
+        return step(controller, optimizer, acts, rewards, penalty=penalty)
+
+    m.policy.step = spy
+    metrics = m.controller_update(m.controller_optimizer())
+    assert captured["acts"] == actions and captured["rewards"] == [0.2, 0.5, 0.9] and m.pending == []
+    assert m.policy.baseline.value == pytest.approx(0.5 + 0.1 / 3)  # the first update: the mean reward
+    if space is micro:
+        assert captured["penalty"] is None and "controller/skip_rate" not in metrics
+        return
+    expected = 0.7 * skip_penalty(m.controller, actions, 0.3)
+    torch.testing.assert_close(captured["penalty"](m.controller, actions), expected)
+    bits = [bit for a in actions for skip in a[1::2] for bit in skip]
+    assert float(metrics["controller/skip_rate"]) == pytest.approx(sum(bits) / len(bits))
+
+
 # --------------------------------------------------------------------------- keyed draws
 
 
