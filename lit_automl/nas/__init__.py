@@ -32,3 +32,6 @@ from lit_automl.nas.enas import ENAS
 from lit_automl.nas.enas_rnn import ENASRecurrent
 
 __all__ += ["ENAS", "ENASRecurrent"]
+from lit_automl.nas.lm_evaluator import LMTrainingEvaluator
+
+__all__ += ["LMTrainingEvaluator"]

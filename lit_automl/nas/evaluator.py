@@ -30,10 +30,11 @@ from torch import nn
 
 from lit_automl._checks import check_choice, check_int, check_real
 from lit_automl.nas.child import ChildClassifier
-from lit_automl.spaces.decisions import SequentialSpace
+from lit_automl.spaces.decisions import DecisionSpace, SequentialSpace
 from lit_automl.spaces.networks import count_parameters
 
-__all__ = ["DataModuleFactory", "Evaluator", "TrainingEvaluator", "REWARDS", "describe_reward", "reward_from_metrics"]
+__all__ = ["ACCURACY_REWARDS", "DataModuleFactory", "build_datamodule", "Evaluator", "PERPLEXITY_REWARDS", "PPL_REWARD_CONSTANT", "REWARDS",
+           "TrainingEvaluator", "check_trainer_kwargs", "describe_reward", "fit_child", "reward_from_metrics"]
 
 DataModuleFactory = Callable[[], pl.LightningDataModule]
 """Builds the datamodule children train on: a LightningDataModule class, a lambda, or a recipe's
@@ -55,7 +56,7 @@ def _quiet_lightning() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _build_datamodule(factory: Any) -> pl.LightningDataModule:
+def build_datamodule(factory: Any) -> pl.LightningDataModule:
     """The datamodule ``factory()`` returns; an instance or a non-callable is refused with the fix."""
     fix = ("datamodule must be a LightningDataModule factory (a callable returning one: its class, a lambda, "
            "or a recipe's class_path spec)")
@@ -73,8 +74,8 @@ def _build_datamodule(factory: Any) -> pl.LightningDataModule:
 REWARD_WINDOW = 5
 """The ``last 5`` epochs of ``max_last5`` rewards (Zoph & Le 2017, Sec. 4.1)."""
 
-REWARDS = {"max_last5_cubed": 3, "max_last5": 1, "final": None}
-"""Reward definitions over the per-epoch validation accuracies:
+ACCURACY_REWARDS = {"max_last5_cubed": 3, "max_last5": 1, "final": None}
+"""Reward definitions over the per-epoch validation accuracies (``val_acc_history``):
 
 * ``max_last5_cubed``: the maximum validation accuracy of the last 5 epochs, cubed (NAS-RL,
   Zoph & Le 2017 Sec. 4.1);
@@ -85,10 +86,28 @@ REWARDS = {"max_last5_cubed": 3, "max_last5": 1, "final": None}
 Each name maps to the power the best of the last 5 accuracies is raised to (``None``: the last one).
 """
 
+PERPLEXITY_REWARDS = {"c_over_ppl_squared": 2, "c_over_ppl": 1}
+"""Reward definitions over the per-epoch validation perplexities of language-model children
+(``val_ppl_history``): ``c / ppl^2`` (NAS-RL's Penn Treebank search, Zoph & Le 2017 Sec. 4.2) and
+``c / ppl`` (ENAS, Pham et al. 2018 Sec. 3.1), ``ppl`` the last epoch's, ``c`` = :data:`PPL_REWARD_CONSTANT`."""
+
+PPL_REWARD_CONSTANT = 80.0
+"""``c`` of the perplexity rewards (80 in both papers)."""
+
+REWARDS = (*ACCURACY_REWARDS, *PERPLEXITY_REWARDS)
+"""Every reward name a child queue computes."""
+
 
 def reward_from_metrics(metrics: Mapping[str, Any], reward: str) -> float:
     """The scalar reward ``reward`` (one of :data:`REWARDS`) of an evaluation's metrics."""
-    power = REWARDS[check_choice("reward", reward, REWARDS)]
+    check_choice("reward", reward, REWARDS)
+    if reward in PERPLEXITY_REWARDS:
+        history = metrics.get("val_ppl_history")
+        if not history:
+            raise ValueError(f"metrics carry no validation perplexities (val_ppl_history={history!r}); cannot compute "
+                             f"{reward!r} (a language-model evaluator such as LMTrainingEvaluator records them)")
+        return PPL_REWARD_CONSTANT / float(history[-1]) ** PERPLEXITY_REWARDS[reward]
+    power = ACCURACY_REWARDS[reward]
     history = metrics.get("val_acc_history")
     if not history:
         raise ValueError(f"metrics carry no validation accuracies (val_acc_history={history!r}); cannot compute {reward!r}")
@@ -98,10 +117,16 @@ def reward_from_metrics(metrics: Mapping[str, Any], reward: str) -> float:
 
 
 def describe_reward(reward: str, budget: int) -> str:
-    """What reward ``reward`` of a child trained ``budget`` epochs is, in words, from :data:`REWARDS`
-    (e.g. ``"(max validation accuracy of the last 5 of 50 child epochs)^3"``)."""
-    power = REWARDS[check_choice("reward", reward, REWARDS)]
+    """What reward ``reward`` of a child trained ``budget`` epochs is, in words (e.g.
+    ``"(max validation accuracy of the last 5 of 50 child epochs)^3"``)."""
+    check_choice("reward", reward, REWARDS)
     budget = check_int("budget", budget, low=1)
+    if reward in PERPLEXITY_REWARDS:
+        after = "the 1 child epoch" if budget == 1 else f"the last of {budget} child epochs"
+        power = PERPLEXITY_REWARDS[reward]
+        ppl = f"validation perplexity after {after}"
+        return f"{PPL_REWARD_CONSTANT:g} / ({ppl})" + (f"^{power}" if power != 1 else "")
+    power = ACCURACY_REWARDS[reward]
     if budget == 1:
         value = "validation accuracy after the 1 child epoch"
     elif power is None:
@@ -114,19 +139,55 @@ def describe_reward(reward: str, budget: int) -> str:
 
 
 class Evaluator(abc.ABC):
-    """Scores one architecture of a :class:`~lit_automl.spaces.decisions.SequentialSpace`.
+    """Scores one architecture of a :class:`~lit_automl.spaces.decisions.DecisionSpace`.
 
     ``space`` decodes the JSON record of an architecture (as stored with each Optuna trial).
     """
 
-    space: SequentialSpace
+    space: DecisionSpace
 
     @abc.abstractmethod
     def evaluate(self, architecture: Any, budget: int) -> Dict[str, Any]:
         """Metrics of ``architecture`` trained or scored for ``budget`` units (epochs for training).
 
-        Must contain ``val_acc_history`` (list of floats, one per epoch) and ``params``.
+        Must contain ``params`` and the history a reward reads: ``val_acc_history`` (list of floats, one
+        per epoch; :data:`ACCURACY_REWARDS`) or ``val_ppl_history`` (:data:`PERPLEXITY_REWARDS`).
         """
+
+
+FORBIDDEN_TRAINER_KWARGS = {"max_epochs", "callbacks", "logger", "default_root_dir"}
+
+
+def check_trainer_kwargs(trainer_kwargs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """A child's extra ``pl.Trainer`` arguments; those the evaluator sets itself are refused."""
+    forbidden = FORBIDDEN_TRAINER_KWARGS & set(trainer_kwargs or {})
+    if forbidden:
+        raise ValueError(
+            f"trainer_kwargs may not set {sorted(forbidden)}: the evaluator sets max_epochs from the budget, "
+            "its own callbacks and logger (run_dir)"
+        )
+    return dict(trainer_kwargs or {})
+
+
+def fit_child(module: pl.LightningModule, datamodule: pl.LightningDataModule, budget: int, *,
+              callbacks: List[pl.Callback], run_dir: Optional[str], key: Optional[str],
+              trainer_kwargs: Dict[str, Any]) -> float:
+    """Train one child ``module`` for ``budget`` epochs on ``datamodule`` (quietly, CPU unless
+    ``trainer_kwargs`` say otherwise, logged under ``<run_dir>/child_<key>`` when ``run_dir`` is given);
+    returns the seconds it took."""
+    logger: Any = False
+    if run_dir is not None:
+        from pytorch_lightning.loggers import CSVLogger
+
+        logger = CSVLogger(str(Path(run_dir)), name=f"child_{key}" if key else "child", version="")
+    kwargs = dict(accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, num_sanity_val_steps=0)
+    kwargs.update(trainer_kwargs)
+    start = time.perf_counter()
+    with _quiet_lightning():
+        trainer = pl.Trainer(max_epochs=budget, callbacks=callbacks, logger=logger, **kwargs)
+        trainer.fit(module, datamodule=datamodule)
+    return time.perf_counter() - start
 
 
 class TrainingEvaluator(Evaluator):
@@ -176,17 +237,11 @@ class TrainingEvaluator(Evaluator):
                 f"got {type(space).__name__}"
             )
         self.space = space
-        self.datamodule = _build_datamodule(datamodule)
+        self.datamodule = build_datamodule(datamodule)
         self.num_classes = self._data_attr("num_classes", num_classes)
         self.in_channels = self._data_attr("in_channels", in_channels)
         self.image_size = self._data_attr("image_size", image_size)
-        forbidden = {"max_epochs", "callbacks", "logger", "default_root_dir"} & set(trainer_kwargs or {})
-        if forbidden:
-            raise ValueError(
-                f"trainer_kwargs may not set {sorted(forbidden)}: the evaluator sets max_epochs from the budget, "
-                "its own callbacks and logger (run_dir)"
-            )
-        self.trainer_kwargs = dict(trainer_kwargs or {})
+        self.trainer_kwargs = check_trainer_kwargs(trainer_kwargs)
         self.run_dir = run_dir
         self.seed = check_int("seed", seed, allow_none=True)
         self.child_kwargs = dict(
@@ -209,7 +264,7 @@ class TrainingEvaluator(Evaluator):
     def evaluate(self, architecture: Any, budget: int, key: Optional[str] = None) -> Dict[str, Any]:
         """Train ``architecture`` for ``budget`` epochs; per-epoch validation accuracy, parameters, time."""
         check_int("budget (epochs)", budget, low=1)
-        if self.seed is not None:
+        if self.seed is not None:  # before the network is built: the seed fixes its initialisation too
             pl.seed_everything(self.seed, workers=True, verbose=False)
         network = self.build(architecture)
         module = ChildClassifier(network, num_classes=self.num_classes, epochs=budget, **self.child_kwargs)
@@ -218,21 +273,8 @@ class TrainingEvaluator(Evaluator):
             from lit_automl.callbacks import ScheduledDropPath
 
             callbacks.append(ScheduledDropPath(self.child_kwargs["drop_path_prob"], epochs=budget))
-        logger: Any = False
-        if self.run_dir is not None:
-            from pytorch_lightning.loggers import CSVLogger
-
-            logger = CSVLogger(str(Path(self.run_dir)), name=f"child_{key}" if key else "child", version="")
-        kwargs = dict(
-            accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0,
-        )
-        kwargs.update(self.trainer_kwargs)
-        start = time.perf_counter()
-        with _quiet_lightning():
-            trainer = pl.Trainer(max_epochs=budget, callbacks=callbacks, logger=logger, **kwargs)
-            trainer.fit(module, datamodule=self.datamodule)
-        seconds = time.perf_counter() - start
+        seconds = fit_child(module, self.datamodule, budget, callbacks=callbacks, run_dir=self.run_dir, key=key,
+                            trainer_kwargs=self.trainer_kwargs)
         history = list(module.val_acc_history)
         if len(history) < 1:
             raise RuntimeError(

@@ -27,9 +27,7 @@ Typical use::
 
 from __future__ import annotations
 
-import json
-
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -38,11 +36,8 @@ from torch import Tensor
 from lit_automl._checks import check_int, check_real
 from lit_automl.callbacks.nt_asgd import NTASGD
 from lit_automl.nas.lm_training import LMTraining, carried
-from lit_automl.spaces.enas_rnn import (ENASRecurrentArch, ENASRecurrentCell, ENASRecurrentSpace,
-                                        read_enas_rnn_architecture)
-from lit_automl.spaces.published import resolve_recurrent_genotype
+from lit_automl.spaces.recurrent_cells import recurrent_cell_module, recurrent_cell_text, resolve_recurrent_cell
 from lit_automl.spaces.recurrent import RecurrentLM
-from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
 
 __all__ = ["RetrainRNN"]
 
@@ -51,10 +46,12 @@ class RetrainRNN(LMTraining):
     """A recurrent genotype's language model trained with the DARTS / AWD-LSTM protocol (module docstring).
 
     Args:
-        genotype: a published recurrent cell name (``"DARTS_V2"``), its text form, a genotype file
-            or a :class:`RecurrentGenotype`; or an ENAS cell: the ``architecture.json`` an
-            :class:`~lit_automl.nas.ENASRecurrent` search writes (its path, text or record), built with
-            only the child's matrices. The hyperparameters keep the resolved text form (JSON for ENAS).
+        genotype: the cell (:func:`~lit_automl.spaces.recurrent_cells.resolve_recurrent_cell`): a published
+            DARTS cell name (``"DARTS_V2"``), its text form, a genotype file or a :class:`RecurrentGenotype`;
+            an ENAS cell, e.g. the ``architecture.json`` an :class:`~lit_automl.nas.ENASRecurrent` search
+            writes (built with only the child's matrices); or a NAS-RL tree cell (``{"base", "tokens"}``
+            record; no dropout inside the cell: ``dropout_h = dropout_x = 0``). The hyperparameters keep
+            the resolved text form (JSON for ENAS and NAS-RL cells).
         vocab_size: words in the vocabulary; ``None`` reads the datamodule's ``vocab_size`` at setup
             (a given value must agree with it).
         emsize, nhid, dropout, dropout_h, dropout_x, dropout_i, dropout_e: the model's
@@ -72,8 +69,7 @@ class RetrainRNN(LMTraining):
                  dropout_i: float = 0.2, dropout_e: float = 0.1, lr: float = 20.0, weight_decay: float = 8e-7,
                  clip: float = 0.25, alpha: float = 0.0, beta: float = 1e-3, nonmono: Optional[int] = 5):
         super().__init__()
-        enas = read_enas_rnn_architecture(genotype)
-        cell: Union[RecurrentGenotype, ENASRecurrentArch] = enas if enas is not None else resolve_recurrent_genotype(genotype)
+        cell = resolve_recurrent_cell(genotype)
         check_int("vocab_size", vocab_size, low=2, allow_none=True)
         check_real("lr", lr, low=0, low_open=True)
         check_real("weight_decay", weight_decay, low=0)
@@ -82,17 +78,15 @@ class RetrainRNN(LMTraining):
         check_real("beta", beta, low=0)
         check_int("nonmono", nonmono, low=0, allow_none=True)
         self.save_hyperparameters(ignore=["genotype"])
-        self.hparams["genotype"] = str(cell) if enas is None else json.dumps(ENASRecurrentSpace(enas.num_nodes).to_json(enas))
+        self.hparams["genotype"] = recurrent_cell_text(cell)
         self.genotype = cell
         if vocab_size is not None:
             self.model = self.build_model(vocab_size)
 
     def build_model(self, vocab_size: int) -> RecurrentLM:
         hp = self.hparams
-        cells: dict = {"genotype": self.genotype}
-        if isinstance(self.genotype, ENASRecurrentArch):
-            cells = {"cell": ENASRecurrentCell(hp.emsize, hp.nhid, self.genotype.num_nodes, hp.dropout_h, hp.dropout_x,
-                                               architecture=self.genotype)}
+        module = recurrent_cell_module(self.genotype, hp.emsize, hp.nhid, hp.dropout_h, hp.dropout_x)
+        cells = {"genotype": self.genotype} if module is None else {"cell": module}
         return RecurrentLM(vocab_size, **cells, emsize=hp.emsize, nhid=hp.nhid, dropout=hp.dropout,
                            dropout_h=hp.dropout_h, dropout_x=hp.dropout_x, dropout_i=hp.dropout_i,
                            dropout_e=hp.dropout_e)

@@ -298,7 +298,8 @@ class RLSearch(pl.LightningModule):
             record = {
                 "child": self.children_sampled + len(rewards) - 1, "trial": trial.number, "step": step,
                 "reward": reward, "state": trial.state.name, "architecture": self.space.to_json(arch),
-                "params": trial.user_attrs.get("params"), "val_acc": trial.user_attrs.get("val_acc"),
+                "params": trial.user_attrs.get("params"),
+                **{k: trial.user_attrs[k] for k in ("val_acc", "val_ppl") if k in trial.user_attrs},
             }
             self.history.append(record)
             if trial.state.name == "COMPLETE" and (self.best is None or reward > self.best["reward"]):

@@ -2,7 +2,7 @@
 
 from lit_automl.spaces.cells import Cell, MixedEdge, SearchCell, num_search_edges
 from lit_automl.spaces.chain import ChainArchitecture, ChainLayer, ChainNetwork, ChainSpace
-from lit_automl.spaces.decisions import Decision
+from lit_automl.spaces.decisions import Decision, DecisionSpace, SequentialSpace
 from lit_automl.spaces.derive import derive_cell, derive_genotype, derive_recurrent, edge_entropy
 from lit_automl.spaces.drop_path import DropPath, drop_path, sample_keep_mask
 from lit_automl.spaces.enas_macro import (ENAS_MACRO_OPS, ENASMacroArchitecture, ENASMacroLayer, ENASMacroNetwork,
@@ -13,8 +13,9 @@ from lit_automl.spaces.enas_rnn import (ENAS_ACTIVATIONS, ENASRecurrentArch, ENA
                                         decode_enas_rnn, enas_init_range, enas_rnn_decisions, encode_enas_rnn)
 from lit_automl.spaces.fractalnet import FractalBlock, FractalNet
 from lit_automl.spaces.genotype import COMBINE_METHODS, Genotype, GenotypeParseError, UnknownOperationError
-from lit_automl.spaces.nas_rl_cell import (NAS_CELL, NAS_CELL_TOKENS, NASRLCell, TreeCell, decode_tree_cell,
-                                           encode_tree_cell, tree_cell_decisions)
+from lit_automl.spaces.nas_rl_cell import (NAS_CELL, NAS_CELL_TOKENS, NASRLCell, NASRLCellSpace, TreeCell,
+                                           decode_tree_cell, encode_tree_cell, tree_cell_decisions)
+from lit_automl.spaces.recurrent_cells import recurrent_cell_module, recurrent_cell_text, resolve_recurrent_cell
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import NetworkCIFAR, NetworkImageNet, SearchNetwork, count_parameters
 from lit_automl.spaces.op_names import DARTS_RNN_OPS, RECURRENT_OP_SETS, get_recurrent_op_set
@@ -39,7 +40,8 @@ __all__ = [
     "FractalBlock", "FractalNet",
     "COMBINE_METHODS", "Genotype", "GenotypeParseError", "UnknownOperationError",
     "NAS_CELL", "NAS_CELL_TOKENS", "NASRLCell", "TreeCell", "decode_tree_cell", "encode_tree_cell",
-    "tree_cell_decisions",
+    "tree_cell_decisions", "NASRLCellSpace", "DecisionSpace", "SequentialSpace",
+    "recurrent_cell_module", "recurrent_cell_text", "resolve_recurrent_cell",
     "NASNetCell", "NASNetCellSpace", "NASNetCIFAR", "unused_states",
     "NetworkCIFAR", "NetworkImageNet", "SearchNetwork", "count_parameters",
     "DARTS_RNN_OPS", "RECURRENT_OP_SETS", "get_recurrent_op_set",

@@ -16,14 +16,15 @@ from __future__ import annotations
 import abc
 import json
 import os
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from lit_automl._checks import check_int
 
-__all__ = ["ANCHOR", "CATEGORICAL", "Action", "ActionSeq", "Decision", "SequentialSpace", "validate_actions", "validate_decisions"]
+__all__ = ["ANCHOR", "CATEGORICAL", "Action", "ActionSeq", "Decision", "DecisionSpace", "SequentialSpace",
+           "read_json_record", "validate_actions", "validate_decisions"]
 
 CATEGORICAL = "categorical"
 ANCHOR = "anchor"
@@ -120,36 +121,48 @@ def check_tokens(decisions: Sequence[Decision], tokens: Any, cell: str, layout: 
             for i, (d, v) in enumerate(zip(decisions, tokens))]
 
 
+def read_json_record(spec: Any) -> Optional[Dict[str, Any]]:
+    """The JSON object ``spec`` holds, or ``None`` when it holds none: a mapping, JSON text starting with ``{``,
+    or the path of an existing file whose text is a JSON object (a search's ``architecture.json``)."""
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and not spec.lstrip().startswith("{")):
+        path = Path(spec)
+        if not path.is_file():
+            return None
+        spec = path.read_text()
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError:
+            return None
+    return dict(spec) if isinstance(spec, Mapping) else None
+
+
 def layers_json(data: Union[Mapping[str, Any], str, os.PathLike], what: str) -> List[Any]:
     """The ``layers`` list of a ``{"layers": [...]}`` record of a layer-by-layer architecture, given as the
     record, its JSON text, or the path of a file holding it (a search's ``architecture.json``)."""
     if isinstance(data, os.PathLike) or (isinstance(data, str) and not data.lstrip().startswith("{")):
-        path = Path(data)
-        if not path.is_file():
+        if not Path(data).is_file():
             raise ValueError(f"{what}: {str(data)!r} is neither a JSON object nor an existing file")
-        data = path.read_text()
-    if isinstance(data, str):
+    if isinstance(data, str) and data.lstrip().startswith("{"):
         try:
-            data = json.loads(data)
+            json.loads(data)
         except json.JSONDecodeError as e:
             raise ValueError(f"{what} JSON could not be parsed: {e}") from None
-    if not isinstance(data, Mapping) or set(data) != {"layers"} or not isinstance(data["layers"], list):
+    record = read_json_record(data)
+    if record is None or set(record) != {"layers"} or not isinstance(record["layers"], list):
         raise ValueError(f'{"an" if what[0] in "AEIOU" else "a"} {what} must be a JSON object {{"layers": [...]}}, '
                          f"got {data!r}")
-    return data["layers"]
+    return record["layers"]
 
 
-class SequentialSpace(abc.ABC):
-    """Base of search spaces a sequential policy can search (NAS-RL's chain, NASNet cells, ENAS, ...).
+class DecisionSpace(abc.ABC):
+    """A space a sequential policy samples: declared decisions, tokens <-> architectures, a JSON record.
 
     ``decisions()`` declares the token sequence; ``decode`` turns one action sequence into the
     space's architecture object and ``encode`` inverts it; ``to_json`` / ``from_json`` give the
-    plain-JSON record stored with every evaluated child (an Optuna trial's user attribute);
-    ``build`` makes the child network, whose ``forward(x)`` returns class logits, or
-    ``(logits, aux_logits)`` when it has an auxiliary head (``aux_logits`` None outside training).
-    A network with a writable ``drop_path_prob`` attribute is driven by ScheduledDropPath.
-    An abstract base class rather than a Protocol so LightningCLI recipes can name any
-    subclass by ``class_path``.
+    plain-JSON record stored with every evaluated child (an Optuna trial's user attribute). Recurrent
+    cell spaces (NAS-RL's tree cell, ENAS's cell) are DecisionSpaces whose children a language-model
+    evaluator trains; image spaces are :class:`SequentialSpace`.
     """
 
     @abc.abstractmethod
@@ -171,6 +184,16 @@ class SequentialSpace(abc.ABC):
     @abc.abstractmethod
     def from_json(self, data: Any) -> Any:
         """The architecture of a :meth:`to_json` record."""
+
+
+class SequentialSpace(DecisionSpace):
+    """Base of image search spaces a sequential policy can search (NAS-RL's chain, NASNet cells, ENAS, ...):
+    a :class:`DecisionSpace` whose ``build`` makes the child network, whose ``forward(x)`` returns class
+    logits, or ``(logits, aux_logits)`` when it has an auxiliary head (``aux_logits`` None outside training).
+    A network with a writable ``drop_path_prob`` attribute is driven by ScheduledDropPath.
+    An abstract base class rather than a Protocol so LightningCLI recipes can name any
+    subclass by ``class_path``.
+    """
 
     @abc.abstractmethod
     def build(self, architecture: Any, in_channels: int, num_classes: int, image_size: Any) -> Any:

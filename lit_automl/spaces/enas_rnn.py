@@ -40,18 +40,15 @@ calling ``self.cell(emb, hidden)``.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from lit_automl._checks import check_bool, check_choice, check_int
-from lit_automl.spaces.decisions import Decision, check_tokens
+from lit_automl.spaces.decisions import Decision, DecisionSpace, check_tokens, read_json_record
 from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE, check_dropout, unroll
 
 __all__ = [
@@ -252,17 +249,8 @@ def read_enas_rnn_architecture(spec: Any) -> Optional[ENASRecurrentArch]:
     JSON text, or the path of a file holding it. A record with ``nodes`` is validated (errors name the node)."""
     if isinstance(spec, ENASRecurrentArch):
         return spec
-    if isinstance(spec, (str, os.PathLike)) and not (isinstance(spec, str) and spec.lstrip().startswith("{")):
-        path = Path(spec)
-        if not path.is_file():
-            return None
-        spec = path.read_text()
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(spec, Mapping) or "nodes" not in spec:
+    spec = read_json_record(spec)
+    if spec is None or "nodes" not in spec:
         return None
     nodes = spec["nodes"]
     if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
@@ -271,12 +259,12 @@ def read_enas_rnn_architecture(spec: Any) -> Optional[ENASRecurrentArch]:
     return ENASRecurrentArch(tuple(tuple(pair) if isinstance(pair, Sequence) else pair for pair in nodes))
 
 
-class ENASRecurrentSpace:
+class ENASRecurrentSpace(DecisionSpace):
     """The ENAS recurrent-cell space for the controller and the search: its decisions, tokens <-> cells,
     the JSON record, and the shared-weight cell (:meth:`supernet_cell`).
 
-    Not a :class:`~lit_automl.spaces.decisions.SequentialSpace`: its children are language-model cells,
-    not image classifiers that ``build(architecture, in_channels, num_classes, image_size)`` would make.
+    A :class:`~lit_automl.spaces.decisions.DecisionSpace`: its children are language-model cells, which
+    :class:`~lit_automl.nas.LMTrainingEvaluator` and :class:`~lit_automl.nas.RetrainRNN` train.
 
     Args:
         num_nodes: ``N`` (12, Sec. 2.1 / 3.1).

@@ -35,25 +35,28 @@ outputs are ``h`` only (T, B, nhid). ``RecurrentLM.init_hidden`` makes (B, nhid)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from lit_automl._checks import check_bool, check_choice, check_int
-from lit_automl.spaces.decisions import Decision, check_tokens
+from lit_automl.spaces.decisions import Decision, DecisionSpace, check_tokens, read_json_record
 from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE
 
 __all__ = [
     "NAS_CELL",
     "NAS_CELL_TOKENS",
     "NASRLCell",
+    "NASRLCellSpace",
     "TREE_ACTIVATIONS",
     "TREE_COMBINATIONS",
     "TreeCell",
     "decode_tree_cell",
     "encode_tree_cell",
+    "read_tree_cell",
     "tree_cell_decisions",
+    "tree_cell_record",
 ]
 
 TREE_COMBINATIONS: Tuple[str, ...] = ("add", "mul")  # token order
@@ -238,3 +241,57 @@ class NASRLCell(nn.Module):
             h, c = self.step(xw, h, c)
             outputs.append(h)
         return torch.stack(outputs), torch.cat([h, c], dim=-1)
+
+
+class NASRLCellSpace(DecisionSpace):
+    """The NAS-RL recurrent-cell space (Sec. 3.4) for the controller: the decisions of a base-``base`` tree,
+    tokens <-> :class:`TreeCell`, and the JSON record ``{"base": B, "tokens": [...]}`` stored with every child.
+    Its children are language-model cells: :class:`~lit_automl.nas.LMTrainingEvaluator` trains them."""
+
+    def __init__(self, base: int = 8) -> None:
+        self.base = _check_base(base)
+        self._decisions = tree_cell_decisions(self.base)
+
+    def __repr__(self) -> str:
+        return f"NASRLCellSpace(base={self.base})"
+
+    def decisions(self) -> List[Decision]:
+        return list(self._decisions)
+
+    def decode(self, actions: Sequence[int]) -> TreeCell:
+        return decode_tree_cell(actions, self.base)
+
+    def encode(self, cell: TreeCell) -> List[int]:
+        tokens = encode_tree_cell(cell)
+        if cell.base != self.base:
+            raise ValueError(f"the cell has base {cell.base}; this space has base={self.base}")
+        return tokens
+
+    def to_json(self, cell: TreeCell) -> Dict[str, Any]:
+        return tree_cell_record(cell)
+
+    def from_json(self, data: Any) -> TreeCell:
+        """Inverse of :meth:`to_json`; also the JSON text or the path of a file holding it."""
+        cell = read_tree_cell(data)
+        if cell is None:
+            raise ValueError(f'a NAS-RL cell record is an object {{"base": B, "tokens": [...]}} (or its JSON text or '
+                             f"file), got {data!r}")
+        self.encode(cell)  # membership check
+        return cell
+
+
+def tree_cell_record(cell: TreeCell) -> Dict[str, Any]:
+    """``{"base": B, "tokens": [...]}``: the JSON record of a tree cell."""
+    return {"base": cell.base, "tokens": encode_tree_cell(cell)}
+
+
+def read_tree_cell(spec: Any) -> Optional[TreeCell]:
+    """The tree cell ``spec`` holds, or ``None`` when it holds none: a :class:`TreeCell`, a
+    ``{"base": B, "tokens": [...]}`` record, its JSON text, or the path of a file holding it."""
+    if isinstance(spec, TreeCell):
+        return spec
+    record = read_json_record(spec)
+    if record is None or "tokens" not in record:
+        return None
+    base = record.get("base", 8)
+    return decode_tree_cell(record["tokens"], base)

@@ -289,7 +289,8 @@ def test_the_reward_is_described_from_its_settings(reward, budget, text):
 
 
 def test_an_unknown_reward_lists_the_defined_ones():
-    with pytest.raises(ValueError, match=r"^reward must be one of \['final', 'max_last5', 'max_last5_cubed'\], got 'top1'$"):
+    with pytest.raises(ValueError, match=r"^reward must be one of \['c_over_ppl', 'c_over_ppl_squared', 'final', 'max_last5', 'max_last5_cubed'\], "
+                                         r"got 'top1'$"):
         describe_reward("top1", 5)
 
 
