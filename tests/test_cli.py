@@ -3,6 +3,7 @@ pair (search on digits, then retrain the genotype it wrote) runs end to end."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from lit_automl.meta import MAML, Leap, Reptile
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
 from lit_automl.nas.bayesnas import BayesNAS
 from lit_automl.nas.darts_rnn import DARTSRecurrent
+from lit_automl.nas.enas import ENAS
+from lit_automl.nas.enas_rnn import ENASRecurrent
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
@@ -27,6 +30,12 @@ EXPECTED = {
     "darts_cifar10.yaml": DARTS,
     "darts_rnn_ptb.yaml": DARTSRecurrent,
     "darts_rnn_tiny.yaml": DARTSRecurrent,
+    "enas_micro_digits.yaml": ENAS,
+    "enas_macro_digits.yaml": ENAS,
+    "enas_micro_cifar10.yaml": ENAS,
+    "enas_rnn_ptb.yaml": ENASRecurrent,
+    "enas_rnn_tiny.yaml": ENASRecurrent,
+    "retrain_enas_macro_digits.yaml": ChildClassifier,
     "retrain_digits.yaml": Retrain,
     "retrain_rnn_ptb.yaml": RetrainRNN,
     "retrain_rnn_tiny.yaml": RetrainRNN,
@@ -62,6 +71,11 @@ def test_every_recipe_is_covered():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_recipe_parses_and_builds(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if name == "retrain_enas_macro_digits.yaml":  # it reads the architecture the macro search writes
+        search = tmp_path / "runs" / "enas_macro_digits" / "search"
+        search.mkdir(parents=True)
+        layers = [{"op": "conv_3x3", "skips": list(range(i))} for i in range(6)]
+        (search / "architecture.json").write_text(json.dumps({"layers": layers}))
     cli = AutoMLCLI(args=["-c", str(RECIPES / name)], run=False)
     assert isinstance(cli.model, EXPECTED[name])
     assert cli.trainer.max_epochs >= 1

@@ -57,6 +57,11 @@ def _tanh_constants(value: Union[None, float, Sequence[Optional[float]]], n: int
     return [check_real(f"tanh_constant[{i}]", v, low=0, low_open=True, allow_none=True) for i, v in enumerate(value)]
 
 
+def _on_generator_device(probs: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """``probs`` where ``generator`` draws (a keyed CPU generator samples for a controller on a GPU alike)."""
+    return probs if generator is None else probs.to(generator.device)
+
+
 # --------------------------------------------------------------------------- #
 # Controller
 # --------------------------------------------------------------------------- #
@@ -209,7 +214,8 @@ class Controller(nn.Module):
                 logits = self._shape_logits(self.heads[k](out), i)  # [n, C]
                 logp_all = F.log_softmax(logits, dim=-1)  # [n, C]
                 if given is None:
-                    a = torch.multinomial(logp_all.detach().exp(), 1, generator=generator).squeeze(1)  # [n]
+                    probs = _on_generator_device(logp_all.detach().exp(), generator)
+                    a = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(dev)  # [n]
                 else:
                     a = given[i]
                 log_prob = log_prob + logp_all.gather(1, a.unsqueeze(1)).squeeze(1)
@@ -226,7 +232,8 @@ class Controller(nn.Module):
                     query = self.w_curr(out).unsqueeze(1)  # [n, 1, H]
                     logits = self._shape_logits(self.v(torch.tanh(keys + query)).squeeze(-1), i)  # [n, m]
                     if given is None:
-                        s = torch.bernoulli(torch.sigmoid(logits.detach()), generator=generator)  # [n, m]
+                        p_on = _on_generator_device(torch.sigmoid(logits.detach()), generator)
+                        s = torch.bernoulli(p_on, generator=generator).to(dev)  # [n, m]
                     else:
                         s = given[i]
                     lp_on = F.logsigmoid(logits)

@@ -41,8 +41,9 @@ Defaults, where the paper and the authors' code disagree (paper first):
   baseline after each sample before computing its advantage; we move it once per update with the mean
   of the ``num_aggregate`` rewards, after computing the advantages (:class:`~lit_automl.nas.Reinforce`).
 * per-space sampling shape (code; the paper gives the PTB values, temperature 5 and tanh constant 2.5):
-  micro tanh constant 1.1 with the op logits' constant divided by 2.5 (``op_tanh_reduce``), macro 1.5 /
-  2.5, recurrent temperature 5.0 and tanh constant 2.5; entropy weight 1e-4 (CNN) and 1e-3 (PTB);
+  micro tanh constant 1.1 with the op logits' constant divided by 2.5 (``op_tanh_reduce``), macro 1.5 for
+  every decision (the scripts pass ``op_tanh_reduce=2.5``, but ``general_controller.py`` does not use it),
+  recurrent temperature 5.0 and tanh constant 2.5; entropy weight 1e-4 (CNN) and 1e-3 (PTB);
   ``num_aggregate`` 10 (micro, PTB) and 20 (macro); macro skip-connection KL penalty toward a skip
   probability of 0.4 with weight 0.8 (Sec. 2.2; ``skip_target`` / ``skip_weight``).
 * omega, CNN (paper Sec. 3.2; code scripts): SGD with Nesterov momentum 0.9, cosine schedule with
@@ -81,7 +82,7 @@ __all__ = ["ENAS", "ENAS_SPACE_DEFAULTS", "check_find_unused", "skip_penalty"]
 ENAS_SPACE_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "micro": {"tanh_constant": 1.1, "op_tanh_reduce": 2.5, "temperature": None, "entropy_weight": 1e-4,
               "num_aggregate": 10, "skip_weight": 0.0, "w_weight_decay": 1e-4},
-    "macro": {"tanh_constant": 1.5, "op_tanh_reduce": 2.5, "temperature": None, "entropy_weight": 1e-4,
+    "macro": {"tanh_constant": 1.5, "op_tanh_reduce": 1.0, "temperature": None, "entropy_weight": 1e-4,
               "num_aggregate": 20, "skip_weight": 0.8, "w_weight_decay": 2.5e-4},
 }
 """Per-space defaults of the settings left at ``None`` (the authors' search scripts, see the module docstring)."""
@@ -250,15 +251,15 @@ class ENAS(ENASPolicyMixin, pl.LightningModule):
         self._last_val = val
         self.search_steps += 1
         self.log_search_metrics(metrics, len(y))
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self.derive_for_epoch(val)
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:
         sched = self.lr_schedulers()
         self.log("search/w_lr", sched.optimizer.param_groups[0]["lr"])
         sched.step()
-        if self._last_val is not None:
-            self.best_tokens, self.best_score = self.derive(self._last_val, key=self.current_epoch)
-            self.log("search/derived_score", self.best_score)
+        self.derive_at_epoch_end(self._last_val)
 
     def on_train_end(self) -> None:
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective under DDP: every rank

@@ -64,6 +64,8 @@ class ENASPolicyMixin:
 
     hparams: Any
     log_dict: Any
+    log: Any
+    current_epoch: int
 
     def init_policy(self, space: SequentialSpace, defaults: Mapping[str, Any], given: Mapping[str, Any], *,
                     controller_hidden: int, controller_layers: int, controller_init_range: float,
@@ -85,7 +87,7 @@ class ENASPolicyMixin:
         for name, value in (("controller_hidden", controller_hidden), ("controller_layers", controller_layers),
                             ("derive_samples", derive_samples)):
             check_int(name, value, low=1)
-        check_int("seed", seed)
+        check_int("seed", seed, low=0)
         if (isinstance(controller_betas, (str, bytes)) or not isinstance(controller_betas, Sequence)
                 or len(controller_betas) != 2):
             raise ValueError(f"controller_betas must be a pair of numbers in [0, 1) (Adam's betas), got {controller_betas!r}")
@@ -105,6 +107,7 @@ class ENASPolicyMixin:
         self.pending: List[Tuple[ActionSeq, float]] = []
         self.best_tokens: Optional[ActionSeq] = None
         self.best_score: Optional[float] = None
+        self._derived_epoch: Optional[int] = None
 
     def _tanh_constant(self, decision: str) -> Optional[float]:
         """The decision's tanh constant: op decisions divide the space's by ``op_tanh_reduce`` (authors' code)."""
@@ -194,6 +197,19 @@ class ENASPolicyMixin:
         scores = [float(self.score(a, batch)) for a in actions]
         best = max(range(n), key=scores.__getitem__)
         return actions[best], scores[best]
+
+    def derive_for_epoch(self, batch: Any) -> None:
+        """Derive on ``batch`` (keyed by the epoch) and log the best score: at the epoch's last training step, so
+        epoch-end callbacks (GenotypeLogger), which Lightning runs before the module's epoch end, see this
+        epoch's result; :meth:`derive_at_epoch_end` covers epochs that stop before their last batch."""
+        self.best_tokens, self.best_score = self.derive(batch, key=self.current_epoch)
+        self._derived_epoch = self.current_epoch
+        self.log("search/derived_score", self.best_score)
+
+    def derive_at_epoch_end(self, batch: Any) -> None:
+        """Derive on the epoch's last validation batch unless this epoch has derived already."""
+        if batch is not None and self._derived_epoch != self.current_epoch:
+            self.derive_for_epoch(batch)
 
     def write_architecture(self, folder: Path) -> List[str]:
         """Write ``architecture.json`` (the space's JSON of :attr:`best_architecture`) into ``folder``."""

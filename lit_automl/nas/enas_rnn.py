@@ -201,11 +201,7 @@ class ENASRecurrent(ENASPolicyMixin, LMTraining):
         return nll.detach()
 
     def on_train_epoch_end(self) -> None:
-        if self._last_val is not None:
-            val_hidden = self._val_hidden
-            self.best_tokens, self.best_score = self.derive(self._last_val, key=self.current_epoch)
-            self._val_hidden = val_hidden
-            self.log("search/derived_score", self.best_score)
+        self.derive_at_epoch_end(self._last_val)  # PTB windows have no length: the epoch end derives
         self.log("search/lr", self.hparams.lr * self.lr_factor())
 
     def on_validation_epoch_start(self) -> None:

@@ -323,10 +323,6 @@ def test_space_defaults_fill_the_settings_left_none():
     assert max(float(p.detach().abs().max()) for p in mic.controller.parameters()) <= 0.1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: ENAS_SPACE_DEFAULTS['macro'] divides the op logits' tanh constant by op_tanh_reduce=2.5, but the "
-    "authors' macro controller (general_controller.py) takes no op_tanh_reduce (main.py passes the flag into "
-    "**kwargs, unused): every macro decision uses 1.5; fix: 'op_tanh_reduce': 1.0 for macro, then drop this marker"))
 def test_macro_defaults_shape_every_decision_with_the_authors_single_tanh_constant():
     mac = ENAS(macro())
     assert mac.controller.tanh_constants == [1.5] * len(mac.controller.decisions)
@@ -524,10 +520,6 @@ class Derivations(pl.Callback):
         self.tokens.append(pl_module.best_tokens)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: ENAS derives in on_train_epoch_end, which Lightning calls after the callbacks' on_train_epoch_end, "
-    "so GenotypeLogger's 'epoch n' line is epoch n-1's derivation (epoch 0: the initial draw); fix: derive at the "
-    "epoch's last training step (batch_idx + 1 == trainer.num_training_batches), then drop this marker"))
 def test_genotype_logger_records_each_epochs_own_derivation(tmp_path):
     from lit_automl.callbacks import GenotypeLogger
 
@@ -541,9 +533,6 @@ def test_genotype_logger_records_each_epochs_own_derivation(tmp_path):
     assert lines == [GenotypeLogger.format_line(e, m.space.decode(t)) for e, t in enumerate(rec.tokens)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: enas_policy.init_policy checks the seed with check_int('seed', seed) without low=0; a negative seed "
-    "fails at the first draw inside numpy's SeedSequence; fix: check_int('seed', seed, low=0), then drop this marker"))
 def test_a_negative_seed_is_refused_up_front():
     with pytest.raises(ValueError, match=r"seed must be an int >= 0, got -1"):
         ENAS(micro(), seed=-1)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lit_automl.callbacks import GenotypeLogger
@@ -15,7 +16,7 @@ from lit_automl.datamodules import BilevelDataModule, CIFAR10DataModule, DigitsD
 from lit_automl.nas.enas import ENAS
 from lit_automl.run_config import AutoMLCLI
 from lit_automl.spaces import ENASMacroSpace, ENASMicroSpace, Genotype
-from lit_automl.spaces.enas_macro import ENASMacroArchitecture
+from lit_automl.spaces.enas_macro import ENASMacroArchitecture, ENASMacroNetwork
 from tests.datamodules.test_cifar import _build_tree
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -106,3 +107,22 @@ def test_the_digits_recipe_runs_from_the_command_line_and_writes_the_derived_arc
         arch = ENASMacroArchitecture.from_json(record)
         assert ENASMacroSpace(num_layers=6).encode(arch)
         assert "controller/skip_rate_epoch" in header
+
+
+def test_the_found_macro_network_retrains_from_the_file_the_search_wrote(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "-c", str(RECIPES / "enas_macro_digits.yaml"), "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--model.init_args.num_aggregate=2",
+          "--model.init_args.derive_samples=2", *QUIET])
+    found = ENASMacroArchitecture.from_json(tmp_path / "runs" / "enas_macro_digits" / "search" / "architecture.json")
+    main(["fit", "-c", str(RECIPES / "retrain_enas_macro_digits.yaml"), "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", *QUIET])
+    run = tmp_path / "runs" / "enas_macro_digits" / "retrain"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val/acc" in header
+    checkpoint = torch.load(next((run / "checkpoints").glob("*.ckpt")), weights_only=False)
+    keys = [k for k in checkpoint["state_dict"] if k.startswith("net.ops.")]
+    assert keys, "the retrained network's op weights are in the checkpoint"
+    net = ENASMacroNetwork(found, in_channels=1, num_classes=10, out_filters=12)
+    assert sorted(checkpoint["state_dict"][k].shape for k in keys) == sorted(
+        v.shape for k, v in net.state_dict().items() if k.startswith("ops."))
