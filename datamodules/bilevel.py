@@ -18,11 +18,14 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
-from lit_automl._checks import ArgumentTypeError, check_int, check_real
+from lit_automl._checks import ArgumentTypeError, check_choice, check_int, check_real
 
 from .sampling import EpochSeededSampler, mix_seed
 
-__all__ = ["BilevelDataModule"]
+__all__ = ["BilevelDataModule", "PAIRING_MODES"]
+
+PAIRING_MODES = ("min_size", "max_size_cycle")
+"""How the two halves are paired per epoch (see :class:`BilevelDataModule`)."""
 
 
 class BilevelDataModule(pl.LightningDataModule):
@@ -36,10 +39,9 @@ class BilevelDataModule(pl.LightningDataModule):
     shuffled); permuting also protects datasets stored sorted by class.
 
     ``train_dataloader()`` returns a ``CombinedLoader({"train": ..., "val": ...},
-    mode="min_size")`` so each training step receives
-    ``{"train": (x, y), "val": (x, y)}`` and an epoch is as long as the shorter
-    half. Each half has its own :class:`EpochSeededSampler` with a different
-    derived seed. Both halves use the wrapped module's training transform, as in
+    mode=mode)`` so each training step receives ``{"train": (x, y), "val": (x, y)}``;
+    with ``mode="min_size"`` (default) an epoch is as long as the shorter half.
+    Each half has its own :class:`EpochSeededSampler` with a different derived seed. Both halves use the wrapped module's training transform, as in
     DARTS. ``val_dataloader()`` / ``test_dataloader()`` delegate to the wrapped
     module's held-out data for monitoring.
 
@@ -48,6 +50,10 @@ class BilevelDataModule(pl.LightningDataModule):
         train_portion: fraction of the training set used for the weights, in (0, 1).
         batch_size: batch size of both halves; ``None`` uses ``datamodule.batch_size``.
         seed: seeds the split and (via derived seeds) both samplers.
+        mode: how the halves are paired (Lightning's ``CombinedLoader`` modes): ``"min_size"`` (DARTS:
+            an epoch is as long as the shorter half) or ``"max_size_cycle"`` (an epoch is as long as the
+            longer half, the shorter one restarts: ENAS's 45k / 5k split, where an epoch is one pass over
+            the weights' 45k and the controller's 5k are cycled).
     """
 
     def __init__(
@@ -56,6 +62,7 @@ class BilevelDataModule(pl.LightningDataModule):
         train_portion: float = 0.5,
         batch_size: int | None = None,
         seed: int = 0,
+        mode: str = "min_size",
     ) -> None:
         super().__init__()
         if not isinstance(datamodule, pl.LightningDataModule):
@@ -76,6 +83,7 @@ class BilevelDataModule(pl.LightningDataModule):
         self.datamodule = datamodule
         self.batch_size = batch_size
         self.seed = check_int("seed", seed)
+        self.mode = check_choice("mode", mode, PAIRING_MODES, sort=False)
         self.weight_indices: list[int] | None = None
         self.arch_indices: list[int] | None = None
 
@@ -145,7 +153,7 @@ class BilevelDataModule(pl.LightningDataModule):
             "train": self._half_loader(self.weight_indices, stream=1),
             "val": self._half_loader(self.arch_indices, stream=2),
         }
-        return CombinedLoader(loaders, mode="min_size")
+        return CombinedLoader(loaders, mode=self.mode)
 
     def val_dataloader(self) -> Any:
         return self.datamodule.val_dataloader()

@@ -109,6 +109,17 @@ def test_train_dataloader_pairs_batches_min_size():
         assert set(batch["val"][0].tolist()) <= set(dm.arch_indices)
 
 
+def test_max_size_cycle_makes_an_epoch_one_pass_over_the_weights_half():
+    dm = BilevelDataModule(IndexDataModule(n=20, batch_size=4), train_portion=0.7, batch_size=3, mode="max_size_cycle")
+    dm.setup()
+    batches = [b for b, _, _ in dm.train_dataloader()]
+    assert len(batches) == 5  # ceil(14 / 3): the longer ("train") half sets the epoch length
+    seen = [i for b in batches for i in b["train"][0].tolist()]
+    assert sorted(seen) == sorted(dm.weight_indices), "every weight example once per epoch"
+    val = [i for b in batches for i in b["val"][0].tolist()]
+    assert set(val) == set(dm.arch_indices) and len(val) > len(dm.arch_indices), "the architecture half cycles"
+
+
 def test_lightning_fit_pairs_halves_and_sets_epochs():
     dm = BilevelDataModule(IndexDataModule(n=16, batch_size=4), seed=1)
     model = PairRecorder()
@@ -150,6 +161,7 @@ def test_forwarding_and_heldout_loaders():
         ({"train_portion": 1.5}, ValueError, "got 1.5"),
         ({"batch_size": 0}, ValueError, "batch_size must be a positive int or None, got 0"),
         ({"seed": 0.5}, TypeError, "seed must be an int, got 0.5"),
+        ({"mode": "sequential"}, ValueError, r"mode must be one of \['min_size', 'max_size_cycle'\], got 'sequential'"),
     ],
 )
 def test_validation(kwargs, exc, match):

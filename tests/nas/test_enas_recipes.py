@@ -51,6 +51,7 @@ def test_the_cifar_recipe_carries_the_paper_and_authors_search_settings(tmp_path
     # data: 45k / 5k (data_utils.read_data, num_valids=5000), batch 160, crop + flip, no Cutout; 150 epochs
     assert isinstance(data, BilevelDataModule) and isinstance(data.datamodule, CIFAR10DataModule)
     assert data.train_portion == 0.9 and int(50_000 * data.train_portion) == 45_000
+    assert data.mode == "max_size_cycle", "an epoch is one pass over the weights' 45k, as the authors'"
     assert data.batch_size == 160 and data.datamodule.augment and data.datamodule.cutout_length == 0
     assert trainer.max_epochs == 150
     assert any(isinstance(c, GenotypeLogger) for c in trainer.callbacks)
