@@ -195,7 +195,6 @@ class ENAS(ENASPolicyMixin, pl.LightningModule):
         self.model = space.supernet(in_channels, num_classes)
         if hasattr(self.model, "dropout"):
             self.model.dropout.p = 1.0 - keep_prob
-        self._last_val: Optional[Batch] = None
 
     # ------------------------------------------------------------------ children
 
@@ -248,11 +247,11 @@ class ENAS(ENASPolicyMixin, pl.LightningModule):
         # Phase 2: the controller, omega fixed: one child scored on this step's validation minibatch.
         metrics = {"train/loss": loss.detach(), "train/acc": (logits.argmax(-1) == y).float().mean(),
                    **self.controller_sample(val, c_opt)}
-        self._last_val = val
+        self.remember_val(val, len(val[1]))
         self.search_steps += 1
         self.log_search_metrics(metrics, len(y))
         if batch_idx + 1 == self.trainer.num_training_batches:
-            self.derive_for_epoch(val)
+            self.derive_for_epoch(self._last_val)
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:

@@ -108,6 +108,8 @@ class ENASPolicyMixin:
         self.best_tokens: Optional[ActionSeq] = None
         self.best_score: Optional[float] = None
         self._derived_epoch: Optional[int] = None
+        self._last_val: Any = None  # the validation minibatch derivations score on (remember_val)
+        self._last_val_size = 0
 
     def _tanh_constant(self, decision: str) -> Optional[float]:
         """The decision's tanh constant: op decisions divide the space's by ``op_tanh_reduce`` (authors' code)."""
@@ -198,13 +200,19 @@ class ENASPolicyMixin:
         best = max(range(n), key=scores.__getitem__)
         return actions[best], scores[best]
 
+    def remember_val(self, batch: Any, size: int) -> None:
+        """Keep ``batch`` (of ``size`` examples or tokens) for deriving unless it is smaller than the one kept:
+        an epoch's last minibatch is often a remainder (15 of 719 digits), whose scores move in coarse steps."""
+        if self._last_val is None or size >= self._last_val_size:
+            self._last_val, self._last_val_size = batch, size
+
     def derive_for_epoch(self, batch: Any) -> None:
         """Derive on ``batch`` (keyed by the epoch) and log the best score: at the epoch's last training step, so
         epoch-end callbacks (GenotypeLogger), which Lightning runs before the module's epoch end, see this
         epoch's result; :meth:`derive_at_epoch_end` covers epochs that stop before their last batch."""
         self.best_tokens, self.best_score = self.derive(batch, key=self.current_epoch)
         self._derived_epoch = self.current_epoch
-        self.log("search/derived_score", self.best_score)
+        self.log("search/derived_score", self.best_score, on_step=False, on_epoch=True)
 
     def derive_at_epoch_end(self, batch: Any) -> None:
         """Derive on the epoch's last validation batch unless this epoch has derived already."""

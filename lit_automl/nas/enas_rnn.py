@@ -125,7 +125,6 @@ class ENASRecurrent(ENASPolicyMixin, LMTraining):
                          controller_lr=controller_lr, controller_betas=controller_betas, controller_eps=controller_eps)
         self._val_hidden: Optional[Tensor] = None  # the controller's validation stream, carried from window to window
         self._scored_hidden: Optional[Tensor] = None
-        self._last_val: Optional[Dict[str, Any]] = None
         if vocab_size is not None:
             self.model = self.build_model(vocab_size)
 
@@ -195,7 +194,7 @@ class ENASRecurrent(ENASPolicyMixin, LMTraining):
         # Phase 2: the controller, omega fixed: one child scored on the paired validation window.
         metrics = {"train/loss": nll.detach(), **self.controller_sample(val, c_opt)}
         self._val_hidden = self._scored_hidden
-        self._last_val = val
+        self.remember_val(val, val["target"].numel())
         self.search_steps += 1
         self.log_search_metrics(metrics, train["target"].numel())
         return nll.detach()

@@ -288,6 +288,32 @@ def test_each_epoch_derives_on_its_last_validation_batch(tmp_path):
     assert m.best_architecture == m.space.decode(m.best_tokens)
 
 
+def test_derivation_scores_on_the_latest_full_size_validation_batch_not_a_remainder(tmp_path):
+    m = enas(macro())
+    full, remainder = val_batch(16), val_batch(5)
+    m.remember_val(full, 16)
+    m.remember_val(remainder, 5)
+    assert m._last_val is full, "a smaller remainder batch does not replace a full one"
+    newer = val_batch(16)
+    m.remember_val(newer, 16)
+    assert m._last_val is newer
+    # in a fit whose epoch ends with a remainder (digits: 719 examples per half, batch 64 -> 11 x 64 + 15),
+    # the derivation's score is a count over 64 images
+    scored = []
+    original = m.score
+
+    def recording(tokens, batch):
+        scored.append(len(batch[1]))
+        return original(tokens, batch)
+
+    m.score = recording
+    data = digits(64)
+    pl.Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path).fit(m, datamodule=data)
+    assert len(data.arch_indices) % 64 != 0, "the epoch ends with a remainder batch"
+    assert scored[-m.hparams.derive_samples:] == [64] * m.hparams.derive_samples
+
+
 # --------------------------------------------------------------------------- defaults
 
 
