@@ -161,7 +161,7 @@ def nas_worker_parser() -> argparse.ArgumentParser:
 def nas_worker_main(args: List[str]) -> int:
     """``lit-automl nas-worker``: serve a search's child queue; returns the number of children evaluated."""
     namespace, extra = nas_worker_parser().parse_known_args(args)  # --help exits here, before the heavy imports
-    from lit_automl.nas.rl_search import RLSearch
+    from lit_automl.nas.child_search import ChildSearch
     from lit_automl.nas.workqueue import run_worker
     from lit_automl.run_config import build_from_config
 
@@ -172,9 +172,10 @@ def nas_worker_main(args: List[str]) -> int:
         if getattr(namespace, flag) is not None:
             check_real(f"--{flag.replace('_', '-')}", getattr(namespace, flag), low=0, low_open=True)
     model, _, _ = build_from_config(namespace.config, _config_overrides(extra, prog="lit-automl nas-worker"))
-    if not isinstance(model, RLSearch):
+    if not isinstance(model, ChildSearch):
         raise ValueError(
-            f"lit-automl nas-worker needs a search recipe whose model is an RLSearch (NASRL, NASNetSearch), "
+            f"lit-automl nas-worker needs a search recipe whose model is a ChildSearch (NASRL, NASNetSearch, "
+            f"RLSearch, RandomSearch, RegularizedEvolution), "
             f"got {type(model).__name__} from {namespace.config}"
         )
     storage = namespace.storage or model.hparams.storage
