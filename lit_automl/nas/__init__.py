@@ -35,3 +35,6 @@ __all__ += ["ENAS", "ENASRecurrent"]
 from lit_automl.nas.lm_evaluator import LMTrainingEvaluator
 
 __all__ += ["LMTrainingEvaluator"]
+from lit_automl.nas.tabular import TabularEvaluator
+
+__all__ += ["TabularEvaluator"]

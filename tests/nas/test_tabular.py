@@ -462,3 +462,10 @@ def test_default_space_is_nb201s_or_asked_for(single_file):
 def test_cache_size_is_checked(single_file):
     with pytest.raises(ValueError, match="cache_size"):
         make(single_file, cache_size=0)
+
+
+def test_exported_from_lit_automl_nas():
+    import lit_automl.nas
+
+    assert lit_automl.nas.TabularEvaluator is TabularEvaluator
+    assert "TabularEvaluator" in lit_automl.nas.__all__
