@@ -52,3 +52,7 @@ __all__ = [
     "RecurrentGenotype", "num_recurrent_edges", "recurrent_edge_slices",
     "DartsRecurrentSearchCell",
 ]
+
+from lit_automl.spaces.nb201 import NB201_OPS, NB201Arch, NB201Network, NB201Space, nb201_index
+
+__all__ += ["NB201_OPS", "NB201Arch", "NB201Network", "NB201Space", "nb201_index"]

@@ -90,3 +90,13 @@ def get_recurrent_op_set(name: str) -> Tuple[str, ...]:
     """The recurrent candidate list registered as ``name`` in :data:`RECURRENT_OP_SETS` (e.g. ``"darts_rnn"``);
     an unknown name raises :class:`UnknownNameError` listing the valid ones."""
     return lookup(RECURRENT_OP_SETS, name, "recurrent op set")
+
+
+# --------------------------------------------------------------------------- NAS-Bench-201
+NB201_OPS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+"""The 5 operations of the NAS-Bench-201 cell (Dong & Yang, ICLR 2020, Sec. 2.1), in the benchmark's order
+(``NAS_BENCH_201`` in the authors' ``cell_operations.py``): the token order of every edge."""
+
+OP_SETS["nb201"] = NB201_OPS
+OP_NAMES.update(NB201_OPS)
+__all__ += ["NB201_OPS"]

@@ -335,3 +335,19 @@ def _conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
 def _sep_conv_7x7(C: int, stride: int, affine: bool) -> nn.Module:
     return SepConv(C, C, 7, stride, 3, affine)
 
+
+# ----------------------------------------------------------------------------- the NAS-Bench-201 set
+# Dong & Yang, "NAS-Bench-201", ICLR 2020, Sec. 2.1 and the authors' cell_operations.py. ``none``
+# (zeros), ``skip_connect`` (identity at stride 1) and ``avg_pool_3x3`` (3x3, padding 1, padding not
+# counted) are the DARTS ops above with the same semantics; ``nor_conv_kxk`` is ReLU -> conv kxk
+# (padding k // 2, no bias) -> BN (affine, running statistics), the ReLUConvBN block.
+
+
+@register_op("nor_conv_1x1")
+def _nor_conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
+    return ReLUConvBN(C, C, 1, stride, 0, affine)
+
+
+@register_op("nor_conv_3x3")
+def _nor_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
+    return ReLUConvBN(C, C, 3, stride, 1, affine)
