@@ -38,3 +38,7 @@ __all__ += ["LMTrainingEvaluator"]
 from lit_automl.nas.tabular import TabularEvaluator
 
 __all__ += ["TabularEvaluator"]
+from lit_automl.nas.child_search import ChildSearch
+from lit_automl.nas.evolution import RandomSearch, RegularizedEvolution
+
+__all__ += ["ChildSearch", "RandomSearch", "RegularizedEvolution"]
