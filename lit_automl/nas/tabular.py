@@ -44,9 +44,9 @@ NATS-Bench issue #17 for cifar10):
 * ``cifar100`` / ``ImageNet16-120``: validation ``x-valid``, test ``x-test`` (the two halves of the
   original test set; ``ori-test`` is both together and is not used).
 
-Trust: every layout is a Python pickle (the ``.pth`` through ``torch.load(weights_only=False)``, which
-the nested plain dicts need); unpickling runs code the file names, so pass only files you trust
-(the official downloads).
+Trust: every layout is a Python pickle (the ``.pth`` is read with ``torch.load(weights_only=False)``:
+it is a full pickle of the benchmark's dicts, not a weights-only archive); unpickling runs code the
+file names, so pass only files you trust (the official downloads).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _read_pickle_bz2(path: Path) -> Any:
 
 
 def _read_torch(path: Path) -> Any:
-    """The object of a NAS-Bench-201 ``torch.save`` file (plain dicts: needs ``weights_only=False``)."""
+    """The object of a NAS-Bench-201 ``torch.save`` file (a full pickle: read only trusted files)."""
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)

@@ -340,6 +340,16 @@ def test_simple_folder_cache_size_evicts_the_oldest(simple_dir, monkeypatch):
     assert opened == ["meta.pickle.pbz2", "000000.pickle.pbz2", "000001.pickle.pbz2", "000000.pickle.pbz2"]
 
 
+def test_simple_folder_cache_keeps_the_most_recently_used(simple_dir, monkeypatch):
+    write_pbz2(nats_record(2), simple_dir / "000002.pickle.pbz2")
+    opened = counting_reader(monkeypatch)
+    ev = make(simple_dir, cache_size=2)
+    for arch in (0, 1, 0, 2, 0, 1):  # reading 2 evicts 1 (least recently used), not 0
+        ev.evaluate(ARCHS[arch], 12)
+    assert opened == ["meta.pickle.pbz2", "000000.pickle.pbz2", "000001.pickle.pbz2", "000002.pickle.pbz2",
+                      "000001.pickle.pbz2"]
+
+
 def test_simple_folder_reads_unpadded_file_names(simple_dir):
     (simple_dir / "000001.pickle.pbz2").rename(simple_dir / "1.pickle.pbz2")
     assert make(simple_dir).evaluate(ARCHS[1], 12)["arch_index"] == 1
