@@ -8,8 +8,8 @@ results per training, 2 seeds (777, 888) on most datasets.
 from __future__ import annotations
 
 import bz2
-import importlib.util
 import pickle
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -456,17 +456,27 @@ def test_space_must_be_a_decision_space(single_file):
         TabularEvaluator(single_file, space=object())
 
 
-def test_default_space_is_nb201s_or_asked_for(single_file):
-    if importlib.util.find_spec("lit_automl.spaces.nb201") is None:
-        with pytest.raises(ValueError, match=r"space=None takes NB201's space.*pass space="):
-            TabularEvaluator(single_file)
-    else:
-        from lit_automl.spaces.nb201 import NB201Space
+def test_default_space_is_nb201s_and_its_architectures_are_looked_up(single_file, tmp_path):
+    from lit_automl.nas.workqueue import ChildQueue
+    from lit_automl.spaces.nb201 import NB201Arch, NB201Space
 
-        ev = TabularEvaluator(single_file)
-        assert isinstance(ev.space, NB201Space)
-        arch = ev.space.from_json(ev.space.to_json(ev.space.decode([0] * len(ev.space.decisions()))))
-        assert isinstance(str(arch), str)
+    ev = TabularEvaluator(single_file)
+    assert isinstance(ev.space, NB201Space)
+    arch = ev.space.from_json(ev.space.to_json(ARCHS[1]))
+    assert isinstance(arch, NB201Arch) and str(arch) == ARCHS[1]
+    assert ev.evaluate(arch, 200) == ev.evaluate(ARCHS[1], 200)
+    queue = ChildQueue(f"sqlite:///{tmp_path / 'children.db'}", "nb201", ev.space.decisions())
+    queue.submit("s/0/0", ev.space.encode(arch), ev.space.to_json(arch), 12, "final")
+    trial = queue.wait(["s/0/0"], timeout=60, work=ev)["s/0/0"]
+    assert trial.state.name == "COMPLETE", trial.user_attrs.get("fail_reason")
+    assert trial.value == pytest.approx(0.515)  # arch 1, 12 epochs, last epoch: (50.5 + 52.5) / 2 %
+
+
+def test_without_the_nb201_module_the_space_is_asked_for(single_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lit_automl.spaces.nb201", None)  # import raises ImportError
+    with pytest.raises(ValueError, match=r"space=None takes NB201's space.*pass space="):
+        TabularEvaluator(single_file)
+    assert make(single_file).space is SPACE
 
 
 def test_cache_size_is_checked(single_file):
