@@ -31,6 +31,12 @@ where an ``ArchResults`` is the plain state dict ``{'arch_index', 'arch_str', 'd
 'arch_config', 'net_state_dict', ...}`` with accuracies in percent and epochs counted from 0
 (``'x-valid@199'`` is the accuracy after the 200th epoch).
 
+Times: NATS-Bench's ``train_times`` are the authors' calibrated per-epoch times (one figure per
+architecture, measured on cifar10-valid and scaled by each dataset's training-set size, the same for
+every epoch and budget; ``tss-collect.py``), so ``train_seconds`` = that figure x ``budget`` epochs.
+The history is indexed by the record's own ``epochs`` (12 for the 12-epoch training, whose config
+``12E.config`` trains 12 epochs with the cosine schedule ending there).
+
 Splits, as the benchmark's own API reports them (``get_more_info``; the authors' answer in
 NATS-Bench issue #17 for cifar10):
 
