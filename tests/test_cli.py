@@ -17,6 +17,7 @@ from lit_automl.nas.bayesnas import BayesNAS
 from lit_automl.nas.darts_rnn import DARTSRecurrent
 from lit_automl.nas.enas import ENAS
 from lit_automl.nas.enas_rnn import ENASRecurrent
+from lit_automl.nas.evolution import RandomSearch, RegularizedEvolution
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
@@ -36,6 +37,8 @@ EXPECTED = {
     "enas_rnn_ptb.yaml": ENASRecurrent,
     "enas_rnn_tiny.yaml": ENASRecurrent,
     "retrain_enas_macro_digits.yaml": ChildClassifier,
+    "evolution_nb201_digits.yaml": RegularizedEvolution,
+    "random_nb201_digits.yaml": RandomSearch,
     "retrain_digits.yaml": Retrain,
     "retrain_rnn_ptb.yaml": RetrainRNN,
     "retrain_rnn_tiny.yaml": RetrainRNN,
@@ -201,7 +204,7 @@ def test_nas_worker_evaluates_waiting_children_of_the_recipe_study(tmp_path, mon
     assert all(0 < t.value <= 1 and len(t.user_attrs["val_acc_history"]) == 1 for t in trials)
     with pytest.raises(ValueError, match="needs the storage the controller uses"):
         nas_worker_main(["-c", str(RECIPES / "nas_rl_digits.yaml"), "--max-children", "1"])
-    with pytest.raises(ValueError, match="model is an RLSearch.*got DARTS"):
+    with pytest.raises(ValueError, match="model is a ChildSearch.*RLSearch.*got DARTS"):
         nas_worker_main(["-c", str(RECIPES / "darts_digits.yaml"), "--storage", url])
 
 

@@ -131,3 +131,23 @@ def test_resume_equals_the_uninterrupted_evolution(tmp_path):
 def test_bad_arguments_are_refused(tmp_path, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         _evolution(tmp_path, **kwargs)
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+@pytest.mark.parametrize("name", ["evolution_nb201_digits", "random_nb201_digits"])
+def test_the_nb201_digits_recipes_run_from_the_command_line(name, tmp_path, monkeypatch):
+    from lit_automl.cli import main
+    from lit_automl.spaces import NB201Arch
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "-c", str(RECIPES / f"{name}.yaml"), "--trainer.max_epochs=1", "--model.init_args.steps_per_epoch=2",
+          "--model.init_args.budget=1", "--trainer.enable_progress_bar=false"])
+    run = tmp_path / "runs" / name / "search"
+    children = (run / "children.jsonl").read_text().splitlines()
+    per_step = 1 if name.startswith("evolution") else 4
+    assert len(children) == 2 * per_step
+    best = NB201Arch.parse((run / "best_architecture.txt").read_text().strip())
+    assert str(best) == (run / "best_architecture.txt").read_text().strip()
+    assert (run / "search_history.png").read_bytes()[:4] == b"\x89PNG"
