@@ -18,6 +18,7 @@ from lit_automl.nas.darts_rnn import DARTSRecurrent
 from lit_automl.nas.enas import ENAS
 from lit_automl.nas.enas_rnn import ENASRecurrent
 from lit_automl.nas.evolution import RandomSearch, RegularizedEvolution
+from lit_automl.nas.sampler_search import SamplerSearch
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
@@ -39,6 +40,7 @@ EXPECTED = {
     "retrain_enas_macro_digits.yaml": ChildClassifier,
     "evolution_nb201_digits.yaml": RegularizedEvolution,
     "random_nb201_digits.yaml": RandomSearch,
+    "tpe_nb201_digits.yaml": SamplerSearch,
     "retrain_digits.yaml": Retrain,
     "retrain_rnn_ptb.yaml": RetrainRNN,
     "retrain_rnn_tiny.yaml": RetrainRNN,

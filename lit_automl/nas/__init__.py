@@ -40,5 +40,6 @@ from lit_automl.nas.tabular import TabularEvaluator
 __all__ += ["TabularEvaluator"]
 from lit_automl.nas.child_search import ChildSearch
 from lit_automl.nas.evolution import RandomSearch, RegularizedEvolution
+from lit_automl.nas.sampler_search import SamplerSearch
 
-__all__ += ["ChildSearch", "RandomSearch", "RegularizedEvolution"]
+__all__ += ["ChildSearch", "RandomSearch", "RegularizedEvolution", "SamplerSearch"]

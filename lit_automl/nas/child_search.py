@@ -77,6 +77,9 @@ class ChildSearch(pl.LightningModule):
         seed: seed of the strategy's random draws (``self.generator``).
     """
 
+    unsaved_arguments: tuple = ("evaluator",)
+    """Constructor arguments kept out of ``hparams`` (objects a checkpoint does not pickle; recipes rebuild them)."""
+
     step_name = "step"
     """What one training step is called in messages (RLSearch: ``"controller step"``)."""
 
@@ -102,7 +105,7 @@ class ChildSearch(pl.LightningModule):
         check_real("child_timeout", child_timeout, low=0, low_open=True, allow_none=True,
                    allowed="a number of seconds > 0 or None")
         check_int("seed", seed)
-        self.save_hyperparameters(ignore=["evaluator"])
+        self.save_hyperparameters(ignore=list(self.unsaved_arguments))
         self.automatic_optimization = False
         self.evaluator = evaluator
         self.space = evaluator.space

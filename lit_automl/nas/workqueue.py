@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # Optuna is imported when a queue is opened, not with this mo
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
-__all__ = ["ChildQueue", "ClaimedChild", "actions_to_params", "params_to_actions", "run_worker", "spawn_workers"]
+__all__ = ["ChildQueue", "ClaimedChild", "actions_to_params", "decision_distributions", "params_to_actions", "run_worker",
+           "spawn_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def params_to_actions(decisions: Sequence[Decision], params: Dict[str, int], len
     return actions
 
 
-def _distributions(decisions: Sequence[Decision], length: int) -> Dict[str, "CategoricalDistribution"]:
+def decision_distributions(decisions: Sequence[Decision], length: int) -> Dict[str, "CategoricalDistribution"]:
+    """The Optuna distributions of the first ``length`` decisions' parameters (:func:`actions_to_params`)."""
     from optuna.distributions import CategoricalDistribution
 
     out: Dict[str, CategoricalDistribution] = {}
@@ -228,7 +230,7 @@ class ChildQueue:
                 continue  # another worker was first
             trial = optuna.trial.Trial(self.study, tid)
             length = int(t.user_attrs["num_decisions"])
-            for name, dist in _distributions(self.decisions, length).items():
+            for name, dist in decision_distributions(self.decisions, length).items():
                 trial.suggest_categorical(name, dist.choices)  # the enqueued values: records the params
             return ClaimedChild(
                 trial=trial, key=t.user_attrs["child_key"], architecture=t.user_attrs["architecture"],

@@ -136,7 +136,7 @@ def test_bad_arguments_are_refused(tmp_path, kwargs, match):
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
-@pytest.mark.parametrize("name", ["evolution_nb201_digits", "random_nb201_digits"])
+@pytest.mark.parametrize("name", ["evolution_nb201_digits", "random_nb201_digits", "tpe_nb201_digits"])
 def test_the_nb201_digits_recipes_run_from_the_command_line(name, tmp_path, monkeypatch):
     from lit_automl.cli import main
     from lit_automl.spaces import NB201Arch
@@ -146,7 +146,7 @@ def test_the_nb201_digits_recipes_run_from_the_command_line(name, tmp_path, monk
           "--model.init_args.budget=1", "--trainer.enable_progress_bar=false"])
     run = tmp_path / "runs" / name / "search"
     children = (run / "children.jsonl").read_text().splitlines()
-    per_step = 1 if name.startswith("evolution") else 4
+    per_step = 4 if name.startswith("random") else 1
     assert len(children) == 2 * per_step
     best = NB201Arch.parse((run / "best_architecture.txt").read_text().strip())
     assert str(best) == (run / "best_architecture.txt").read_text().strip()
