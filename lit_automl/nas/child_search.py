@@ -162,6 +162,17 @@ class ChildSearch(pl.LightningModule):
         """No optimiser: a strategy without parameters (RLSearch returns the controller's Adam)."""
         return None
 
+    def setup(self, stage: str) -> None:
+        """Refuse DDP for a strategy without parameters: DDP cannot wrap it, and ranks would not evaluate
+        children side by side anyway (workers do)."""
+        from pytorch_lightning.strategies import DDPStrategy
+
+        if isinstance(self.trainer.strategy, DDPStrategy) and not any(p.requires_grad for p in self.parameters()):
+            raise ValueError(
+                f"{type(self).__name__} has no parameters, so DDP has nothing to synchronise: run it on one process "
+                f"and evaluate children in parallel with n_workers={max(2, self.hparams.n_workers)} or "
+                "`lit-automl nas-worker` processes on a shared storage")
+
     def run_dir(self) -> Path:
         """The run folder: the Trainer's log dir, else its root dir (call on every rank: it broadcasts under DDP)."""
         trainer = self._trainer

@@ -133,6 +133,15 @@ def test_bad_arguments_are_refused(tmp_path, kwargs, match):
         _evolution(tmp_path, **kwargs)
 
 
+@pytest.mark.ddp
+def test_ddp_is_refused_for_a_strategy_without_parameters_with_what_to_use_instead(tmp_path):
+    from tests.ddp_harness import fit_ddp
+
+    with pytest.raises(Exception, match=r"RegularizedEvolution has no parameters, so DDP has nothing to synchronise.*"
+                                        r"n_workers=2"):
+        fit_ddp(_evolution(tmp_path), None, tmp_path, max_epochs=1, limit_train_batches=1, default_root_dir=tmp_path)
+
+
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
