@@ -41,6 +41,7 @@ EXPECTED = {
     "evolution_nb201_digits.yaml": RegularizedEvolution,
     "random_nb201_digits.yaml": RandomSearch,
     "tpe_nb201_digits.yaml": SamplerSearch,
+    "evolution_nb201_tabular.yaml": RegularizedEvolution,
     "retrain_digits.yaml": Retrain,
     "retrain_rnn_ptb.yaml": RetrainRNN,
     "retrain_rnn_tiny.yaml": RetrainRNN,
@@ -81,6 +82,10 @@ def test_recipe_parses_and_builds(name, tmp_path, monkeypatch):
         search.mkdir(parents=True)
         layers = [{"op": "conv_3x3", "skips": list(range(i))} for i in range(6)]
         (search / "architecture.json").write_text(json.dumps({"layers": layers}))
+    if name == "evolution_nb201_tabular.yaml":  # it reads the benchmark folder the user downloads
+        folder = tmp_path / "data" / "NATS-tss-v1_0-3ffb9-simple"
+        folder.mkdir(parents=True)
+        (folder / "meta.pickle.pbz2").write_bytes(b"")  # only its presence is checked until a child is looked up
     cli = AutoMLCLI(args=["-c", str(RECIPES / name)], run=False)
     assert isinstance(cli.model, EXPECTED[name])
     assert cli.trainer.max_epochs >= 1

@@ -21,6 +21,7 @@ Phases of a training step, as named in the code: ``propose`` -> ``evaluate`` -> 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import uuid
@@ -275,7 +276,7 @@ class ChildSearch(pl.LightningModule):
             record = {
                 "child": self.children_sampled + len(rewards) - 1, "trial": trial.number, "step": step,
                 "reward": reward, "state": trial.state.name, "architecture": self.space.to_json(arch),
-                "params": trial.user_attrs.get("params"),
+                "params": trial.user_attrs.get("params"), "train_seconds": trial.user_attrs.get("train_seconds"),
                 **{k: trial.user_attrs[k] for k in ("val_acc", "val_ppl") if k in trial.user_attrs},
             }
             self.history.append(record)
@@ -308,6 +309,8 @@ class ChildSearch(pl.LightningModule):
         )
 
     def _plot_history(self, path: Path) -> None:
+        """Child rewards and the best so far against children evaluated and, when every child reports its
+        training seconds (real, or simulated by a tabular benchmark), against their running sum."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -319,12 +322,16 @@ class ChildSearch(pl.LightningModule):
         for y in ys:
             best = max(best, y)
             running.append(best)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.scatter(xs, ys, s=10, alpha=0.6, label="child reward")
-        ax.plot(xs, running, color="C1", label="best so far")
-        ax.set_xlabel("children sampled")
-        ax.set_ylabel(f"reward ({self.hparams.reward})")
-        ax.legend(loc="lower right")
+        seconds = [h.get("train_seconds") for h in self.history]
+        timed = bool(seconds) and all(isinstance(t, (int, float)) for t in seconds)
+        fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 3.5), squeeze=False)
+        clock = list(itertools.accumulate(seconds)) if timed else []
+        for ax, x, label in zip(axes[0], (xs, clock), ("children evaluated", "training seconds, summed")):
+            ax.scatter(x, ys, s=10, alpha=0.6, label="child reward")
+            ax.plot(x, running, color="C1", label="best so far")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"reward ({self.hparams.reward})")
+            ax.legend(loc="lower right")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
