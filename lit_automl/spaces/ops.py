@@ -304,6 +304,13 @@ def _conv_1x7_7x1(C: int, stride: int, affine: bool) -> nn.Module:
     return FactorizedConv(C, 7, stride, affine)
 
 
+@register_op("conv_7x1_1x7")
+def _conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:
+    # The DARTS-family repositories' name for the same op (their ``OPS['conv_7x1_1x7']``: a 1x7 then a 7x1
+    # convolution, one BN), which their AmoebaNet genotype uses.
+    return FactorizedConv(C, 7, stride, affine)
+
+
 @register_op("dilated_conv_3x3")
 def _dilated_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
     # A full (not separable) 3x3 convolution; the paper does not give the rate, 2 is ours

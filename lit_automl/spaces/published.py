@@ -138,6 +138,27 @@ _ENAS = Genotype(
     reduce_concat=[2, 4, 5, 6],
 )
 
+# AmoebaNet-A (Real et al., AAAI 2019, Fig. 4), as the DARTS-family repositories list it (quark0/darts
+# cnn/genotypes.py "AmoebaNet"): five-node cells whose concat lists skip the nodes read by others.
+_AMOEBANET_A = Genotype(
+    normal=[
+        ("avg_pool_3x3", 0), ("max_pool_3x3", 1),
+        ("sep_conv_3x3", 0), ("sep_conv_5x5", 2),
+        ("sep_conv_3x3", 0), ("avg_pool_3x3", 3),
+        ("sep_conv_3x3", 1), ("skip_connect", 1),
+        ("skip_connect", 0), ("avg_pool_3x3", 1),
+    ],
+    normal_concat=[4, 5, 6],
+    reduce=[
+        ("avg_pool_3x3", 0), ("sep_conv_3x3", 1),
+        ("max_pool_3x3", 0), ("sep_conv_7x7", 2),
+        ("sep_conv_7x7", 0), ("avg_pool_3x3", 1),
+        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
+        ("conv_7x1_1x7", 0), ("sep_conv_3x3", 5),
+    ],
+    reduce_concat=[3, 4, 6],
+)
+
 PUBLISHED_GENOTYPES: dict[str, Genotype] = {
     "DARTS_V1": _DARTS_V1,
     "DARTS_V2": _DARTS_V2,
@@ -146,8 +167,10 @@ PUBLISHED_GENOTYPES: dict[str, Genotype] = {
     "PC_DARTS": _PC_DARTS,
     "NASNet_A": _NASNET_A,
     "ENAS": _ENAS,
+    "AmoebaNet_A": _AMOEBANET_A,
 }
-"""Published genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``; ``"NASNet_A"`` has 5 nodes per cell."""
+"""Published genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``; ``"NASNet_A"``, ``"ENAS"`` and
+``"AmoebaNet_A"`` have 5 nodes per cell."""
 
 
 # DARTS recurrent cells (Liu et al., ICLR 2019, Sec. 3.1.2, Penn Treebank), re-typed from the authors'

@@ -34,7 +34,7 @@ def test_darts_alias_and_names() -> None:
     assert {"DARTS", "DARTS_V1", "DARTS_V2"} <= set(PUBLISHED_GENOTYPES)
     for name, g in PUBLISHED_GENOTYPES.items():
         assert g.is_flat and g.all_add
-        assert g.steps == (5 if name in ("NASNet_A", "ENAS") else 4)  # NASNet and ENAS have B = 5 per cell
+        assert g.steps == (5 if name in ("NASNet_A", "ENAS", "AmoebaNet_A") else 4)  # B = 5 per cell for these
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_GENOTYPES))
@@ -90,3 +90,50 @@ def test_nasnet_a_is_published_with_the_reference_concat() -> None:
     assert g.flat_edges("normal")[:2] == (("sep_conv_5x5", 1), ("sep_conv_3x3", 0))
     assert g.flat_edges("reduce")[-2:] == (("sep_conv_3x3", 2), ("max_pool_3x3", 1))
 
+
+
+# The DARTS repositories' text form of AmoebaNet (quark0/darts cnn/genotypes.py), line breaks and all.
+AMOEBANET_TEXT = """Genotype(
+  normal = [
+    ('avg_pool_3x3', 0),
+    ('max_pool_3x3', 1),
+    ('sep_conv_3x3', 0),
+    ('sep_conv_5x5', 2),
+    ('sep_conv_3x3', 0),
+    ('avg_pool_3x3', 3),
+    ('sep_conv_3x3', 1),
+    ('skip_connect', 1),
+    ('skip_connect', 0),
+    ('avg_pool_3x3', 1),
+    ],
+  normal_concat = [4, 5, 6],
+  reduce = [
+    ('avg_pool_3x3', 0),
+    ('sep_conv_3x3', 1),
+    ('max_pool_3x3', 0),
+    ('sep_conv_7x7', 2),
+    ('sep_conv_7x7', 0),
+    ('avg_pool_3x3', 1),
+    ('max_pool_3x3', 0),
+    ('max_pool_3x3', 1),
+    ('conv_7x1_1x7', 0),
+    ('sep_conv_3x3', 5),
+  ],
+  reduce_concat = [3, 4, 6]
+)"""
+
+
+def test_amoebanet_a_is_published_as_the_darts_repositories_list_it_and_builds_at_the_papers_size() -> None:
+    import torch
+
+    from lit_automl.spaces.networks import NetworkCIFAR, count_parameters
+
+    g = get_genotype("AmoebaNet_A")
+    assert Genotype.parse(AMOEBANET_TEXT) == g
+    assert len(g.normal) == 5 and g.normal_concat == (4, 5, 6) and g.reduce_concat == (3, 4, 6)
+    net = NetworkCIFAR(g, C=36, num_classes=10, layers=20, auxiliary=False)  # N=6 -> 3N + 2 cells, F=36
+    n = count_parameters(net)
+    # Real et al. 2019, Table 1: AmoebaNet-A (N=6, F=36) 3.2M; on this library's (DARTS's) network: 3,145,078
+    assert n == 3_145_078 and abs(n - 3.2e6) / 3.2e6 < 0.02
+    net.eval()
+    assert net(torch.randn(2, 3, 32, 32))[0].shape == (2, 10)
