@@ -23,9 +23,10 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
+import torch
 from torch import nn
 
 from lit_automl._checks import check_choice, check_int, check_real
@@ -171,10 +172,10 @@ def check_trainer_kwargs(trainer_kwargs: Optional[Dict[str, Any]]) -> Dict[str, 
 
 def fit_child(module: pl.LightningModule, datamodule: pl.LightningDataModule, budget: int, *,
               callbacks: List[pl.Callback], run_dir: Optional[str], key: Optional[str],
-              trainer_kwargs: Dict[str, Any]) -> float:
+              trainer_kwargs: Dict[str, Any]) -> Tuple[float, torch.device]:
     """Train one child ``module`` for ``budget`` epochs on ``datamodule`` (quietly, CPU unless
     ``trainer_kwargs`` say otherwise, logged under ``<run_dir>/child_<key>`` when ``run_dir`` is given);
-    returns the seconds it took."""
+    returns the seconds it took and the device it trained on."""
     logger: Any = False
     if run_dir is not None:
         from pytorch_lightning.loggers import CSVLogger
@@ -187,7 +188,7 @@ def fit_child(module: pl.LightningModule, datamodule: pl.LightningDataModule, bu
     with _quiet_lightning():
         trainer = pl.Trainer(max_epochs=budget, callbacks=callbacks, logger=logger, **kwargs)
         trainer.fit(module, datamodule=datamodule)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, trainer.strategy.root_device
 
 
 class TrainingEvaluator(Evaluator):
@@ -273,8 +274,8 @@ class TrainingEvaluator(Evaluator):
             from lit_automl.callbacks import ScheduledDropPath
 
             callbacks.append(ScheduledDropPath(self.child_kwargs["drop_path_prob"], epochs=budget))
-        seconds = fit_child(module, self.datamodule, budget, callbacks=callbacks, run_dir=self.run_dir, key=key,
-                            trainer_kwargs=self.trainer_kwargs)
+        seconds, device = fit_child(module, self.datamodule, budget, callbacks=callbacks, run_dir=self.run_dir,
+                                    key=key, trainer_kwargs=self.trainer_kwargs)
         history = list(module.val_acc_history)
         if len(history) < 1:
             raise RuntimeError(
@@ -284,6 +285,7 @@ class TrainingEvaluator(Evaluator):
             )
         if not all(math.isfinite(a) for a in history):
             raise FloatingPointError(f"child validation accuracy is not finite: {history}")
+        costs = self.costs(network, device)
         return {
             "val_acc_history": history,
             "val_acc": history[-1],
@@ -291,4 +293,18 @@ class TrainingEvaluator(Evaluator):
             "params": count_parameters(network, exclude_auxiliary=False),
             "train_seconds": seconds,
             "epochs": budget,
+            **costs,
         }
+
+    def costs(self, network: nn.Module, device: torch.device) -> Dict[str, float]:
+        """FLOPs and latency (batch 1 and the training batch) of the trained child on the device it trained on
+        (:func:`~lit_automl.nas.model_metrics.network_costs`)."""
+        from lit_automl.nas.model_metrics import network_costs
+
+        batch = getattr(self.datamodule, "batch_size", None)
+        batch = batch if isinstance(batch, int) and batch > 0 else 1
+        network.to(device)
+        try:
+            return network_costs(network, (self.in_channels, self.image_size, self.image_size), batch)
+        finally:
+            network.cpu()

@@ -84,8 +84,8 @@ class LMTrainingEvaluator(Evaluator):
         self.datamodule.setup("fit")
         module = RetrainRNN(architecture, vocab_size=self.datamodule.vocab_size, **self.child_kwargs)
         record = _PerplexityHistory()
-        seconds = fit_child(module, self.datamodule, budget, callbacks=[record], run_dir=self.run_dir, key=key,
-                            trainer_kwargs=self.trainer_kwargs)
+        seconds, _ = fit_child(module, self.datamodule, budget, callbacks=[record], run_dir=self.run_dir, key=key,
+                               trainer_kwargs=self.trainer_kwargs)
         history = record.history
         if not history:
             raise RuntimeError(f"the child trained {budget} epoch(s) but recorded no validation perplexity: the "
