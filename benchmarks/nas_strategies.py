@@ -1,0 +1,227 @@
+#!/usr/bin/env python
+"""Search strategies on one budget: best validation accuracy found vs. evaluations (Real et al. 2019, Fig. 3).
+
+Every strategy searches the NAS-Bench-201 cell space (``NB201Space(C=8, N=1)``) with the children of
+``recipes/evolution_nb201_digits.yaml``: ``TrainingEvaluator`` on digits (``HoldoutDataModule(
+DigitsDataModule(batch_size=64), val_size=300)``), SGD lr 0.05, 3 epochs, reward ``"final"`` (the
+held-out accuracy at the end of training). Each search is a LightningModule fitted by
+``pl.Trainer(max_epochs=1, limit_train_batches=None)`` whose one epoch has ``children / children_per_step``
+steps, so every strategy evaluates the same number of children:
+
+* ``random``: ``RandomSearch``, 4 children per step (nothing is learnt between them);
+* ``evolution (aging)`` / ``evolution (no aging)``: ``RegularizedEvolution(aging=True / False)``,
+  1 child per step, population and tournament of the recipe (10 and 3; fewer founders below 20 children);
+* ``TPE``: ``SamplerSearch`` with ``optuna.samplers.TPESampler(seed, n_startup_trials)``, 1 child per step;
+* ``GP``: ``SamplerSearch`` with ``lit_automl.hpo.GPSampler(seed, n_startup_trials)`` (EI, Matérn 5/2), 1 per step;
+* ``RL (REINFORCE)``: ``RLSearch``, 4 children per controller update (the LSTM controller, 1 layer of
+  32 units, Adam lr 0.005, as ``benchmarks/rl_search.py``).
+
+Each (strategy, seed) runs in a fresh process (``_harness.run_worker``) with one torch thread, and
+its ``search.history`` gives the best-so-far curve. Printed: best-so-far held-out accuracy mean ± s.d.
+over seeds after 10 / 20 / 40 evaluations (those within ``--children``) and the median search
+seconds; saved: the mean curves (``--plot``). A last part times random search with the children
+evaluated in the search process (``n_workers=0``) vs. 2 local worker processes (``n_workers=2``,
+1 thread each) through the Optuna child queue.
+
+Usage::
+
+    python benchmarks/nas_strategies.py                          # 40 children, 5 seeds
+    python benchmarks/nas_strategies.py --children 24 --seeds 3
+    python benchmarks/nas_strategies.py --quick                  # 8 children, 1 seed: checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from _harness import describe_machine, fmt_mean_sd, format_table, run_worker, serve_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+STRATEGIES = ("random", "evolution (aging)", "evolution (no aging)", "TPE", "GP", "RL (REINFORCE)")
+PER_STEP = {"random": 4, "RL (REINFORCE)": 4}  # children per training step; 1 for the others
+CHECKPOINTS = (10, 20, 40)
+
+
+def _founders(children: int) -> int:
+    """Random founders of evolution and start-up trials of TPE / GP: the recipes' 10, fewer for short runs."""
+    return min(10, max(2, children // 2))
+
+
+def _evaluator(seed: int) -> Any:
+    from lit_automl.datamodules import DigitsDataModule, HoldoutDataModule
+    from lit_automl.nas import TrainingEvaluator
+    from lit_automl.spaces import NB201Space
+
+    return TrainingEvaluator(NB201Space(C=8, N=1),
+                             lambda: HoldoutDataModule(DigitsDataModule(batch_size=64), val_size=300), lr=0.05,
+                             seed=seed)
+
+
+def _search(strategy: str, seed: int, children: int, storage: str, **extra: Any) -> Any:
+    from lit_automl.nas import RandomSearch, RegularizedEvolution, RLSearch, SamplerSearch
+
+    per_step = PER_STEP.get(strategy, 1)
+    if children % per_step:
+        raise SystemExit(f"--children must be a multiple of {per_step} ({strategy} evaluates {per_step} per step)")
+    common = dict(budget=3, reward="final", children_per_step=per_step, steps_per_epoch=children // per_step,
+                  storage=storage, study_name="bench", seed=seed, **extra)
+    ev = _evaluator(seed)
+    founders = _founders(children)
+    if strategy == "random":
+        return RandomSearch(ev, **common)
+    if strategy.startswith("evolution"):
+        return RegularizedEvolution(ev, population_size=founders, sample_size=min(3, founders),
+                                    aging=strategy == "evolution (aging)", **common)
+    if strategy == "TPE":
+        from optuna.samplers import TPESampler
+
+        return SamplerSearch(ev, sampler=TPESampler(seed=seed, n_startup_trials=founders), **common)
+    if strategy == "GP":
+        from lit_automl.hpo import GPSampler
+
+        return SamplerSearch(ev, sampler=GPSampler(seed=seed, n_startup_trials=founders), **common)
+    if strategy == "RL (REINFORCE)":
+        return RLSearch(ev, algorithm="reinforce", hidden_size=32, num_layers=1, lr=0.005, **common)
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0) -> Dict[str, Any]:
+    """One search in this (fresh) process: its rewards in evaluation order and its wall time."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    import pytorch_lightning as pl
+
+    pl.seed_everything(seed, verbose=False)
+    with tempfile.TemporaryDirectory(prefix="nas_strategies_") as tmp:
+        extra = {"n_workers": n_workers, "threads_per_worker": 1} if n_workers else {}
+        search = _search(strategy, seed, children, f"sqlite:///{Path(tmp) / 'children.db'}", **extra)
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=None, accelerator="cpu", devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=tmp)
+        start = time.perf_counter()
+        trainer.fit(search)
+        seconds = time.perf_counter() - start
+    history = sorted(search.history, key=lambda h: h["child"])
+    return {"rewards": [float(h["reward"]) for h in history], "seconds": seconds}
+
+
+def _best_so_far(rewards: Sequence[float]) -> List[float]:
+    out, best = [], float("-inf")
+    for r in rewards:
+        best = max(best, r)
+        out.append(best)
+    return out
+
+
+def _env() -> Dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def part_search(strategies: Sequence[str], seeds: Sequence[int], children: int, plot: Optional[str]) -> None:
+    founders = _founders(children)
+    print(f"\n== best-so-far held-out accuracy vs. evaluations: NB201Space(C=8, N=1), digits, 3-epoch children, "
+          f"{children} children per run, seeds {list(seeds)}; {founders} founders / start-up trials ==")
+    curves: Dict[str, List[List[float]]] = {}
+    seconds: Dict[str, List[float]] = {}
+    for seed in seeds:
+        for strategy in strategies:
+            spec = {"strategy": strategy, "seed": seed, "children": children}
+            res = run_worker(__file__, spec, cwd=str(ROOT), env=_env())
+            if len(res["rewards"]) != children:
+                raise RuntimeError(f"{strategy} seed {seed} evaluated {len(res['rewards'])} children, not {children}")
+            curves.setdefault(strategy, []).append(_best_so_far(res["rewards"]))
+            seconds.setdefault(strategy, []).append(res["seconds"])
+            print(f"  seed {seed} {strategy}: best {max(res['rewards']):.4f}, mean {statistics.fmean(res['rewards']):.4f},"
+                  f" {res['seconds']:.1f} s", flush=True)
+    marks = [c for c in CHECKPOINTS if c <= children] + ([children] if children not in CHECKPOINTS else [])
+    rows = []
+    for strategy in strategies:
+        per_step = PER_STEP.get(strategy, 1)
+        rows.append([strategy, str(per_step), *(fmt_mean_sd([c[m - 1] for c in curves[strategy]]) for m in marks),
+                     f"{statistics.median(seconds[strategy]):.1f}"])
+    print("best-so-far held-out accuracy, mean ± s.d. over seeds")
+    print(format_table(["strategy", "children/step", *(f"after {m}" for m in marks), "median search s"], rows))
+    if plot:
+        _plot(curves, children, plot, len(seeds))
+
+
+def _plot(curves: Dict[str, List[List[float]]], children: int, path: str, n_seeds: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = list(range(1, children + 1))
+    for strategy, runs in curves.items():
+        ax.plot(xs, [statistics.fmean(c[i] for c in runs) for i in range(children)], label=strategy)
+    ax.set_xlabel("evaluations (children trained)")
+    ax.set_ylabel(f"best held-out accuracy so far (mean of {n_seeds} seeds)")
+    ax.set_title("NB201 cells (C=8, N=1) on digits, 3-epoch children")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
+def part_workers(children: int) -> None:
+    print(f"\n== random search throughput: {children} children (4 per step), 1 torch thread per process; "
+          "includes Trainer and worker start-up ==")
+    rows = []
+    for label, n in (("in the search process (n_workers=0)", 0), ("2 worker processes (n_workers=2)", 2)):
+        res = run_worker(__file__, {"strategy": "random", "seed": 0, "children": children, "n_workers": n},
+                         cwd=str(ROOT), env=_env())
+        rows.append([label, f"{res['seconds']:.1f}", f"{60 * len(res['rewards']) / res['seconds']:.1f}"])
+    print(format_table(["children evaluated", "search s", "evaluations/min"], rows))
+
+
+def _worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    return search_worker(**spec)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if serve_worker(argv, _worker):
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--children", type=int, default=40, help="children per search run (a multiple of 4)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--worker-children", type=int, default=8, help="children per run in the workers part")
+    parser.add_argument("--parts", nargs="+", choices=("search", "workers"), default=["search", "workers"])
+    parser.add_argument("--plot", default="runs/nas_strategies.png", help="where to save the curves ('' for none)")
+    parser.add_argument("--quick", action="store_true", help="8 children, 1 seed, 4 children in the workers part")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.children, args.seeds, args.worker_children = 8, 1, 4
+    if args.children < 4 or args.children % 4:
+        parser.error(f"--children must be a positive multiple of 4, got {args.children}")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    print(describe_machine())
+    start = time.perf_counter()
+    if "search" in args.parts:
+        part_search(args.strategies, list(range(args.seeds)), args.children, args.plot or None)
+    if "workers" in args.parts:
+        part_workers(args.worker_children)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
