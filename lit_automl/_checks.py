@@ -26,6 +26,7 @@ __all__ = [
     "ArgumentTypeError",
     "UnknownNameError",
     "check_bool",
+    "check_power_of_two",
     "check_choice",
     "check_int",
     "check_real",
@@ -77,6 +78,15 @@ def check_int(name: str, value: Any, *, low: Optional[int] = None, high: Optiona
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return int(value)
+
+
+def check_power_of_two(name: str, value: Any, *, low: int = 1, allowed: Optional[str] = None) -> int:
+    """``value`` as an ``int`` that is a power of 2 and at least ``low`` (tree leaves, halvings)."""
+    allowed = allowed or f"a power of 2 >= {low}"
+    value = check_int(name, value, low=low, allowed=allowed)
+    if value & (value - 1):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
 
 
 def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,

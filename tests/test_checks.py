@@ -123,3 +123,17 @@ def test_check_sequence_quotes_the_whole_value():
         check_sequence("layers", (), positive, allowed="ints >= 1", min_len=1)
     with pytest.raises(ArgumentTypeError, match=r"^layers must be a sequence of ints >= 1, got '34'$"):
         check_sequence("layers", "34", positive, allowed="ints >= 1")
+
+
+def test_check_power_of_two_accepts_powers_and_names_the_rest():
+    from lit_automl._checks import check_power_of_two
+
+    assert [check_power_of_two("base", v, low=2) for v in (2, 4, 8, 1024)] == [2, 4, 8, 1024]
+    for bad in (3, 6, 12):
+        with pytest.raises(ValueError, match=rf"^base must be a power of 2 >= 2, got {bad}$"):
+            check_power_of_two("base", bad, low=2)
+    with pytest.raises(ValueError, match=r"^base must be leaves of the tree, got 1$"):
+        check_power_of_two("base", 1, low=2, allowed="leaves of the tree")
+    with pytest.raises(TypeError, match=r"base must be a power of 2 >= 1, got 2.0"):
+        check_power_of_two("base", 2.0)
+

@@ -21,7 +21,7 @@ from lit_automl._checks import check_int
 from lit_automl.spaces.cells import EdgePrimitives, edge_primitive_lists
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.geometry import CELL_TYPES, node_edge_slices, num_search_edges, output_concat
-from lit_automl.spaces.op_names import RECURRENT_OP_NAMES, get_recurrent_op_set
+from lit_automl.spaces.op_names import resolve_recurrent_primitives
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype, num_recurrent_edges, recurrent_edge_slices
 
 Nodes = List[Tuple[Tuple[str, int], ...]]
@@ -77,12 +77,7 @@ def derive_recurrent(weights: torch.Tensor, primitives: Union[str, Sequence[str]
     that edge's strongest non-``none`` activation; the output averages every node (``range(1, steps + 1)``).
     """
     steps = check_int("steps", steps, low=1, hint="nodes of the recurrent cell")
-    names = get_recurrent_op_set(primitives) if isinstance(primitives, str) else tuple(primitives)
-    unknown = sorted({str(n) for n in names if n not in RECURRENT_OP_NAMES})
-    if not names or unknown or len(set(names)) != len(names):
-        raise ValueError(f"primitives must be a recurrent op-set name or a non-empty list of unique recurrent op "
-                         f"names from {sorted(RECURRENT_OP_NAMES)}, got {list(names)!r}"
-                         + (f" (unknown: {unknown})" if unknown else ""))
+    names = resolve_recurrent_primitives(primitives)
     nodes = _strongest_edges(weights, [names] * num_recurrent_edges(steps), recurrent_edge_slices(steps), 1,
                              f"a {steps}-node recurrent cell")
     return RecurrentGenotype(recurrent=[node[0] for node in nodes], concat=range(1, steps + 1))

@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from lit_automl._checks import check_bool, check_choice, check_int
+from lit_automl._checks import check_bool, check_choice, check_int, check_power_of_two
 from lit_automl.spaces.decisions import Decision, DecisionSpace, check_tokens, read_json_record
 from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE
 
@@ -65,11 +65,7 @@ TREE_ACTIVATIONS: Tuple[str, ...] = ("identity", "tanh", "sigmoid", "relu")  # t
 _COMBINE: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {"add": torch.add, "mul": torch.mul}
 
 
-def _check_base(base: int) -> int:
-    base = check_int("base", base, low=2, allowed="a power of 2 >= 2 (leaves of the tree)")
-    if base & (base - 1):
-        raise ValueError(f"base must be a power of 2 >= 2 (leaves of the tree), got {base}")
-    return base
+BASE_ALLOWED = "a power of 2 >= 2 (leaves of the tree)"
 
 
 def _num_nodes(base: int) -> int:
@@ -120,7 +116,7 @@ class TreeCell:
 
 def tree_cell_decisions(base: int = 8) -> List[Decision]:
     """The controller's decisions for a base-``base`` tree cell, in token order (module docstring)."""
-    base = _check_base(base)
+    base = check_power_of_two("base", base, low=2, allowed=BASE_ALLOWED)
     n = _num_nodes(base)
     out: List[Decision] = []
     for k in range(n):
@@ -249,7 +245,7 @@ class NASRLCellSpace(DecisionSpace):
     Its children are language-model cells: :class:`~lit_automl.nas.LMTrainingEvaluator` trains them."""
 
     def __init__(self, base: int = 8) -> None:
-        self.base = _check_base(base)
+        self.base = check_power_of_two("base", base, low=2, allowed=BASE_ALLOWED)
         self._decisions = tree_cell_decisions(self.base)
 
     def __repr__(self) -> str:

@@ -8,12 +8,13 @@ importing torch. :mod:`lit_automl.spaces.ops` builds every name listed here, and
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Set, Tuple, Type
+from typing import Dict, Iterable, Sequence, Set, Tuple, Type, Union
 
 from lit_automl._checks import UnknownNameError, lookup
 
 __all__ = ["DARTS_OPS", "DARTS_RNN_OPS", "ENAS_OPS", "NASNET_OPS", "OP_NAMES", "OP_SETS", "RECURRENT_OP_NAMES", "RECURRENT_OP_SETS",
-           "check_op_names", "get_recurrent_op_set"]
+           "check_op_names", "get_recurrent_op_set",
+           "resolve_recurrent_primitives"]
 
 DARTS_OPS: Tuple[str, ...] = (
     "none",
@@ -90,6 +91,23 @@ def get_recurrent_op_set(name: str) -> Tuple[str, ...]:
     """The recurrent candidate list registered as ``name`` in :data:`RECURRENT_OP_SETS` (e.g. ``"darts_rnn"``);
     an unknown name raises :class:`UnknownNameError` listing the valid ones."""
     return lookup(RECURRENT_OP_SETS, name, "recurrent op set")
+
+
+def resolve_recurrent_primitives(primitives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """The column names of a recurrent cell's architecture weights: a recurrent op-set name
+    (:func:`get_recurrent_op_set`) or a non-empty list of unique names from :data:`RECURRENT_OP_NAMES`."""
+    if isinstance(primitives, str):
+        return get_recurrent_op_set(primitives)
+    names = tuple(primitives)
+    valid = sorted(RECURRENT_OP_NAMES)
+    unknown = sorted(str(n) for n in set(names) - RECURRENT_OP_NAMES)
+    if unknown:
+        raise ValueError(f"primitives: unknown recurrent op(s) {', '.join(map(repr, unknown))}; valid names are: "
+                         f"{valid}; got {list(names)!r} (unknown: {unknown})")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"primitives must be a recurrent op-set name or a non-empty list of unique recurrent op names "
+                         f"from {valid}, got {list(names)!r}")
+    return names
 
 
 # --------------------------------------------------------------------------- NAS-Bench-201

@@ -36,26 +36,11 @@ from torch import Tensor, nn
 
 from lit_automl._checks import check_bool, check_int
 from lit_automl.spaces.derive import derive_recurrent
-from lit_automl.spaces.op_names import RECURRENT_OP_NAMES, get_recurrent_op_set
+from lit_automl.spaces.op_names import resolve_recurrent_primitives
 from lit_automl.spaces.recurrent import ACTIVATIONS, INIT_RANGE, check_dropout, unroll
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype, num_recurrent_edges, recurrent_edge_slices
 
 __all__ = ["DartsRecurrentSearchCell"]
-
-
-def _check_primitives(primitives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
-    """The column names: a recurrent op-set name or a list of unique recurrent op names with an activation."""
-    if isinstance(primitives, str):
-        return get_recurrent_op_set(primitives)
-    names = tuple(primitives)
-    valid = sorted(RECURRENT_OP_NAMES)
-    unknown = sorted({repr(n) for n in names if n not in RECURRENT_OP_NAMES})
-    if unknown:
-        raise ValueError(f"primitives: unknown recurrent op(s) {', '.join(unknown)}; valid names are: {valid}")
-    if len(set(names)) != len(names) or not set(names) - {"none"}:
-        raise ValueError(f"primitives must be unique recurrent op names from {valid} with at least one activation "
-                         f"(not only 'none'), got {list(names)!r}")
-    return names
 
 
 class DartsRecurrentSearchCell(nn.Module):
@@ -76,7 +61,10 @@ class DartsRecurrentSearchCell(nn.Module):
         self.nhid = check_int("nhid", nhid, low=1)
         self.steps = check_int("steps", steps, low=2, hint="nodes of the search cell; a node needs a choice of "
                                "predecessor")
-        self.primitives = _check_primitives(primitives)
+        self.primitives = resolve_recurrent_primitives(primitives)
+        if not set(self.primitives) - {"none"}:
+            raise ValueError(f"primitives must be unique recurrent op names with at least one activation (not only "
+                             f"'none'): a search cell of only 'none' computes nothing, got {list(self.primitives)!r}")
         self.dropout_h = check_dropout("dropout_h", dropout_h)
         self.dropout_x = check_dropout("dropout_x", dropout_x)
         self.bn = nn.BatchNorm1d(nhid, affine=False) if check_bool("batch_norm", batch_norm) else None

@@ -146,3 +146,14 @@ def test_dilated_conv_on_a_reduction_edge_convolves_only_the_inputs_it_reads(mon
 def test_dil_conv_refuses_a_padding_that_changes_the_size():
     with pytest.raises(ValueError, match="padding must be 4 for kernel 5 at dilation 2, got 2"):
         DilConv(4, 4, 5, 1, 2, 2)
+
+
+def test_resolve_recurrent_primitives_takes_a_set_name_or_unique_known_names():
+    from lit_automl.spaces.op_names import DARTS_RNN_OPS, resolve_recurrent_primitives
+
+    assert resolve_recurrent_primitives("darts_rnn") == DARTS_RNN_OPS
+    assert resolve_recurrent_primitives(["none", "tanh"]) == ("none", "tanh")
+    with pytest.raises(ValueError, match=r"unknown recurrent op\(s\) 'gelu'; valid names are"):
+        resolve_recurrent_primitives(["tanh", "gelu"])
+    with pytest.raises(ValueError, match=r"non-empty list of unique recurrent op names .*got \['tanh', 'tanh'\]"):
+        resolve_recurrent_primitives(["tanh", "tanh"])
