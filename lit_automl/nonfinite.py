@@ -7,7 +7,7 @@ from typing import Any, Iterator, List, Mapping, Tuple
 
 import torch
 
-__all__ = ["non_finite_tensors", "nonfinite_count"]
+__all__ = ["check_finite_losses", "non_finite_tensors", "nonfinite_count"]
 
 
 def nonfinite_count(x: torch.Tensor) -> int:
@@ -15,6 +15,16 @@ def nonfinite_count(x: torch.Tensor) -> int:
     if not torch.is_floating_point(x):
         return 0
     return int((~torch.isfinite(x)).sum())
+
+
+def check_finite_losses(what: str, losses: Mapping[str, torch.Tensor], fix: str) -> None:
+    """Stop a run whose ``losses`` (scalars by name) are not all finite: ``FloatingPointError`` saying ``what``
+    diverged, every loss's value, and ``fix`` (the settings to lower). One host sync when all are finite."""
+    values = list(losses.values())
+    if bool(torch.isfinite(torch.stack([v.detach().reshape(()) for v in values])).all()):
+        return
+    listed = ", ".join(f"{name} {float(v)}" for name, v in losses.items())
+    raise FloatingPointError(f"{what}: {listed}; {fix}")
 
 
 def _tensors(value: Any, path: str) -> Iterator[Tuple[str, torch.Tensor]]:

@@ -62,6 +62,7 @@ from torch.func import functional_call
 from lit_automl._checks import check_bool, check_int, check_real, check_sequence
 from lit_automl.nas.bilevel import BilevelGradient, architecture_gradient, clip_total_norm
 from lit_automl.nas.lm_training import LMTraining, carried
+from lit_automl.nonfinite import check_finite_losses
 from lit_automl.spaces.derive import derive_recurrent, edge_entropy
 from lit_automl.spaces.recurrent import LMOutput, RecurrentLM, check_dropout
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
@@ -255,7 +256,11 @@ class DARTSRecurrent(LMTraining):
         with self.cell_weights(self.edge_weights()[0].detach()):
             out = self.model(train["data"], train_hidden)
         loss, nll = self.lm_loss(out, train["target"])
-        self._check_finite(nll, result.val_loss, batch_idx)
+        check_finite_losses(
+            f"{type(self).__name__} search diverged at epoch {self.current_epoch}, batch {batch_idx}",
+            {"training NLL": nll, "architecture NLL": result.val_loss},
+            f"lower lr={self.hparams.lr} or clip={self.hparams.clip}, or keep batch_norm=True (the search cell's "
+            "states grow without it)")
         self._hidden = out.hidden.detach()
         self.sgd_step(w_opt, loss + 0.0 * self.arch_alpha.sum(), lr_scale)
 
@@ -263,15 +268,6 @@ class DARTSRecurrent(LMTraining):
         self.log("train/loss", nll.detach(), prog_bar=True, batch_size=tokens)
         self.log("search/arch_loss", result.val_loss, batch_size=val["target"].numel())
         return nll.detach()
-
-    def _check_finite(self, nll: Tensor, arch_loss: Tensor, batch_idx: int) -> None:
-        """Stop a diverged search, saying which loss went non-finite and what to lower."""
-        if torch.isfinite(nll) and torch.isfinite(arch_loss):
-            return
-        raise FloatingPointError(
-            f"{type(self).__name__} search diverged at epoch {self.current_epoch}, batch {batch_idx}: training NLL "
-            f"{nll.item()}, architecture NLL {arch_loss.item()}; lower lr={self.hparams.lr} or clip="
-            f"{self.hparams.clip}, or keep batch_norm=True (the search cell's states grow without it)")
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

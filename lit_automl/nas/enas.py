@@ -70,6 +70,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lit_automl._checks import ArgumentTypeError, check_bool, check_int, check_real
 from lit_automl.distributed import all_reduce_mean
 from lit_automl.nas.enas_policy import OMEGA, ENASPolicyMixin, skip_penalty
+from lit_automl.nonfinite import check_finite_losses
 from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.decisions import ActionSeq, SequentialSpace
 from lit_automl.spaces.enas_macro import ENASMacroSpace
@@ -234,10 +235,8 @@ class ENAS(ENASPolicyMixin, pl.LightningModule):
         x, y = train
         logits = self.child_logits(x, tokens)
         loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"ENAS: the shared weights diverged (training loss {loss.item()} at epoch "
-                                     f"{self.current_epoch}, batch {batch_idx}); lower w_lr={self.hparams.w_lr} "
-                                     f"or grad_clip={self.hparams.grad_clip}")
+        check_finite_losses(f"ENAS: the shared weights diverged at epoch {self.current_epoch}, batch {batch_idx}",
+                            {"training loss": loss}, f"lower w_lr={self.hparams.w_lr} or grad_clip={self.hparams.grad_clip}")
         w_opt.zero_grad()
         self.manual_backward(loss)
         if self.hparams.grad_clip > 0:

@@ -37,6 +37,7 @@ from lit_automl.distributed import all_reduce_mean
 from lit_automl.nas.enas import check_find_unused
 from lit_automl.nas.enas_policy import OMEGA, ENASPolicyMixin
 from lit_automl.nas.lm_training import LMTraining, carried
+from lit_automl.nonfinite import check_finite_losses
 from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.decisions import ActionSeq
 from lit_automl.spaces.enas_rnn import ENASRecurrentSpace
@@ -184,10 +185,9 @@ class ENASRecurrent(ENASPolicyMixin, LMTraining):
         tokens = self.sample_children(1, self.search_steps, OMEGA)[0][0]
         out = self.run_child(tokens, train["data"], self._hidden)
         loss, nll = self.lm_loss(out, train["target"])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"ENASRecurrent: the shared weights diverged (training loss {loss.item()} at "
-                                     f"epoch {self.current_epoch}, batch {batch_idx}); lower lr={self.hparams.lr} "
-                                     f"or clip={self.hparams.clip}")
+        check_finite_losses(f"ENASRecurrent: the shared weights diverged at epoch {self.current_epoch}, batch "
+                            f"{batch_idx}", {"training loss": loss},
+                            f"lower lr={self.hparams.lr} or clip={self.hparams.clip}")
         self._hidden = out.hidden.detach()
         self.sgd_step(w_opt, loss, float(train["lr_scale"]) * self.lr_factor())
 

@@ -576,3 +576,10 @@ def test_the_search_runs_on_a_gpu_as_on_the_cpu(tmp_path):
         assert m.search_steps == 3 and m.best_tokens is not None
         children[accelerator] = rec.children
     assert len(children["gpu"]) == len(children["cpu"]) == 3 * 2 + 3
+
+
+def test_diverged_shared_weights_stop_with_the_loss_and_the_settings_to_lower(tmp_path):
+    m = enas(macro(), w_lr=1e9, grad_clip=0)
+    with pytest.raises(FloatingPointError, match=r"ENAS: the shared weights diverged at epoch \d+, batch \d+: "
+                                                 r"training loss (nan|inf); lower w_lr=1000000000.0 or grad_clip=0"):
+        fit(m, tmp_path, batches=20, epochs=3)
