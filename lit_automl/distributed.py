@@ -7,7 +7,7 @@ gradients) must be averaged over ranks explicitly, or the ranks drift apart.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 import torch
 import torch.distributed as dist
@@ -48,3 +48,14 @@ def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         out.append(flat[start : start + t.numel()].view_as(t))
         start += t.numel()
     return out
+
+
+def require_find_unused_parameters(model: Any, reason: str) -> None:
+    """Refuse a ``DistributedDataParallel`` ``model`` (a strategy's wrapped module; anything else passes) without
+    ``find_unused_parameters``: a method whose steps leave parameters unused (``reason`` says why) would
+    make DDP wait for their gradients forever."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+        raise ValueError(f"{reason}: DDP needs find_unused_parameters=True "
+                         "(strategy='ddp_find_unused_parameters_true' or DDPStrategy(find_unused_parameters=True))")

@@ -65,10 +65,9 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 
 from lit_automl._checks import ArgumentTypeError, check_bool, check_int, check_real
-from lit_automl.distributed import all_reduce_mean
+from lit_automl.distributed import all_reduce_mean, require_find_unused_parameters
 from lit_automl.nas.enas_policy import OMEGA, ENASPolicyMixin, skip_penalty
 from lit_automl.nonfinite import check_finite_losses
 from lit_automl.rng import load_rng_states, save_rng_states
@@ -78,7 +77,7 @@ from lit_automl.spaces.enas_micro import ENASMicroSpace
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.networks import batch_statistics
 
-__all__ = ["ENAS", "ENAS_SPACE_DEFAULTS", "check_find_unused", "skip_penalty"]
+__all__ = ["ENAS", "ENAS_SPACE_DEFAULTS", "skip_penalty"]
 
 ENAS_SPACE_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "micro": {"tanh_constant": 1.1, "op_tanh_reduce": 2.5, "temperature": None, "entropy_weight": 1e-4,
@@ -101,15 +100,6 @@ def space_kind(space: Any) -> str:
         raise ArgumentTypeError(f"space must be one of {[cls.__name__ for cls in SPACES]} (lit_automl.spaces), "
                                 f"got {type(space).__name__}: {space!r}{hint}")
     return kind
-
-
-def check_find_unused(module: pl.LightningModule) -> None:
-    """Refuse DDP without ``find_unused_parameters``: a child runs only its own ops, so parameters go unused."""
-    model = module.trainer.strategy.model
-    if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-        raise ValueError(f"{type(module).__name__} runs one child's ops per step, so parameters go unused: DDP needs "
-                         "find_unused_parameters=True (strategy='ddp_find_unused_parameters_true' or "
-                         "DDPStrategy(find_unused_parameters=True))")
 
 
 class ENAS(ENASPolicyMixin, pl.LightningModule):
@@ -298,7 +288,8 @@ class ENAS(ENASPolicyMixin, pl.LightningModule):
         return [w_opt, self.controller_optimizer()], [{"scheduler": sched, "interval": "epoch"}]
 
     def on_fit_start(self) -> None:
-        check_find_unused(self)
+        require_find_unused_parameters(self.trainer.strategy.model, f"{type(self).__name__} runs one child's ops "
+                                       "per step, so parameters go unused")
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         save_rng_states(checkpoint)

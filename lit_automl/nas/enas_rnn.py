@@ -33,8 +33,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
 from lit_automl._checks import ArgumentTypeError, check_int, check_real
-from lit_automl.distributed import all_reduce_mean
-from lit_automl.nas.enas import check_find_unused
+from lit_automl.distributed import all_reduce_mean, require_find_unused_parameters
 from lit_automl.nas.enas_policy import OMEGA, ENASPolicyMixin
 from lit_automl.nas.lm_training import LMTraining, carried
 from lit_automl.nonfinite import check_finite_losses
@@ -228,7 +227,8 @@ class ENASRecurrent(ENASPolicyMixin, LMTraining):
         return [w_opt, self.controller_optimizer()]
 
     def on_fit_start(self) -> None:
-        check_find_unused(self)
+        require_find_unused_parameters(self.trainer.strategy.model, f"{type(self).__name__} runs one child's ops "
+                                       "per step, so parameters go unused")
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         save_rng_states(checkpoint)

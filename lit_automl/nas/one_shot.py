@@ -45,10 +45,9 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from lit_automl._checks import check_bool, check_choice, check_int, check_real
-from lit_automl.distributed import all_reduce_sum, world_size
+from lit_automl.distributed import all_reduce_sum, require_find_unused_parameters, world_size
 from lit_automl.distributed import rank as dist_rank
 from lit_automl.nas.supernet import Backward, SupernetSearch
 from lit_automl.rng import keyed_generator
@@ -433,12 +432,8 @@ class OneShot(SupernetSearch):
     # ------------------------------------------------------------------ Lightning hooks
 
     def on_fit_start(self) -> None:
-        model = self.trainer.strategy.model
-        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-            raise ValueError(
-                "OneShot drops paths, so parameters go unused in a step: DDP needs find_unused_parameters=True "
-                "(strategy='ddp_find_unused_parameters_true' or DDPStrategy(find_unused_parameters=True))"
-            )
+        require_find_unused_parameters(self.trainer.strategy.model,
+                                       "OneShot drops paths, so parameters go unused in a step")
 
     def epoch_metrics(self) -> Dict[str, Any]:
         return {"one_shot/drop_rate": self.drop_rate_at(max(0, self.global_step - 1))}
