@@ -69,6 +69,7 @@ from torch import Tensor
 from lit_automl._checks import ArgumentTypeError, check_bool, check_int, check_real
 from lit_automl.distributed import all_reduce_mean, require_find_unused_parameters
 from lit_automl.nas.enas_policy import OMEGA, ENASPolicyMixin, skip_penalty
+from lit_automl.nas.supernet import log_classification
 from lit_automl.nonfinite import check_finite_losses
 from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.decisions import ActionSeq, SequentialSpace
@@ -266,9 +267,7 @@ class ENAS(ENASPolicyMixin, pl.LightningModule):
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         x, y = batch
-        logits = self.child_logits(x, self.best_architecture_tokens())
-        self.log_dict({f"{stage}/loss": F.cross_entropy(logits, y), f"{stage}/acc": (logits.argmax(-1) == y).float().mean()},
-                      prog_bar=stage == "val", sync_dist=True, batch_size=len(y))
+        log_classification(self, self.child_logits(x, self.best_architecture_tokens()), y, stage)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -47,14 +47,9 @@ class RLSearch(ChildSearch):
         baseline_decay, entropy_weight: the policy-gradient update
             (:mod:`~lit_automl.nas.policy_gradient`); ``clip_epsilon`` and ``ppo_epochs`` for PPO.
         steps_per_epoch: controller steps per Lightning epoch.
-        storage: Optuna storage URL of the child study (``None``: SQLite in the run folder).
-        study_name: the child study's name (``None``: the class name in lower case).
-        n_workers: local worker processes evaluating children (0: this process evaluates them).
-        threads_per_worker: torch threads in each local worker (``None``: torch's default).
-        child_timeout: seconds to wait for one step's children before failing the search.
-        on_child_failure: ``"raise"`` stops the search with the child's error; ``"zero"`` gives a
-            failed child reward 0 and logs a warning with the reason.
-        seed: seed of the controller's sampling.
+        seed: seed of the controller's sampling and of its initial weights.
+        storage, study_name, n_workers, threads_per_worker, child_timeout, on_child_failure: the child record's
+            (:class:`~lit_automl.nas.child_search.ChildSearch`).
     """
 
     checkpoint_key = "rl_search"

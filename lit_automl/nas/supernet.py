@@ -33,7 +33,7 @@ from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.geometry import CELL_TYPES
 from lit_automl.spaces.networks import AUTO_RECOMPUTE_ELEMENTS, make_supernet
 
-__all__ = ["AUTO_MEMORY_FORMAT", "MEMORY_FORMATS", "SupernetSearch", "auto_memory_format"]
+__all__ = ["AUTO_MEMORY_FORMAT", "MEMORY_FORMATS", "SupernetSearch", "auto_memory_format", "log_classification"]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 Backward = Callable[[torch.Tensor], None]
@@ -61,6 +61,13 @@ def _same_setting(value: Any, default: Any) -> bool:
     if isinstance(default, tuple) and isinstance(value, (list, tuple)):
         return tuple(value) == default
     return bool(value == default)
+
+
+def log_classification(module: pl.LightningModule, logits: torch.Tensor, y: torch.Tensor, stage: str) -> None:
+    """Log ``<stage>/loss`` (cross-entropy) and ``<stage>/acc`` of a validation or test batch, averaged over
+    ranks; validation's in the progress bar."""
+    module.log_dict({f"{stage}/loss": F.cross_entropy(logits, y), f"{stage}/acc": (logits.argmax(-1) == y).float().mean()},
+                    prog_bar=stage == "val", sync_dist=True, batch_size=len(y))
 
 
 class SupernetSearch(pl.LightningModule):
@@ -425,9 +432,7 @@ class SupernetSearch(pl.LightningModule):
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         x, y = self.plain_batch(batch)
-        logits = self.evaluation_logits(x, stage)
-        self.log_dict({f"{stage}/loss": F.cross_entropy(logits, y), f"{stage}/acc": (logits.argmax(-1) == y).float().mean()},
-                      prog_bar=stage == "val", sync_dist=True, batch_size=len(y))
+        log_classification(self, self.evaluation_logits(x, stage), y, stage)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -27,7 +27,7 @@ drop-path during the search.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from lit_automl.spaces.networks import check_image_input, reduction_layers
 from lit_automl.spaces.op_names import ENAS_OPS
 from lit_automl.spaces.ops import FactorizedReduce, ReLUConvBN
 
-__all__ = ["ENASMicroCell", "ENASMicroSupernet", "cell_edge_weights"]
+__all__ = ["ENASMicroCell", "ENASMicroSupernet", "cell_edge_weights", "edge_plan"]
 
 Nodes = Sequence[Sequence[Tuple[str, int]]]
 
@@ -57,6 +57,13 @@ def cell_edge_weights(nodes: Nodes, num_nodes: int, ops: Sequence[str] = ENAS_OP
         for op, j in node:
             weights[slices[b].start + j, ops.index(op)] += 1.0
     return weights
+
+
+def edge_plan(nodes: Nodes, num_nodes: int, like: torch.Tensor) -> Tuple[torch.Tensor, List[List[bool]]]:
+    """``(weights, active)`` of a child's cell: :func:`cell_edge_weights` on ``like``'s device and dtype and
+    which of them are non-zero (a host list, so the mixed edges run only those ops without a device sync)."""
+    counts = cell_edge_weights(nodes, num_nodes)  # [num_edges, num_ops], on the CPU
+    return counts.to(device=like.device, dtype=like.dtype), (counts != 0).tolist()
 
 
 class ENASMicroCell(nn.Module):
@@ -74,13 +81,14 @@ class ENASMicroCell(nn.Module):
         nn.init.kaiming_uniform_(self.out_weight.view(-1, C), a=math.sqrt(5))
         self.out_bn = BatchNorm2d(C, affine=False)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, nodes: Nodes) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, nodes: Nodes,
+                plan: Optional[Tuple[torch.Tensor, List[List[bool]]]] = None) -> torch.Tensor:
+        """``plan``: the child's ``(edge weights, active flags)`` (:func:`edge_plan`), made once per forward by
+        the supernet for all cells of a type; computed here when not given."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         if self.reduce_inputs is not None:
             states = [reduce(s) for reduce, s in zip(self.reduce_inputs, states)]
-        counts = cell_edge_weights(nodes, self.num_nodes)  # [num_edges, num_ops], on the CPU
-        active = (counts != 0).tolist()
-        weights = counts.to(device=states[0].device, dtype=states[0].dtype)
+        weights, active = plan if plan is not None else edge_plan(nodes, self.num_nodes, states[0])
         for b, edges in enumerate(node_edge_slices(self.num_nodes)):
             out = None
             for j in sorted({j for _, j in nodes[b]}):  # each input the node reads, both branches at once
@@ -88,7 +96,7 @@ class ENASMicroCell(nn.Module):
                 out = h if out is None else out + h
             states.append(out)
         loose = list(unused_states(nodes))
-        w = torch.cat([self.out_weight[i] for i in loose], dim=1)  # [C, len(loose) * C]
+        w = self.out_weight[loose].transpose(0, 1).reshape(self.out_weight.shape[1], -1)  # [C, len(loose) * C]
         x = F.relu(torch.cat([states[i] for i in loose], dim=1))
         return self.out_bn(F.conv2d(x, w[:, :, None, None]))
 
@@ -131,6 +139,9 @@ class ENASMicroSupernet(nn.Module):
             raise ValueError(f"the child has {len(genotype.normal)} normal and {len(genotype.reduce)} reduction nodes; "
                              f"this supernet has num_nodes={self.num_nodes}")
         s0 = s1 = self.stem(x)
+        plans = {cell: edge_plan(nodes, self.num_nodes, s0) for cell, nodes in (("normal", genotype.normal),
+                                                                                ("reduce", genotype.reduce))}
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, genotype.reduce if cell.reduction else genotype.normal)
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, getattr(genotype, kind), plans[kind])
         return self.classifier(self.dropout(F.relu(s1).mean((2, 3))))
