@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from lit_automl._checks import check_bool, check_int
 
-from .download import fetch_verified
+from .download import check_md5, fetch_verified
 from .sampling import SeededTrainValLoaders
 from .transforms import Compose, Cutout, Normalize, RandomCrop, RandomHorizontalFlip
 
@@ -216,8 +216,7 @@ def download_cifar(
     layout = _layout(num_classes)
     url = layout.url if url is None else url
     md5 = layout.md5 if md5 is None else md5
-    if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-        raise ValueError(f"md5 must be a 32-character hex digest, got {md5!r}")
+    check_md5("md5", md5)
     md5 = md5.lower()
     root = Path(root)
     folder = root / layout.folder

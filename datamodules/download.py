@@ -5,10 +5,29 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["file_md5", "fetch_verified"]
+__all__ = ["check_md5", "check_md5_map", "file_md5", "fetch_verified"]
+
+
+def check_md5(name: str, digest: object) -> str:
+    """``digest`` if it is a 32-character hex MD5 digest; otherwise ``ValueError`` naming ``name`` and the value."""
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", digest):
+        raise ValueError(f"{name} must be a 32-character hex digest, got {digest!r}")
+    return digest
+
+
+def check_md5_map(md5: object, names: Sequence[str]) -> None:
+    """``md5`` maps exactly ``names`` (files or subsets) to hex digests; ``None`` (no check) passes."""
+    if md5 is None:
+        return
+    if not isinstance(md5, Mapping) or set(md5) != set(names):
+        raise ValueError(f"md5 must map exactly {tuple(names)} to hex digests (or be None), got {md5!r}")
+    for name, digest in md5.items():
+        check_md5(f"md5[{name!r}]", digest)
 
 
 def file_md5(path: Path, chunk: int = 1 << 20) -> str:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import urllib.parse
 import warnings
 import zipfile
@@ -44,7 +43,7 @@ import torch
 
 from lit_automl._checks import check_bool, check_int
 
-from .download import fetch_verified
+from .download import check_md5_map, fetch_verified
 from .tasks import FewShotDataModule, TaskData
 
 __all__ = [
@@ -239,12 +238,7 @@ def download_omniglot(
     A subset whose folder already exists is skipped; a zip already in ``root`` with the
     right md5 is reused. ``md5`` maps subset name to hex digest (``None``: no check).
     """
-    if md5 is not None:
-        if not isinstance(md5, Mapping) or set(md5) != set(OMNIGLOT_SUBSETS):
-            raise ValueError(f"md5 must map exactly {OMNIGLOT_SUBSETS} to hex digests (or be None), got {md5!r}")
-        for name, digest in md5.items():
-            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", digest):
-                raise ValueError(f"md5[{name!r}] must be a 32-character hex digest, got {digest!r}")
+    check_md5_map(md5, OMNIGLOT_SUBSETS)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for subset in OMNIGLOT_SUBSETS:

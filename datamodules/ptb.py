@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -38,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lit_automl._checks import check_bool, check_int
 
-from .download import fetch_verified
+from .download import check_md5_map, fetch_verified
 from .sampling import mix_seed
 
 __all__ = [
@@ -164,12 +163,7 @@ def download_ptb(
     root: str | os.PathLike, base_url: str = PTB_URL, md5: Mapping[str, str] | None = PTB_MD5
 ) -> Path:
     """Fetch ``<base_url>/ptb.{train,valid,test}.txt`` into ``root`` (MD5-checked; present files kept)."""
-    if md5 is not None:
-        if not isinstance(md5, Mapping) or set(md5) != set(PTB_SPLITS):
-            raise ValueError(f"md5 must map exactly {PTB_SPLITS} to hex digests (or be None), got {md5!r}")
-        for name, digest in md5.items():
-            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", digest):
-                raise ValueError(f"md5[{name!r}] must be a 32-character hex digest, got {digest!r}")
+    check_md5_map(md5, PTB_SPLITS)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for split, path in ptb_files(root).items():
