@@ -49,13 +49,13 @@ from torch import nn
 from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.distributed import all_reduce_sum, require_find_unused_parameters, world_size
 from lit_automl.distributed import rank as dist_rank
+from lit_automl.nas.one_shot_evaluator import one_shot_correct, one_shot_logits
 from lit_automl.nas.supernet import Backward, SupernetSearch
 from lit_automl.rng import keyed_generator
 from lit_automl.spaces.drop_path import sample_keep_mask
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
 from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
-from lit_automl.spaces.networks import batch_statistics
 from lit_automl.spaces.sampling import candidate_ops, genotype_edge_weights, sample_genotype
 
 __all__ = [
@@ -325,10 +325,15 @@ class OneShot(SupernetSearch):
         """The fixed architecture ``val/acc`` follows during training (the first ranking sample)."""
         return self.sample_architectures(1)[0]
 
+    def weighted_logits(self, x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Supernet logits of ``x`` with edge weights ``weights`` (``[normal, reduce]``): what one-shot
+        scoring (:mod:`lit_automl.nas.one_shot_evaluator`) runs, with :meth:`edge_weights`."""
+        return self.model(self.format_input(x), *weights)
+
     def one_shot_logits(self, x: torch.Tensor, genotype: Genotype) -> torch.Tensor:
-        """Logits of ``genotype`` with the one-shot weights, batch norm on ``x``'s own statistics."""
-        with batch_statistics(self.model):
-            return self.model(self.format_input(x), *self.edge_weights(genotype))
+        """Logits of ``genotype`` with the one-shot weights, batch norm on ``x``'s own statistics
+        (:func:`~lit_automl.nas.one_shot_evaluator.one_shot_logits`)."""
+        return one_shot_logits(self, x, genotype)
 
     def genotype(self) -> Genotype:
         """The best ranked architecture (after :meth:`rank_architectures`, or from a checkpoint)."""
@@ -363,18 +368,13 @@ class OneShot(SupernetSearch):
         """``(correct per architecture, examples)`` of one-shot evaluation, summed over DDP ranks.
 
         Every architecture sees the same batches; batch norm uses each batch's statistics, so the
-        counts do not depend on how the batches are spread over ranks.
+        counts do not depend on how the batches are spread over ranks. The scoring itself is
+        :func:`~lit_automl.nas.one_shot_evaluator.one_shot_correct` (shared with ``OneShotEvaluator``).
         """
         batches = self._local_batches(dataloader, max_batches)
-        correct = torch.zeros(len(genotypes), dtype=torch.long, device=self.device)
         total = torch.tensor([sum(len(y) for _, y in batches)], dtype=torch.long, device=self.device)
         bar = _progress_bar(len(genotypes), progress and dist_rank() == 0)
-        with batch_statistics(self.model):
-            for a, genotype in enumerate(genotypes):
-                weights = self.edge_weights(genotype)
-                for x, y in batches:
-                    correct[a] += (self.model(x, *weights).argmax(-1) == y).sum()
-                bar.update(1)
+        correct = one_shot_correct(self, genotypes, batches, on_architecture=lambda: bar.update(1))
         bar.close()
         counts = all_reduce_sum(torch.cat([correct, total]))
         return [int(c) for c in counts[:-1].tolist()], int(counts[-1])
