@@ -159,6 +159,20 @@ _AMOEBANET_A = Genotype(
     reduce_concat=[3, 4, 6],
 )
 
+# PNASNet-5 (Liu et al., ECCV 2018, Fig. 1 / Table 1), as the DARTS-family repositories list it (their
+# ``PNASNet``, from the authors' released TF ``pnasnet.py``): one cell used as normal and reduction cell,
+# its output concatenating all five blocks. Table 1's 3.2M parameters are at N=3, F=48 in PNASNet's layout
+# of 3N cells with two of them strided, i.e. NetworkCIFAR(C=48, layers=9).
+_PNASNET_5_CELL = [
+    ("sep_conv_5x5", 0), ("max_pool_3x3", 0),
+    ("sep_conv_7x7", 1), ("max_pool_3x3", 1),
+    ("sep_conv_5x5", 1), ("sep_conv_3x3", 1),
+    ("sep_conv_3x3", 4), ("max_pool_3x3", 1),
+    ("sep_conv_3x3", 0), ("skip_connect", 1),
+]
+_PNASNET_5 = Genotype(normal=_PNASNET_5_CELL, normal_concat=[2, 3, 4, 5, 6],
+                      reduce=_PNASNET_5_CELL, reduce_concat=[2, 3, 4, 5, 6])
+
 PUBLISHED_GENOTYPES: dict[str, Genotype] = {
     "DARTS_V1": _DARTS_V1,
     "DARTS_V2": _DARTS_V2,
@@ -168,9 +182,10 @@ PUBLISHED_GENOTYPES: dict[str, Genotype] = {
     "NASNet_A": _NASNET_A,
     "ENAS": _ENAS,
     "AmoebaNet_A": _AMOEBANET_A,
+    "PNASNet_5": _PNASNET_5,
 }
 """Published genotypes by name; ``"DARTS"`` is an alias of ``"DARTS_V2"``; ``"NASNet_A"``, ``"ENAS"`` and
-``"AmoebaNet_A"`` have 5 nodes per cell."""
+``"AmoebaNet_A"`` have 5 nodes per cell, as has ``"PNASNet_5"``."""
 
 
 # DARTS recurrent cells (Liu et al., ICLR 2019, Sec. 3.1.2, Penn Treebank), re-typed from the authors'

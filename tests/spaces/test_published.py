@@ -34,7 +34,7 @@ def test_darts_alias_and_names() -> None:
     assert {"DARTS", "DARTS_V1", "DARTS_V2"} <= set(PUBLISHED_GENOTYPES)
     for name, g in PUBLISHED_GENOTYPES.items():
         assert g.is_flat and g.all_add
-        assert g.steps == (5 if name in ("NASNet_A", "ENAS", "AmoebaNet_A") else 4)  # B = 5 per cell for these
+        assert g.steps == (5 if name in ("NASNet_A", "ENAS", "AmoebaNet_A", "PNASNet_5") else 4)  # B = 5 per cell for these
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_GENOTYPES))
@@ -135,5 +135,30 @@ def test_amoebanet_a_is_published_as_the_darts_repositories_list_it_and_builds_a
     n = count_parameters(net)
     # Real et al. 2019, Table 1: AmoebaNet-A (N=6, F=36) 3.2M; on this library's (DARTS's) network: 3,145,078
     assert n == 3_145_078 and abs(n - 3.2e6) / 3.2e6 < 0.02
+    net.eval()
+    assert net(torch.randn(2, 3, 32, 32))[0].shape == (2, 10)
+
+
+# The DARTS repositories' text form of PNASNet (quark0/darts cnn/genotypes.py "PNASNet"), one line per edge.
+PNASNET_EDGES = """('sep_conv_5x5', 0), ('max_pool_3x3', 0), ('sep_conv_7x7', 1), ('max_pool_3x3', 1),
+    ('sep_conv_5x5', 1), ('sep_conv_3x3', 1), ('sep_conv_3x3', 4), ('max_pool_3x3', 1),
+    ('sep_conv_3x3', 0), ('skip_connect', 1)"""
+PNASNET_TEXT = (f"Genotype(normal=[{PNASNET_EDGES}], normal_concat=[2, 3, 4, 5, 6], "
+                f"reduce=[{PNASNET_EDGES}], reduce_concat=[2, 3, 4, 5, 6])")
+
+
+def test_pnasnet_5_is_published_as_the_darts_repositories_list_it_and_builds_at_the_papers_size() -> None:
+    import torch
+
+    from lit_automl.spaces.networks import NetworkCIFAR, count_parameters
+
+    g = get_genotype("pnasnet-5")
+    assert g is PUBLISHED_GENOTYPES["PNASNet_5"] and Genotype.parse(PNASNET_TEXT) == g
+    assert g.normal == g.reduce and g.normal_concat == g.reduce_concat == (2, 3, 4, 5, 6)
+    # Liu et al. 2018, Table 1: PNASNet-5 (N=3, F=48) 3.2M. PNASNet stacks 3N cells, two of them strided
+    # (TF pnasnet.py), i.e. this library's (DARTS's) network with layers=9: 3,176,602
+    net = NetworkCIFAR(g, C=48, num_classes=10, layers=9, auxiliary=False)
+    n = count_parameters(net)
+    assert n == 3_176_602 and abs(n - 3.2e6) / 3.2e6 < 0.01
     net.eval()
     assert net(torch.randn(2, 3, 32, 32))[0].shape == (2, 10)
