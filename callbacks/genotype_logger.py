@@ -22,6 +22,8 @@ from lit_automl._checks import ArgumentTypeError, check_bool
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
+from lit_automl.spaces.nb201 import NB201Arch
+from lit_automl.spaces.nb201_supernet import save_nb201_files
 from lit_automl.spaces.recurrent_genotype import RecurrentGenotype
 
 AnyGenotype = Union[Genotype, RecurrentGenotype]
@@ -43,7 +45,9 @@ class GenotypeLogger(Callback):
 
     The module needs ``genotype()`` returning a :class:`Genotype` (CNN cells) or a
     :class:`~lit_automl.spaces.recurrent_genotype.RecurrentGenotype` (the DARTS recurrent search, which is
-    written as text and JSON only: there is no picture of a recurrent cell) and, for ``log_entropy``,
+    written as text and JSON only: there is no picture of a recurrent cell) or an
+    :class:`~lit_automl.spaces.nb201.NB201Arch` (DARTS on NAS-Bench-201: the arch string and its JSON
+    record, no picture) and, for ``log_entropy``,
     ``alphas``: a mapping of cell name to raw architecture weights of shape (num_edges, num_ops).
 
     Args:
@@ -148,7 +152,10 @@ class GenotypeLogger(Callback):
         genotype = pl_module.genotype()
         folder = self._folder()
         name = type(pl_module).__name__
-        save_genotype_files(genotype, folder, plot=self.plot, title=f"{name} after {trainer.current_epoch} epochs")
+        if isinstance(genotype, NB201Arch):  # a NAS-Bench-201 search: the arch string and its JSON record
+            save_nb201_files(genotype, folder)
+        else:
+            save_genotype_files(genotype, folder, plot=self.plot, title=f"{name} after {trainer.current_epoch} epochs")
         changed = getattr(pl_module, "architecture_changed", None)
         if callable(changed) and changed() is False:
             # Not a search result: said whatever ``verbose`` is.

@@ -21,7 +21,7 @@ perturbed weights are evaluated with ``torch.func.functional_call``: the superne
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,8 @@ from lit_automl.nas.bilevel import architecture_gradient
 from lit_automl.nas.supernet import Backward, Batch, SupernetSearch
 from lit_automl.spaces.derive import derive_genotype
 from lit_automl.spaces.genotype import Genotype
+from lit_automl.spaces.nb201 import NB201Arch
+from lit_automl.spaces.nb201_supernet import derive_nb201, skip_fraction
 
 __all__ = ["DARTS"]
 
@@ -52,6 +54,13 @@ class DARTS(SupernetSearch):
     Documented attributes for callbacks: ``alphas`` (dict normal/reduce of raw parameters) and
     ``genotype()``.
 
+    ``space="nb201"`` searches the NAS-Bench-201 cell instead (:class:`SupernetSearch`; Dong & Yang, ICLR
+    2020, Sec. 5, whose Table 5 has DARTS ending at the all-skip cell there): one ``alpha_cell`` (6, 5),
+    ``genotype()`` an :class:`~lit_automl.spaces.nb201.NB201Arch` (each edge's argmax op, ``none``
+    included, :func:`~lit_automl.spaces.nb201_supernet.derive_nb201`), and ``search/skip_fraction`` (the
+    share of that cell's edges that are ``skip_connect``) logged at every epoch end. The authors' settings
+    are in ``recipes/darts_nb201_cifar10.yaml``.
+
     Args:
         order: 1 (first-order approximation, xi = 0) or 2 (finite-difference second order).
         unrolled_eps: the ``0.01`` of eq. 8's finite-difference step ``eps = 0.01 / ||v||``.
@@ -59,6 +68,8 @@ class DARTS(SupernetSearch):
             (0 in DARTS; PC-DARTS warms up for 15 epochs, P-DARTS for 10 per stage).
         **kwargs: the shared supernet settings of :class:`SupernetSearch`.
     """
+
+    supported_spaces = ("darts", "nb201")
 
     def __init__(self, order: int = 2, unrolled_eps: float = 0.01, arch_warmup_epochs: int = 0, **kwargs: Any):
         check_int("order", order, low=1, high=2, allowed="1 (first order) or 2 (second order)")
@@ -86,10 +97,21 @@ class DARTS(SupernetSearch):
 
     # ------------------------------------------------------------------ architecture
 
-    def genotype(self) -> Genotype:
-        """The discrete cell the current alphas encode (Sec. 2.4: top-2 edges per node)."""
+    def genotype(self) -> Union[Genotype, NB201Arch]:
+        """The discrete cell the current alphas encode (Sec. 2.4: top-2 edges per node); on NAS-Bench-201 each
+        edge's argmax op (:func:`~lit_automl.spaces.nb201_supernet.derive_nb201`)."""
+        if self.hparams.space == "nb201":
+            return derive_nb201(self.edge_weights()[0], self.primitives)
         w_normal, w_reduce = self.edge_weights()[:2]
         return derive_genotype(w_normal, w_reduce, self.model.edge_primitives, self.model.steps, self.model.multiplier, k=2)
+
+    def epoch_metrics(self) -> Dict[str, Any]:
+        """The entropies, and on NAS-Bench-201 ``search/skip_fraction``: the share of ``skip_connect`` edges in
+        the current cell, the drift Dong & Yang report (ICLR 2020, Table 5)."""
+        metrics = super().epoch_metrics()
+        if self.hparams.space == "nb201":
+            metrics["search/skip_fraction"] = skip_fraction(self.genotype())
+        return metrics
 
     # ------------------------------------------------------------------ losses and gradients
 

@@ -67,6 +67,8 @@ class PCDARTS(DARTS):
             every cell's channel count (C, 2C, 4C).
     """
 
+    supported_spaces = ("darts",)  # the DARTS space only (SupernetSearch.space)
+
     def __init__(
         self,
         partial_channels: int = 4,

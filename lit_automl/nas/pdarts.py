@@ -233,6 +233,8 @@ class PDARTS(DARTS):
     ``is_last_stage``, ``initial_skip_dropout``, ``surviving_ops``, ``model.skip_dropout``.
     """
 
+    supported_spaces = ("darts",)  # the DARTS space only (SupernetSearch.space)
+
     resume_state_hparams = ("stage", "surviving_ops")
     """Hyperparameters the staged run itself rewrites (``next_stage``): a stage checkpoint legitimately holds
     other values than the recipe, so resuming does not count them as changed settings."""

@@ -31,9 +31,11 @@ from lit_automl.nas.data_checks import check_against_datamodule, nonfinite_count
 from lit_automl.rng import load_rng_states, save_rng_states
 from lit_automl.spaces.derive import edge_entropy
 from lit_automl.spaces.geometry import CELL_TYPES
+from lit_automl.spaces.nb201_supernet import NB201SearchNetwork
 from lit_automl.spaces.networks import AUTO_RECOMPUTE_ELEMENTS, make_supernet
 
-__all__ = ["AUTO_MEMORY_FORMAT", "MEMORY_FORMATS", "SupernetSearch", "auto_memory_format", "log_classification"]
+__all__ = ["AUTO_MEMORY_FORMAT", "MEMORY_FORMATS", "SUPERNET_SPACES", "SupernetSearch", "auto_memory_format",
+           "log_classification"]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 Backward = Callable[[torch.Tensor], None]
@@ -45,6 +47,15 @@ AUTO_MEMORY_FORMAT = {"cpu": "channels_last"}
 """The layout ``memory_format="auto"`` picks per device type, where ``benchmarks/darts_step.py``
 measured it to win (CPU, oneDNN: about 2x faster steps at 32x32); ``"contiguous_format"`` elsewhere,
 until a measurement there says otherwise."""
+
+
+SUPERNET_SPACES: Dict[str, Tuple[str, ...]] = {"darts": CELL_TYPES, "nb201": ("cell",)}
+"""The cell spaces a supernet search can run on, each with its cell types (one architecture tensor each):
+DARTS's normal and reduction cells (:class:`~lit_automl.spaces.networks.SearchNetwork`), and NAS-Bench-201's
+one cell shared by every stage (:class:`~lit_automl.spaces.nb201_supernet.NB201SearchNetwork`)."""
+
+NB201_UNUSED = ("layers", "steps", "multiplier", "stem_multiplier")
+"""DARTS-supernet settings the NAS-Bench-201 supernet has no use for (its depth is ``cells_per_stage``)."""
 
 
 def auto_memory_format(device: Union[str, torch.device]) -> str:
@@ -103,7 +114,16 @@ class SupernetSearch(pl.LightningModule):
             :class:`~lit_automl.spaces.networks.SearchNetwork`): ``"auto"`` (default: the cells with
             large inputs, see :data:`~lit_automl.spaces.networks.AUTO_RECOMPUTE_ELEMENTS`: at the
             paper's search size the three that read 32x32 maps, none on the small digits demos;
-            reported after the first step), ``True``, ``False`` or a number of leading cells.
+            reported after the first step), ``True``, ``False`` or a number of leading cells. The
+            NAS-Bench-201 supernet takes ``"auto"`` (nothing recomputed) or ``False`` only.
+        space: the cell space searched (:data:`SUPERNET_SPACES`): ``"darts"`` (default, the DARTS supernet)
+            or ``"nb201"``, NAS-Bench-201's macro network and cell (Dong & Yang, ICLR 2020; supernet
+            :class:`~lit_automl.spaces.nb201_supernet.NB201SearchNetwork`): one ``alpha_cell`` of shape
+            (6, 5) shared by every cell, ``C`` and ``cells_per_stage`` set its size, ``layers``, ``steps``,
+            ``multiplier`` and ``stem_multiplier`` are refused unless left at their defaults, and the
+            default ``primitives="darts"`` stands for the benchmark's ``"nb201"`` set (a cell of DARTS ops
+            would not be a benchmark cell). A method takes the spaces in :attr:`supported_spaces`.
+        cells_per_stage: N of ``space="nb201"`` (``None``: the benchmark's 5); refused with ``"darts"``.
 
     A setting a method does not use is refused unless left at its default (:attr:`unused_settings`).
 
@@ -111,6 +131,9 @@ class SupernetSearch(pl.LightningModule):
     ``genotype()``, ``architecture_changed()`` (whether the architecture parameters moved from their
     initial values), ``model`` (the supernet), ``primitives``.
     """
+
+    supported_spaces: Tuple[str, ...] = ("darts",)
+    """The :data:`SUPERNET_SPACES` this method searches; another ``space`` is refused, naming these."""
 
     unused_settings: Mapping[str, str] = {}
     """Shared settings a method does not use, each with the reason (``"has no architecture
@@ -140,8 +163,17 @@ class SupernetSearch(pl.LightningModule):
         epochs: Optional[int] = None,
         memory_format: str = "auto",
         checkpoint_cells: Union[bool, int, str] = "auto",
+        space: str = "darts",
+        cells_per_stage: Optional[int] = None,
     ):
         super().__init__()
+        check_choice("space", space, list(SUPERNET_SPACES), sort=False)
+        if space not in self.supported_spaces:
+            raise ValueError(f"{type(self).__name__} does not search space={space!r}: it supports "
+                             f"{list(self.supported_spaces)} (space='nb201' is searched by lit_automl.nas.DARTS, "
+                             "first or second order)")
+        check_int("cells_per_stage", cells_per_stage, low=1, allow_none=True,
+                  hint="N of space='nb201'; None: the benchmark's 5")
         for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
             check_real(name, value, low=0, low_open=True, allowed="> 0")
         check_real("w_lr_min", w_lr_min, low=0, allow_none=True, hint="None keeps w_lr fixed")
@@ -161,6 +193,8 @@ class SupernetSearch(pl.LightningModule):
         self.automatic_optimization = False
         self.memory_format: Optional[torch.memory_format] = None  # settled by settle_memory_format
         self._recompute_reported = False  # checkpoint_cells="auto": its choice is reported once
+        self.cell_names = SUPERNET_SPACES[space]
+        """The cell types, one architecture tensor each (``alpha_<name>``)."""
         self.build_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_channels,
                             alpha_init_std, **{"checkpoint_cells": checkpoint_cells, **self.supernet_options()})
         if memory_format != "auto":
@@ -176,6 +210,14 @@ class SupernetSearch(pl.LightningModule):
         if settings["epochs"] is not None and not self.epochs_used(settings["w_lr_min"]):
             raise ValueError(f"{type(self).__name__} has no cosine schedule with w_lr_min=None: epochs is not used, "
                              f"got {settings['epochs']!r}")
+        if settings["space"] == "nb201":
+            for name in NB201_UNUSED:
+                if not _same_setting(settings[name], defaults[name].default):
+                    raise ValueError(f"the NAS-Bench-201 supernet (space='nb201') has its own macro network: {name} is "
+                                     f"not used (set its depth with cells_per_stage), got {settings[name]!r}")
+        elif settings["cells_per_stage"] is not None:
+            raise ValueError(f"cells_per_stage is N of the NAS-Bench-201 supernet: space={settings['space']!r} does not "
+                             f"use it (set space='nb201' or leave it None), got {settings['cells_per_stage']!r}")
 
     def epochs_used(self, w_lr_min: Optional[float]) -> bool:
         """Whether ``epochs`` sets anything: the length of the weights' cosine schedule, which
@@ -191,24 +233,32 @@ class SupernetSearch(pl.LightningModule):
     def build_supernet(self, C: int, num_classes: int, layers: int, steps: int, multiplier: int,
                        stem_multiplier: int, primitives: Union[str, Sequence[str]], in_channels: int,
                        alpha_init_std: float, **network_options: Any) -> None:
-        """Build the one supernet (``self.model``, ``self.primitives``), then :meth:`init_architecture`."""
-        self.model, self.primitives = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier,
-                                                    primitives, in_channels, **network_options)
+        """Build the one supernet (``self.model``, ``self.primitives``) of ``hparams.space``, then
+        :meth:`init_architecture`."""
+        if self.hparams.space == "nb201":
+            N = 5 if self.hparams.cells_per_stage is None else self.hparams.cells_per_stage
+            self.model = NB201SearchNetwork(C, N, num_classes, in_channels, "nb201" if primitives == "darts" else primitives,
+                                            **network_options)
+            self.primitives = self.model.primitives
+        else:
+            self.model, self.primitives = make_supernet(C, num_classes, layers, steps, multiplier, stem_multiplier,
+                                                        primitives, in_channels, **network_options)
         self.init_architecture(alpha_init_std)
         # What architecture_changed() compares with; saved in checkpoints (on_save_checkpoint).
         self._initial_architecture: Optional[List[torch.Tensor]] = [a.detach().cpu().clone()
                                                                     for a in self.arch_parameters()]
 
     def init_architecture(self, alpha_init_std: float) -> None:
-        """Register ``alpha_normal`` then ``alpha_reduce`` (fixed order, saved in checkpoints, out of
-        the weight optimiser), each ``alpha_init_std * randn(num_edges, num_ops)``."""
+        """Register ``alpha_<cell>`` for each of :attr:`cell_names` (``alpha_normal`` then ``alpha_reduce``;
+        NAS-Bench-201's one ``alpha_cell``), fixed order, saved in checkpoints, out of the weight optimiser,
+        each ``alpha_init_std * randn(num_edges, num_ops)``."""
         shape = self.model.alpha_shape
-        self.alpha_normal = nn.Parameter(alpha_init_std * torch.randn(shape))
-        self.alpha_reduce = nn.Parameter(alpha_init_std * torch.randn(shape))
+        for cell in self.cell_names:
+            setattr(self, f"alpha_{cell}", nn.Parameter(alpha_init_std * torch.randn(shape)))
 
     def arch_parameters(self) -> List[nn.Parameter]:
-        """Architecture parameters in their fixed order (normal, reduce)."""
-        return [self.alpha_normal, self.alpha_reduce]
+        """Architecture parameters in their fixed order (normal, reduce; NAS-Bench-201: the one cell's)."""
+        return [getattr(self, f"alpha_{cell}") for cell in self.cell_names]
 
     def architecture_names(self) -> List[str]:
         """Attribute names of :meth:`arch_parameters`, in their order (for messages)."""
@@ -228,8 +278,9 @@ class SupernetSearch(pl.LightningModule):
 
     @property
     def alphas(self) -> Dict[str, nn.Parameter]:
-        """Raw architecture parameters by cell type, ``{"normal": ..., "reduce": ...}``."""
-        return dict(zip(CELL_TYPES, self.arch_parameters()[:2]))
+        """Raw architecture parameters by cell type, ``{"normal": ..., "reduce": ...}`` (NAS-Bench-201:
+        ``{"cell": ...}``)."""
+        return dict(zip(self.cell_names, self.arch_parameters()[:len(self.cell_names)]))
 
     def weight_parameters(self) -> List[nn.Parameter]:
         """Supernet weights: everything the weight optimiser updates (no architecture parameters)."""

@@ -39,7 +39,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ from lit_automl.spaces.op_names import NB201_OPS
 from lit_automl.spaces.ops import ReLUConvBN, Zero, get_op
 
 __all__ = ["NB201_EDGES", "NB201_NUM_ARCHS", "NB201_OPS", "NB201Arch", "NB201Cell", "NB201Network",
-           "NB201ResidualBlock", "NB201Space", "nb201_archs", "nb201_index", "nb201_unique_archs"]
+           "NB201Macro", "NB201ResidualBlock", "NB201Space", "nb201_archs", "nb201_index", "nb201_unique_archs"]
 
 NB201_EDGES: Tuple[Tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 """The 6 edges as ``(source, target)`` nodes, in the order of the arch string (and of the tokens)."""
@@ -268,7 +268,40 @@ class NB201ResidualBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-class NB201Network(nn.Module):
+class NB201Macro(nn.Module):
+    """The benchmark's macro skeleton (module docstring), one builder for the network of one cell and the
+    supernet (:class:`~lit_automl.spaces.nb201_supernet.NB201SearchNetwork`, which the authors' DARTS search
+    builds the same way, ``search_model_darts.py``): stem, three stages of ``N`` cells from ``make_cell(C)``
+    at ``C``, ``2C``, ``4C`` joined by :class:`NB201ResidualBlock`, all in ``cells``; :meth:`head` is
+    BN-ReLU, global average pooling, linear."""
+
+    def __init__(self, make_cell: Callable[[int], nn.Module], C: int, N: int, num_classes: int,
+                 in_channels: int) -> None:
+        super().__init__()
+        C = check_int("C", C, low=1, allowed="a positive int")
+        N = check_int("N", N, low=1, allowed="a positive int")
+        num_classes = check_int("num_classes", num_classes, low=1, allowed="a positive int")
+        self.in_channels = check_int("in_channels", in_channels, low=1, allowed="a positive int")
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), BatchNorm2d(C))
+        layers: List[nn.Module] = []
+        C_prev = C
+        for stage in range(3):
+            C_curr = C * 2 ** stage
+            if stage:
+                layers.append(NB201ResidualBlock(C_prev, C_curr))
+            layers += [make_cell(C_curr) for _ in range(N)]
+            C_prev = C_curr
+        self.cells = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits of the last stage's features."""
+        return self.classifier(self.global_pooling(self.lastact(features)).flatten(1))
+
+
+class NB201Network(NB201Macro):
     """The benchmark's macro network around one cell (module docstring); ``forward(x)`` returns logits.
 
     Args:
@@ -281,30 +314,13 @@ class NB201Network(nn.Module):
 
     def __init__(self, arch: Union[NB201Arch, str], C: int = 16, N: int = 5, num_classes: int = 10,
                  in_channels: int = 3) -> None:
-        super().__init__()
-        self.arch = _as_arch(arch)
-        C = check_int("C", C, low=1, allowed="a positive int")
-        N = check_int("N", N, low=1, allowed="a positive int")
-        num_classes = check_int("num_classes", num_classes, low=1, allowed="a positive int")
-        self.in_channels = check_int("in_channels", in_channels, low=1, allowed="a positive int")
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), BatchNorm2d(C))
-        layers: List[nn.Module] = []
-        C_prev = C
-        for stage in range(3):
-            C_curr = C * 2 ** stage
-            if stage:
-                layers.append(NB201ResidualBlock(C_prev, C_curr))
-            layers += [NB201Cell(self.arch, C_curr) for _ in range(N)]
-            C_prev = C_curr
-        self.cells = nn.Sequential(*layers)
-        self.lastact = nn.Sequential(BatchNorm2d(C_prev), nn.ReLU(inplace=False))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
+        arch = _as_arch(arch)
+        super().__init__(lambda C_curr: NB201Cell(arch, C_curr), C, N, num_classes, in_channels)
+        self.arch = arch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_channels, reductions=2)
-        out = self.global_pooling(self.lastact(self.cells(self.stem(x))))
-        return self.classifier(out.flatten(1))
+        return self.head(self.cells(self.stem(x)))
 
 
 # ---------------------------------------------------------------------------------------- the space
