@@ -358,3 +358,13 @@ def _nor_conv_1x1(C: int, stride: int, affine: bool) -> nn.Module:
 @register_op("nor_conv_3x3")
 def _nor_conv_3x3(C: int, stride: int, affine: bool) -> nn.Module:
     return ReLUConvBN(C, C, 3, stride, 1, affine)
+
+
+# ----------------------------------------------------------------------------- the PNAS set
+# Liu et al., "Progressive Neural Architecture Search", ECCV 2018, Sec. 3.1: 8 of NASNet's operations,
+# all registered above under NASNet's names ("1x7 followed by 7x1 convolution" is ``conv_1x7_7x1``,
+# the full "3x3 dilated convolution" ``dilated_conv_3x3``), in the paper's order.
+PNAS_OPS: Tuple[str, ...] = ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "conv_1x7_7x1", "skip_connect",
+                             "avg_pool_3x3", "max_pool_3x3", "dilated_conv_3x3")
+OP_SETS["pnas"] = PNAS_OPS
+__all__ += ["PNAS_OPS"]
