@@ -56,3 +56,7 @@ __all__ = [
 from lit_automl.spaces.nb201 import NB201_OPS, NB201Arch, NB201Network, NB201Space, nb201_index
 
 __all__ += ["NB201_OPS", "NB201Arch", "NB201Network", "NB201Space", "nb201_index"]
+
+from lit_automl.spaces.darts_cells import DartsCellSpace
+
+__all__ += ["DartsCellSpace"]
