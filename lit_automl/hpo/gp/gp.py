@@ -8,8 +8,9 @@ Notation (shapes in the comments; all maths in float64)::
                     slice samples for the integrated acquisition)
     S               number of target columns per setting (1, or the number of fantasies)
     Y (M, N, S)     targets
-    theta (M, P)    packed hyperparameters, P = L + 3 (L lengthscales, see kernels.py):
-                    theta = [log ell_1..L, log sf2, log sn2, c]
+    theta (M, P)    packed hyperparameters, P = L + 3 (L kernel hyperparameters, see kernels.py):
+                    theta = [log ell_1..L, log sf2, log sn2, c]; for the arc kernel the L are
+                    [log ell (always-active columns), log omega, log rho] (kernels.ArcKernel)
     K               sf2 G(X, X) + (sn2 + jitter) I              (M, N, N)
     Lc              chol(K), lower triangular                  (M, N, N)
     alpha           K^{-1} (Y - c) by cholesky_solve           (M, N, S)
@@ -34,8 +35,19 @@ estimate and the slice sampler both live in the unbounded log space)::
     log sn2   ~ N(log 1e-3, 2^2)              (small noise by default; the data can raise it)
     c         ~ N(0, 1)
 
+arc kernel (Swersky et al. 2013 fit omega and rho by the marginal likelihood or slice sampling and
+state no prior; these are ours)::
+
+    log omega_i ~ N(-log(0.25 sqrt(D)), 1)   (omega plays 1 / ell: at the prior medians an arc column
+                                              spans its range by the same distance, omega, as an
+                                              always-active column at the median lengthscale, 1 / ell)
+    log rho_i   ~ N(log(1/3), 1)              (rho = 1/3 is the paper's balance point, Sec. 2: being
+                                              active in only one of two points is then as far as the
+                                              two ends of the range)
+
 and box bounds (the support for the slice sampler, the bounds for L-BFGS-B):
-ell in [1e-2, 1e3], sf2 in [1e-2, 1e2], sn2 in [1e-6, 10] (1e-6 is the noise floor), c in [-10, 10].
+ell in [1e-2, 1e3], sf2 in [1e-2, 1e2], sn2 in [1e-6, 10] (1e-6 is the noise floor), c in [-10, 10],
+omega in [1e-3, 1e2] (1 / the lengthscale bounds), rho in [1e-2, 1] (paper: rho in [0, 1]).
 """
 
 from __future__ import annotations
@@ -72,6 +84,9 @@ MEAN_BOUNDS = (-10.0, 10.0)
 PRIOR_LOG_AMPLITUDE = (0.0, 1.0)  # mean, std of log sf2
 PRIOR_LOG_NOISE = (math.log(1e-3), 2.0)  # mean, std of log sn2
 PRIOR_MEAN = (0.0, 1.0)  # mean, std of c
+OMEGA_BOUNDS = (1.0 / LENGTHSCALE_BOUNDS[1], 1.0 / LENGTHSCALE_BOUNDS[0])
+RHO_BOUNDS = (1e-2, 1.0)
+PRIOR_LOG_RHO = (math.log(1.0 / 3.0), 1.0)  # mean, std of log rho
 
 
 def prior_lengthscale(dim: int) -> Tuple[float, float]:
@@ -80,24 +95,27 @@ def prior_lengthscale(dim: int) -> Tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=64)
-def prior_mean_std(n_lengthscales: int, dim: int) -> Tuple[Tensor, Tensor]:
-    """Prior mean and std of theta, each (P,) (cached: do not modify them in place)."""
+def prior_mean_std(n_lengthscales: int, dim: int, n_omega: int = 0, n_rho: int = 0) -> Tuple[Tensor, Tensor]:
+    """Prior mean and std of theta, each (P,) (cached: do not modify them in place). ``n_omega`` and
+    ``n_rho`` count the arc kernel's omegas and rhos (kernels.ArcKernel.hyper_layout)."""
     mu_l, sd_l = prior_lengthscale(dim)
-    mean = [mu_l] * n_lengthscales + [PRIOR_LOG_AMPLITUDE[0], PRIOR_LOG_NOISE[0], PRIOR_MEAN[0]]
-    std = [sd_l] * n_lengthscales + [PRIOR_LOG_AMPLITUDE[1], PRIOR_LOG_NOISE[1], PRIOR_MEAN[1]]
+    mean = ([mu_l] * n_lengthscales + [-mu_l] * n_omega + [PRIOR_LOG_RHO[0]] * n_rho
+            + [PRIOR_LOG_AMPLITUDE[0], PRIOR_LOG_NOISE[0], PRIOR_MEAN[0]])
+    std = ([sd_l] * n_lengthscales + [sd_l] * n_omega + [PRIOR_LOG_RHO[1]] * n_rho
+           + [PRIOR_LOG_AMPLITUDE[1], PRIOR_LOG_NOISE[1], PRIOR_MEAN[1]])
     return torch.tensor(mean, dtype=DTYPE, device="cpu"), torch.tensor(std, dtype=DTYPE, device="cpu")
 
 
-def theta_bounds(n_lengthscales: int) -> np.ndarray:
+def theta_bounds(n_lengthscales: int, n_omega: int = 0, n_rho: int = 0) -> np.ndarray:
     """Box bounds of theta, (P, 2)."""
-    rows = [np.log(LENGTHSCALE_BOUNDS)] * n_lengthscales + [np.log(AMPLITUDE_BOUNDS), np.log(NOISE_BOUNDS),
-                                                             np.array(MEAN_BOUNDS)]
+    rows = ([np.log(LENGTHSCALE_BOUNDS)] * n_lengthscales + [np.log(OMEGA_BOUNDS)] * n_omega
+            + [np.log(RHO_BOUNDS)] * n_rho + [np.log(AMPLITUDE_BOUNDS), np.log(NOISE_BOUNDS), np.array(MEAN_BOUNDS)])
     return np.array(rows, dtype=np.float64)
 
 
-def log_prior(theta: Tensor, dim: int) -> Tensor:
+def log_prior(theta: Tensor, dim: int, n_omega: int = 0, n_rho: int = 0) -> Tensor:
     """log p(theta) up to a constant: theta (M, P) -> (M,)."""
-    mean, std = prior_mean_std(theta.shape[-1] - 3, dim)
+    mean, std = prior_mean_std(theta.shape[-1] - 3 - n_omega - n_rho, dim, n_omega, n_rho)
     return (-0.5 * ((theta - mean) / std).pow(2)).sum(-1)
 
 
@@ -105,7 +123,7 @@ def log_prior(theta: Tensor, dim: int) -> Tensor:
 class GPParams:
     """A batch of M hyperparameter settings (natural scale, not logs)."""
 
-    lengthscales: Tensor  # (M, L)
+    lengthscales: Tensor  # (M, L) the kernel's hyperparameters (for ArcKernel: ell, omega, rho)
     amplitude: Tensor  # (M,) sf2
     noise: Tensor  # (M,) sn2
     mean: Tensor  # (M,) c
@@ -204,13 +222,14 @@ def negative_log_posterior(theta: Tensor, kernel: Kernel, x: Tensor, y: Tensor) 
     resid = y[None, :, None] - params.mean[:, None, None]  # (M, N, 1)
     lml = (-0.5 * (resid * gp.alpha).sum((-1, -2)) - torch.diagonal(gp.chol, dim1=-2, dim2=-1).log().sum(-1)
            - 0.5 * x.shape[0] * math.log(2.0 * math.pi))
-    return -(lml + log_prior(theta, x.shape[1]))
+    _, n_omega, n_rho = kernel.hyper_layout(x.shape[1])
+    return -(lml + log_prior(theta, x.shape[1], n_omega, n_rho))
 
 
-def _draw_prior(n: int, n_lengthscales: int, dim: int, rng: np.random.Generator) -> Tensor:
-    mean, std = prior_mean_std(n_lengthscales, dim)
+def _draw_prior(n: int, layout: Tuple[int, int, int], dim: int, rng: np.random.Generator) -> Tensor:
+    mean, std = prior_mean_std(layout[0], dim, layout[1], layout[2])
     draws = mean + std * torch.as_tensor(rng.standard_normal((n, mean.shape[0])), dtype=DTYPE)
-    b = torch.as_tensor(theta_bounds(n_lengthscales), dtype=DTYPE)
+    b = torch.as_tensor(theta_bounds(*layout), dtype=DTYPE)
     return torch.minimum(torch.maximum(draws, b[:, 0]), b[:, 1])
 
 
@@ -227,14 +246,15 @@ def fit_map(kernel: Kernel, x: Tensor, y: Tensor, rng: np.random.Generator, init
     with gradients by autograd; the best end point is returned.
     """
     dim = x.shape[1]
-    n_l = kernel.n_lengthscales(dim)
-    bounds = theta_bounds(n_l)
-    first = prior_mean_std(n_l, dim)[0] if init is None else init.to(DTYPE)
+    layout = kernel.hyper_layout(dim)
+    n_l = sum(layout)
+    bounds = theta_bounds(*layout)
+    first = prior_mean_std(layout[0], dim, layout[1], layout[2])[0] if init is None else init.to(DTYPE)
     if first.shape != (n_l + 3,):
         raise ValueError(f"init has shape {tuple(first.shape)}, expected ({n_l + 3},)")
     lo, hi = torch.as_tensor(bounds[:, 0]), torch.as_tensor(bounds[:, 1])
     starts = torch.cat([torch.minimum(torch.maximum(first, lo), hi)[None],
-                        _draw_prior(n_restarts, n_l, dim, rng)])  # (R, P)
+                        _draw_prior(n_restarts, layout, dim, rng)])  # (R, P)
     if init is not None and n_restarts > 0:
         with torch.no_grad():
             initial = negative_log_posterior(starts, kernel, x, y)  # (R,)
@@ -266,8 +286,7 @@ def sample_hyperparameters(kernel: Kernel, x: Tensor, y: Tensor, rng: np.random.
 
     Returns M = n_samples settings; the last one is the chain's final state (for a warm start).
     """
-    n_l = kernel.n_lengthscales(x.shape[1])
-    bounds = theta_bounds(n_l)
+    bounds = theta_bounds(*kernel.hyper_layout(x.shape[1]))
 
     def log_density(theta: np.ndarray) -> float:
         if np.any(theta < bounds[:, 0]) or np.any(theta > bounds[:, 1]):

@@ -1,8 +1,9 @@
 """GPSampler: Gaussian-process Bayesian optimisation as an Optuna sampler.
 
 Orchestration only: the encoding is in search_space.py, the regressor and its hyperparameters in
-gp.py (priors stated there), the acquisitions and pending-evaluation strategies in
-acquisition.py, their maximisation in optimize.py.
+gp.py (priors stated there), the kernels (the arc kernel for conditional parameters among them) in
+kernels.py, activity patterns and their deciders in conditional.py, the acquisitions and
+pending-evaluation strategies in acquisition.py, their maximisation in optimize.py.
 """
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor
 
+from lit_automl._checks import check_choice
 from lit_automl.hpo.gp.acquisition import (ACQUISITIONS, PENDING_STRATEGIES, XI_SCHEDULES, Acquisition,
                                            ExpectedImprovementPerSecond, gp_ucb_kappa)
+from lit_automl.hpo.gp.conditional import PatternSpace, allowed_values, decider_rules, patterns, union_search_space
 from lit_automl.hpo.gp.gp import GPParams, GPRegressor, fit_map, sample_hyperparameters
-from lit_automl.hpo.gp.kernels import KERNELS, Kernel
+from lit_automl.hpo.gp.kernels import KERNELS, ArcKernel, Kernel
 from lit_automl.hpo.gp.optimize import OPTIMIZERS, maximize_acquisition
 from lit_automl.hpo.gp.search_space import DTYPE, SearchSpace
 
-__all__ = ["GPSampler", "UnmodelledParameterWarning", "HYPERPARAMETER_METHODS", "RELATIVE_PARAMS_KEY"]
+__all__ = ["CONDITIONAL_MODES", "GPSampler", "UnmodelledParameterWarning", "HYPERPARAMETER_METHODS",
+           "RELATIVE_PARAMS_KEY"]
 
 HYPERPARAMETER_METHODS = ("map", "mcmc")
+CONDITIONAL_MODES = ("independent", "arc")
 RELATIVE_PARAMS_KEY = "lit_automl.gp:relative_params"
 DEFAULT_XI = {"pi": 0.01, "ei": 0.0, "ei_per_second": 0.0, "ucb": 0.0}  # ucb takes no margin
 
@@ -94,10 +99,29 @@ class GPSampler(BaseSampler):
     a completed trial with a non-finite value raises ``ValueError`` (Optuna itself turns a NaN
     objective value into a failed trial).
 
-    Modelled parameters: the relative search space is Optuna's intersection search space, i.e. the
-    parameters present with the same distribution in every completed trial. Every other parameter
-    (conditional ones, changing ranges) is drawn by ``independent_sampler`` and, once the startup
-    trials are done, each such draw emits an :class:`UnmodelledParameterWarning` naming it.
+    Modelled parameters, ``conditional="independent"`` (default): the relative search space is
+    Optuna's intersection search space, i.e. the parameters present with the same distribution in
+    every completed trial. Every other parameter (conditional ones, changing ranges) is drawn by
+    ``independent_sampler`` and, once the startup trials are done, each such draw emits an
+    :class:`UnmodelledParameterWarning` naming it.
+
+    ``conditional="arc"`` (Swersky et al. 2013): the relative search space is the union of the
+    completed trials' parameters (conditional.py), each trial encoded with NaN in the columns of
+    the parameters it lacks, and the kernel is the arc kernel on the columns that are inactive
+    somewhere (kernels.py; the always-active columns keep the ordinary kernel, so a space without
+    conditional parameters is modelled exactly as under "independent"). Its omega and rho are
+    fitted with the other hyperparameters (MAP or slice sampling; priors in gp.py). A proposal
+    needs a definite activity pattern: the acquisition is maximised once per pattern seen in the
+    completed trials, over that pattern's parameters, with the parameters found to decide activity
+    held to the values consistent with the pattern (conditional.py), each with
+    ceil(n_candidates / G) Sobol candidates and ceil(n_starts / G) local starts for G patterns
+    (ours: one suggestion costs about what one maximisation costs today); the pattern with the
+    best acquisition value is returned. A parameter the objective then asks for outside that
+    pattern is drawn by ``independent_sampler`` with the warning. RUNNING trials count as pending
+    when they carry this sampler's suggestion (their pattern is the one chosen for them); other
+    RUNNING trials are left out, since their pattern is not known until they finish. "independent"
+    stays the default: it keeps today's results for existing studies, and "arc" costs one
+    maximisation per pattern.
 
     Pending evaluations: RUNNING trials of other workers whose modelled parameters are known (this
     sampler stores its suggestion in the trial's system attribute ``RELATIVE_PARAMS_KEY``) are
@@ -140,6 +164,7 @@ class GPSampler(BaseSampler):
         n_starts: local searches (10, ours).
         n_startup_trials: completed trials sampled by ``independent_sampler`` before the GP is used
             (10, ours).
+        conditional: ``"independent"`` (default) or ``"arc"`` (see above).
         independent_sampler: sampler for the startup trials and the unmodelled parameters
             (default ``RandomSampler(seed=seed)``).
         seed: seed of this sampler's random numbers (and of the default independent sampler).
@@ -151,13 +176,14 @@ class GPSampler(BaseSampler):
                  n_fantasies: int = 16, n_hyper_samples: int = 10, mcmc_burnin: int = 10, map_restarts: int = 2,
                  optimizer: str = "lbfgsb", n_candidates: int = 2048, n_starts: int = 10,
                  n_startup_trials: int = 10, independent_sampler: Optional[BaseSampler] = None,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, conditional: str = "independent") -> None:
         _choice("acquisition", acquisition, ACQUISITIONS)
         _choice("kernel", kernel, KERNELS)
         _choice("hyperparameters", hyperparameters, HYPERPARAMETER_METHODS)
         _choice("xi_schedule", xi_schedule, XI_SCHEDULES)
         _choice("pending", pending, PENDING_STRATEGIES)
         _choice("optimizer", optimizer, OPTIMIZERS)
+        self.conditional = check_choice("conditional", conditional, CONDITIONAL_MODES)
         if not isinstance(ard, bool):
             raise ValueError(f"ard={ard!r} must be True or False")
         if xi is not None and not (isinstance(xi, (int, float)) and math.isfinite(xi) and xi >= 0):
@@ -196,7 +222,7 @@ class GPSampler(BaseSampler):
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
         self._intersection = optuna.search_space.IntersectionSearchSpace()
         self._fit = {"map": self._fit_map, "mcmc": self._fit_mcmc}[hyperparameters]
-        self._warm: Dict[Tuple[str, Tuple], Tensor] = {}  # (model, search-space key) -> theta (P,)
+        self._warm: Dict[Tuple[str, Tuple], Tensor] = {}  # (model, (search space, kernel)) -> theta (P,)
         self._model_based: Dict[int, bool] = {}  # trial id -> past the startup trials
 
     # -- Optuna's sampler interface --------------------------------------------------------------
@@ -217,6 +243,8 @@ class GPSampler(BaseSampler):
         self._independent_sampler.after_trial(study, trial, state, values)
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> Dict[str, BaseDistribution]:
+        if self.conditional == "arc":
+            return union_search_space(self._completed(study))
         return self._intersection.calculate(study)
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
@@ -225,9 +253,12 @@ class GPSampler(BaseSampler):
         if model_based is None:
             model_based = len(self._completed(study)) >= self.n_startup_trials
         if model_based:
-            warnings.warn(f"GPSampler does not model parameter {param_name!r} (trial {trial.number}): it is not in "
-                          "the relative search space (the parameters present with the same distribution in every "
-                          f"completed trial); {type(self._independent_sampler).__name__} samples it",
+            why = ("it is not in the activity pattern proposed for this trial (patterns of the completed trials, "
+                   "over the parameters they have with one distribution)" if self.conditional == "arc" else
+                   "it is not in the relative search space (the parameters present with the same distribution in "
+                   "every completed trial)")
+            warnings.warn(f"GPSampler does not model parameter {param_name!r} (trial {trial.number}): {why}; "
+                          f"{type(self._independent_sampler).__name__} samples it",
                           UnmodelledParameterWarning, stacklevel=2)
         return self._independent_sampler.sample_independent(study, trial, param_name, param_distribution)
 
@@ -255,8 +286,9 @@ class GPSampler(BaseSampler):
                  space: SearchSpace) -> Dict[str, Any]:
         if space.dim == 0:
             return dict(space.fixed)
-        key = tuple((name, repr(dist)) for name, dist in space.distributions.items())
-        x = space.encode_many([t.params for t in completed])  # (N, D)
+        arc = self.conditional == "arc"
+        x = (torch.stack([space.encode_active(t.params) for t in completed]) if arc
+             else space.encode_many([t.params for t in completed]))  # (N, D), NaN where inactive
         values = []
         for t in completed:
             if t.value is None or not math.isfinite(t.value):
@@ -265,48 +297,98 @@ class GPSampler(BaseSampler):
             values.append(t.value)
         sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0  # minimise sign * value
         y, _, _ = _standardise(sign * torch.tensor(values, dtype=DTYPE))  # (N,)
-        gp = GPRegressor(self.kernel, x, y, self._fit(("objective", key), x, y))
-
         xp = self._pending_inputs(study, trial, space)  # (P, D)
+        kernel = self._kernel_for(space, torch.cat([x, xp]))
+        key = (tuple((name, repr(dist)) for name, dist in space.distributions.items()), repr(kernel))
+        gp = GPRegressor(kernel, x, y, self._fit(kernel, ("objective", key), x, y))
+
         if xp.shape[0] > 0:
             generator = torch.Generator().manual_seed(int(self._rng.integers(2**62)))
             gp = PENDING_STRATEGIES[self.pending](gp, xp, self.n_fantasies, generator)
 
-        acq = self._acquisition(gp, completed, x, key, t=len(completed) + 1, d=space.n_params)
+        acq = self._acquisition(gp, kernel, completed, x, key, t=len(completed) + 1, d=space.n_params)
+        if isinstance(kernel, ArcKernel):
+            return self._maximize_over_patterns(acq, space, completed, y)
         order = torch.argsort(y)[: self.n_starts]  # the best observed inputs join the candidates
         row, _ = maximize_acquisition(acq, space, self._rng, method=self.optimizer, n_candidates=self.n_candidates,
                                       n_starts=self.n_starts, extra_candidates=x[order])
         return space.decode(row)
 
-    def _fit_map(self, key: Tuple[str, Tuple], x: Tensor, y: Tensor) -> GPParams:
-        params = fit_map(self.kernel, x, y, self._rng, init=self._warm.get(key), n_restarts=self.map_restarts)
+    def _kernel_for(self, space: SearchSpace, x: Tensor) -> Kernel:
+        """The arc kernel on the columns that are NaN (inactive) in some row of x (N, D), or the
+        configured kernel where there are none."""
+        inactive = torch.isnan(x).any(dim=0).tolist()
+        if not any(inactive):
+            return self.kernel
+        onehot = {c for coord in space.categorical for c in coord.columns}
+        return ArcKernel(self.kernel.name, self.kernel.ard, dim=space.dim,
+                         arc_columns=[c for c in range(space.dim) if inactive[c] and c not in onehot],
+                         onehot_columns=[c for c in range(space.dim) if inactive[c] and c in onehot])
+
+    def _maximize_over_patterns(self, acq: Acquisition, space: SearchSpace, completed: List[FrozenTrial],
+                                y: Tensor) -> Dict[str, Any]:
+        """One maximisation per activity pattern of the completed trials, over that pattern's
+        parameters with its deciders restricted (conditional.py); the best acquisition value wins."""
+        params = [{n: t.params[n] for n in space.distributions if n in t.params} for t in completed]
+        rules = decider_rules(params, space.distributions)
+        groups = patterns(params)
+        n_candidates = math.ceil(self.n_candidates / len(groups))
+        n_starts = math.ceil(self.n_starts / len(groups))
+        best_value, best_params = -math.inf, None
+        for pattern in groups:
+            sub = PatternSpace(space, pattern, allowed_values(rules, pattern))
+            if sub.space.dim == 0:  # every active parameter fixed: a single point
+                row = torch.zeros(0, dtype=DTYPE)
+                with torch.no_grad():
+                    value = float(acq(sub.to_full(row[None]))[0])
+            else:
+                members = [i for i in torch.argsort(y).tolist() if frozenset(params[i]) == pattern][:n_starts]
+                row, value = maximize_acquisition(
+                    lambda z, sub=sub: acq(sub.to_full(z)), sub.space, self._rng, method=self.optimizer,
+                    n_candidates=n_candidates, n_starts=n_starts,
+                    extra_candidates=sub.encode_many([params[i] for i in members]))
+            if best_params is None or value > best_value:
+                best_value, best_params = value, sub.decode(row)
+        return best_params
+
+    def _fit_map(self, kernel: Kernel, key: Tuple[str, Tuple], x: Tensor, y: Tensor) -> GPParams:
+        params = fit_map(kernel, x, y, self._rng, init=self._warm.get(key), n_restarts=self.map_restarts)
         self._warm[key] = params.to_theta()[0]
         return params
 
-    def _fit_mcmc(self, key: Tuple[str, Tuple], x: Tensor, y: Tensor) -> GPParams:
+    def _fit_mcmc(self, kernel: Kernel, key: Tuple[str, Tuple], x: Tensor, y: Tensor) -> GPParams:
         if key in self._warm:
             init, burnin = self._warm[key], 1
         else:
-            init = fit_map(self.kernel, x, y, self._rng, n_restarts=self.map_restarts).to_theta()[0]
+            init = fit_map(kernel, x, y, self._rng, n_restarts=self.map_restarts).to_theta()[0]
             burnin = self.mcmc_burnin
-        params = sample_hyperparameters(self.kernel, x, y, self._rng, init, n_samples=self.n_hyper_samples,
+        params = sample_hyperparameters(kernel, x, y, self._rng, init, n_samples=self.n_hyper_samples,
                                         burnin=burnin)
         self._warm[key] = params.to_theta()[-1]
         return params
 
     def _pending_inputs(self, study: Study, trial: FrozenTrial, space: SearchSpace) -> Tensor:
-        """Encoded inputs (P, D) of the other RUNNING trials whose modelled parameters are all known."""
+        """Encoded inputs (P, D) of the other RUNNING trials whose modelled parameters are all known
+        ("independent"), or that carry this sampler's suggestion, which fixes their pattern ("arc";
+        NaN in the columns of the parameters they lack)."""
         rows = []
         for t in study._get_trials(deepcopy=False, states=(TrialState.RUNNING,), use_cache=False):
             if t._trial_id == trial._trial_id:
                 continue
             params = {**t.system_attrs.get(RELATIVE_PARAMS_KEY, {}), **t.params}
-            if space.contains(params) and all(t.distributions.get(n, d) == d for n, d in space.distributions.items()):
+            if not all(t.distributions.get(n, d) == d for n, d in space.distributions.items()):
+                continue
+            if self.conditional == "independent" and space.contains(params):
                 rows.append(space.encode(params))
+            elif self.conditional == "arc" and RELATIVE_PARAMS_KEY in t.system_attrs:
+                try:
+                    rows.append(space.encode_active({n: v for n, v in params.items() if n in space.distributions}))
+                except ValueError:  # a value outside the distribution: not this space's point
+                    continue
         return torch.stack(rows) if rows else torch.zeros(0, space.dim, dtype=DTYPE)
 
-    def _acquisition(self, gp: GPRegressor, completed: List[FrozenTrial], x: Tensor, key: Tuple, t: int,
-                     d: int) -> Acquisition:
+    def _acquisition(self, gp: GPRegressor, kernel: Kernel, completed: List[FrozenTrial], x: Tensor, key: Tuple,
+                     t: int, d: int) -> Acquisition:
         xi = XI_SCHEDULES[self.xi_schedule](self.xi, t)
         if self.acquisition == "ucb":
             kappa = self.kappa if self.kappa is not None else gp_ucb_kappa(t, d, self.nu, self.delta)
@@ -322,6 +404,6 @@ class GPSampler(BaseSampler):
                     raise ValueError(f"trial {trial.number} lasted {seconds} s; ei_per_second needs durations > 0")
                 durations.append(seconds)
             log_c, loc, scale = _standardise(torch.log(torch.tensor(durations, dtype=DTYPE)))
-            duration_gp = GPRegressor(self.kernel, x, log_c, self._fit_map(("duration", key), x, log_c))
+            duration_gp = GPRegressor(kernel, x, log_c, self._fit_map(kernel, ("duration", key), x, log_c))
             return ExpectedImprovementPerSecond(gp, duration_gp, loc, scale, xi)
         return ACQUISITIONS[self.acquisition](gp, xi)

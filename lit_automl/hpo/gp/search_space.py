@@ -180,6 +180,29 @@ class SearchSpace:
             row.extend(coord.encode(value))
         return torch.tensor(row, dtype=DTYPE)
 
+    def encode_active(self, params: Mapping[str, Any]) -> Tensor:
+        """One row (D,) in which the columns of the parameters absent from ``params`` (inactive in
+        that trial) hold NaN, the arc kernel's mark of inactivity (kernels.py); ValueError names an
+        out-of-range value."""
+        row = torch.full((self.dim,), math.nan, dtype=DTYPE)
+        for coord in self.coordinates:
+            if coord.name in params:
+                value = params[coord.name]
+                if not _in(coord.dist, value):
+                    raise ValueError(f"parameter {coord.name!r}={value!r} is outside {coord.dist!r}")
+                encoded = coord.encode(value)
+                row[coord.column:coord.column + len(encoded)] = torch.tensor(encoded, dtype=DTYPE)
+        return row
+
+    def columns_of(self, name: str) -> List[int]:
+        """The encoded columns of parameter ``name`` (none for a single-valued one)."""
+        for coord in self.coordinates:
+            if coord.name == name:
+                return coord.columns if isinstance(coord, CategoricalCoordinate) else [coord.column]
+        if name in self.fixed:
+            return []
+        raise ValueError(f"parameter {name!r} is not in the space {sorted(self.distributions)}")
+
     def encode_many(self, params: Sequence[Mapping[str, Any]]) -> Tensor:
         """Rows (N, D)."""
         if len(params) == 0:
