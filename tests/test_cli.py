@@ -42,6 +42,7 @@ EXPECTED = {
     "random_nb201_digits.yaml": RandomSearch,
     "tpe_nb201_digits.yaml": SamplerSearch,
     "evolution_nb201_tabular.yaml": RegularizedEvolution,
+    "evolution_one_shot_digits.yaml": RegularizedEvolution,
     "retrain_digits.yaml": Retrain,
     "retrain_rnn_ptb.yaml": RetrainRNN,
     "retrain_rnn_tiny.yaml": RetrainRNN,
@@ -86,6 +87,14 @@ def test_recipe_parses_and_builds(name, tmp_path, monkeypatch):
         folder = tmp_path / "data" / "NATS-tss-v1_0-3ffb9-simple"
         folder.mkdir(parents=True)
         (folder / "meta.pickle.pbz2").write_bytes(b"")  # only its presence is checked until a child is looked up
+    if name == "evolution_one_shot_digits.yaml":  # it reads the checkpoint recipes/one_shot_digits.yaml writes
+        import torch
+
+        ckpt = tmp_path / "runs" / "one_shot_digits" / "search" / "checkpoints" / "epoch=14-step=270.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        hparams = dict(C=8, layers=5, steps=4, multiplier=4, stem_multiplier=3, primitives="darts", num_classes=10,
+                       in_channels=1)  # only the hyperparameters are read until a child is scored
+        torch.save({"hyper_parameters": hparams, "one_shot_ranking": [], "state_dict": {}}, ckpt)
     cli = AutoMLCLI(args=["-c", str(RECIPES / name)], run=False)
     assert isinstance(cli.model, EXPECTED[name])
     assert cli.trainer.max_epochs >= 1

@@ -43,3 +43,6 @@ from lit_automl.nas.evolution import RandomSearch, RegularizedEvolution
 from lit_automl.nas.sampler_search import SamplerSearch
 
 __all__ += ["ChildSearch", "RandomSearch", "RegularizedEvolution", "SamplerSearch"]
+from lit_automl.nas.one_shot_evaluator import OneShotEvaluator
+
+__all__ += ["OneShotEvaluator"]
