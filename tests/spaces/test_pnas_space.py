@@ -14,6 +14,8 @@ from lit_automl.spaces.pnas import (PNASCellSpace, canonical_block, canonical_ce
                                     unique_blocks)
 from lit_automl.spaces.published import get_genotype
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TINY_OPS = ["sep_conv_3x3", "max_pool_3x3"]
 
 
