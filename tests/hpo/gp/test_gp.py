@@ -11,7 +11,7 @@ import torch
 
 from lit_automl.hpo.gp.gp import (GPParams, GPRegressor, fit_map, log_prior, negative_log_posterior,
                                   prior_mean_std, sample_hyperparameters, theta_bounds)
-from lit_automl.hpo.gp.kernels import Kernel
+from lit_automl.hpo.gp.kernels import ArcKernel, Kernel
 from lit_automl.hpo.gp.sampler import single_threaded
 
 F64 = torch.float64
@@ -185,3 +185,56 @@ def test_bad_shapes_are_named():
         GPRegressor(Kernel(), torch.tensor(x), torch.tensor(y[:3]), _params())
     with pytest.raises(ValueError, match="init has shape"):
         fit_map(Kernel(), torch.tensor(x), torch.tensor(y), np.random.default_rng(0), init=torch.zeros(3, dtype=F64))
+
+
+def _conditional_data(n=16, seed=0):
+    """x0 always active; x1 active (else NaN) where x0 > 0.4; y depends on x1 only where it is."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 2))
+    active = x[:, 0] > 0.4
+    y = np.sin(5 * x[:, 0]) + np.where(active, 2 * (x[:, 1] - 0.5) ** 2, 0.0)
+    x[~active, 1] = np.nan
+    return torch.tensor(x), torch.tensor((y - y.mean()) / y.std())
+
+
+def test_arc_prior_and_bounds():
+    """Layout [ell, omega, rho, sf2, sn2, c]: log omega centred on -log(0.25 sqrt(D)) (1 / the median
+    lengthscale), log rho on log(1/3); omega in [1e-3, 1e2], rho in [1e-2, 1]."""
+    mu, sd = prior_mean_std(1, 2, 1, 1)
+    assert mu.shape == (6,)
+    assert float(mu[1]) == pytest.approx(-math.log(0.25 * math.sqrt(2))) and float(mu[2]) == pytest.approx(
+        math.log(1 / 3))
+    assert float(mu[0]) == pytest.approx(-float(mu[1])) and sd.tolist()[:3] == [1.0, 1.0, 1.0]
+    b = theta_bounds(1, 1, 1)
+    np.testing.assert_allclose(np.exp(b[1]), [1e-3, 1e2])
+    np.testing.assert_allclose(np.exp(b[2]), [1e-2, 1.0])
+    theta = torch.zeros(1, 6, dtype=F64)
+    assert float(log_prior(theta, 2, 1, 1)[0]) == pytest.approx(float((-0.5 * (mu / sd) ** 2).sum()))
+
+
+def test_fit_map_with_the_arc_kernel_improves_and_stays_in_bounds():
+    """MAP over [ell, omega, rho, sf2, sn2, c] on data with an inactive column: far below its start,
+    and a warm start at the optimum stays there."""
+    x, y = _conditional_data()
+    kernel = ArcKernel("matern52", dim=2, arc_columns=[1])
+    rng = np.random.default_rng(0)
+    theta = fit_map(kernel, x, y, rng, n_restarts=2).to_theta()
+    assert theta.shape == (1, 6)
+    b = torch.as_tensor(theta_bounds(1, 1, 1))
+    assert bool(((theta >= b[:, 0] - 1e-12) & (theta <= b[:, 1] + 1e-12)).all())
+    best = float(negative_log_posterior(theta, kernel, x, y)[0])
+    start = prior_mean_std(1, 2, 1, 1)[0][None]
+    assert best < float(negative_log_posterior(start, kernel, x, y)[0]) - 1.0
+    again = fit_map(kernel, x, y, rng, init=theta[0], n_restarts=0)
+    assert float(negative_log_posterior(again.to_theta(), kernel, x, y)[0]) == pytest.approx(best, abs=1e-4)
+
+
+def test_slice_sampling_with_the_arc_kernel():
+    x, y = _conditional_data(12)
+    kernel = ArcKernel("matern52", dim=2, arc_columns=[1])
+    rng = np.random.default_rng(1)
+    init = fit_map(kernel, x, y, rng).to_theta()[0]
+    theta = sample_hyperparameters(kernel, x, y, rng, init, n_samples=3, burnin=1).to_theta()
+    b = torch.as_tensor(theta_bounds(1, 1, 1))
+    assert theta.shape == (3, 6) and bool(((theta >= b[:, 0]) & (theta <= b[:, 1])).all())
+    assert theta.std(0).max() > 0

@@ -131,3 +131,24 @@ class _Unknown(BaseDistribution):
 def test_unknown_distribution_type_is_refused():
     with pytest.raises(TypeError, match=r"parameter 'x' has distribution .*supported: FloatDistribution"):
         SearchSpace({"x": _Unknown()})
+
+
+def test_encode_active_marks_absent_parameters_with_nan():
+    space = SearchSpace(SPACE)
+    row = space.encode_active({"lr": 1e-3, "opt": "sgd", "fixed": 4})
+    expected = torch.full((space.dim,), math.nan, dtype=torch.float64)
+    expected[0] = 0.5  # log10 1e-3 halfway in [1e-5, 1e-1]
+    expected[6:11] = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(row, expected, equal_nan=True)
+    full = {"lr": 1e-3, "drop": 0.1, "wd": 0.5, "layers": 3, "width": 64, "batch": 64, "opt": None, "fixed": 4}
+    torch.testing.assert_close(space.encode_active(full), space.encode(full))
+    with pytest.raises(ValueError, match=r"parameter 'layers'=9 is outside"):
+        space.encode_active({"layers": 9})
+
+
+def test_columns_of():
+    space = SearchSpace(SPACE)
+    assert space.columns_of("lr") == [0] and space.columns_of("opt") == [6, 7, 8, 9, 10]
+    assert space.columns_of("fixed") == []
+    with pytest.raises(ValueError, match=r"parameter 'nope' is not in the space"):
+        space.columns_of("nope")
