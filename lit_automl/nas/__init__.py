@@ -46,3 +46,6 @@ __all__ += ["ChildSearch", "RandomSearch", "RegularizedEvolution", "SamplerSearc
 from lit_automl.nas.one_shot_evaluator import OneShotEvaluator
 
 __all__ += ["OneShotEvaluator"]
+from lit_automl.nas.pnas import PNAS
+
+__all__ += ["PNAS"]

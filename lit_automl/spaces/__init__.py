@@ -60,3 +60,7 @@ __all__ += ["NB201_OPS", "NB201Arch", "NB201Network", "NB201Space", "nb201_index
 from lit_automl.spaces.darts_cells import DartsCellSpace
 
 __all__ += ["DartsCellSpace"]
+
+from lit_automl.spaces.pnas import PNASCellSpace
+
+__all__ += ["PNASCellSpace"]
