@@ -1,5 +1,6 @@
 """GPSampler end to end: Branin, maximisation, mixed spaces, pending trials, unmodelled
-parameters, startup, failed / pruned / non-finite trials, EI per second, errors."""
+parameters, startup, failed / pruned / non-finite trials, EI per second, errors; conditional
+spaces under the arc kernel."""
 
 import datetime
 import math
@@ -8,11 +9,12 @@ import warnings
 import numpy as np
 import optuna
 import pytest
+import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 import lit_automl.hpo.gp.sampler as sampler_module
-from lit_automl.hpo.gp import GPSampler, UnmodelledParameterWarning
+from lit_automl.hpo.gp import GPSampler, SearchSpace, UnmodelledParameterWarning
 from lit_automl.hpo.gp.sampler import RELATIVE_PARAMS_KEY, single_threaded
 
 BRANIN_MIN = 0.397887
@@ -263,3 +265,105 @@ def test_multi_objective_is_refused_with_the_alternatives():
 def test_bad_arguments_name_the_value(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         GPSampler(**kwargs)
+
+
+# -- conditional="arc" (Swersky et al. 2013) -----------------------------------------------------------
+
+WIDTH_OPTIMA = (0.2, 0.7, 0.4)
+
+
+def deeper_is_better(trial):
+    """depth in {1, 2, 3}; width_k exists only for k < depth. Minimum -1.5 at depth 3, lr 0.3 and
+    width_k at WIDTH_OPTIMA[k]."""
+    depth = trial.suggest_int("depth", 1, 3)
+    value = (trial.suggest_float("lr", 0, 1) - 0.3) ** 2 - 0.5 * depth
+    for k in range(depth):
+        value += (trial.suggest_float(f"width_{k}", 0, 1) - WIDTH_OPTIMA[k]) ** 2
+    return value
+
+
+def _arc(**kwargs):
+    return GPSampler(conditional="arc", n_candidates=64, n_starts=2, map_restarts=0, **kwargs)
+
+
+def test_arc_models_conditional_parameters_and_beats_random_search():
+    """After the startup trials no parameter falls to the independent sampler (every proposal's
+    pattern agrees with its depth), and the median best value over 3 seeds beats random search's."""
+    best = {"arc": [], "random": []}
+    for seed in range(3):
+        study = optuna.create_study(sampler=_arc(seed=seed, n_startup_trials=6))
+        study.optimize(deeper_is_better, n_trials=6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UnmodelledParameterWarning)
+            study.optimize(deeper_is_better, n_trials=8)
+        best["arc"].append(study.best_value)
+        random = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        random.optimize(deeper_is_better, n_trials=14)
+        best["random"].append(random.best_value)
+    assert np.median(best["arc"]) < np.median(best["random"]) - 0.1
+    assert np.median(best["arc"]) < -1.3  # the optimum is -1.5, at depth 3
+
+
+def test_arc_relative_space_is_the_union_and_proposals_carry_their_pattern():
+    study = optuna.create_study(sampler=_arc(seed=0, n_startup_trials=6))
+    study.optimize(deeper_is_better, n_trials=6)
+    space = study.sampler.infer_relative_search_space(study, study.trials[0])
+    assert set(space) == {"depth", "lr"} | {f"width_{k}" for k in range(max(t.params["depth"] for t in study.trials))}
+    trial = study.ask()
+    depth = trial.suggest_int("depth", 1, 3)
+    proposal = study._storage.get_trial(trial._trial_id).system_attrs[RELATIVE_PARAMS_KEY]
+    assert set(proposal) == {"depth", "lr"} | {f"width_{k}" for k in range(depth)}
+
+
+def test_arc_pending_trials_enter_with_their_pattern():
+    """A RUNNING trial that carries this sampler's proposal is a pending input, NaN where its
+    pattern lacks a parameter; a RUNNING trial without one (pattern unknown) is left out."""
+    sampler = _arc(seed=1, n_startup_trials=6)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(deeper_is_better, n_trials=6)
+    unknown = study.ask()  # never suggests: no proposal stored
+    running = study.ask()
+    running.suggest_int("depth", 1, 3)
+    proposal = study._storage.get_trial(running._trial_id).system_attrs[RELATIVE_PARAMS_KEY]
+    space = SearchSpace(sampler.infer_relative_search_space(study, study.trials[0]))
+    probe = study.ask()
+    xp = sampler._pending_inputs(study, study._storage.get_trial(probe._trial_id), space)
+    assert xp.shape == (1, space.dim)
+    torch.testing.assert_close(xp[0], space.encode_active(proposal), equal_nan=True)
+    assert unknown.number < running.number and RELATIVE_PARAMS_KEY not in study._storage.get_trial(
+        unknown._trial_id).system_attrs
+
+
+def test_arc_warns_for_a_parameter_outside_the_pattern():
+    dists = {"x": FloatDistribution(0, 1)}
+    study = optuna.create_study(sampler=_arc(seed=0, n_startup_trials=3))
+    for x in (0.1, 0.5, 0.9):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, value=x, distributions=dists))
+    with pytest.warns(UnmodelledParameterWarning, match=r"parameter 'extra' \(trial 3\): it is not in the "
+                                                        r"activity pattern.*RandomSampler"):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("extra", 0, 1), n_trials=1)
+
+
+def test_arc_with_slice_sampled_hyperparameters():
+    study = optuna.create_study(sampler=_arc(seed=0, n_startup_trials=6, hyperparameters="mcmc",
+                                             n_hyper_samples=2, mcmc_burnin=1))
+    study.optimize(deeper_is_better, n_trials=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnmodelledParameterWarning)
+        study.optimize(deeper_is_better, n_trials=2)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 8
+
+
+def test_arc_without_conditional_parameters_matches_independent():
+    """Every trial has every parameter: the arc option builds today's model and proposes the same points."""
+    runs = []
+    for mode in ("independent", "arc"):
+        study = optuna.create_study(sampler=GPSampler(seed=3, n_startup_trials=4, conditional=mode))
+        study.optimize(bowl, n_trials=6)
+        runs.append([t.params for t in study.trials])
+    assert runs[0] == runs[1]
+
+
+def test_conditional_mode_is_checked():
+    with pytest.raises(ValueError, match=r"conditional must be one of \['arc', 'independent'\], got 'tree'"):
+        GPSampler(conditional="tree")
