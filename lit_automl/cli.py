@@ -188,6 +188,7 @@ def nas_worker_main(args: List[str]) -> int:
     done = run_worker(
         storage, study_name, model.evaluator, search_id=None, poll_interval=namespace.poll_interval,
         max_children=namespace.max_children, num_threads=namespace.threads, idle_timeout=namespace.idle_timeout,
+        **model.heartbeat_settings(),
     )
     print(f"lit-automl nas-worker: evaluated {done} child(ren) of study {study_name!r}")
     return done

@@ -7,6 +7,9 @@ else, once: every child is a trial of one Optuna study (:mod:`lit_automl.nas.wor
 in this process (``n_workers=0``), by local worker processes (``n_workers > 0``) or by
 ``lit-automl nas-worker`` processes on other machines sharing an RDB storage, so a search resumes
 after a crash and spreads over machines alike; a failing child is a failed trial with its reason.
+A resumed search proposes the children of its interrupted step again and adopts their trials (finished
+ones are not trained twice); with heartbeats (RDB storages) the child a killed process was evaluating is
+failed and retried (:mod:`lit_automl.nas.workqueue`).
 
 As a LightningModule: one *training step* is one search step (``children_per_step`` children),
 so Lightning's progress bar, loggers, checkpointing and ``max_epochs`` (times ``steps_per_epoch``
@@ -75,6 +78,11 @@ class ChildSearch(pl.LightningModule):
         child_timeout: seconds to wait for one step's children before failing the search.
         on_child_failure: ``"raise"`` stops the search with the child's error; ``"zero"`` gives a
             failed child reward 0 and logs a warning with the reason.
+        heartbeat_interval: seconds between heartbeats of a child being evaluated (RDB storages; 0: none,
+            so the child of a killed process stays RUNNING). 60, as the HPO studies'.
+        grace_period: seconds without a heartbeat before a RUNNING child is failed (``None``: twice the
+            interval).
+        max_retry: how many times a child failed by the heartbeat is evaluated again.
         seed: seed of the strategy's random draws (``self.generator``).
     """
 
@@ -90,7 +98,8 @@ class ChildSearch(pl.LightningModule):
     def __init__(self, evaluator: Evaluator, children_per_step: int = 8, budget: int = 50,
                  reward: str = "max_last5_cubed", steps_per_epoch: int = 10, storage: Optional[str] = None,
                  study_name: Optional[str] = None, n_workers: int = 0, threads_per_worker: Optional[int] = None,
-                 child_timeout: Optional[float] = None, on_child_failure: str = "raise", seed: int = 0) -> None:
+                 child_timeout: Optional[float] = None, on_child_failure: str = "raise", heartbeat_interval: int = 60,
+                 grace_period: Optional[int] = None, max_retry: int = 1, seed: int = 0) -> None:
         super().__init__()
         if not isinstance(evaluator, Evaluator):
             raise ArgumentTypeError(
@@ -105,6 +114,9 @@ class ChildSearch(pl.LightningModule):
         check_int("threads_per_worker", threads_per_worker, low=1, allow_none=True)
         check_real("child_timeout", child_timeout, low=0, low_open=True, allow_none=True,
                    allowed="a number of seconds > 0 or None")
+        check_int("heartbeat_interval", heartbeat_interval, low=0, hint="0 turns heartbeats off")
+        check_int("grace_period", grace_period, low=1, allow_none=True, hint="None: twice heartbeat_interval")
+        check_int("max_retry", max_retry, low=0)
         check_int("seed", seed)
         self.save_hyperparameters(ignore=list(self.unsaved_arguments))
         self.automatic_optimization = False
@@ -193,9 +205,11 @@ class ChildSearch(pl.LightningModule):
             storage = hp.storage
             if storage is None and hp.n_workers > 0:
                 storage = f"sqlite:///{run_dir / 'children.db'}"
-            self._queue = ChildQueue(storage, study_name, self.decisions, run_dir)
+            self._queue = ChildQueue(storage, study_name, self.decisions, run_dir, **self.heartbeat_settings())
+            self._queue.fail_stale(force=True)  # children of a killed run: failed, and retried under their keys
             stale = self._queue.abandon_waiting(
-                keep_prefix=self._session, reason=f"left WAITING by an earlier session of search {self.search_name}"
+                keep_prefix=f"{self.search_name}/",
+                reason=f"left WAITING by an earlier session of another search than {self.search_name}",
             )
             if stale:
                 rank_zero_warn(f"{stale} child trial(s) left waiting by an interrupted run were marked FAIL")
@@ -203,9 +217,15 @@ class ChildSearch(pl.LightningModule):
                 if storage is None or self._queue.storage_url is None:
                     raise ValueError("n_workers > 0 needs a storage URL that worker processes can open")
                 self._workers = spawn_workers(
-                    hp.n_workers, storage, study_name, self.evaluator, self._session, str(run_dir), hp.threads_per_worker
+                    hp.n_workers, storage, study_name, self.evaluator, self._session, str(run_dir), hp.threads_per_worker,
+                    **self.heartbeat_settings(),
                 )
                 rank_zero_info(f"{hp.n_workers} child worker process(es) started on study {study_name!r} ({storage})")
+
+    def heartbeat_settings(self) -> Dict[str, Any]:
+        """The child queue's heartbeat arguments (the controller's, its workers' and ``nas-worker``'s)."""
+        hp = self.hparams
+        return {"heartbeat_interval": hp.heartbeat_interval, "grace_period": hp.grace_period, "max_retry": hp.max_retry}
 
     def _stop_workers(self) -> None:
         if self._queue is not None:
@@ -253,16 +273,20 @@ class ChildSearch(pl.LightningModule):
         assert self._queue is not None, "on_fit_start opens the child queue"
         hp = self.hparams
         step = self.search_steps
-        keys = [f"{self._session}/{step}/{i}" for i in range(len(actions))]
+        keys = [f"{self.search_name}/{step}/{i}" for i in range(len(actions))]
         archs = [self.space.decode(a) for a in actions]
-        for key, a, arch in zip(keys, actions, archs):
-            self._queue.submit(key, a, self.space.to_json(arch), hp.budget, hp.reward, {"search_step": step})
+        records = [self.space.to_json(arch) for arch in archs]
+        known = self._queue.trials_by_key(keys)
+        for key, a, record in zip(keys, actions, records):
+            if self._adopt(key, record, known.get(key, [])):
+                continue
+            self._queue.submit(key, a, record, hp.budget, hp.reward, {"search_step": step, "session": self._session})
         done = self._queue.wait(keys, timeout=hp.child_timeout, work=self.evaluator if hp.n_workers == 0 else None)
         rewards: List[float] = []
         for key, a, arch in zip(keys, actions, archs):
             trial = done[key]
             if trial.state.name == "FAIL":
-                reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+                reason = self._queue.fail_reason(trial)
                 if hp.on_child_failure == "raise":
                     raise RuntimeError(
                         f"child {key} (trial {trial.number}) failed: {reason}\narchitecture: {self.space.to_json(arch)}\n"
@@ -277,6 +301,7 @@ class ChildSearch(pl.LightningModule):
                 "child": self.children_sampled + len(rewards) - 1, "trial": trial.number, "step": step,
                 "reward": reward, "state": trial.state.name, "architecture": self.space.to_json(arch),
                 "params": trial.user_attrs.get("params"), "train_seconds": trial.user_attrs.get("train_seconds"),
+                "retry_of": trial.system_attrs.get("retry_history"),
                 **{k: trial.user_attrs[k] for k in ("val_acc", "val_ppl") if k in trial.user_attrs},
             }
             self.history.append(record)
@@ -285,6 +310,24 @@ class ChildSearch(pl.LightningModule):
         if not all(math.isfinite(x) for x in rewards):
             raise FloatingPointError(f"non-finite rewards {rewards} at search step {step}")
         return rewards
+
+    def _adopt(self, key: str, record: Dict[str, Any], trials: List[Any]) -> bool:
+        """Whether the child ``key`` of an earlier session (a resumed search proposing it again) stands: its
+        newest trial holds this architecture and is done or still to come. A waiting trial proposed
+        differently is failed with the reason; a failed one is submitted again."""
+        if not trials:
+            return False
+        assert self._queue is not None
+        newest = trials[-1]
+        same = newest.user_attrs.get("architecture") == record and newest.user_attrs.get("budget") == self.hparams.budget
+        # a RUNNING child is adopted only when heartbeats will fail it should its process be dead
+        alive = newest.state.name == "RUNNING" and self._queue.heartbeat_interval > 0
+        if same and (newest.state.name in ("COMPLETE", "WAITING") or alive or self._queue.retry_pending(newest)):
+            return True
+        if newest.state.name == "WAITING":
+            self._queue.fail_waiting(newest, f"superseded: search {self.search_name} proposed another child as {key} "
+                                             "after a resume")
+        return False
 
     # ------------------------------------------------------------------ results
     def best_architecture(self) -> Any:

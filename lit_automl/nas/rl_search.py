@@ -79,6 +79,9 @@ class RLSearch(ChildSearch):
         threads_per_worker: Optional[int] = None,
         child_timeout: Optional[float] = None,
         on_child_failure: str = "raise",
+        heartbeat_interval: int = 60,
+        grace_period: Optional[int] = None,
+        max_retry: int = 1,
         seed: int = 0,
     ) -> None:
         check_choice("algorithm", algorithm, ALGORITHMS, sort=False)
@@ -86,7 +89,8 @@ class RLSearch(ChildSearch):
         super().__init__(evaluator, children_per_step=children_per_step, budget=budget, reward=reward,
                          steps_per_epoch=steps_per_epoch, storage=storage, study_name=study_name, n_workers=n_workers,
                          threads_per_worker=threads_per_worker, child_timeout=child_timeout,
-                         on_child_failure=on_child_failure, seed=seed)
+                         on_child_failure=on_child_failure, heartbeat_interval=heartbeat_interval,
+                         grace_period=grace_period, max_retry=max_retry, seed=seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the controller's initial weights follow ``seed`` too
             self.controller = Controller(

@@ -12,6 +12,18 @@ work queue (Zoph et al., CVPR 2018, Sec. 3). Here the queue is an Optuna study:
   another worker was first), evaluates it and tells the study the reward, or FAIL with the reason;
 * the controller waits for its children with :meth:`ChildQueue.wait`.
 
+A child's key is ``<search>/<step>/<index>``: the same child of a search proposed again after a resume
+(the strategy's state comes back from the checkpoint, so it proposes the same children) finds its trial
+and adopts it — a finished child is not trained twice, a waiting one is not submitted twice. The newest
+trial of a key is the child's (:meth:`ChildQueue.newest`).
+
+Heartbeats (RDB storages, ``heartbeat_interval > 0``): while a child is evaluated, a thread records a
+heartbeat every ``heartbeat_interval`` seconds; the controller and the workers call Optuna's
+``fail_stale_trials`` as they poll, so a child whose process died (killed worker, killed search) is
+failed once it has been silent for ``grace_period`` seconds and re-enqueued as a WAITING trial with the
+same key, parameters and architecture (Optuna's ``RetryHeartbeatStaleTrialCallback``, ``max_retry``
+times), which a live worker, or the resumed search, then evaluates.
+
 The storage is any Optuna storage several processes can share: SQLite or a journal file on one
 machine, PostgreSQL / MySQL across machines (``lit-automl nas-worker -c RECIPE`` on each). Every
 child is on record in the study.
@@ -22,13 +34,16 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Union
 
+from lit_automl._checks import check_int
 from lit_automl.storage import make_storage
 from lit_automl.nas.evaluator import Evaluator, reward_from_metrics
 from lit_automl.spaces.decisions import ANCHOR, Action, Decision, validate_actions
@@ -94,6 +109,7 @@ class ClaimedChild:
     """A child a worker owns: its trial and what to evaluate."""
 
     trial: optuna.trial.Trial
+    trial_id: int
     key: str
     architecture: Dict[str, Any]
     budget: int
@@ -109,6 +125,11 @@ class ChildQueue:
         study_name: the study (created when missing; direction maximise: the value is the reward).
         run_dir: folder of the default SQLite file.
         decisions: the space's decisions (parameter names and choices).
+        heartbeat_interval: seconds between heartbeats of a child being evaluated (RDB storages given by
+            URL; 0: no heartbeats, a child whose process died stays RUNNING).
+        grace_period: seconds without a heartbeat after which a RUNNING child is failed (``None``: Optuna's
+            default, twice the interval).
+        max_retry: how many times a child failed by the heartbeat is re-enqueued.
     """
 
     def __init__(
@@ -117,14 +138,23 @@ class ChildQueue:
         study_name: str,
         decisions: Sequence[Decision],
         run_dir: Union[str, Path] = "runs/nas",
+        heartbeat_interval: int = 0,
+        grace_period: Optional[int] = None,
+        max_retry: int = 1,
     ) -> None:
         import optuna
         from optuna.storages import BaseStorage
 
         if not isinstance(study_name, str) or not study_name:
             raise ValueError(f"study_name must be a non-empty string, got {study_name!r}")
+        check_int("heartbeat_interval", heartbeat_interval, low=0, hint="0 turns heartbeats off")
+        check_int("grace_period", grace_period, low=1, allow_none=True, hint="None: twice heartbeat_interval")
+        check_int("max_retry", max_retry, low=0)
         self.storage_url = storage if isinstance(storage, str) or storage is None else None
-        self.storage = storage if isinstance(storage, BaseStorage) else make_storage(storage, run_dir, heartbeat_interval=0)
+        self.storage = storage if isinstance(storage, BaseStorage) else make_storage(
+            storage, run_dir, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry)
+        self.max_retry = max_retry
+        self._last_stale_check = -float("inf")
         self.study_name = study_name
         self.decisions = list(decisions)
         with warnings.catch_warnings():
@@ -150,18 +180,63 @@ class ChildQueue:
         }
         self.study.enqueue_trial(params, user_attrs=user_attrs)
 
-    def finished(self, keys: Sequence[str]) -> Dict[str, FrozenTrial]:
-        """The COMPLETE or FAIL trials among ``keys``."""
-        from optuna.trial import TrialState
+    @property
+    def heartbeat_interval(self) -> int:
+        """Seconds between heartbeats of a child being evaluated (0: this storage records none)."""
+        interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()  # RDB storages only
+        return int(interval) if interval else 0
 
-        wanted = set(keys)
-        out: Dict[str, FrozenTrial] = {}
-        finished = (TrialState.COMPLETE, TrialState.FAIL)
-        for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=finished):
+    def fail_stale(self, force: bool = False) -> None:
+        """Fail (and re-enqueue, up to ``max_retry`` times) RUNNING children silent for the grace period:
+        Optuna's ``fail_stale_trials``, at most once per heartbeat interval unless ``force``."""
+        interval = self.heartbeat_interval
+        if not interval or (not force and time.monotonic() - self._last_stale_check < interval):
+            return
+        import optuna
+
+        self._last_stale_check = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    def trials_by_key(self, keys: Optional[Sequence[str]] = None) -> Dict[str, List[FrozenTrial]]:
+        """Every trial of each key (all of this study's children when ``keys`` is None), oldest first."""
+        wanted = None if keys is None else set(keys)
+        out: Dict[str, List[FrozenTrial]] = {}
+        for t in self.storage.get_all_trials(self.study_id, deepcopy=False):
             k = t.user_attrs.get("child_key")
-            if k in wanted:
+            if k is not None and (wanted is None or k in wanted):
+                out.setdefault(k, []).append(t)
+        for trials in out.values():
+            trials.sort(key=lambda t: t.number)
+        return out
+
+    def newest(self, key: str) -> Optional[FrozenTrial]:
+        """The child's trial: the newest trial of ``key`` (a retry supersedes the trial it retries)."""
+        trials = self.trials_by_key([key]).get(key)
+        return trials[-1] if trials else None
+
+    def retry_pending(self, trial: FrozenTrial) -> bool:
+        """Whether a FAIL ``trial`` was failed by the heartbeat and its retry is still to be enqueued."""
+        return (trial.state.name == "FAIL" and "fail_reason" not in trial.user_attrs and self.heartbeat_interval > 0
+                and len(trial.system_attrs.get("retry_history", [])) < self.max_retry)
+
+    def finished(self, keys: Sequence[str]) -> Dict[str, FrozenTrial]:
+        """The keys whose child is done: its newest trial COMPLETE, or FAIL with no retry to come."""
+        out: Dict[str, FrozenTrial] = {}
+        for k, trials in self.trials_by_key(keys).items():
+            t = trials[-1]
+            if t.state.name == "COMPLETE" or (t.state.name == "FAIL" and not self.retry_pending(t)):
                 out[k] = t
         return out
+
+    @staticmethod
+    def fail_reason(trial: FrozenTrial) -> str:
+        """Why a FAIL child failed: its recorded reason, else the heartbeat's verdict."""
+        if "fail_reason" in trial.user_attrs:
+            return str(trial.user_attrs["fail_reason"])
+        return ("its process stopped sending heartbeats (killed or crashed) and no retry is left "
+                f"(retries: {trial.system_attrs.get('retry_history', [])})")
 
     def wait(
         self, keys: Sequence[str], timeout: Optional[float] = None, poll_interval: float = 0.2,
@@ -173,6 +248,7 @@ class ChildQueue:
         """
         start = time.monotonic()
         while True:
+            self.fail_stale()
             done = self.finished(keys)
             if len(done) == len(set(keys)):
                 return done
@@ -189,7 +265,8 @@ class ChildQueue:
             time.sleep(poll_interval)
 
     def abandon_waiting(self, keep_prefix: str, reason: str) -> int:
-        """Fail WAITING children whose key does not start with ``keep_prefix`` (left by an interrupted run)."""
+        """Fail WAITING children whose key does not start with ``keep_prefix`` (left by another search's
+        interrupted run); returns how many."""
         from optuna.trial import TrialState
 
         n = 0
@@ -197,12 +274,19 @@ class ChildQueue:
             key = t.user_attrs.get("child_key")
             if key is None or key.startswith(keep_prefix):
                 continue
-            tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
-            if self.storage.set_trial_state_values(tid, TrialState.RUNNING):
-                self.storage.set_trial_user_attr(tid, "fail_reason", reason)
-                self.storage.set_trial_state_values(tid, TrialState.FAIL)
-                n += 1
+            n += self.fail_waiting(t, reason)
         return n
+
+    def fail_waiting(self, trial: FrozenTrial, reason: str) -> bool:
+        """Fail a WAITING child with ``reason`` (False when a worker claimed it first)."""
+        from optuna.trial import TrialState
+
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        if not self.storage.set_trial_state_values(tid, TrialState.RUNNING):
+            return False
+        self.storage.set_trial_user_attr(tid, "fail_reason", reason)
+        self.storage.set_trial_state_values(tid, TrialState.FAIL)
+        return True
 
     def set_stopped(self, search_id: str) -> None:
         """Tell the workers of ``search_id`` to exit once the queue is empty."""
@@ -220,6 +304,7 @@ class ChildQueue:
         import optuna
         from optuna.trial import TrialState
 
+        self.fail_stale()
         # Read through the study (not the raw storage) so the study's storage cache knows the trial
         # before optuna.trial.Trial writes its parameters.
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -233,7 +318,7 @@ class ChildQueue:
             for name, dist in decision_distributions(self.decisions, length).items():
                 trial.suggest_categorical(name, dist.choices)  # the enqueued values: records the params
             return ClaimedChild(
-                trial=trial, key=t.user_attrs["child_key"], architecture=t.user_attrs["architecture"],
+                trial=trial, trial_id=tid, key=t.user_attrs["child_key"], architecture=t.user_attrs["architecture"],
                 budget=int(t.user_attrs["budget"]), reward=t.user_attrs["reward_name"],
             )
         return None
@@ -244,10 +329,11 @@ class ChildQueue:
 
         trial = claimed.trial
         try:
-            architecture = evaluator.space.from_json(claimed.architecture)
-            kwargs = {"key": claimed.key.replace("/", "_")} if _accepts_key(evaluator) else {}
-            metrics = evaluator.evaluate(architecture, claimed.budget, **kwargs)
-            reward = reward_from_metrics(metrics, claimed.reward)
+            with self._heartbeats(claimed.trial_id):
+                architecture = evaluator.space.from_json(claimed.architecture)
+                kwargs = {"key": claimed.key.replace("/", "_")} if _accepts_key(evaluator) else {}
+                metrics = evaluator.evaluate(architecture, claimed.budget, **kwargs)
+                reward = reward_from_metrics(metrics, claimed.reward)
         except Exception as err:  # a failing child is recorded with its reason, never hidden
             reason = f"{type(err).__name__}: {err}"
             trial.set_user_attr("fail_reason", reason)
@@ -260,6 +346,29 @@ class ChildQueue:
         trial.set_user_attr("worker_pid", os.getpid())
         self.study.tell(trial, reward)
         return reward
+
+    @contextmanager
+    def _heartbeats(self, trial_id: int) -> Iterator[None]:
+        """Record a heartbeat of ``trial_id`` now and every heartbeat interval until the block ends."""
+        interval = self.heartbeat_interval
+        if not interval:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                self.storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+                if stop.wait(interval):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"child-heartbeat-{trial_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 def _accepts_key(evaluator: Evaluator) -> bool:
@@ -278,18 +387,22 @@ def run_worker(
     max_children: Optional[int] = None,
     num_threads: Optional[int] = None,
     idle_timeout: Optional[float] = None,
+    heartbeat_interval: int = 0,
+    grace_period: Optional[int] = None,
+    max_retry: int = 1,
 ) -> int:
     """Evaluate children of ``study_name`` until the search ``search_id`` says stop (or ``max_children``).
 
     With ``search_id=None`` the worker serves any search on the study until ``max_children``, until
     no child has waited for ``idle_timeout`` seconds, or forever (stop it with Ctrl-C). Returns the
-    number of children evaluated.
+    number of children evaluated. The heartbeat arguments are :class:`ChildQueue`'s (give the search's).
     """
     if num_threads is not None:
         import torch
 
         torch.set_num_threads(int(num_threads))
-    queue = ChildQueue(storage, study_name, evaluator.space.decisions(), run_dir)
+    queue = ChildQueue(storage, study_name, evaluator.space.decisions(), run_dir, heartbeat_interval=heartbeat_interval,
+                       grace_period=grace_period, max_retry=max_retry)
     done = 0
     idle_since = time.monotonic()
     while max_children is None or done < max_children:
@@ -309,23 +422,28 @@ def run_worker(
 
 
 def _worker_entry(storage_url: str, study_name: str, evaluator: Evaluator, search_id: str, run_dir: str,
-                  num_threads: Optional[int]) -> None:
+                  num_threads: Optional[int], heartbeats: Dict[str, Any]) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_worker(storage_url, study_name, evaluator, search_id=search_id, run_dir=run_dir, num_threads=num_threads)
+    run_worker(storage_url, study_name, evaluator, search_id=search_id, run_dir=run_dir, num_threads=num_threads,
+               **heartbeats)
 
 
 def spawn_workers(
     n: int, storage_url: str, study_name: str, evaluator: Evaluator, search_id: str, run_dir: str,
     num_threads: Optional[int] = None,
+    heartbeat_interval: int = 0,
+    grace_period: Optional[int] = None,
+    max_retry: int = 1,
 ) -> List[multiprocessing.process.BaseProcess]:
     """Start ``n`` local worker processes (spawn context; the evaluator is pickled to each)."""
+    heartbeats = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period, "max_retry": max_retry}
     ctx = multiprocessing.get_context("spawn")
     procs = []
     for _ in range(n):
         p = ctx.Process(
-            target=_worker_entry, args=(storage_url, study_name, evaluator, search_id, run_dir, num_threads), daemon=True
+            target=_worker_entry, args=(storage_url, study_name, evaluator, search_id, run_dir, num_threads, heartbeats), daemon=True
         )
         p.start()
         procs.append(p)
