@@ -139,6 +139,7 @@ class PatternSpace:
         self.full, self.pattern = full, frozenset(pattern)
         restricted: Dict[str, List[Any]] = {}
         dists: Dict[str, BaseDistribution] = {}
+        self._canonical: Dict[str, tuple] = {}  # restricted name -> (its distribution in U, all its values)
         for name, dist in full.distributions.items():
             if name not in self.pattern:
                 continue
@@ -151,6 +152,7 @@ class PatternSpace:
                 if len(values) < len(_values(dist)):
                     restricted[name] = values
                     dists[name] = CategoricalDistribution(values)
+                    self._canonical[name] = (dist, _values(dist))
         self.space = SearchSpace(dists)
         self.base = torch.full((full.dim,), float("nan"), dtype=DTYPE)  # (D,) inactive columns stay NaN
         sub_columns: List[int] = []
@@ -182,5 +184,12 @@ class PatternSpace:
         return self.space.decode(row)
 
     def encode_many(self, params: Sequence[Mapping[str, Any]]) -> Tensor:
-        """Rows (N, D_P) of this pattern's space for trials of the pattern (their other names ignored)."""
-        return self.space.encode_many([{n: p[n] for n in self.space.distributions} for p in params])
+        """Rows (N, D_P) of this pattern's space for trials of the pattern (their other names ignored;
+        a restricted decider's value matched by its position, so float rounding does not matter)."""
+        def canonical(name: str, value: Any) -> Any:
+            if name not in self._canonical:
+                return value
+            dist, values = self._canonical[name]
+            return values[_index(dist, value)]
+
+        return self.space.encode_many([{n: canonical(n, p[n]) for n in self.space.distributions} for p in params])

@@ -88,3 +88,16 @@ def test_pattern_space_bad_input():
         PatternSpace(full, frozenset({"depth", "width"}), {})
     with pytest.raises(ValueError, match=r"no allowed value of 'depth'"):
         PatternSpace(full, frozenset({"depth"}), {"depth": frozenset({7})})
+
+
+def test_stepped_float_decider_is_matched_by_its_step():
+    """A stepped-float decider restricted to 0.3 (computed 0 + 3 * 0.1 = 0.30000000000000004)
+    still encodes a trial that stored 0.3."""
+    scale = FloatDistribution(0.0, 0.5, step=0.1)
+    full = SearchSpace({"scale": scale, "lr": U, "extra": U})
+    params = [{"scale": 0.3, "lr": 0.5, "extra": 0.2}, {"scale": 0.1, "lr": 0.4}, {"scale": 0.5, "lr": 0.1}]
+    rules = decider_rules(params, full.distributions)
+    assert rules == [DeciderRule("scale", "extra", frozenset({0.3}), frozenset({0.1, 0.5}))]
+    sub = PatternSpace(full, frozenset(params[0]), allowed_values(rules, frozenset(params[0])))
+    assert set(sub.space.fixed) == {"scale"} and sub.space.fixed["scale"] == pytest.approx(0.3)
+    torch.testing.assert_close(sub.to_full(sub.encode_many(params[:1]))[0], full.encode_active(params[0]))
