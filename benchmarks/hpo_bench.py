@@ -14,6 +14,14 @@ Two parts:
   200 completed random trials in the study, median over a few suggestions after one warm-up
   (which lets our sampler warm-start its fit, as it does within a run).
 
+A third regret problem, ``conditional`` (``--problems conditional``, not in the default run), is a
+space whose later decisions exist only for deeper networks (``depth`` in 1..4, ``width_k`` only
+for k < depth; minimum -1.6 at depth 4), for ``gp-ei-arc`` (the arc kernel of Swersky et al. 2013
+over the union of the trials' parameters) against ``gp-ei`` (today's intersection space: the widths
+beyond those every trial has are drawn at random), TPE and random search. Each regret table also
+gives the median number of parameter draws our sampler left to its independent sampler after the
+startup trials (UnmodelledParameterWarning) per run.
+
 Runs go to ``--jobs`` worker processes (2), each on one thread (torch, BLAS and OpenMP).
 Finished runs are cached in ``hpo_bench_results.json`` (next to this script, or in ``--out``),
 keyed by sampler / problem / seed (a run's first k trials do not depend on the budget, so a
@@ -27,6 +35,8 @@ Usage::
     python benchmarks/hpo_bench.py --quick            # 2 seeds, 20 trials: checks the script
     python benchmarks/hpo_bench.py --samplers gp-ei optuna-gp --seeds 5 --trials 50
     python benchmarks/hpo_bench.py --parts timing
+    python benchmarks/hpo_bench.py --parts regret --problems conditional \
+        --samplers gp-ei-arc gp-ei tpe random --seeds 5 --trials 40     # conditional space
 """
 
 from __future__ import annotations
@@ -47,11 +57,12 @@ from _harness import format_table, median_iqr
 CHECKPOINTS = (20, 50, 100)
 DEFAULT_SAMPLERS = ("gp-ei", "gp-pi", "gp-ucb", "gp-eips", "gp-ei-mcmc", "optuna-gp", "tpe", "random")
 PROBLEMS = ("branin", "hartmann6")
+ALL_PROBLEMS = PROBLEMS + ("conditional",)
 # Rough seconds of one run of 100 trials on one core of these (shared, busy) machines, for the
-# estimate: (Branin, Hartmann6); a run of n trials is taken to cost (n / 100)^2 of it.
-COST_100 = {"gp": (6.0, 12.0), "gp-mcmc": (25.0, 40.0), "optuna-gp": (10.0, 12.0), "tpe": (0.3, 0.5),
-            "random": (0.1, 0.1)}
-TIMING_COST = {"gp": (0.15, 0.4), "gp-mcmc": (0.5, 1.2), "optuna-gp": (0.8, 0.4), "tpe": (0.05, 0.2),
+# estimate: (Branin, Hartmann6, conditional); a run of n trials is taken to cost (n / 100)^2 of it.
+COST_100 = {"gp": (6.0, 12.0, 60.0), "gp-arc": (6.0, 12.0, 150.0), "gp-mcmc": (25.0, 40.0, 300.0),
+            "optuna-gp": (10.0, 12.0, 12.0), "tpe": (0.3, 0.5, 0.5), "random": (0.1, 0.1, 0.1)}
+TIMING_COST = {"gp": (0.15, 0.4), "gp-arc": (0.15, 0.4), "gp-mcmc": (0.5, 1.2), "optuna-gp": (0.8, 0.4), "tpe": (0.05, 0.2),
                "random": (0.01, 0.01)}  # s per suggestion at 50 and 200 trials
 STARTUP_S = 1.0  # per run: study creation, imports amortised over a worker's runs
 
@@ -77,18 +88,34 @@ def hartmann6(trial) -> float:
     return float(-_H6_ALPHA @ np.exp(-(_H6_A * (x - _H6_P) ** 2).sum(1)))
 
 
+CONDITIONAL_WIDTHS = (0.2, 0.7, 0.4, 0.6)
+CONDITIONAL_MIN = -0.4 * len(CONDITIONAL_WIDTHS)
+
+
+def conditional(trial) -> float:
+    """depth in {1, .., 4}, lr in [0, 1] always, width_k in [0, 1] only for k < depth:
+    (lr - 0.3)^2 - 0.4 depth + sum_k (width_k - c_k)^2; minimum -1.6 at depth 4, lr 0.3, width = c."""
+    depth = trial.suggest_int("depth", 1, len(CONDITIONAL_WIDTHS))
+    value = (trial.suggest_float("lr", 0.0, 1.0) - 0.3) ** 2 - 0.4 * depth
+    for k in range(depth):
+        value += (trial.suggest_float(f"width_{k}", 0.0, 1.0) - CONDITIONAL_WIDTHS[k]) ** 2
+    return value
+
+
 OBJECTIVES: Dict[str, Tuple[Callable, float]] = {"branin": (branin, BRANIN_MIN),
-                                                 "hartmann6": (hartmann6, HARTMANN6_MIN)}
+                                                 "hartmann6": (hartmann6, HARTMANN6_MIN),
+                                                 "conditional": (conditional, CONDITIONAL_MIN)}
 
 
 def _cost_kind(name: str) -> str:
     if name.startswith("gp-"):
-        return "gp-mcmc" if name.endswith("-mcmc") else "gp"
+        return "gp-mcmc" if "-mcmc" in name else "gp-arc" if name.endswith("-arc") else "gp"
     return name
 
 
 def make_sampler(name: str, seed: int):
-    """``gp-<acquisition>[-mcmc]`` (acquisition: ei, pi, ucb, eips), ``optuna-gp``, ``tpe``, ``random``."""
+    """``gp-<acquisition>[-mcmc][-arc]`` (acquisition: ei, pi, ucb, eips; ``-arc``: the arc kernel
+    for conditional parameters), ``optuna-gp``, ``tpe``, ``random``."""
     import optuna
 
     from lit_automl.hpo.gp import GPSampler
@@ -96,9 +123,10 @@ def make_sampler(name: str, seed: int):
     if name.startswith("gp-"):
         parts = name[3:].split("-")
         acq = {"ei": "ei", "pi": "pi", "ucb": "ucb", "eips": "ei_per_second"}.get(parts[0])
-        if acq is None or parts[1:] not in ([], ["mcmc"]):
-            raise ValueError(f"sampler {name!r}: expected gp-<ei|pi|ucb|eips>[-mcmc]")
-        return GPSampler(seed=seed, acquisition=acq, hyperparameters="mcmc" if parts[1:] else "map")
+        if acq is None or parts[1:] not in ([], ["mcmc"], ["arc"], ["mcmc", "arc"]):
+            raise ValueError(f"sampler {name!r}: expected gp-<ei|pi|ucb|eips>[-mcmc][-arc]")
+        return GPSampler(seed=seed, acquisition=acq, hyperparameters="mcmc" if "mcmc" in parts else "map",
+                         conditional="arc" if "arc" in parts else "independent")
     factories = {"optuna-gp": lambda: optuna.samplers.GPSampler(seed=seed),
                  "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
                  "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
@@ -116,10 +144,13 @@ def _one_thread() -> None:
 
 
 def run_regret(job: Tuple[str, str, int, int]) -> Tuple[str, dict]:
-    """One study: best value so far after each trial."""
+    """One study: best value so far after each trial, and the number of parameter draws our GP
+    sampler left to its independent sampler after the startup trials (UnmodelledParameterWarning)."""
     import warnings
 
     import optuna
+
+    from lit_automl.hpo.gp import UnmodelledParameterWarning
 
     _one_thread()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -128,10 +159,13 @@ def run_regret(job: Tuple[str, str, int, int]) -> Tuple[str, dict]:
     objective, _ = OBJECTIVES[problem]
     study = optuna.create_study(sampler=make_sampler(sampler_name, seed))
     start = time.perf_counter()
-    study.optimize(objective, n_trials=trials)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnmodelledParameterWarning)
+        study.optimize(objective, n_trials=trials)
     seconds = time.perf_counter() - start
+    unmodelled = sum(issubclass(w.category, UnmodelledParameterWarning) for w in caught)
     best = np.minimum.accumulate([t.value for t in study.trials]).tolist()
-    return f"run|{sampler_name}|{problem}|{seed}", {"best": best, "seconds": seconds}
+    return f"run|{sampler_name}|{problem}|{seed}", {"best": best, "seconds": seconds, "unmodelled": unmodelled}
 
 
 def run_timing(job: Tuple[str, int, int]) -> Tuple[str, dict]:
@@ -197,11 +231,14 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.1e}"
 
 
-def regret_table(cache: Cache, samplers: Sequence[str], seeds: int, trials: int) -> Dict[Tuple[str, str, int], float]:
+def regret_table(cache: Cache, samplers: Sequence[str], seeds: int, trials: int,
+                 problems: Sequence[str] = PROBLEMS) -> Dict[Tuple[str, str, int], float]:
     """Prints the regret tables; returns the medians by (problem, sampler, checkpoint)."""
     checkpoints = [c for c in CHECKPOINTS if c <= trials] or [trials]
+    if trials not in checkpoints:
+        checkpoints.append(trials)
     medians = {}
-    for problem in PROBLEMS:
+    for problem in problems:
         _, optimum = OBJECTIVES[problem]
         print(f"\n{problem}: best regret, median [interquartile range] over {seeds} seeds")
         rows = []
@@ -216,8 +253,11 @@ def regret_table(cache: Cache, samplers: Sequence[str], seeds: int, trials: int)
                 medians[(problem, name, c)] = med
                 cells.append(f"{_fmt(med)} [{_fmt(q1)}, {_fmt(q3)}]")
             secs = statistics.median(r["seconds"] for r in runs)  # of the cached run, maybe longer
-            rows.append([name, *cells, f"{secs:.1f}"])
-        print(format_table(["sampler", *(f"after {c} trials" for c in checkpoints), "s / run"], rows))
+            unmodelled = [r["unmodelled"] for r in runs if "unmodelled" in r]
+            rows.append([name, *cells, f"{secs:.1f}",
+                         f"{statistics.median(unmodelled):g}" if len(unmodelled) == len(runs) else "-"])
+        print(format_table(["sampler", *(f"after {c} trials" for c in checkpoints), "s / run",
+                            "unmodelled draws / run"], rows))
     return medians
 
 
@@ -269,9 +309,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seeds", type=int, default=None, help="seeds per sampler and problem (10)")
     parser.add_argument("--trials", type=int, default=None, help="trials per run (100)")
     parser.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS),
-                        help="any of gp-<ei|pi|ucb|eips>[-mcmc], optuna-gp, tpe, random "
+                        help="any of gp-<ei|pi|ucb|eips>[-mcmc][-arc], optuna-gp, tpe, random "
                              f"(default: {' '.join(DEFAULT_SAMPLERS)})")
     parser.add_argument("--parts", nargs="+", default=["regret", "timing"], choices=["regret", "timing"])
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(ALL_PROBLEMS),
+                        help=f"regret problems (default: {' '.join(PROBLEMS)})")
     parser.add_argument("--timing-trials", nargs="+", type=int, default=None, help="study sizes for timing (50 200)")
     parser.add_argument("--timing-reps", type=int, default=None, help="timed suggestions per size (3)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes (2)")
@@ -290,7 +332,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     regret_jobs = []
     if "regret" in args.parts:
         for name in args.samplers:
-            for problem in PROBLEMS:
+            for problem in args.problems:
                 for seed in range(seeds):
                     entry = cache.data.get(f"run|{name}|{problem}|{seed}")
                     if entry is None or len(entry["best"]) < trials:
@@ -298,7 +340,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     timing_jobs = [(name, n, reps) for name in args.samplers for n in sizes
                    if "timing" in args.parts
                    and len(cache.data.get(f"timing|{name}|{n}", {}).get("seconds", [])) < reps]
-    estimate = sum(COST_100[_cost_kind(n)][PROBLEMS.index(p)] * (t / 100) ** 2 for n, p, _, t in regret_jobs)
+    estimate = sum(COST_100[_cost_kind(n)][ALL_PROBLEMS.index(p)] * (t / 100) ** 2 for n, p, _, t in regret_jobs)
     estimate += sum(TIMING_COST[_cost_kind(n)][0 if size <= 50 else 1] * (size / 200 if size > 200 else 1) * (r + 1)
                     for n, size, r in timing_jobs)
     estimate += STARTUP_S * (len(regret_jobs) + len(timing_jobs)) + 10.0 * args.jobs  # + worker imports
@@ -308,10 +350,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     _run_parallel(run_regret, regret_jobs, args.jobs, cache, "regret")
     _run_parallel(run_timing, timing_jobs, args.jobs, cache, "timing")
 
-    medians = regret_table(cache, args.samplers, seeds, trials) if "regret" in args.parts else {}
+    medians = regret_table(cache, args.samplers, seeds, trials, args.problems) if "regret" in args.parts else {}
     timing = timing_table(cache, args.samplers, sizes) if "timing" in args.parts else {}
 
-    peer_table(medians, timing, args.samplers, trials, sizes)
+    if "hartmann6" in args.problems:
+        peer_table(medians, timing, args.samplers, trials, sizes)
 
 
 if __name__ == "__main__":
