@@ -16,3 +16,6 @@ __all__ += ["SkipDropoutDecay", "TemperatureAnnealing"]
 from .nt_asgd import NTASGD
 
 __all__ += ["NTASGD"]
+from .step_checkpoint import StepCheckpoint
+
+__all__ += ["StepCheckpoint"]

@@ -173,13 +173,32 @@ def _jsonargparse_line(chain: Sequence[BaseException]) -> str:
     key = ".init_args.".join(keys)
     if union is not None and keys and union[0] == keys[-1] and "Expected a" in str(chain[-1]) \
             and "class_path" not in union[2]:
-        return f"{key}: expected {_allowed_types(union[1])}, got {union[2]!r}"
+        known = f"; lit_automl's modules: {', '.join(library_modules())}" if key == "model" else ""
+        return f"{key}: expected {_allowed_types(union[1])}, got {union[2]!r}{known}"
     message = _one_line(str(chain[-1]))
     if class_path and "is not accepted" in message:
         message = f"{message} by {class_path}"
     if key and not message.startswith(f'Parser key "{keys[-1]}"'):
         return _tidy(f"{key}: {message}")
     return _tidy(message)
+
+
+def library_modules() -> List[str]:
+    """The LightningModules ``lit_automl.nas`` and ``lit_automl.meta`` export: the names ``--model=NAME``
+    accepts (imported here, when a command names a model that is none of them)."""
+    import importlib
+
+    import pytorch_lightning as pl
+
+    bases = {"ChildSearch", "SupernetSearch", "MetaLearner"}  # what the methods build on, not run directly
+    names = set()
+    for package in ("lit_automl.nas", "lit_automl.meta"):
+        module = importlib.import_module(package)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if isinstance(obj, type) and issubclass(obj, pl.LightningModule) and name not in bases:
+                names.add(name)
+    return sorted(names)
 
 
 def error_line(exc: BaseException) -> str:

@@ -100,6 +100,21 @@ def test_recipe_parses_and_builds(name, tmp_path, monkeypatch):
     assert cli.trainer.max_epochs >= 1
 
 
+def test_one_recipe_runs_any_strategy_by_naming_it_on_the_command_line(tmp_path, monkeypatch):
+    # the documented way to compare strategies on one space and evaluator: --model=<strategy> over a recipe
+    monkeypatch.chdir(tmp_path)
+    recipe = str(RECIPES / "random_nb201_digits.yaml")
+    base = AutoMLCLI(args=["-c", recipe], run=False).model
+    evolution = AutoMLCLI(args=["-c", recipe, "--model=RegularizedEvolution", "--model.init_args.population_size=6",
+                                "--model.init_args.sample_size=2", "--model.init_args.storage=sqlite:///s.db"],
+                          run=False).model
+    assert type(evolution).__name__ == "RegularizedEvolution"
+    assert (evolution.hparams.population_size, evolution.hparams.sample_size) == (6, 2)
+    assert evolution.hparams.storage == "sqlite:///s.db"
+    assert type(evolution.evaluator.space) is type(base.evaluator.space)  # the recipe's evaluator and space kept
+    assert (evolution.evaluator.space.C, evolution.hparams.budget) == (base.evaluator.space.C, base.hparams.budget)
+
+
 def test_cifar_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     search = AutoMLCLI(args=["-c", str(RECIPES / "darts_cifar10.yaml")], run=False)

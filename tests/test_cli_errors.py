@@ -69,6 +69,8 @@ BAD_COMMANDS = [
     (["fit", "-c", DARTS, "--model.init_args.alpha_lr", "-1"], ["alpha_lr", "-1"]),
     (["fit", "-c", DARTS, "--model.init_args.genotype", "DARTS_V2"], ["'genotype' is not accepted", "DARTS"]),
     (["fit", "-c", DARTS, "--model.class_path", "lit_automl.nas.NoSuchSearch"], ["NoSuchSearch"]),
+    (["fit", "-c", DARTS, "--model=Evolutionn"], ["model:", "'Evolutionn'", "RegularizedEvolution", "RandomSearch",
+                                                  "SamplerSearch", "RLSearch", "DARTS", "MAML"]),
     (["fit", "-c", DARTS, "--trainer.max_epochs", "many"], ["trainer.max_epochs: expected int or None, got 'many'"]),
     (["fit", "-c", DARTS, "--trainer.precision", "17"], ["trainer.precision", "'bf16-mixed'", "got '17'"]),
     (["fit", "-c", DARTS, "--trainer.accelerator", "gpu"], ["trainer:", "gpu"]),

@@ -171,6 +171,17 @@ class ChildSearch(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_StepTokens(self.hparams.steps_per_epoch), batch_size=None)
 
+    def configure_callbacks(self) -> List[pl.Callback]:
+        """:class:`~lit_automl.callbacks.StepCheckpoint`: ``checkpoints/last.ckpt`` in the run folder after every
+        search step, so a killed search resumes from its last step (``--ckpt_path .../last.ckpt``); none when
+        the Trainer has one already (a recipe's own, which Lightning would otherwise replace with this)."""
+        from lit_automl.callbacks.step_checkpoint import StepCheckpoint
+
+        trainer = self._trainer
+        if trainer is not None and any(isinstance(c, StepCheckpoint) for c in trainer.callbacks):
+            return []
+        return [StepCheckpoint()]
+
     def configure_optimizers(self) -> Any:
         """No optimiser: a strategy without parameters (RLSearch returns the controller's Adam)."""
         return None

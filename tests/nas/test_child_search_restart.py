@@ -49,22 +49,10 @@ def _search(folder: Path, hang_file: Optional[str] = None) -> RandomSearch:
                         heartbeat_interval=1, grace_period=2, seed=3)
 
 
-class EveryStepCheckpoint(pl.Callback):
-    """``last.ckpt`` after every search step (a search without an optimiser has no global step for
-    ``ModelCheckpoint(every_n_train_steps=...)`` to count)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        trainer.save_checkpoint(self.path)
-
-
 def _fit(folder: Path, search: RandomSearch, ckpt_path: Optional[str] = None) -> RandomSearch:
     pl.seed_everything(0, verbose=False)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=folder,
-                         callbacks=[EveryStepCheckpoint(folder / "last.ckpt")])
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=folder)
     trainer.fit(search, ckpt_path=ckpt_path)
     return search
 
@@ -106,7 +94,7 @@ def test_a_killed_search_resumed_on_its_storage_retries_the_dead_child_and_conti
     assert states[hung_key] == ["RUNNING"]  # the killed process left its child running ...
     assert states[hung_key[:-1] + "1"] == ["WAITING"]  # ... and the step's other child submitted
 
-    resumed = _fit(killed, _search(killed), ckpt_path=str(killed / "last.ckpt"))
+    resumed = _fit(killed, _search(killed), ckpt_path=str(killed / "checkpoints" / "last.ckpt"))
     full = _fit(reference, _search(reference))
 
     assert [(h["architecture"], h["reward"]) for h in resumed.history] == \
