@@ -30,6 +30,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 EXPECTED = {
     "darts_digits.yaml": DARTS,
     "darts_cifar10.yaml": DARTS,
+    "darts_nb201_digits.yaml": DARTS,
+    "darts_nb201_cifar10.yaml": DARTS,
     "darts_rnn_ptb.yaml": DARTSRecurrent,
     "darts_rnn_tiny.yaml": DARTSRecurrent,
     "enas_micro_digits.yaml": ENAS,
@@ -126,6 +128,16 @@ def test_cifar_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
     assert (hp.C, hp.layers, hp.auxiliary, hp.auxiliary_weight, hp.drop_path_prob) == (36, 20, True, 0.4, 0.2)
     assert retrain.trainer.max_epochs == 600
     assert retrain.datamodule.cutout_length == 16
+
+
+def test_darts_nb201_cifar_recipe_carries_the_authors_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = AutoMLCLI(args=["-c", str(RECIPES / "darts_nb201_cifar10.yaml")], run=False)
+    hp = cli.model.hparams
+    assert (hp.space, hp.C, hp.cells_per_stage, hp.order, hp.w_lr, hp.w_lr_min, hp.w_weight_decay) == (
+        "nb201", 16, 5, 1, 0.025, 0.001, 5e-4)
+    assert (hp.alpha_lr, hp.alpha_weight_decay, hp.grad_clip) == (3e-4, 1e-3, 5.0)
+    assert cli.trainer.max_epochs == 50 and cli.datamodule.datamodule.batch_size == 64
 
 
 def test_pc_darts_cifar_recipe_carries_the_paper_settings(tmp_path, monkeypatch):
