@@ -157,7 +157,11 @@ class NASNetCellSpace(SequentialSpace):
     predictions"), the normal cell's ``5B`` first: for block ``b`` of cell ``c`` in order
     ``c.b{b}.input_a`` and ``c.b{b}.input_b`` (over the ``2 + b`` hidden states so far, numbered
     0 = ``c_{k-2}``, 1 = ``c_{k-1}``, ``2 + j`` = block ``j``), ``c.b{b}.op_a`` and ``c.b{b}.op_b``
-    (over ``ops``), ``c.b{b}.combine`` (over ``("add", "concat")``).
+    (over ``ops``), ``c.b{b}.combine`` (over ``combine``, by default ``("add", "concat")``).
+
+    ``combine=("add",)`` fixes every block's combination to addition: the space of regularized evolution
+    (Real et al., AAAI 2019, "Search space": NASNet's space with pairwise combinations always summed, its 8 ops
+    are ``ops="amoebanet"``) and of PNAS; the combine decision then has one choice.
 
     Defaults: ``num_blocks=5`` (B = 5, Sec. 3) and the 13 operations of Sec. 3 (``"nasnet"``).
     Child networks (:meth:`build`) are :class:`NASNetCIFAR` with ``N=2`` (Appendix A.6: "a small
@@ -176,9 +180,15 @@ class NASNetCellSpace(SequentialSpace):
         stem_multiplier: float = 3.0,
         auxiliary: bool = False,
         drop_path_prob: float = 0.0,
+        combine: Sequence[str] = COMBINE_METHODS,
     ):
         self.num_blocks = check_int("num_blocks", num_blocks, low=1)
         self.ops = _resolve_ops(ops)
+        if isinstance(combine, str) or not isinstance(combine, Sequence) or not combine \
+                or any(c not in COMBINE_METHODS for c in combine) or len(set(combine)) != len(combine):
+            raise ValueError(f"combine must be a non-empty list of distinct combination methods from "
+                             f"{list(COMBINE_METHODS)}, got {combine!r}")
+        self.combine = tuple(combine)
         self.N = check_int("N", N, low=1)
         self.F = check_int("F", F, low=1)
         self.stem_multiplier = check_real("stem_multiplier", stem_multiplier, low=0.0, high=math.inf, low_open=True,
@@ -189,13 +199,14 @@ class NASNetCellSpace(SequentialSpace):
             Decision.categorical(f"{cell}.b{b}.{field}", n)
             for cell in CELL_TYPES
             for b in range(self.num_blocks)
-            for field, n in zip(_FIELDS_PER_BLOCK, (len(node_inputs(b)),) * 2 + (len(self.ops),) * 2 + (len(COMBINE_METHODS),))
+            for field, n in zip(_FIELDS_PER_BLOCK, (len(node_inputs(b)),) * 2 + (len(self.ops),) * 2 + (len(self.combine),))
         ]
 
     def __repr__(self) -> str:
         return (
             f"NASNetCellSpace(num_blocks={self.num_blocks}, ops={list(self.ops)}, N={self.N}, F={self.F}, "
-            f"stem_multiplier={self.stem_multiplier}, auxiliary={self.auxiliary}, drop_path_prob={self.drop_path_prob})"
+            f"stem_multiplier={self.stem_multiplier}, auxiliary={self.auxiliary}, drop_path_prob={self.drop_path_prob}, "
+            f"combine={list(self.combine)})"
         )
 
     def decisions(self) -> List[Decision]:
@@ -218,7 +229,7 @@ class NASNetCellSpace(SequentialSpace):
                 in_a, in_b, op_a, op_b, comb = actions[k : k + 5]
                 k += 5
                 nodes.append(((self.ops[op_a], in_a), (self.ops[op_b], in_b)))
-                combine.append(COMBINE_METHODS[comb])
+                combine.append(self.combine[comb])
             cells[cell] = (nodes, combine)
         normal, normal_combine = cells["normal"]
         reduce, reduce_combine = cells["reduce"]
@@ -250,8 +261,11 @@ class NASNetCellSpace(SequentialSpace):
                 for op, _ in node:
                     if op not in self.ops:
                         raise ValueError(f"{cell} node {b}: op {op!r} is not in this space's ops {list(self.ops)}")
+                if method not in self.combine:
+                    raise ValueError(f"{cell} node {b}: combination {method!r} is not in this space's combine "
+                                     f"{list(self.combine)}")
                 (op_a, in_a), (op_b, in_b) = node
-                actions += [in_a, in_b, self.ops.index(op_a), self.ops.index(op_b), COMBINE_METHODS.index(method)]
+                actions += [in_a, in_b, self.ops.index(op_a), self.ops.index(op_b), self.combine.index(method)]
         return actions
 
     def to_json(self, genotype: GenotypeSpec) -> Dict[str, Any]:

@@ -368,3 +368,11 @@ PNAS_OPS: Tuple[str, ...] = ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "co
                              "avg_pool_3x3", "max_pool_3x3", "dilated_conv_3x3")
 OP_SETS["pnas"] = PNAS_OPS
 __all__ += ["PNAS_OPS"]
+
+# Regularized evolution's 8 ops (Real et al., AAAI 2019, "Search space"): identity, 3x3/5x5/7x7 separable
+# convs, 3x3 average and max pooling, 3x3 dilated SEPARABLE conv (DARTS's ``dil_conv_3x3``, unlike PNAS's
+# full dilated conv) and 1x7-then-7x1 conv, named as the published AmoebaNet cells name them.
+AMOEBANET_OPS: Tuple[str, ...] = ("skip_connect", "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "avg_pool_3x3",
+                                  "max_pool_3x3", "dil_conv_3x3", "conv_7x1_1x7")
+OP_SETS["amoebanet"] = AMOEBANET_OPS
+__all__ += ["AMOEBANET_OPS"]

@@ -12,7 +12,7 @@ from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.nasnet import NASNetCell, NASNetCellSpace, NASNetCIFAR, unused_states
 from lit_automl.spaces.networks import count_parameters
 from lit_automl.spaces.ops import NASNET_OPS
-from lit_automl.spaces.published import PUBLISHED_GENOTYPES
+from lit_automl.spaces.published import PUBLISHED_GENOTYPES, get_genotype
 
 NASNET_A = PUBLISHED_GENOTYPES["NASNet_A"]
 
@@ -234,3 +234,22 @@ def test_network_arguments_are_validated() -> None:
         net.train()(torch.randn(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"block 0: unknown combine method 'mul'"):
         NASNetCell(NASNET_A.normal, NASNET_A.normal_concat, 4, 4, 4, False, False, ["mul"] * 5)
+
+
+def test_combine_fixed_to_addition_is_regularized_evolutions_space_and_holds_amoebanet_a():
+    space = NASNetCellSpace(ops="amoebanet", combine=["add"])
+    combine = [d for d in space.decisions() if d.name.endswith(".combine")]
+    assert len(combine) == 10 and all(d.num_choices == 1 for d in combine)
+    genotype = space.decode([0] * len(space.decisions()))
+    assert genotype.normal_combine == genotype.reduce_combine == ("add",) * 5
+    amoeba = get_genotype("AmoebaNet_A")
+    decoded = space.decode(space.encode(amoeba))
+    assert (decoded.normal, decoded.reduce) == (amoeba.normal, amoeba.reduce)
+    with pytest.raises(ValueError, match="combination 'concat' is not in this space's combine"):
+        space.encode(NASNetCellSpace(num_blocks=5).decode([0, 0, 0, 0, 1] * 10))
+
+
+@pytest.mark.parametrize("combine", [[], ["mul"], ["add", "add"], "add"])
+def test_bad_combine_lists_are_refused(combine):
+    with pytest.raises(ValueError, match="combine must be a non-empty list of distinct combination methods"):
+        NASNetCellSpace(combine=combine)
