@@ -41,6 +41,8 @@ EXPECTED = {
     "enas_rnn_tiny.yaml": ENASRecurrent,
     "retrain_enas_macro_digits.yaml": ChildClassifier,
     "evolution_nb201_digits.yaml": RegularizedEvolution,
+    "evolution_cifar10.yaml": RegularizedEvolution,
+    "tpe_nb201_cifar10.yaml": SamplerSearch,
     "random_nb201_digits.yaml": RandomSearch,
     "tpe_nb201_digits.yaml": SamplerSearch,
     "evolution_nb201_tabular.yaml": RegularizedEvolution,
@@ -115,6 +117,21 @@ def test_one_recipe_runs_any_strategy_by_naming_it_on_the_command_line(tmp_path,
     assert evolution.hparams.storage == "sqlite:///s.db"
     assert type(evolution.evaluator.space) is type(base.evaluator.space)  # the recipe's evaluator and space kept
     assert (evolution.evaluator.space.C, evolution.hparams.budget) == (base.evaluator.space.C, base.hparams.budget)
+
+
+def test_sample_based_cifar_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evolution = AutoMLCLI(args=["-c", str(RECIPES / "evolution_cifar10.yaml")], run=False).model
+    hp, space = evolution.hparams, evolution.evaluator.space
+    assert (hp.population_size, hp.sample_size, hp.aging, hp.budget, hp.reward) == (100, 25, True, 25, "final")
+    assert (space.num_blocks, space.combine, space.N, space.F) == (5, ("add",), 3, 24)
+    assert sorted(space.ops) == sorted(["skip_connect", "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "avg_pool_3x3",
+                                        "max_pool_3x3", "dil_conv_3x3", "conv_7x1_1x7"])
+    bo = AutoMLCLI(args=["-c", str(RECIPES / "tpe_nb201_cifar10.yaml")], run=False).model
+    ev = bo.evaluator
+    assert (ev.space.C, ev.space.N, bo.hparams.budget) == (16, 5, 12)
+    assert (ev.child_kwargs["lr"], ev.child_kwargs["weight_decay"], ev.child_kwargs["nesterov"]) == (0.1, 5e-4, True)
+    assert ev.datamodule.val_size == 25000
 
 
 def test_cifar_recipes_carry_the_paper_settings(tmp_path, monkeypatch):
