@@ -49,7 +49,7 @@ from torch import nn
 from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.distributed import all_reduce_sum, require_find_unused_parameters, world_size
 from lit_automl.distributed import rank as dist_rank
-from lit_automl.nas.one_shot_evaluator import one_shot_correct, one_shot_logits
+from lit_automl.nas.one_shot_evaluator import ONE_SHOT_CHECKPOINT_KEY, one_shot_correct, one_shot_logits
 from lit_automl.nas.supernet import Backward, SupernetSearch
 from lit_automl.rng import keyed_generator
 from lit_automl.spaces.drop_path import sample_keep_mask
@@ -477,11 +477,11 @@ class OneShot(SupernetSearch):
                        f"(median {np.median(accs):.4f}); written to {folder}: {head.genotype}")
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["one_shot_ranking"] = [entry.to_dict() for entry in self.ranking]
+        checkpoint[ONE_SHOT_CHECKPOINT_KEY] = [entry.to_dict() for entry in self.ranking]
         super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        self.ranking = [RankedArchitecture.from_dict(d) for d in checkpoint.get("one_shot_ranking", [])]
+        self.ranking = [RankedArchitecture.from_dict(d) for d in checkpoint.get(ONE_SHOT_CHECKPOINT_KEY, [])]
         super().on_load_checkpoint(checkpoint)
 
 

@@ -37,7 +37,8 @@ from lit_automl.spaces.darts_cells import DartsCellSpace
 from lit_automl.spaces.decisions import SequentialSpace
 from lit_automl.spaces.networks import batch_statistics, count_parameters
 
-__all__ = ["OneShotEvaluator", "OneShotSupernet", "one_shot_correct", "one_shot_logits"]
+__all__ = ["ONE_SHOT_CHECKPOINT_KEY", "OneShotEvaluator", "OneShotSupernet", "one_shot_correct", "one_shot_logits",
+           "read_one_shot_checkpoint"]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -124,7 +125,8 @@ class OneShotEvaluator(Evaluator):
             head. A given :class:`DartsCellSpace` must have the supernet's ops, steps and multiplier; its
             C / layers set the network whose ``params`` / ``flops`` are reported. Required for a supernet
             that is not a OneShot.
-        device: where the supernet scores (``"cpu"`` by default; e.g. ``"cuda"``).
+        device: where the supernet scores (e.g. ``"cuda"``); ``None``: a module's own device, ``"cpu"`` for a
+            checkpoint path.
 
     ``evaluate(architecture, budget)`` returns ``val_acc`` (the one-shot accuracy on the scored batches, exactly
     what OneShot's ranking computes), ``val_acc_history`` (``[val_acc]``, so every accuracy reward reads it),
@@ -137,21 +139,25 @@ class OneShotEvaluator(Evaluator):
     """
 
     def __init__(self, supernet: Union[str, Path, nn.Module], datamodule: DataModuleFactory,
-                 batches: Optional[int] = None, space: Optional[SequentialSpace] = None, device: str = "cpu") -> None:
+                 batches: Optional[int] = None, space: Optional[SequentialSpace] = None,
+                 device: Optional[str] = None) -> None:
         self.batches = check_int("batches", batches, low=1, allow_none=True, hint="None: the whole validation loader")
-        self.device = str(torch.device(device))
         self.path: Optional[Path] = None
         self._module: Optional[nn.Module] = None
         self._batches: Optional[List[Batch]] = None
         if isinstance(supernet, (str, Path)):
             self.path = Path(supernet)
             hparams = read_one_shot_checkpoint(self.path)
+            device = "cpu" if device is None else device
         elif isinstance(supernet, nn.Module) and isinstance(supernet, OneShotSupernet):
             self._module = supernet
             hparams = dict(getattr(supernet, "hparams", {}) or {})
+            if device is None:
+                device = str(next(iter(supernet.parameters())).device)
         else:
             raise ValueError(f"supernet must be the path of a OneShot checkpoint or a trained supernet module with "
                              f"edge_weights(architecture) and weighted_logits(x, weights), got {type(supernet).__name__}")
+        self.device = str(torch.device(device))
         self.space = self._space(space, hparams, supernet)
         for name in ("num_classes", "in_channels"):
             if not isinstance(hparams.get(name), int):
