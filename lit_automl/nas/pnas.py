@@ -17,7 +17,8 @@ epochs (the evaluator's ``budget``), reward the validation accuracy (``"final"``
 predictor after each level ("update-predictor"); here it is refitted, from scratch and on all measured
 children, when the next level is built -- the same fit, done when it is needed. At each level ``b >= 2``
 the Spearman rank correlation between the predictions and the measured rewards of the level's children
-(the predictor before it sees them; Sec. 5.3) is logged as ``pnas/spearman``.
+(the predictor before it sees them; Sec. 5.3) is computed when the level is complete; ``pnas/spearman`` logs
+the latest level's value at every step from then on (``spearman_per_level`` keeps them all).
 
 Steps: ``propose(n)`` hands out up to ``n`` children of the current level (a step never mixes levels:
 the next level needs every reward of this one). Checkpoints hold the level, beam, pending children, their
@@ -65,8 +66,8 @@ class PNAS(ChildSearch):
     Documented attributes: ``level`` (blocks of the current level's cells, 0 before the first), ``beam``
     (the last trained level's cells), ``pending`` (this level's cells not yet proposed), ``level_cells`` /
     ``level_predictions`` / ``level_rewards`` (this level's cells, their predicted and measured rewards),
-    ``measured`` (every ``(tokens, reward)`` so far), ``predictor`` (the ensemble last fitted, or None),
-    ``finished``.
+    ``measured`` (every ``(tokens, reward)`` so far), ``spearman_per_level`` (``{level: rho}`` for levels
+    2 .. B), ``predictor`` (the ensemble last fitted, or None), ``finished``.
     """
 
     checkpoint_key = "pnas"
@@ -96,6 +97,7 @@ class PNAS(ChildSearch):
         self.level_predictions: Optional[List[float]] = None
         self.level_rewards: List[float] = []
         self.measured: List[Tuple[Cell, float]] = []
+        self.spearman_per_level: Dict[int, float] = {}
         self.finished = False
         self.predictor: Optional[PredictorEnsemble] = None
 
@@ -169,17 +171,18 @@ class PNAS(ChildSearch):
         for a, r in zip(actions, rewards):
             self.measured.append(([int(t) for t in a], float(r)))  # type: ignore[union-attr]
             self.level_rewards.append(float(r))
+        if not self.pending and len(self.level_rewards) == len(self.level_cells):  # the level is complete
+            self.beam = [list(c) for c in self.level_cells]
+            if self.level_predictions is not None:
+                self.spearman_per_level[self.level] = self.spearman()
+            if self.level == self.num_blocks:
+                self.finished = True
+                self._keep_best_of_last_level()
+                if self._trainer is not None:
+                    self.trainer.should_stop = True
         stats = {"pnas/level": float(self.level), "pnas/measured": float(len(self.measured))}
-        if self.pending or len(self.level_rewards) < len(self.level_cells):
-            return stats
-        self.beam = [list(c) for c in self.level_cells]
-        if self.level_predictions is not None:
-            stats["pnas/spearman"] = self.spearman()
-        if self.level == self.num_blocks:
-            self.finished = True
-            self._keep_best_of_last_level()
-            if self._trainer is not None:
-                self.trainer.should_stop = True
+        if self.spearman_per_level:
+            stats["pnas/spearman"] = self.spearman_per_level[max(self.spearman_per_level)]
         return stats
 
     def spearman(self) -> float:
@@ -202,7 +205,8 @@ class PNAS(ChildSearch):
     def strategy_state(self) -> Dict[str, Any]:
         return {"level": self.level, "beam": self.beam, "pending": self.pending, "level_cells": self.level_cells,
                 "level_predictions": self.level_predictions, "level_rewards": self.level_rewards,
-                "measured": [[c, r] for c, r in self.measured], "finished": self.finished}
+                "measured": [[c, r] for c, r in self.measured], "finished": self.finished,
+                "spearman_per_level": dict(self.spearman_per_level)}
 
     def load_strategy_state(self, state: Dict[str, Any]) -> None:
         self.level = int(state["level"])
@@ -214,5 +218,6 @@ class PNAS(ChildSearch):
         self.level_rewards = [float(r) for r in state["level_rewards"]]
         self.measured = [(list(c), float(r)) for c, r in state["measured"]]
         self.finished = bool(state["finished"])
+        self.spearman_per_level = {int(k): float(v) for k, v in state["spearman_per_level"].items()}
         self.predictor = None  # refitted, identically, when the next level is built
 

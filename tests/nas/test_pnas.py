@@ -63,14 +63,17 @@ def test_levels_grow_one_block_keep_the_top_k_by_prediction_and_stop_after_level
     assert cells[10:14] == expected2
     expected3 = sorted([child for cell in expected2 for child in search.space.expand(cell)], key=lambda c: -sum(c))[:4]
     assert cells[14:] == expected3 and search.beam == expected3
-    # Spearman of the (fake) predictions against the measured rewards, at levels 2 and 3 only
-    logged = [s["pnas/spearman"] for s in stats if "pnas/spearman" in s]
+    # Spearman of the (fake) predictions against the measured rewards, at levels 2 and 3 only; logged from the
+    # step that completes level 2 (step 3) on, the latest level's value
     rewards = [r for _, r in search.measured]
     by_hand = [spearmanr([sum(c) for c in cells[10:14]], rewards[10:14]).statistic,
                spearmanr([sum(c) for c in cells[14:]], rewards[14:]).statistic]
-    assert logged == pytest.approx(by_hand)
+    assert search.spearman_per_level == pytest.approx({2: by_hand[0], 3: by_hand[1]})
+    assert [s.get("pnas/spearman") for s in stats[:3]] == [None] * 3
+    assert [s["pnas/spearman"] for s in stats[3:]] == pytest.approx(by_hand)
     metrics = list(csv.DictReader(open(Path(trainer.log_dir) / "metrics.csv")))
-    assert [float(m["pnas/spearman"]) for m in metrics if m.get("pnas/spearman")] == pytest.approx(by_hand)
+    logged = {int(m["step"]): float(m["pnas/spearman"]) for m in metrics if m.get("pnas/spearman")}
+    assert logged == pytest.approx({3: by_hand[0], 4: by_hand[1]})
     # the result is the best cell of level B (Algorithm 1: top-1(S_B, C)) and the record is written
     assert search.best["reward"] == max(rewards[14:])
     assert search.space.from_json(search.best["architecture"]).steps == 3
@@ -132,6 +135,7 @@ def test_resume_equals_the_uninterrupted_search(tmp_path, monkeypatch):
     assert resumed.predictor is not None  # refitted after the resume, on the checkpoint's measured children
     assert full.measured == resumed.measured and full.beam == resumed.beam
     assert full.level_predictions == resumed.level_predictions
+    assert full.spearman_per_level == resumed.spearman_per_level and set(full.spearman_per_level) == {2}
     assert [h["architecture"] for h in full.history] == [h["architecture"] for h in resumed.history]
 
 
