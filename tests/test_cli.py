@@ -22,6 +22,7 @@ from lit_automl.nas.sampler_search import SamplerSearch
 from lit_automl.nas.one_shot import OneShot
 from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
+from lit_automl.nas.pnas import PNAS
 from lit_automl.nas.retrain_rnn import RetrainRNN
 from lit_automl.nas.snas import SNAS
 from lit_automl.spaces import Genotype
@@ -72,6 +73,8 @@ EXPECTED = {
     "one_shot_cifar10.yaml": OneShot,
     "bayesnas_digits.yaml": BayesNAS,
     "bayesnas_cifar10.yaml": BayesNAS,
+    "pnas_digits.yaml": PNAS,
+    "pnas_cifar10.yaml": PNAS,
 }
 
 
