@@ -54,7 +54,7 @@ class StepCheckpoint(pl.Callback):
         tmp = folder / f".last.ckpt.{os.getpid()}.tmp"
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, folder / "last.ckpt")
 

@@ -71,7 +71,9 @@ class ChildSearch(pl.LightningModule):
         budget: the evaluator's budget for every child (epochs for training).
         reward: one of :data:`lit_automl.nas.evaluator.REWARDS`.
         steps_per_epoch: search steps per Lightning epoch.
-        storage: Optuna storage URL of the child study (``None``: SQLite in the run folder).
+        storage: Optuna storage URL of the child study (``None``: SQLite in the run folder; ``"memory"``: kept
+            in this process only, no record after the run, for tabular benchmarks where lookups are cheaper than
+            database writes).
         study_name: the child study's name (``None``: the class name in lower case).
         n_workers: local worker processes evaluating children (0: this process evaluates them).
         threads_per_worker: torch threads in each local worker (``None``: torch's default).
@@ -111,6 +113,9 @@ class ChildSearch(pl.LightningModule):
                             ("steps_per_epoch", steps_per_epoch)):
             check_int(name, value, low=1)
         check_int("n_workers", n_workers, low=0)
+        if storage == "memory" and n_workers > 0:
+            raise ValueError(f"storage='memory' lives in this process only, so n_workers={n_workers} worker processes "
+                             "cannot share it: use a SQLite file or a database URL, or n_workers=0")
         check_int("threads_per_worker", threads_per_worker, low=1, allow_none=True)
         check_real("child_timeout", child_timeout, low=0, low_open=True, allow_none=True,
                    allowed="a number of seconds > 0 or None")

@@ -203,7 +203,8 @@ class ChildQueue:
         """Every trial of each key (all of this study's children when ``keys`` is None), oldest first."""
         wanted = None if keys is None else set(keys)
         out: Dict[str, List[FrozenTrial]] = {}
-        for t in self.storage.get_all_trials(self.study_id, deepcopy=False):
+        # through the study: its storage cache re-reads only the trials that are new or not finished
+        for t in self.study.get_trials(deepcopy=False):
             k = t.user_attrs.get("child_key")
             if k is not None and (wanted is None or k in wanted):
                 out.setdefault(k, []).append(t)

@@ -45,6 +45,20 @@ def test_the_default_is_sqlite_in_the_run_folder_with_heartbeats(tmp_path):
     assert make_storage(None, tmp_path / "run", heartbeat_interval=0).heartbeat_interval is None  # 0 turns them off
 
 
+def test_sqlite_files_commit_through_a_write_ahead_log_without_waiting_for_the_disk(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", tmp_path)
+    optuna.create_study(storage=storage, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with storage.engine.connect() as connection:
+        pragmas = [connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in ("journal_mode", "synchronous")]
+    assert pragmas == ["wal", 1]  # synchronous=NORMAL is 1 (FULL, SQLite's default, is 2)
+    assert len(optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").trials) == 2
+
+
+def test_memory_is_an_in_process_storage():
+    assert check_storage_url("memory") == "memory"
+    assert isinstance(make_storage("memory", "unused"), optuna.storages.InMemoryStorage)
+
+
 def test_journal_files_and_urls(tmp_path):
     for spec in (f"journal:{tmp_path / 'a' / 'j'}", str(tmp_path / "b.log")):
         assert isinstance(make_storage(spec, tmp_path), JournalStorage)

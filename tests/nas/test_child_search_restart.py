@@ -136,3 +136,5 @@ def test_heartbeat_settings_are_checked():
         RandomSearch(MatchEvaluator(space), grace_period=0)
     with pytest.raises(ValueError, match="max_retry"):
         RandomSearch(MatchEvaluator(space), max_retry=-2)
+    with pytest.raises(ValueError, match="storage='memory' lives in this process only, so n_workers=2"):
+        RandomSearch(MatchEvaluator(space), storage="memory", n_workers=2)
