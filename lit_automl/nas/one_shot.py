@@ -26,6 +26,9 @@ fresh mask every step (per ghost batch); (2) sample ``N`` architectures uniforml
 space; (3) evaluate each with the one-shot weights (its mask, batch-norm statistics of the
 evaluation batch) on held-out validation data and rank them by that accuracy; (4) retrain the best
 from scratch (:class:`lit_automl.nas.Retrain`, not part of this module).
+Step (3) is :func:`one_shot_correct`, written once for this module's ranking and for
+:class:`~lit_automl.nas.one_shot_evaluator.OneShotEvaluator` (a search's children scored one-shot); it
+needs from a supernet only :class:`OneShotSupernet`'s two methods.
 
 Masks come from a CPU ``torch.Generator`` seeded from ``(seed, global_step)`` and architectures
 from one seeded from ``seed``: every DDP rank draws the same ones, and a resumed fit continues
@@ -38,7 +41,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -49,19 +52,23 @@ from torch import nn
 from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.distributed import all_reduce_sum, require_find_unused_parameters, world_size
 from lit_automl.distributed import rank as dist_rank
-from lit_automl.nas.one_shot_evaluator import ONE_SHOT_CHECKPOINT_KEY, one_shot_correct, one_shot_logits
 from lit_automl.nas.supernet import Backward, SupernetSearch
 from lit_automl.rng import keyed_generator
 from lit_automl.spaces.drop_path import sample_keep_mask
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
 from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
+from lit_automl.spaces.networks import batch_statistics
 from lit_automl.spaces.sampling import candidate_ops, genotype_edge_weights, sample_genotype
 
 __all__ = [
+    "ONE_SHOT_CHECKPOINT_KEY",
     "OneShot",
+    "OneShotSupernet",
     "RankedArchitecture",
     "join_paths",
+    "one_shot_correct",
+    "one_shot_logits",
     "path_drop_prob",
     "ramped_drop_rate",
     "sample_path_mask",
@@ -128,6 +135,56 @@ def join_paths(mask: torch.Tensor, steps: int, join: str = "mean") -> torch.Tens
         block = out[edges]
         block /= block.sum().clamp_min(1.0)
     return out
+
+
+# --------------------------------------------------------------------------- one-shot scoring (shared)
+
+
+ONE_SHOT_CHECKPOINT_KEY = "one_shot_ranking"
+"""The entry :class:`OneShot` adds to every checkpoint it saves (its ranking); it marks a OneShot checkpoint."""
+
+
+@runtime_checkable
+class OneShotSupernet(Protocol):
+    """What one-shot scoring needs from a trained weight-sharing supernet (an ``nn.Module``), nothing more.
+
+    :class:`OneShot` provides both methods; another supernet (e.g. over NAS-Bench-201 cells) plugs into
+    :func:`one_shot_correct` and :class:`~lit_automl.nas.one_shot_evaluator.OneShotEvaluator` by providing them.
+    Scoring wraps the calls in :func:`~lit_automl.spaces.networks.batch_statistics` on the module.
+    """
+
+    def edge_weights(self, architecture: Any) -> Sequence[torch.Tensor]:
+        """Edge weights that run exactly ``architecture``'s paths (refuse an architecture it cannot run)."""
+
+    def weighted_logits(self, x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class logits of ``x`` with edge weights ``weights``."""
+
+
+def one_shot_logits(supernet: OneShotSupernet, x: torch.Tensor, architecture: Any) -> torch.Tensor:
+    """Logits of ``architecture`` with the shared weights, batch norm on ``x``'s own statistics (Sec. 3)."""
+    with batch_statistics(supernet):
+        return supernet.weighted_logits(x, supernet.edge_weights(architecture))
+
+
+@torch.no_grad()
+def one_shot_correct(supernet: OneShotSupernet, architectures: Sequence[Any], batches: Sequence[Batch],
+                     on_architecture: Optional[Callable[[], None]] = None) -> torch.Tensor:
+    """Correct predictions of each architecture over ``batches`` (a long tensor on the supernet's device).
+
+    Every architecture runs on every ``(x, y)`` batch with batch norm on that batch's statistics
+    (Bender et al. 2018, Sec. 3), so the counts do not depend on how batches are grouped or spread
+    over processes. ``on_architecture`` is called after each architecture (a progress bar).
+    """
+    device = next(iter(supernet.parameters())).device
+    correct = torch.zeros(len(architectures), dtype=torch.long, device=device)
+    with batch_statistics(supernet):
+        for a, architecture in enumerate(architectures):
+            weights = supernet.edge_weights(architecture)
+            for x, y in batches:
+                correct[a] += (supernet.weighted_logits(x, weights).argmax(-1) == y).sum()
+            if on_architecture is not None:
+                on_architecture()
+    return correct
 
 
 # --------------------------------------------------------------------------- ranking records
@@ -327,12 +384,12 @@ class OneShot(SupernetSearch):
 
     def weighted_logits(self, x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
         """Supernet logits of ``x`` with edge weights ``weights`` (``[normal, reduce]``): what one-shot
-        scoring (:mod:`lit_automl.nas.one_shot_evaluator`) runs, with :meth:`edge_weights`."""
+        scoring (:func:`one_shot_correct`) runs, with :meth:`edge_weights` (:class:`OneShotSupernet`)."""
         return self.model(self.format_input(x), *weights)
 
     def one_shot_logits(self, x: torch.Tensor, genotype: Genotype) -> torch.Tensor:
         """Logits of ``genotype`` with the one-shot weights, batch norm on ``x``'s own statistics
-        (:func:`~lit_automl.nas.one_shot_evaluator.one_shot_logits`)."""
+        (:func:`one_shot_logits`)."""
         return one_shot_logits(self, x, genotype)
 
     def genotype(self) -> Genotype:
@@ -369,7 +426,7 @@ class OneShot(SupernetSearch):
 
         Every architecture sees the same batches; batch norm uses each batch's statistics, so the
         counts do not depend on how the batches are spread over ranks. The scoring itself is
-        :func:`~lit_automl.nas.one_shot_evaluator.one_shot_correct` (shared with ``OneShotEvaluator``).
+        :func:`one_shot_correct` (shared with :class:`~lit_automl.nas.one_shot_evaluator.OneShotEvaluator`).
         """
         batches = self._local_batches(dataloader, max_batches)
         total = torch.tensor([sum(len(y) for _, y in batches)], dtype=torch.long, device=self.device)

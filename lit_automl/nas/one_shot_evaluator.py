@@ -1,31 +1,22 @@
-"""One-shot scoring: a trained supernet's shared weights score sampled architectures (one implementation).
+"""One-shot scoring as an Evaluator: a trained supernet's shared weights score the children of a search.
 
 Bender, Kindermans, Zoph, Vasudevan & Le, "Understanding and Simplifying One-Shot Architecture
 Search", ICML 2018, Sec. 3: after the one-shot model is trained, an architecture is evaluated by
 running the supernet with only that architecture's paths, batch normalisation on the statistics of
-the evaluation batch (the running averages mix every architecture trained), on held-out validation
-data; its accuracy ranks it. :func:`one_shot_correct` is that evaluation, written once:
-:meth:`lit_automl.nas.one_shot.OneShot.evaluate_architectures` (the module's own ranking) and
-:class:`OneShotEvaluator` (one child of a sample-based search) both call it.
-
-What scoring needs from a supernet (:class:`OneShotSupernet`), nothing more:
-
-* ``edge_weights(architecture)``: the supernet's edge weights that run exactly that architecture
-  (for the DARTS supernet the 0/1 path mask, joined per node);
-* ``weighted_logits(x, weights)``: the supernet's logits of inputs ``x`` with those weights.
-
-Scoring enters :func:`~lit_automl.spaces.networks.batch_statistics` on the supernet module around
-them, so batch norm uses each batch's own statistics and the running statistics are left as found.
-Another weight-sharing supernet (e.g. one over NAS-Bench-201 cells) plugs in by providing these two
-methods on an ``nn.Module`` and a :class:`~lit_automl.spaces.decisions.SequentialSpace` of its
-architectures.
+the evaluation batch, on held-out validation data. :class:`OneShotEvaluator` gives a sample-based
+search (random search, evolution, RL, ...) that score per child. The scoring is
+:func:`~lit_automl.nas.one_shot.one_shot_correct`, the one implementation OneShot's own ranking
+(:meth:`~lit_automl.nas.one_shot.OneShot.evaluate_architectures`) runs too; what it needs from a
+supernet is :class:`~lit_automl.nas.one_shot.OneShotSupernet` (``edge_weights(architecture)`` and
+``weighted_logits(x, weights)``), so another weight-sharing supernet (e.g. over NAS-Bench-201 cells)
+plugs in with those two methods and its :class:`~lit_automl.spaces.decisions.SequentialSpace`.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -33,55 +24,14 @@ from torch import nn
 from lit_automl._checks import check_int
 from lit_automl.nas.data_checks import check_against_datamodule
 from lit_automl.nas.evaluator import DataModuleFactory, Evaluator, build_datamodule
+from lit_automl.nas.one_shot import ONE_SHOT_CHECKPOINT_KEY, OneShot, OneShotSupernet, one_shot_correct
 from lit_automl.spaces.darts_cells import DartsCellSpace
 from lit_automl.spaces.decisions import SequentialSpace
-from lit_automl.spaces.networks import batch_statistics, count_parameters
+from lit_automl.spaces.networks import count_parameters
 
-__all__ = ["ONE_SHOT_CHECKPOINT_KEY", "OneShotEvaluator", "OneShotSupernet", "one_shot_correct", "one_shot_logits",
-           "read_one_shot_checkpoint"]
+__all__ = ["OneShotEvaluator", "read_one_shot_checkpoint"]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
-
-ONE_SHOT_CHECKPOINT_KEY = "one_shot_ranking"
-"""The entry :class:`~lit_automl.nas.one_shot.OneShot` adds to every checkpoint it saves (its ranking)."""
-
-
-@runtime_checkable
-class OneShotSupernet(Protocol):
-    """A trained weight-sharing supernet (an ``nn.Module``) that one-shot scoring can use (module docstring)."""
-
-    def edge_weights(self, architecture: Any) -> Sequence[torch.Tensor]:
-        """Edge weights that run exactly ``architecture``'s paths (refuse an architecture it cannot run)."""
-
-    def weighted_logits(self, x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Class logits of ``x`` with edge weights ``weights``."""
-
-
-def one_shot_logits(supernet: OneShotSupernet, x: torch.Tensor, architecture: Any) -> torch.Tensor:
-    """Logits of ``architecture`` with the shared weights, batch norm on ``x``'s own statistics (Sec. 3)."""
-    with batch_statistics(supernet):
-        return supernet.weighted_logits(x, supernet.edge_weights(architecture))
-
-
-@torch.no_grad()
-def one_shot_correct(supernet: OneShotSupernet, architectures: Sequence[Any], batches: Sequence[Batch],
-                     on_architecture: Optional[Callable[[], None]] = None) -> torch.Tensor:
-    """Correct predictions of each architecture over ``batches`` (a long tensor on the supernet's device).
-
-    Every architecture runs on every ``(x, y)`` batch with batch norm on that batch's statistics
-    (Bender et al. 2018, Sec. 3), so the counts do not depend on how batches are grouped or spread
-    over processes. ``on_architecture`` is called after each architecture (a progress bar).
-    """
-    device = next(iter(supernet.parameters())).device
-    correct = torch.zeros(len(architectures), dtype=torch.long, device=device)
-    with batch_statistics(supernet):
-        for a, architecture in enumerate(architectures):
-            weights = supernet.edge_weights(architecture)
-            for x, y in batches:
-                correct[a] += (supernet.weighted_logits(x, weights).argmax(-1) == y).sum()
-            if on_architecture is not None:
-                on_architecture()
-    return correct
 
 
 def read_one_shot_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
@@ -171,8 +121,6 @@ class OneShotEvaluator(Evaluator):
     @staticmethod
     def _space(space: Optional[SequentialSpace], hparams: Dict[str, Any], supernet: Any) -> SequentialSpace:
         """The given space checked against a OneShot's cells, or the OneShot's own (see Args)."""
-        from lit_automl.nas.one_shot import OneShot
-
         is_one_shot = not isinstance(supernet, nn.Module) or isinstance(supernet, OneShot)
         if space is not None and not isinstance(space, SequentialSpace):
             raise ValueError(f"space must be a SequentialSpace (e.g. DartsCellSpace), got {type(space).__name__}")
@@ -209,8 +157,6 @@ class OneShotEvaluator(Evaluator):
     def supernet(self) -> nn.Module:
         """The supernet on ``device``: from the checkpoint at the first call in this process, then cached."""
         if self._module is None:
-            from lit_automl.nas.one_shot import OneShot
-
             self._module = OneShot.load_from_checkpoint(self.path, map_location=self.device)
         return self._module.to(self.device)
 

@@ -14,7 +14,8 @@ from torch import nn
 
 from lit_automl.nas import OneShot, RandomSearch, TrainingEvaluator
 from lit_automl.nas.model_metrics import forward_flops
-from lit_automl.nas.one_shot_evaluator import OneShotEvaluator, one_shot_correct
+from lit_automl.nas.one_shot import one_shot_correct
+from lit_automl.nas.one_shot_evaluator import OneShotEvaluator
 from lit_automl.spaces import DARTS_OPS, DartsCellSpace, Genotype, NetworkCIFAR, count_parameters
 from lit_automl.spaces.sampling import sample_genotype
 from tests.trainers import SyntheticImages, quiet_trainer
