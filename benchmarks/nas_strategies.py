@@ -23,9 +23,21 @@ seconds; saved: the mean curves (``--plot``). A last part times random search wi
 evaluated in the search process (``n_workers=0``) vs. 2 local worker processes (``n_workers=2``,
 1 thread each) through the Optuna child queue.
 
+With ``--tabular PATH`` (a NATS-Bench topology file or folder, or a NAS-Bench-201 ``.pth``: the
+``NATS-tss-v1_0-3ffb9-simple/`` folder, ``NATS-tss-v1_0-3ffb9.pickle.pbz2`` or ``NAS-Bench-201-v1_1-096897.pth``,
+downloaded from the benchmark's release page), the same strategies search the benchmark's space by lookup:
+the benchmark's protocol (Dong & Yang, ICLR 2020, Sec. 6: the 12-epoch validation accuracy as the reward,
+``--tabular-children`` 500 evaluations, ``--tabular-seeds`` 20 seeds); the cell with the best reward so far is
+scored by its 200-epoch test accuracy (the benchmark's "test accuracy of the found cell"), with the
+simulated training seconds summed. Children are recorded in ``storage="memory"`` (a lookup costs less than
+any database write). Evolution uses the paper's population / tournament scaled to the budget (P=100, S=25
+from 200 evaluations on; ``--tabular-children`` below that: ``_founders``), TPE / GP 10 start-up trials.
+
 Usage::
 
     python benchmarks/nas_strategies.py                          # 40 children, 5 seeds
+    python benchmarks/nas_strategies.py --parts tabular --tabular data/NATS-tss-v1_0-3ffb9-simple \
+        --dataset cifar10-valid                                  # 500 lookups x 20 seeds per strategy
     python benchmarks/nas_strategies.py --children 24 --seeds 3
     python benchmarks/nas_strategies.py --quick                  # 8 children, 1 seed: checks the script
 """
@@ -64,20 +76,22 @@ def _evaluator(seed: int) -> Any:
                              seed=seed)
 
 
-def _search(strategy: str, seed: int, children: int, storage: str, **extra: Any) -> Any:
-    from lit_automl.nas import RandomSearch, RegularizedEvolution, RLSearch, SamplerSearch
+def _search(strategy: str, seed: int, children: int, storage: str, tabular: Optional[Dict[str, str]] = None,
+            **extra: Any) -> Any:
+    from lit_automl.nas import RandomSearch, RegularizedEvolution, RLSearch, SamplerSearch, TabularEvaluator
 
     per_step = PER_STEP.get(strategy, 1)
     if children % per_step:
         raise SystemExit(f"--children must be a multiple of {per_step} ({strategy} evaluates {per_step} per step)")
-    common = dict(budget=3, reward="final", children_per_step=per_step, steps_per_epoch=children // per_step,
-                  storage=storage, study_name="bench", seed=seed, **extra)
-    ev = _evaluator(seed)
+    common = dict(budget=12 if tabular else 3, reward="final", children_per_step=per_step,
+                  steps_per_epoch=children // per_step, storage=storage, study_name="bench", seed=seed, **extra)
+    ev = TabularEvaluator(tabular["path"], dataset=tabular["dataset"]) if tabular else _evaluator(seed)
     founders = _founders(children)
     if strategy == "random":
         return RandomSearch(ev, **common)
     if strategy.startswith("evolution"):
-        return RegularizedEvolution(ev, population_size=founders, sample_size=min(3, founders),
+        population, sample = (100, 25) if tabular and children >= 200 else (founders, min(3, founders))
+        return RegularizedEvolution(ev, population_size=population, sample_size=sample,
                                     aging=strategy == "evolution (aging)", **common)
     if strategy == "TPE":
         from optuna.samplers import TPESampler
@@ -92,8 +106,10 @@ def _search(strategy: str, seed: int, children: int, storage: str, **extra: Any)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
-def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0) -> Dict[str, Any]:
-    """One search in this (fresh) process: its rewards in evaluation order and its wall time."""
+def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0,
+                  tabular: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """One search in this (fresh) process: its rewards in evaluation order and its wall time (tabular: also each
+    child's 200-epoch test accuracy and simulated training seconds)."""
     import warnings
 
     import torch
@@ -105,7 +121,8 @@ def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0) -
     pl.seed_everything(seed, verbose=False)
     with tempfile.TemporaryDirectory(prefix="nas_strategies_") as tmp:
         extra = {"n_workers": n_workers, "threads_per_worker": 1} if n_workers else {}
-        search = _search(strategy, seed, children, f"sqlite:///{Path(tmp) / 'children.db'}", **extra)
+        storage = "memory" if tabular else f"sqlite:///{Path(tmp) / 'children.db'}"
+        search = _search(strategy, seed, children, storage, tabular=tabular, **extra)
         trainer = pl.Trainer(max_epochs=1, limit_train_batches=None, accelerator="cpu", devices=1, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              default_root_dir=tmp)
@@ -113,7 +130,13 @@ def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0) -
         trainer.fit(search)
         seconds = time.perf_counter() - start
     history = sorted(search.history, key=lambda h: h["child"])
-    return {"rewards": [float(h["reward"]) for h in history], "seconds": seconds}
+    out = {"rewards": [float(h["reward"]) for h in history], "seconds": seconds}
+    if tabular:
+        space = search.space
+        out["test_acc"] = [float(search.evaluator.evaluate(space.from_json(h["architecture"]), 200)["test_acc"])
+                           for h in history]
+        out["train_seconds"] = [float(h["train_seconds"] or 0.0) for h in history]
+    return out
 
 
 def _best_so_far(rewards: Sequence[float]) -> List[float]:
@@ -178,6 +201,38 @@ def _plot(curves: Dict[str, List[List[float]]], children: int, path: str, n_seed
     print(f"plot: {path}")
 
 
+def _test_of_best(rewards: Sequence[float], tests: Sequence[float]) -> List[float]:
+    """After each evaluation, the test accuracy of the child with the best reward so far (first one on ties)."""
+    out, best, test = [], float("-inf"), float("nan")
+    for r, t in zip(rewards, tests):
+        if r > best:
+            best, test = r, t
+        out.append(test)
+    return out
+
+
+def part_tabular(strategies: Sequence[str], seeds: Sequence[int], children: int, path: str, dataset: str) -> None:
+    print(f"\n== tabular benchmark {path} ({dataset}): reward the 12-epoch validation accuracy, {children} lookups "
+          f"per run, seeds {list(seeds)}; the best-reward cell's 200-epoch test accuracy ==")
+    spec_tab = {"path": path, "dataset": dataset}
+    curves: Dict[str, List[List[float]]] = {}
+    clock: Dict[str, List[float]] = {}
+    seconds: Dict[str, List[float]] = {}
+    for strategy in strategies:
+        for seed in seeds:
+            res = run_worker(__file__, {"strategy": strategy, "seed": seed, "children": children, "tabular": spec_tab},
+                             cwd=str(ROOT), env=_env())
+            curves.setdefault(strategy, []).append([100 * a for a in _test_of_best(res["rewards"], res["test_acc"])])
+            clock.setdefault(strategy, []).append(sum(res["train_seconds"]))
+            seconds.setdefault(strategy, []).append(res["seconds"])
+        print(f"  {strategy}: {len(seeds)} runs, median {statistics.median(seconds[strategy]):.1f} s each", flush=True)
+    marks = sorted({m for m in (50, 100, 200, children) if m <= children})
+    rows = [[s, *(fmt_mean_sd([c[m - 1] for c in curves[s]]) for m in marks),
+             f"{statistics.median(clock[s]) / 3600:.1f}", f"{statistics.median(seconds[s]):.1f}"] for s in strategies]
+    print("test accuracy (%) of the cell with the best 12-epoch validation accuracy so far, mean ± s.d. over seeds")
+    print(format_table(["strategy", *(f"after {m}" for m in marks), "simulated h (median)", "wall s (median)"], rows))
+
+
 def part_workers(children: int) -> None:
     print(f"\n== random search throughput: {children} children (4 per step), 1 torch thread per process; "
           "includes Trainer and worker start-up ==")
@@ -202,7 +257,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--worker-children", type=int, default=8, help="children per run in the workers part")
-    parser.add_argument("--parts", nargs="+", choices=("search", "workers"), default=["search", "workers"])
+    parser.add_argument("--parts", nargs="+", choices=("search", "workers", "tabular"), default=["search", "workers"])
+    parser.add_argument("--tabular", help="a NATS-Bench topology file/folder or NAS-Bench-201 .pth (part 'tabular')")
+    parser.add_argument("--dataset", default="cifar10-valid", help="the benchmark dataset (part 'tabular')")
+    parser.add_argument("--tabular-children", type=int, default=500, help="lookups per run (part 'tabular')")
+    parser.add_argument("--tabular-seeds", type=int, default=20, help="seeds 0..K-1 (part 'tabular')")
     parser.add_argument("--plot", default="runs/nas_strategies.png", help="where to save the curves ('' for none)")
     parser.add_argument("--quick", action="store_true", help="8 children, 1 seed, 4 children in the workers part")
     args = parser.parse_args(argv)
@@ -210,6 +269,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.children, args.seeds, args.worker_children = 8, 1, 4
     if args.children < 4 or args.children % 4:
         parser.error(f"--children must be a positive multiple of 4, got {args.children}")
+    if args.tabular_children < 4 or args.tabular_children % 4:
+        parser.error(f"--tabular-children must be a positive multiple of 4, got {args.tabular_children}")
+    if "tabular" in args.parts and not args.tabular:
+        parser.error("part 'tabular' needs --tabular PATH (NATS-tss-v1_0-3ffb9-simple/, NATS-tss-v1_0-3ffb9.pickle.pbz2 "
+                     "or NAS-Bench-201-v1_1-096897.pth from the benchmark's release)")
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -220,6 +284,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         part_search(args.strategies, list(range(args.seeds)), args.children, args.plot or None)
     if "workers" in args.parts:
         part_workers(args.worker_children)
+    if "tabular" in args.parts:
+        part_tabular(args.strategies, list(range(args.tabular_seeds)), args.tabular_children, args.tabular, args.dataset)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
