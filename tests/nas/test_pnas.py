@@ -104,6 +104,8 @@ def test_ensemble_members_train_on_different_four_fifths_of_the_data():
     # the mean of the members
     members = torch.stack([ensemble.predict(cells, member=k) for k in range(5)])
     assert torch.allclose(members.mean(0), ensemble.predict(cells))
+    ensemble.predict_chunk = 3  # chunked prediction gives the same values
+    assert torch.allclose(ensemble.predict(cells), members.mean(0))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "mlp"])
