@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from scipy.stats import spearmanr
 
-from lit_automl._checks import check_int
+from lit_automl._checks import ArgumentTypeError, check_int
 from lit_automl.nas.child_search import Actions, ChildSearch
 from lit_automl.nas.evaluator import Evaluator
 from lit_automl.nas.pnas_predictor import PredictorEnsemble
@@ -56,7 +56,7 @@ class PNAS(ChildSearch):
         beam_size: ``K``, cells kept and trained per level after the first (256, Sec. 5.1).
         predictor: ``"lstm"`` (the paper's) or ``"mlp"`` (:mod:`lit_automl.nas.pnas_predictor`).
         ensemble_size: predictors in the ensemble (5, Sec. 5.1).
-        predictor_epochs, predictor_batch_size: the predictor's training (20 and 32, ours; the paper gives none).
+        predictor_epochs, predictor_batch_size: the predictor's training (20 and 32, ours: not in the paper).
         predictor_lr: Adam's learning rate (0.01, Sec. 5.1).
         children_per_step: children trained per search step (8: the paper trains a level's K in parallel).
         budget: epochs per child (20, Sec. 5.1).
@@ -78,7 +78,7 @@ class PNAS(ChildSearch):
         check_int("beam_size", beam_size, low=1)
         space = getattr(evaluator, "space", None)
         if not isinstance(space, PNASCellSpace):
-            raise ValueError(f"PNAS grows PNAS cells block by block: evaluator.space must be a "
+            raise ArgumentTypeError(f"PNAS grows PNAS cells block by block: evaluator.space must be a "
                              f"lit_automl.spaces.PNASCellSpace, got {type(space).__name__}")
         ensemble_args = dict(num_inputs=space.num_blocks + 1, num_ops=len(space.ops), kind=predictor,
                              size=ensemble_size, lr=predictor_lr, epochs=predictor_epochs,
