@@ -7,7 +7,7 @@ Imports under ``if TYPE_CHECKING:`` are for type hints only and never run, so th
 
 Layers, lowest first; a module may import its own group and any lower layer::
 
-    helpers      _checks (standard library only), rng, distributed, storage, the root package
+    helpers      _checks (standard library only), rng, distributed, storage, threads, the root package
     datamodules  the data: import nothing of lit_automl but _checks and rng
     spaces       what can be built: no training logic
     callbacks    search-time control, through modules' documented attributes
@@ -34,7 +34,7 @@ PACKAGES = {"lit_automl": ROOT / "lit_automl", "lit_automl.callbacks": ROOT / "c
             "lit_automl.datamodules": ROOT / "datamodules"}
 
 HELPERS = {"lit_automl", "lit_automl._checks", "lit_automl.rng", "lit_automl.distributed", "lit_automl.storage",
-           "lit_automl.console", "lit_automl.resume", "lit_automl.nonfinite"}
+           "lit_automl.console", "lit_automl.resume", "lit_automl.nonfinite", "lit_automl.threads"}
 LAYERS = {"helpers": 0, "datamodules": 1, "spaces": 2, "callbacks": 3, "nas": 4, "meta": 4,
           "run_folders": 4, "run_config": 5, "hpo": 6, "cli": 7}
 ALLOWED_ACROSS: Set[Tuple[str, str]] = set()

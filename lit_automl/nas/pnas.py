@@ -40,6 +40,7 @@ from lit_automl.nas.child_search import Actions, ChildSearch
 from lit_automl.nas.evaluator import Evaluator
 from lit_automl.nas.pnas_predictor import PredictorEnsemble
 from lit_automl.rng import keyed_generator
+from lit_automl.threads import single_threaded
 from lit_automl.spaces.pnas import PNASCellSpace, count_unique_blocks
 
 __all__ = ["PNAS"]
@@ -149,8 +150,9 @@ class PNAS(ChildSearch):
                     if tuple(child) not in seen:
                         seen.add(tuple(child))
                         candidates.append(child)
-            self.predictor = self._fit_predictor()
-            scores = self.predictor.predict(candidates).tolist()
+            with single_threaded():  # small networks: 2 threads of 2 busy cores fit ~10x slower than 1
+                self.predictor = self._fit_predictor()
+                scores = self.predictor.predict(candidates).tolist()
             order = sorted(range(len(candidates)), key=lambda i: -scores[i])[: self.hparams.beam_size]  # stable: ties by order
             cells, predictions = [candidates[i] for i in order], [float(scores[i]) for i in order]
         self.level += 1

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import optuna
-import threadpoolctl
 import torch
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
@@ -25,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor
 
 from lit_automl._checks import check_choice
+from lit_automl.threads import single_threaded
 from lit_automl.hpo.gp.acquisition import (ACQUISITIONS, PENDING_STRATEGIES, XI_SCHEDULES, Acquisition,
                                            ExpectedImprovementPerSecond, gp_ucb_kappa)
 from lit_automl.hpo.gp.conditional import PatternSpace, allowed_values, decider_rules, patterns, union_search_space
@@ -42,29 +41,6 @@ RELATIVE_PARAMS_KEY = "lit_automl.gp:relative_params"
 DEFAULT_XI = {"pi": 0.01, "ei": 0.0, "ei_per_second": 0.0, "ucb": 0.0}  # ucb takes no margin
 
 
-_THREADS_LOCK = threading.Lock()
-_THREADS_STATE = {"depth": 0, "saved": 1}
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """torch and the BLAS / OpenMP pools on one thread for the block (restored when the last
-    concurrent block ends): the GP's matrices are small, and threads cost more than they save (a
-    10 x 10 Cholesky with its backward pass took 17 ms on 2 threads of 2 busy cores against
-    0.1 ms on 1)."""
-    with _THREADS_LOCK:
-        if _THREADS_STATE["depth"] == 0:
-            _THREADS_STATE["saved"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS_STATE["depth"] += 1
-    try:
-        with threadpoolctl.threadpool_limits(1):
-            yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS_STATE["depth"] -= 1
-            if _THREADS_STATE["depth"] == 0:
-                torch.set_num_threads(_THREADS_STATE["saved"])
 
 
 class UnmodelledParameterWarning(UserWarning):

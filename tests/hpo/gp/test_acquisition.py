@@ -15,7 +15,7 @@ from lit_automl.hpo.gp.acquisition import (ACQUISITIONS, PENDING_STRATEGIES, Exp
                                            upper_confidence_bound)
 from lit_automl.hpo.gp.gp import GPParams, GPRegressor
 from lit_automl.hpo.gp.kernels import Kernel
-from lit_automl.hpo.gp.sampler import single_threaded
+from lit_automl.threads import single_threaded
 
 F64 = torch.float64
 

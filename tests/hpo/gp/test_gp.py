@@ -12,7 +12,7 @@ import torch
 from lit_automl.hpo.gp.gp import (GPParams, GPRegressor, fit_map, log_prior, negative_log_posterior,
                                   prior_mean_std, sample_hyperparameters, theta_bounds)
 from lit_automl.hpo.gp.kernels import ArcKernel, Kernel
-from lit_automl.hpo.gp.sampler import single_threaded
+from lit_automl.threads import single_threaded
 
 F64 = torch.float64
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lit_automl.hpo.gp.kernels import KERNELS, ArcKernel, Kernel
-from lit_automl.hpo.gp.sampler import single_threaded
+from lit_automl.threads import single_threaded
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,7 +8,7 @@ import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from lit_automl.hpo.gp.optimize import OPTIMIZERS, maximize_acquisition
-from lit_automl.hpo.gp.sampler import single_threaded
+from lit_automl.threads import single_threaded
 from lit_automl.hpo.gp.search_space import SearchSpace
 
 

@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 import lit_automl.hpo.gp.sampler as sampler_module
 from lit_automl.hpo.gp import GPSampler, SearchSpace, UnmodelledParameterWarning
-from lit_automl.hpo.gp.sampler import RELATIVE_PARAMS_KEY, single_threaded
+from lit_automl.hpo.gp.sampler import RELATIVE_PARAMS_KEY
+from lit_automl.threads import single_threaded
 
 BRANIN_MIN = 0.397887
 
@@ -23,9 +24,6 @@ BRANIN_MIN = 0.397887
 @pytest.fixture(autouse=True)
 def _quiet(request):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if "single_threaded" in request.node.name:  # that test checks the thread count itself
-        yield
-        return
     with single_threaded():
         yield
 
@@ -207,22 +205,6 @@ def test_same_seed_same_suggestions():
         study.optimize(bowl, n_trials=7)
         runs.append([t.params for t in study.trials])
     assert runs[0] == runs[1]
-
-
-def test_single_threaded_restores_the_thread_count():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with single_threaded():
-            assert torch.get_num_threads() == 1
-            with single_threaded():
-                assert torch.get_num_threads() == 1
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_runs_on_cpu_under_another_default_device():
