@@ -19,6 +19,8 @@ from tests.nas.test_darts import digits, trainer
 from tests.nas.test_darts_gradient import batches, exact_unrolled_gradient, rel_err, sgd_with_momentum
 from tests.resume_harness import run_resumed
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: 1 torch thread (tests/conftest.py)
+
 TINY = dict(space="nb201", C=4, cells_per_stage=1, in_channels=1, alpha_lr=0.05)
 
 

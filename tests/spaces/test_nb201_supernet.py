@@ -16,6 +16,8 @@ from lit_automl.spaces.nb201_supernet import (
     skip_fraction,
 )
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: 1 torch thread (tests/conftest.py)
+
 ARCHS = [
     "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
     "|none~0|+|none~0|none~1|+|avg_pool_3x3~0|skip_connect~1|none~2|",  # dead nodes 1 and 2
