@@ -23,6 +23,12 @@ seconds; saved: the mean curves (``--plot``). A last part times random search wi
 evaluated in the search process (``n_workers=0``) vs. 2 local worker processes (``n_workers=2``,
 1 thread each) through the Optuna child queue.
 
+PNAS needs a space whose cells grow block by block, so part ``pnas`` compares it on PNAS's own cell space
+(``PNASCellSpace(num_blocks=3, ops=[sep_conv_3x3, max_pool_3x3], N=1, F=8)``, the children of
+``recipes/pnas_digits.yaml``: 2 epochs, lr 0.05) with random search, aging evolution and TPE over full
+3-block cells at PNAS's number of evaluations (10 one-block cells, then the top K=4 expansions of levels 2
+and 3: 18 children); printed like part ``search``, plus PNAS's logged Spearman correlation per level.
+
 With ``--tabular PATH`` (a NATS-Bench topology file or folder, or a NAS-Bench-201 ``.pth``: the
 ``NATS-tss-v1_0-3ffb9-simple/`` folder, ``NATS-tss-v1_0-3ffb9.pickle.pbz2`` or ``NAS-Bench-201-v1_1-096897.pth``,
 downloaded from the benchmark's release page), the same strategies search the benchmark's space by lookup:
@@ -76,9 +82,40 @@ def _evaluator(seed: int) -> Any:
                              seed=seed)
 
 
+PNAS_STRATEGIES = ("PNAS", "random", "evolution (aging)", "TPE")
+PNAS_CHILDREN = 18  # 10 one-block cells + 4 + 4
+
+
+def _pnas_evaluator(seed: int) -> Any:
+    from lit_automl.datamodules import DigitsDataModule, HoldoutDataModule
+    from lit_automl.nas import TrainingEvaluator
+    from lit_automl.spaces import PNASCellSpace
+
+    space = PNASCellSpace(num_blocks=3, ops=["sep_conv_3x3", "max_pool_3x3"], N=1, F=8)
+    return TrainingEvaluator(space, lambda: HoldoutDataModule(DigitsDataModule(batch_size=64), val_size=300),
+                             lr=0.05, seed=seed)
+
+
 def _search(strategy: str, seed: int, children: int, storage: str, tabular: Optional[Dict[str, str]] = None,
-            **extra: Any) -> Any:
-    from lit_automl.nas import RandomSearch, RegularizedEvolution, RLSearch, SamplerSearch, TabularEvaluator
+            pnas_space: bool = False, **extra: Any) -> Any:
+    from lit_automl.nas import PNAS, RandomSearch, RegularizedEvolution, RLSearch, SamplerSearch, TabularEvaluator
+
+    if pnas_space:
+        ev = _pnas_evaluator(seed)
+        common = dict(budget=2, reward="final", storage=storage, study_name="bench", seed=seed, **extra)
+        if strategy == "PNAS":
+            return PNAS(ev, beam_size=4, predictor="lstm", predictor_epochs=50, children_per_step=2,
+                        steps_per_epoch=children // 2, **common)
+        common.update(children_per_step=1, steps_per_epoch=children)
+        if strategy == "random":
+            return RandomSearch(ev, **common)
+        if strategy == "evolution (aging)":
+            return RegularizedEvolution(ev, population_size=6, sample_size=3, **common)
+        if strategy == "TPE":
+            from optuna.samplers import TPESampler
+
+            return SamplerSearch(ev, sampler=TPESampler(seed=seed, n_startup_trials=6), **common)
+        raise ValueError(f"unknown strategy on the PNAS space {strategy!r}")
 
     per_step = PER_STEP.get(strategy, 1)
     if children % per_step:
@@ -107,7 +144,7 @@ def _search(strategy: str, seed: int, children: int, storage: str, tabular: Opti
 
 
 def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0,
-                  tabular: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                  tabular: Optional[Dict[str, str]] = None, pnas_space: bool = False) -> Dict[str, Any]:
     """One search in this (fresh) process: its rewards in evaluation order and its wall time (tabular: also each
     child's 200-epoch test accuracy and simulated training seconds)."""
     import warnings
@@ -122,7 +159,7 @@ def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0,
     with tempfile.TemporaryDirectory(prefix="nas_strategies_") as tmp:
         extra = {"n_workers": n_workers, "threads_per_worker": 1} if n_workers else {}
         storage = "memory" if tabular else f"sqlite:///{Path(tmp) / 'children.db'}"
-        search = _search(strategy, seed, children, storage, tabular=tabular, **extra)
+        search = _search(strategy, seed, children, storage, tabular=tabular, pnas_space=pnas_space, **extra)
         trainer = pl.Trainer(max_epochs=1, limit_train_batches=None, accelerator="cpu", devices=1, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              default_root_dir=tmp)
@@ -136,6 +173,8 @@ def search_worker(strategy: str, seed: int, children: int, n_workers: int = 0,
         out["test_acc"] = [float(search.evaluator.evaluate(space.from_json(h["architecture"]), 200)["test_acc"])
                            for h in history]
         out["train_seconds"] = [float(h["train_seconds"] or 0.0) for h in history]
+    if strategy == "PNAS":
+        out["spearman"] = [float(search.spearman_per_level[k]) for k in sorted(search.spearman_per_level)]
     return out
 
 
@@ -233,6 +272,33 @@ def part_tabular(strategies: Sequence[str], seeds: Sequence[int], children: int,
     print(format_table(["strategy", *(f"after {m}" for m in marks), "simulated h (median)", "wall s (median)"], rows))
 
 
+def part_pnas(seeds: Sequence[int]) -> None:
+    children = PNAS_CHILDREN
+    print(f"\n== PNAS vs. others on PNAS's cell space (B=3, ops sep_conv_3x3 / max_pool_3x3, N=1, F=8), digits, "
+          f"2-epoch children, {children} children per run, seeds {list(seeds)} ==")
+    curves: Dict[str, List[List[float]]] = {}
+    seconds: Dict[str, List[float]] = {}
+    spearman: List[List[float]] = []
+    for seed in seeds:
+        for strategy in PNAS_STRATEGIES:
+            res = run_worker(__file__, {"strategy": strategy, "seed": seed, "children": children, "pnas_space": True},
+                             cwd=str(ROOT), env=_env())
+            if len(res["rewards"]) != children:
+                raise RuntimeError(f"{strategy} seed {seed} evaluated {len(res['rewards'])} children, not {children}")
+            curves.setdefault(strategy, []).append(_best_so_far(res["rewards"]))
+            seconds.setdefault(strategy, []).append(res["seconds"])
+            if strategy == "PNAS":
+                spearman.append(res.get("spearman", []))
+            print(f"  seed {seed} {strategy}: best {max(res['rewards']):.4f}, {res['seconds']:.1f} s", flush=True)
+    marks = (10, 14, children)
+    rows = [[s, *(fmt_mean_sd([c[m - 1] for c in curves[s]]) for m in marks), f"{statistics.median(seconds[s]):.1f}"]
+            for s in PNAS_STRATEGIES]
+    print("best-so-far held-out accuracy, mean ± s.d. over seeds")
+    print(format_table(["strategy", *(f"after {m}" for m in marks), "median search s"], rows))
+    print("PNAS predictor Spearman per level (levels 2, 3), per seed: " +
+          "; ".join(", ".join(f"{x:.2f}" for x in row) for row in spearman))
+
+
 def part_workers(children: int) -> None:
     print(f"\n== random search throughput: {children} children (4 per step), 1 torch thread per process; "
           "includes Trainer and worker start-up ==")
@@ -257,7 +323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--worker-children", type=int, default=8, help="children per run in the workers part")
-    parser.add_argument("--parts", nargs="+", choices=("search", "workers", "tabular"), default=["search", "workers"])
+    parser.add_argument("--parts", nargs="+", choices=("search", "workers", "tabular", "pnas"), default=["search", "workers"])
     parser.add_argument("--tabular", help="a NATS-Bench topology file/folder or NAS-Bench-201 .pth (part 'tabular')")
     parser.add_argument("--dataset", default="cifar10-valid", help="the benchmark dataset (part 'tabular')")
     parser.add_argument("--tabular-children", type=int, default=500, help="lookups per run (part 'tabular')")
@@ -284,6 +350,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         part_search(args.strategies, list(range(args.seeds)), args.children, args.plot or None)
     if "workers" in args.parts:
         part_workers(args.worker_children)
+    if "pnas" in args.parts:
+        part_pnas(list(range(args.seeds)))
     if "tabular" in args.parts:
         part_tabular(args.strategies, list(range(args.tabular_seeds)), args.tabular_children, args.tabular, args.dataset)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
