@@ -20,6 +20,11 @@ architectures; this script measures the same relation at toy scale, on scikit-le
 The stand-alone training is short (this library's choice, to fit 2 cores), so "trained accuracy" is itself
 a noisy, early-training proxy; the paper trains every stand-alone model fully.
 
+Measured with the defaults on a shared 2-core AMD EPYC (torch 2.13 CPU, 2 threads, load average 3 to 8 from
+other jobs): supernet 6 epochs in 582 s, 20 cells; one-shot accuracy median 0.293, trained (1 epoch) median
+0.128; Spearman rho 0.605 (p 0.005), Kendall tau 0.474 (p 0.005); 1.4 s per one-shot score (including the
+child's FLOP count) vs 12 s per trained child (medians); whole run 936 s wall, 536 s CPU.
+
 Usage::
 
     python benchmarks/one_shot_scoring.py                  # 6 supernet epochs, 20 cells, 1 child epoch
