@@ -351,7 +351,8 @@ class ChildSearch(pl.LightningModule):
         return None if self.best is None else self.space.from_json(self.best["architecture"])
 
     def write_results(self, run_dir: Path) -> None:
-        """``best_architecture.json`` / ``.txt``, ``children.jsonl`` and ``search_history.png`` in ``run_dir``."""
+        """``best_architecture.json`` (the best child's record: reward, trial, metrics, architecture), ``.txt``
+        (``.png`` for cell genotypes), ``children.jsonl`` and ``search_history.png`` in ``run_dir``."""
         run_dir.mkdir(parents=True, exist_ok=True)
         best = self.best_architecture()
         (run_dir / "best_architecture.json").write_text(json.dumps({**self.best, "architecture": self.best["architecture"]}, indent=2, default=str))  # type: ignore[index]
@@ -396,13 +397,15 @@ class ChildSearch(pl.LightningModule):
         plt.close(fig)
 
     def _plot_best(self, best: Any, run_dir: Path) -> None:
-        """The best architecture's files (text, JSON, picture) when it is a cell genotype."""
+        """For a cell genotype: ``best_architecture.txt`` in the published text form and the cell picture
+        ``best_architecture.png`` (``best_architecture.json`` stays the child's record)."""
         from lit_automl.spaces.genotype import Genotype
 
         if isinstance(best, Genotype):
-            from lit_automl.spaces.genotype_files import save_genotype_files
+            from lit_automl.spaces.plot import plot_genotype
 
-            save_genotype_files(best, run_dir, stem="best_architecture")
+            best.save(run_dir / "best_architecture.txt")
+            plot_genotype(best, run_dir / "best_architecture.png")
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

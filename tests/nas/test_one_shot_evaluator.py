@@ -129,9 +129,12 @@ def test_a_random_search_scored_one_shot_end_to_end(checkpoint, tmp_path):
         assert record["reward"] == record["val_acc"] == evaluator.evaluate(g)["val_acc"]
     best = search.best_architecture()
     assert isinstance(best, Genotype) and search.best["reward"] == max(r["reward"] for r in search.history)
-    children = [json.loads(line) for line in (tmp_path / "lightning_logs" / "version_0" / "children.jsonl")
-                .read_text().splitlines()]
+    run = tmp_path / "lightning_logs" / "version_0"
+    children = [json.loads(line) for line in (run / "children.jsonl").read_text().splitlines()]
     assert len(children) == 4
+    record = json.loads((run / "best_architecture.json").read_text())  # the child's record, not overwritten
+    assert record["reward"] == search.best["reward"] and record["trial"] == search.best["trial"]
+    assert Genotype.load(run / "best_architecture.txt") == best and (run / "best_architecture.png").stat().st_size
 
 
 def test_training_evaluator_trains_a_child_of_the_space():
