@@ -198,6 +198,10 @@ class DartsPlusEarlyStopping(StoppingCallback):
         if stage != "fit":
             return
         name = type(pl_module).__name__
+        space = getattr(pl_module, "hparams", {}).get("space", "darts")
+        if space != "darts":
+            raise ValueError(f"DartsPlusEarlyStopping reads DARTS cells (skip connections of the normal cell, alphas per "
+                             f"cell type); {name} searches space={space!r}: only space='darts' is supported")
         if self.uses_skip and not callable(getattr(pl_module, "genotype", None)):
             raise AttributeError(f"DartsPlusEarlyStopping(criterion={self.criterion!r}) needs `{name}.genotype()`; the module has none")
         if not self.uses_stable:

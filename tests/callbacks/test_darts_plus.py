@@ -223,3 +223,11 @@ def test_module_without_genotype_is_named(tmp_path):
     cb = DartsPlusEarlyStopping()
     with pytest.raises(AttributeError, match="NoGenotype.genotype"):
         cb.setup(quiet_trainer(tmp_path), NoGenotype(), "fit")
+
+
+def test_an_nb201_search_is_refused_with_the_space_it_searches(tmp_path):
+    module = DARTS(space="nb201", C=4, cells_per_stage=1, num_classes=10, in_channels=1, order=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0,
+                            callbacks=[DartsPlusEarlyStopping()])
+    with pytest.raises(ValueError, match="DARTS searches space='nb201': only space='darts' is supported"):
+        trainer.fit(module, digits())
