@@ -1,4 +1,4 @@
-"""One-shot architecture search with path dropout, on the DARTS supernet.
+"""One-shot architecture search with path dropout, on the DARTS or the NAS-Bench-201 supernet.
 
 Bender, Kindermans, Zoph, Vasudevan & Le, "Understanding and Simplifying One-Shot Architecture
 Search", ICML 2018.
@@ -9,7 +9,9 @@ Notation:
   step ``t`` of ``T``: ``r_t = r * t / (T - 1)``, a linear ramp from 0 (Sec. 3, "Robustness to
   co-adaptation": little dropout early, more later).
 * ``k``: the incoming paths of a node. Node ``i`` of a DARTS cell reads ``i + 2`` states, each
-  through every non-``none`` op, so ``k_i = (i + 2) * |O|`` paths (input, op).
+  through every non-``none`` op, so ``k_i = (i + 2) * |O|`` paths (input, op). Node ``j`` (1..3) of a
+  NAS-Bench-201 cell (``space="nb201"``) reads the ``j`` nodes before it, so ``k_j = j * |O|`` with
+  ``|O| = 4`` (the benchmark's ops but ``none``): 4, 8 and 12 paths.
 * ``r_t ** (1 / k)``: the probability each path of a ``k``-path node is dropped (Sec. 3), so a node
   loses all of its paths with probability ``r_t`` whatever its fan-in; a node that lost them all
   gets one uniformly chosen path back (at least one path is always kept).
@@ -18,12 +20,16 @@ Notation:
   ``w = m / n`` with ``n`` the number of paths the node kept (``join="mean"``: every node averages
   its kept paths) or ``w = m`` (``join="sum"``). One mask per cell type, shared by every cell of that
   type: the supernet ties its edge weights per cell type, and a sampled architecture repeats one
-  normal and one reduction cell.
+  normal and one reduction cell. NAS-Bench-201 has one cell type (every cell shares one (6, 5) weight
+  matrix), so one mask; an :class:`~lit_automl.spaces.nb201.NB201Arch` is run with its one-hot matrix
+  (``none``: a zero row) joined the same way.
 * ``N``: the number of architectures sampled and ranked after training (``num_samples``).
 
 The method (Sec. 3): (1) train the one-shot model, i.e. the supernet whose paths are dropped by a
 fresh mask every step (per ghost batch); (2) sample ``N`` architectures uniformly from the search
-space; (3) evaluate each with the one-shot weights (its mask, batch-norm statistics of the
+space (NAS-Bench-201: each of the 6 edges uniform over the supernet's ops, ``none`` included: the
+uniform distribution of :class:`~lit_automl.spaces.nb201.NB201Space`, cells with no path from input to
+output among them); (3) evaluate each with the one-shot weights (its mask, batch-norm statistics of the
 evaluation batch) on held-out validation data and rank them by that accuracy; (4) retrain the best
 from scratch (:class:`lit_automl.nas.Retrain`, not part of this module).
 Step (3) is :func:`one_shot_correct`, written once for this module's ranking and for
@@ -57,7 +63,9 @@ from lit_automl.rng import keyed_generator
 from lit_automl.spaces.drop_path import sample_keep_mask
 from lit_automl.spaces.genotype import Genotype
 from lit_automl.spaces.genotype_files import save_genotype_files
-from lit_automl.spaces.geometry import node_edge_slices, num_search_edges
+from lit_automl.spaces.geometry import node_edge_slices
+from lit_automl.spaces.nb201 import NB201_EDGES, NB201Arch
+from lit_automl.spaces.nb201_supernet import save_nb201_files
 from lit_automl.spaces.networks import batch_statistics
 from lit_automl.spaces.sampling import candidate_ops, genotype_edge_weights, sample_genotype
 
@@ -67,6 +75,7 @@ __all__ = [
     "OneShotSupernet",
     "RankedArchitecture",
     "join_paths",
+    "node_slices",
     "one_shot_correct",
     "one_shot_logits",
     "path_drop_prob",
@@ -75,6 +84,8 @@ __all__ = [
 ]
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
+Architecture = Union[Genotype, NB201Arch]
+Nodes = Union[int, Sequence[slice]]
 
 RANKING_FILE = "one_shot_ranking.jsonl"
 
@@ -101,20 +112,56 @@ def ramped_drop_rate(step: int, total_steps: int, final_rate: float) -> float:
     return float(final_rate) * min(1.0, max(0, int(step)) / (total_steps - 1))
 
 
-def sample_path_mask(steps: int, primitives: Sequence[str], rate: float,
+def node_slices(nodes: Nodes) -> List[slice]:
+    """Per node, the slice of its incoming edge rows: ``steps`` (an int) is a DARTS cell of that many nodes
+    (:func:`~lit_automl.spaces.geometry.node_edge_slices`); a sequence of slices is returned as given (e.g.
+    :data:`NB201_NODE_EDGES`)."""
+    if isinstance(nodes, bool) or not isinstance(nodes, (int, Sequence)):
+        raise ValueError(f"nodes must be a DARTS cell's number of nodes (an int >= 1) or the slices of each node's "
+                         f"incoming edge rows, got {nodes!r}")
+    if isinstance(nodes, int):
+        return node_edge_slices(check_int("steps", nodes, low=1))
+    slices = list(nodes)
+    if not slices or any(not isinstance(s, slice) or s.start is None or s.stop is None or s.stop <= s.start
+                         for s in slices):
+        raise ValueError(f"nodes must be non-empty slices (start < stop) of edge rows, one per node, got {nodes!r}")
+    return slices
+
+
+def _target_slices(endpoints: Sequence[Tuple[int, int]]) -> Tuple[slice, ...]:
+    """Per target node (in edge order), the slice of its incoming edges; they must be consecutive rows."""
+    out: List[slice] = []
+    for e, (_, dst) in enumerate(endpoints):
+        if out and endpoints[out[-1].start][1] == dst:
+            out[-1] = slice(out[-1].start, e + 1)
+        elif any(endpoints[s.start][1] == dst for s in out):
+            raise ValueError(f"the edges into node {dst} are not consecutive rows: {list(endpoints)}")
+        else:
+            out.append(slice(e, e + 1))
+    return tuple(out)
+
+
+NB201_NODE_EDGES: Tuple[slice, ...] = _target_slices(NB201_EDGES)
+"""The incoming edge rows of NAS-Bench-201 nodes 1, 2, 3 (``slice(0, 1), slice(1, 3), slice(3, 6)``)."""
+
+
+def sample_path_mask(steps: Nodes, primitives: Sequence[str], rate: float,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """A 0/1 path mask of shape (num_edges, num_ops) for one cell type (Sec. 3).
 
-    Every (input, op) path of node ``i`` (``k_i = (i + 2) * |O|`` of them, ``none`` excluded) is
-    dropped with probability ``rate ** (1 / k_i)``; a node that lost all of them gets one uniform
-    path back (:func:`~lit_automl.spaces.drop_path.sample_keep_mask` with ``min_keep=1``).
+    ``steps``: the node geometry (:func:`node_slices`: a DARTS cell's node count, or the slices of each
+    node's incoming edges, :data:`NB201_NODE_EDGES` for NAS-Bench-201). Every (input, op) path of a node
+    (``k = inputs * |O|`` of them, ``none`` excluded; DARTS node ``i``: ``(i + 2) * |O|``) is dropped
+    with probability ``rate ** (1 / k)``; a node that lost all of them gets one uniform path back
+    (:func:`~lit_automl.spaces.drop_path.sample_keep_mask` with ``min_keep=1``).
     """
     ops = candidate_ops(primitives)
     if not ops:
         raise ValueError(f"primitives {list(primitives)} have no operation other than 'none'")
-    mask = torch.zeros(num_search_edges(steps), len(primitives))
+    slices = node_slices(steps)
+    mask = torch.zeros(max(s.stop for s in slices), len(primitives))
     cols = torch.tensor(ops)
-    for edges in node_edge_slices(steps):
+    for edges in slices:
         n_in = edges.stop - edges.start
         k = n_in * len(ops)
         keep = sample_keep_mask(k, path_drop_prob(rate, k), generator=generator).view(n_in, len(ops))
@@ -122,8 +169,9 @@ def sample_path_mask(steps: int, primitives: Sequence[str], rate: float,
     return mask
 
 
-def join_paths(mask: torch.Tensor, steps: int, join: str = "mean") -> torch.Tensor:
-    """Edge weights from a 0/1 path mask: each node's kept paths averaged (``"mean"``) or summed (``"sum"``).
+def join_paths(mask: torch.Tensor, steps: Nodes, join: str = "mean") -> torch.Tensor:
+    """Edge weights from a 0/1 path mask: each node's kept paths averaged (``"mean"``) or summed (``"sum"``);
+    ``steps`` is the node geometry (:func:`node_slices`).
 
     The mean keeps a node's output on one scale whether it kept 1 path or all ``k``, as FractalNet's
     join averages the paths that survive drop-path (Larsson et al., ICLR 2017, Sec. 2 and 3.1).
@@ -131,7 +179,7 @@ def join_paths(mask: torch.Tensor, steps: int, join: str = "mean") -> torch.Tens
     if check_choice("join", join, JOINS, allowed=f"one of {JOINS}") == "sum":
         return mask
     out = mask.clone()
-    for edges in node_edge_slices(steps):
+    for edges in node_slices(steps):
         block = out[edges]
         block /= block.sum().clamp_min(1.0)
     return out
@@ -192,27 +240,32 @@ def one_shot_correct(supernet: OneShotSupernet, architectures: Sequence[Any], ba
 
 @dataclass(frozen=True)
 class RankedArchitecture:
-    """One evaluated architecture: its place (1 = best), sample index, one-shot accuracy and cell."""
+    """One evaluated architecture: its place (1 = best), sample index, one-shot accuracy and cell (a DARTS
+    :class:`Genotype`, or an :class:`~lit_automl.spaces.nb201.NB201Arch` for ``space="nb201"``)."""
 
     rank: int
     sample: int
     accuracy: float
     correct: int
     total: int
-    genotype: Genotype
+    genotype: Architecture
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready (plain python values; the genotype as :meth:`Genotype.to_dict`)."""
+        """JSON-ready (plain python values; the genotype as :meth:`Genotype.to_dict`, an NB201 cell as its
+        arch string)."""
+        cell = str(self.genotype) if isinstance(self.genotype, NB201Arch) else self.genotype.to_dict()
         return {"rank": self.rank, "sample": self.sample, "accuracy": self.accuracy, "correct": self.correct,
-                "total": self.total, "genotype": self.genotype.to_dict()}
+                "total": self.total, "genotype": cell}
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "RankedArchitecture":
+        cell = data["genotype"]
+        cell = NB201Arch.parse(cell) if isinstance(cell, str) else Genotype.from_dict(cell)
         return cls(int(data["rank"]), int(data["sample"]), float(data["accuracy"]), int(data["correct"]),
-                   int(data["total"]), Genotype.from_dict(data["genotype"]))
+                   int(data["total"]), cell)
 
 
-def _ranked(genotypes: Sequence[Genotype], correct: Sequence[int], total: int) -> List[RankedArchitecture]:
+def _ranked(genotypes: Sequence[Architecture], correct: Sequence[int], total: int) -> List[RankedArchitecture]:
     """Sorted by accuracy, best first; ties keep the sampling order."""
     order = sorted(range(len(genotypes)), key=lambda i: (-correct[i], i))
     return [RankedArchitecture(place + 1, i, correct[i] / max(total, 1), int(correct[i]), int(total), genotypes[i])
@@ -223,7 +276,8 @@ def _ranked(genotypes: Sequence[Genotype], correct: Sequence[int], total: int) -
 
 
 class OneShot(SupernetSearch):
-    """One-shot search with path dropout over the DARTS supernet (Bender et al., ICML 2018, Sec. 3).
+    """One-shot search with path dropout over the DARTS supernet, or the NAS-Bench-201 one with
+    ``space="nb201"`` (Bender et al., ICML 2018, Sec. 3).
 
     Training: plain ``(x, y)`` batches; every step (every ghost batch) runs the supernet with a
     fresh path mask, dropping each of the ``k`` incoming paths of a node with rate ``r_t**(1/k)``,
@@ -237,16 +291,17 @@ class OneShot(SupernetSearch):
     training").
 
     After training (``on_train_end``, ``rank_after_fit=True``) :meth:`rank_architectures` samples
-    ``num_samples`` distinct architectures uniformly from the DARTS cell space, evaluates each with
+    ``num_samples`` distinct architectures uniformly from the cell space, evaluates each with
     the one-shot weights on the datamodule's ``val_dataloader()`` (batch norm on the evaluation
     batch's statistics, Sec. 3) and ranks them by that accuracy. Under DDP every rank evaluates a
     share of the validation batches and the correct counts are summed, so every rank ends with the
     same ranking. The run folder (``trainer.log_dir``) gets ``one_shot_ranking.jsonl`` (one line
     per architecture, best first), ``genotype.txt`` / ``genotype.json`` / ``genotype.png`` (the
-    best). :meth:`genotype` returns the best once ranked; the ranking is saved in checkpoints.
+    best; NAS-Bench-201: ``genotype.txt`` the arch string, ``genotype.json`` ``{"arch": ...}``, no picture). :meth:`genotype` returns the best once ranked; the ranking is saved in checkpoints.
 
     Documented attributes: ``ranking`` (list of :class:`RankedArchitecture`, best first),
-    ``last_masks`` (the 0/1 masks ``[normal, reduce]`` of each ghost batch of the latest step),
+    ``last_masks`` (the 0/1 masks ``[normal, reduce]``, NAS-Bench-201 ``[cell]``, of each ghost batch of
+    the latest step),
     ``genotype()``.
 
     During fit, validation reports ``val/acc``: the one-shot accuracy of a fixed probe architecture
@@ -262,6 +317,16 @@ class OneShot(SupernetSearch):
     kept) is this library's choice too: summing 0/1-weighted paths (``join="sum"``) lets a node's
     output grow with the number of paths it kept (up to 35 here), which on digits started training
     at a loss of 5 (mean: 2.3) and did not learn at lr 0.1 (mean: loss 1.6 after 120 steps).
+
+    ``space="nb201"`` (:class:`~lit_automl.nas.supernet.SupernetSearch`; ``C`` and ``cells_per_stage`` set
+    the supernet): the same method over the NAS-Bench-201 cell (Dong & Yang, ICLR 2020): one mask per step,
+    shared by every cell; nodes 1, 2, 3 have 4, 8, 12 paths. Architectures are
+    :class:`~lit_automl.spaces.nb201.NB201Arch`: sampled with every edge uniform over the supernet's ops,
+    ``none`` included (the uniform distribution of :class:`~lit_automl.spaces.nb201.NB201Space`; this
+    library's choice of sampler: cells with no path from input to output are sampled too and score at chance),
+    run with their one-hot (6, 5) weights (``none``: a zero row) joined by ``join`` as the masks are: with
+    ``join="sum"`` exactly the benchmark's network of that cell with the shared weights, with ``"mean"`` each
+    node averages its edges, as it did in training.
 
     Args:
         drop_rate: final path-dropout rate ``r`` in [0, 1).
@@ -280,6 +345,8 @@ class OneShot(SupernetSearch):
     Under DDP the dropped paths leave parameters unused: use
     ``strategy="ddp_find_unused_parameters_true"`` (or ``DDPStrategy(find_unused_parameters=True)``).
     """
+
+    supported_spaces = ("darts", "nb201")
 
     unused_settings = {name: "has no architecture parameters" for name in (
         "alpha_lr", "alpha_betas", "alpha_weight_decay", "alpha_init_std", "alpha_grad_clip")}
@@ -345,28 +412,36 @@ class OneShot(SupernetSearch):
         total = self.total_steps() if total_steps is None else total_steps
         return ramped_drop_rate(step, total, self.hparams.drop_rate)
 
+    @property
+    def node_edges(self) -> List[slice]:
+        """The supernet cell's node geometry: per node, the rows of its incoming edges (:func:`node_slices`)."""
+        return node_slices(NB201_NODE_EDGES if self.hparams.space == "nb201" else self.model.steps)
+
     def path_masks(self, step: int, num_masks: int = 1, rate: Optional[float] = None) -> List[List[torch.Tensor]]:
-        """``num_masks`` masks ``[normal, reduce]`` for training step ``step``: a pure function of
-        ``(seed, step, rate)``, drawn on the CPU (identical on every rank and after a resume)."""
+        """``num_masks`` masks, one per cell type (``[normal, reduce]``; NAS-Bench-201: ``[cell]``), for training
+        step ``step``: a pure function of ``(seed, step, rate)``, drawn on the CPU (identical on every rank and
+        after a resume)."""
         rate = self.drop_rate_at(step) if rate is None else rate
         generator = keyed_generator(self.hparams.seed, _MASK_STREAM, step)
-        steps = self.model.steps
-        return [[sample_path_mask(steps, self.primitives, rate, generator) for _ in range(2)] for _ in range(num_masks)]
+        nodes = self.node_edges
+        return [[sample_path_mask(nodes, self.primitives, rate, generator) for _ in self.cell_names]
+                for _ in range(num_masks)]
 
     def path_weights(self, mask: torch.Tensor) -> torch.Tensor:
         """The supernet edge weights of a 0/1 path mask (see ``join``), on this module's device."""
-        return join_paths(mask, self.model.steps, self.hparams.join).to(self.device)
+        return join_paths(mask, self.node_edges, self.hparams.join).to(self.device)
 
     # ------------------------------------------------------------------ architectures
 
-    def sample_architectures(self, num_samples: int, seed: Optional[int] = None) -> List[Genotype]:
-        """``num_samples`` distinct uniform samples of the DARTS cell space (fewer, with a warning,
-        when a small space runs out: at most ``20 * num_samples`` draws)."""
+    def sample_architectures(self, num_samples: int, seed: Optional[int] = None) -> List[Architecture]:
+        """``num_samples`` distinct uniform samples of the cell space (DARTS cells; NAS-Bench-201: every edge
+        uniform over the supernet's ops, ``none`` included), fewer, with a warning, when a small space runs
+        out: at most ``20 * num_samples`` draws."""
         check_int("num_samples", num_samples, low=1)
         generator = keyed_generator(self.hparams.seed if seed is None else seed, _ARCH_STREAM, 0)
-        found: Dict[Genotype, None] = {}
+        found: Dict[Architecture, None] = {}
         for _ in range(20 * num_samples):
-            found.setdefault(sample_genotype(self.model.steps, self.model.multiplier, self.primitives, generator))
+            found.setdefault(self._sample_architecture(generator))
             if len(found) == num_samples:
                 break
         if len(found) < num_samples:
@@ -374,11 +449,38 @@ class OneShot(SupernetSearch):
                            f"(num_samples={num_samples}); ranking those")
         return list(found)
 
-    def edge_weights(self, genotype: Genotype) -> List[torch.Tensor]:
-        """``[normal, reduce]`` supernet weights that run exactly ``genotype``'s ops (see ``join``)."""
+    def _sample_architecture(self, generator: torch.Generator) -> Architecture:
+        if self.hparams.space == "nb201":
+            picks = torch.randint(len(self.primitives), (len(NB201_EDGES),), generator=generator).tolist()
+            return NB201Arch(tuple(self.primitives[k] for k in picks))
+        return sample_genotype(self.model.steps, self.model.multiplier, self.primitives, generator)
+
+    def edge_weights(self, genotype: Architecture) -> List[torch.Tensor]:
+        """Supernet weights that run exactly ``genotype``'s ops (see ``join``): ``[normal, reduce]`` of a DARTS
+        :class:`Genotype`; ``[cell]`` of an :class:`~lit_automl.spaces.nb201.NB201Arch` (``space="nb201"``), its
+        one-hot (6, num_ops) matrix with ``none`` a zero row."""
+        if self.hparams.space == "nb201":
+            return [self.path_weights(self._nb201_mask(genotype))]
+        if not isinstance(genotype, Genotype):
+            raise ValueError(f"this OneShot searches DARTS cells (space='darts'): it scores a Genotype, got "
+                             f"{type(genotype).__name__}: {genotype!r}")
         return [self.path_weights(m) for m in genotype_edge_weights(genotype, self.primitives, self.model.steps)]
 
-    def probe_genotype(self) -> Genotype:
+    def _nb201_mask(self, arch: Any) -> torch.Tensor:
+        """The 0/1 (6, num_ops) matrix of ``arch``'s ops (``none``: a zero row); refuses ops the supernet lacks."""
+        if not isinstance(arch, NB201Arch):
+            raise ValueError(f"this OneShot searches NAS-Bench-201 cells (space='nb201'): it scores an NB201Arch, "
+                             f"got {type(arch).__name__}: {arch!r}")
+        mask = torch.zeros(len(NB201_EDGES), len(self.primitives))
+        for e, op in enumerate(arch.ops):
+            if op not in self.primitives:
+                raise ValueError(f"cell {arch}: edge {NB201_EDGES[e][0]}->{NB201_EDGES[e][1]} has op {op!r}, which "
+                                 f"the supernet does not have (its ops: {list(self.primitives)})")
+            if op != "none":
+                mask[e, self.primitives.index(op)] = 1.0
+        return mask
+
+    def probe_genotype(self) -> Architecture:
         """The fixed architecture ``val/acc`` follows during training (the first ranking sample)."""
         return self.sample_architectures(1)[0]
 
@@ -387,13 +489,13 @@ class OneShot(SupernetSearch):
         scoring (:func:`one_shot_correct`) runs, with :meth:`edge_weights` (:class:`OneShotSupernet`)."""
         return self.model(self.format_input(x), *weights)
 
-    def one_shot_logits(self, x: torch.Tensor, genotype: Genotype) -> torch.Tensor:
+    def one_shot_logits(self, x: torch.Tensor, genotype: Architecture) -> torch.Tensor:
         """Logits of ``genotype`` with the one-shot weights, batch norm on ``x``'s own statistics
         (:func:`one_shot_logits`)."""
         return one_shot_logits(self, x, genotype)
 
-    def genotype(self) -> Genotype:
-        """The best ranked architecture (after :meth:`rank_architectures`, or from a checkpoint)."""
+    def genotype(self) -> Architecture:
+        """The best ranked architecture (an :class:`~lit_automl.spaces.nb201.NB201Arch` for ``space="nb201"``) (after :meth:`rank_architectures`, or from a checkpoint)."""
         if not self.ranking:
             raise RuntimeError(
                 "OneShot has no ranking yet: the best genotype exists after fit (rank_after_fit=True) or after "
@@ -401,7 +503,7 @@ class OneShot(SupernetSearch):
             )
         return self.ranking[0].genotype
 
-    def forward(self, x: torch.Tensor, genotype: Optional[Genotype] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, genotype: Optional[Architecture] = None) -> torch.Tensor:
         """One-shot logits of ``genotype`` (default: the best ranked one)."""
         return self.one_shot_logits(x, self.genotype() if genotype is None else genotype)
 
@@ -420,7 +522,7 @@ class OneShot(SupernetSearch):
         return out
 
     @torch.no_grad()
-    def evaluate_architectures(self, genotypes: Sequence[Genotype], dataloader: Iterable,
+    def evaluate_architectures(self, genotypes: Sequence[Architecture], dataloader: Iterable,
                                max_batches: Optional[int] = None, progress: bool = False) -> Tuple[List[int], int]:
         """``(correct per architecture, examples)`` of one-shot evaluation, summed over DDP ranks.
 
@@ -451,12 +553,16 @@ class OneShot(SupernetSearch):
         return self.ranking
 
     def write_ranking(self, folder: Union[str, Path], plot: bool = True) -> Path:
-        """Write ``one_shot_ranking.jsonl`` and the best genotype (``.txt``, ``.json``, ``.png``)."""
+        """Write ``one_shot_ranking.jsonl`` and the best genotype (``.txt``, ``.json``, ``.png``; an NB201 cell:
+        its arch string and ``{"arch": ...}``)."""
         best = self.genotype()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(entry.to_dict()) + "\n" for entry in self.ranking]
         (folder / RANKING_FILE).write_text("".join(lines), encoding="utf-8")
+        if isinstance(best, NB201Arch):
+            save_nb201_files(best, folder)
+            return folder
         save_genotype_files(best, folder, plot=plot, title=f"OneShot: best of {len(self.ranking)} "
                             f"(one-shot val. acc. {self.ranking[0].accuracy:.3f})")
         return folder
