@@ -8,8 +8,9 @@ search (random search, evolution, RL, ...) that score per child. The scoring is
 :func:`~lit_automl.nas.one_shot.one_shot_correct`, the one implementation OneShot's own ranking
 (:meth:`~lit_automl.nas.one_shot.OneShot.evaluate_architectures`) runs too; what it needs from a
 supernet is :class:`~lit_automl.nas.one_shot.OneShotSupernet` (``edge_weights(architecture)`` and
-``weighted_logits(x, weights)``), so another weight-sharing supernet (e.g. over NAS-Bench-201 cells)
-plugs in with those two methods and its :class:`~lit_automl.spaces.decisions.SequentialSpace`.
+``weighted_logits(x, weights)``), so another weight-sharing supernet plugs in with those two methods and
+its :class:`~lit_automl.spaces.decisions.SequentialSpace`. A OneShot trained with ``space="nb201"`` scores
+NAS-Bench-201 cells (:class:`~lit_automl.spaces.nb201.NB201Space`) with the same code.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lit_automl.nas.evaluator import DataModuleFactory, Evaluator, build_datamod
 from lit_automl.nas.one_shot import ONE_SHOT_CHECKPOINT_KEY, OneShot, OneShotSupernet, one_shot_correct
 from lit_automl.spaces.darts_cells import DartsCellSpace
 from lit_automl.spaces.decisions import SequentialSpace
+from lit_automl.spaces.nb201 import NB201Space
 from lit_automl.spaces.networks import count_parameters
 
 __all__ = ["OneShotEvaluator", "read_one_shot_checkpoint"]
@@ -73,8 +75,10 @@ class OneShotEvaluator(Evaluator):
         space: the children's space; ``None``: for a OneShot, the :class:`DartsCellSpace` of its primitives,
             steps and multiplier whose networks have the supernet's C, layers and stem and no auxiliary
             head. A given :class:`DartsCellSpace` must have the supernet's ops, steps and multiplier; its
-            C / layers set the network whose ``params`` / ``flops`` are reported. Required for a supernet
-            that is not a OneShot.
+            C / layers set the network whose ``params`` / ``flops`` are reported. For a OneShot trained with
+            ``space="nb201"``: an :class:`~lit_automl.spaces.nb201.NB201Space`, by default with the supernet's
+            ``C`` and ``N`` (``cells_per_stage``); a given one's C / N set the reported
+            :class:`~lit_automl.spaces.nb201.NB201Network`. Required for a supernet that is not a OneShot.
         device: where the supernet scores (e.g. ``"cuda"``); ``None``: a module's own device, ``"cpu"`` for a
             checkpoint path.
 
@@ -129,6 +133,8 @@ class OneShotEvaluator(Evaluator):
                 raise ValueError(f"a {type(supernet).__name__} supernet needs space=... (the SequentialSpace of the "
                                  "architectures its edge_weights accepts)")
             return space
+        if hparams.get("space") == "nb201":
+            return OneShotEvaluator._nb201_space(space, hparams)
         own = DartsCellSpace(hparams["primitives"], steps=hparams["steps"], multiplier=hparams["multiplier"],
                              C=hparams["C"], layers=hparams["layers"], auxiliary=False,
                              stem_multiplier=hparams["stem_multiplier"])
@@ -142,6 +148,17 @@ class OneShotEvaluator(Evaluator):
         if mine != theirs:
             raise ValueError(f"space has ops {list(space.ops)}, steps={space.steps}, multiplier={space.multiplier} but "
                              f"the supernet has ops {list(own.ops)}, steps={own.steps}, multiplier={own.multiplier}")
+        return space
+
+    @staticmethod
+    def _nb201_space(space: Optional[SequentialSpace], hparams: Dict[str, Any]) -> SequentialSpace:
+        """A OneShot over NAS-Bench-201 cells: the given :class:`NB201Space` or one with the supernet's C and N."""
+        if space is None:
+            N = hparams.get("cells_per_stage")  # None: the benchmark's N, NB201Space's default too
+            return NB201Space(C=hparams["C"]) if N is None else NB201Space(C=hparams["C"], N=N)
+        if not isinstance(space, NB201Space):
+            raise ValueError(f"a OneShot supernet trained with space='nb201' scores NAS-Bench-201 cells: space must "
+                             f"be an NB201Space, got {type(space).__name__}")
         return space
 
     def __getstate__(self) -> Dict[str, Any]:
