@@ -398,14 +398,20 @@ class ChildSearch(pl.LightningModule):
 
     def _plot_best(self, best: Any, run_dir: Path) -> None:
         """For a cell genotype: ``best_architecture.txt`` in the published text form and the cell picture
-        ``best_architecture.png`` (``best_architecture.json`` stays the child's record)."""
+        ``best_architecture.png``; for a NAS-Bench-201 cell its picture (``best_architecture.json`` stays the
+        child's record)."""
         from lit_automl.spaces.genotype import Genotype
+        from lit_automl.spaces.nb201 import NB201Arch
 
         if isinstance(best, Genotype):
             from lit_automl.spaces.plot import plot_genotype
 
             best.save(run_dir / "best_architecture.txt")
             plot_genotype(best, run_dir / "best_architecture.png")
+        elif isinstance(best, NB201Arch):
+            from lit_automl.spaces.plot import plot_nb201_cell
+
+            plot_nb201_cell(best, run_dir / "best_architecture.png", title=f"best cell: reward {self.best['reward']:.4f}")
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

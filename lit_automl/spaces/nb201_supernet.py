@@ -136,10 +136,12 @@ def skip_fraction(arch: NB201Arch) -> float:
     return sum(op == "skip_connect" for op in arch.ops) / len(arch.ops)
 
 
-def save_nb201_files(arch: NB201Arch, folder: Union[str, os.PathLike], *, stem: str = "genotype") -> List[Path]:
-    """Write ``<stem>.txt`` (the benchmark's arch string) and ``<stem>.json`` (``{"arch": ...}``, what
-    :meth:`~lit_automl.spaces.nb201.NB201Space.from_json` reads) into ``folder`` (created); returns the paths.
-    The run-folder files of a NAS-Bench-201 search (no picture: the DARTS cell plot draws two-input cells)."""
+def save_nb201_files(arch: NB201Arch, folder: Union[str, os.PathLike], *, stem: str = "genotype",
+                     plot: bool = True) -> List[Path]:
+    """Write ``<stem>.txt`` (the benchmark's arch string), ``<stem>.json`` (``{"arch": ...}``, what
+    :meth:`~lit_automl.spaces.nb201.NB201Space.from_json` reads) and, with ``plot``, the cell picture
+    ``<stem>.png`` (:func:`~lit_automl.spaces.plot.plot_nb201_cell`) into ``folder`` (created); returns the
+    paths. The run-folder files of a NAS-Bench-201 search."""
     if not isinstance(arch, NB201Arch):
         raise ValueError(f"save_nb201_files takes an NB201Arch, got {type(arch).__name__}: {arch!r}")
     folder = Path(folder)
@@ -147,4 +149,8 @@ def save_nb201_files(arch: NB201Arch, folder: Union[str, os.PathLike], *, stem: 
     text, record = folder / f"{stem}.txt", folder / f"{stem}.json"
     text.write_text(f"{arch}\n", encoding="utf-8")
     record.write_text(json.dumps(NB201Space().to_json(arch)) + "\n", encoding="utf-8")
-    return [text, record]
+    if not plot:
+        return [text, record]
+    from lit_automl.spaces.plot import plot_nb201_cell
+
+    return [text, record, plot_nb201_cell(arch, folder / f"{stem}.png")]

@@ -18,13 +18,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from lit_automl.spaces.genotype import CellNodes, Genotype
 from lit_automl.spaces.geometry import node_state, num_states
 from lit_automl.spaces.published import resolve_genotype
 
-__all__ = ["plot_genotype"]
+if TYPE_CHECKING:
+    from lit_automl.spaces.nb201 import NB201Arch
+
+__all__ = ["plot_genotype", "plot_nb201_cell"]
 
 # Geometry in data units; the figure keeps one unit = _INCH inches on both axes so
 # arcs computed here coincide with the ones matplotlib draws.
@@ -255,9 +258,14 @@ _SPARE_COLORS = (
 
 def _op_colors(genotype: Genotype) -> dict[str, object]:
     """One distinct colour per op name, the same in both cells (and for DARTS ops, in every figure)."""
+    return _colors_of(genotype.op_names())
+
+
+def _colors_of(op_names: "set[str] | list[str] | tuple[str, ...]") -> dict[str, object]:
+    """One distinct colour per op name (the known ops' fixed colours first)."""
     from matplotlib import colormaps
 
-    ops = sorted(genotype.op_names())
+    ops = sorted(set(op_names))
     colors: dict[str, object] = {op: _KNOWN_OP_COLORS[op] for op in ops if op in _KNOWN_OP_COLORS}
     others = [op for op in ops if op not in colors]
     for i, op in enumerate(others):
@@ -379,4 +387,58 @@ def plot_genotype(
     fmt = path.suffix.lower().lstrip(".")
     fig.savefig(path, format=fmt, dpi=150, facecolor="white")
     fig.clear()  # not registered with pyplot, so nothing else keeps it alive
+    return path
+
+
+def plot_nb201_cell(arch: "NB201Arch | str", path: Union[str, os.PathLike], title: str | None = None) -> Path:
+    """Draw a NAS-Bench-201 cell (Dong & Yang, ICLR 2020, Fig. 1): nodes 0 (input) to 3 (output) left to
+    right, every edge ``j -> i`` an arrow labelled with its op (``none`` dotted grey: the edge carries
+    zeros). ``arch`` is an :class:`~lit_automl.spaces.nb201.NB201Arch` or its arch string; ``path`` as
+    :func:`plot_genotype`. Returns the path written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle, FancyArrowPatch
+    from matplotlib.path import Path as MplPath
+
+    from lit_automl.spaces.nb201 import NB201_EDGES, NB201Arch
+
+    arch = NB201Arch.parse(arch) if isinstance(arch, str) else arch
+    if not isinstance(arch, NB201Arch):
+        raise ValueError(f"arch must be an NB201Arch or its arch string, got {type(arch).__name__}: {arch!r}")
+    path = _resolve_path(path)
+    colors = _colors_of([op for op in arch.ops if op != "none"])
+    pos = {k: (k * _COL, 0.0) for k in range(4)}
+    # neighbours straight; 0 -> 2 arcs above, 1 -> 3 below and 0 -> 3 around it, so no two edges cross
+    rads = {(0, 2): -0.4, (1, 3): 0.4, (0, 3): 0.55}
+    x_lim, y_lim = (-0.8, 3 * _COL + 0.8), (-3.4, 2.0)
+    head = 0.45 if title else 0.0
+    width, height = (x_lim[1] - x_lim[0]) * _INCH, (y_lim[1] - y_lim[0]) * _INCH
+    fig = Figure(figsize=(width, height + head))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.0, 1.0, height / (height + head)))
+    ax.set_xlim(*x_lim)
+    ax.set_ylim(*y_lim)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=12)
+    for k, (x, y) in pos.items():
+        face = _INPUT_COLOR if k == 0 else _OUTPUT_COLOR if k == 3 else _NODE_COLOR
+        ax.add_patch(Circle((x, y), _RADIUS, facecolor=face, edgecolor="#333333", linewidth=1.2, zorder=3))
+        ax.text(x, y, str(k), ha="center", va="center", fontsize=_NODE_PT, zorder=4)
+    for (src, dst), op in zip(NB201_EDGES, arch.ops):
+        rad = rads.get((src, dst), 0.0)
+        start, control, end = _trimmed(pos[src], pos[dst], rad, gap=0.03)
+        none = op == "none"
+        color = _CONCAT_COLOR if none else colors[op]
+        ax.add_patch(FancyArrowPatch(
+            path=MplPath([start, control, end], [MplPath.MOVETO, MplPath.CURVE3, MplPath.CURVE3]),
+            arrowstyle="-|>", mutation_scale=13, shrinkA=0, shrinkB=0, color=color,
+            linewidth=1.0 if none else 1.6, linestyle=":" if none else "-", zorder=1 if none else 2))
+        ax.text(*_point_at(pos[src], pos[dst], rad, 0.5), op, ha="center", va="center", fontsize=_LABEL_PT,
+                color=color, fontweight="normal" if none else "bold", zorder=5,
+                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor=color, linewidth=0.8, alpha=0.95))
+    fmt = path.suffix.lower().lstrip(".")
+    fig.savefig(path, format=fmt, dpi=150, facecolor="white")
+    fig.clear()
     return path

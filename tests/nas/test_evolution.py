@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections import Counter
 from pathlib import Path
 
@@ -160,3 +162,5 @@ def test_the_nb201_digits_recipes_run_from_the_command_line(name, tmp_path, monk
     best = NB201Arch.parse((run / "best_architecture.txt").read_text().strip())
     assert str(best) == (run / "best_architecture.txt").read_text().strip()
     assert (run / "search_history.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "best_architecture.png").read_bytes()[:4] == b"\x89PNG"  # the cell drawn
+    assert json.loads((run / "best_architecture.json").read_text())["architecture"] == {"arch": str(best)}

@@ -124,7 +124,8 @@ def test_skip_fraction_by_hand():
 def test_files_hold_the_arch_string_and_a_record_the_space_reads(tmp_path):
     arch = NB201Arch.parse(ARCHS[0])
     paths = save_nb201_files(arch, tmp_path / "run")
-    assert [p.name for p in paths] == ["genotype.txt", "genotype.json"]
+    assert [p.name for p in paths] == ["genotype.txt", "genotype.json", "genotype.png"]
+    assert [p.name for p in save_nb201_files(arch, tmp_path / "b", plot=False)] == ["genotype.txt", "genotype.json"]
     assert NB201Arch.parse(paths[0].read_text().strip()) == arch
     assert json.loads(paths[1].read_text()) == {"arch": ARCHS[0]}
     assert NB201Space().from_json(paths[1]) == arch

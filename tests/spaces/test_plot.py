@@ -11,7 +11,7 @@ from matplotlib import image as mpimg
 
 from lit_automl.spaces import plot as plot_module
 from lit_automl.spaces.genotype import Genotype
-from lit_automl.spaces.plot import plot_genotype
+from lit_automl.spaces.plot import plot_genotype, plot_nb201_cell
 from lit_automl.spaces.published import get_genotype
 from tests.spaces import genotype_cases
 
@@ -118,3 +118,18 @@ def test_one_colour_per_op() -> None:
     assert len(set(map(str, colors.values()))) == len(colors)
     # DARTS ops keep their colour from one figure to the next
     assert colors["sep_conv_3x3"] == plot_module._op_colors(get_genotype("DARTS_V2"))["sep_conv_3x3"]
+
+
+def test_an_nb201_cell_is_drawn_with_its_six_edges_and_none_in_grey(tmp_path, monkeypatch):
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    drawn = []
+    original = plot_module._trimmed
+    monkeypatch.setattr(plot_module, "_trimmed", lambda p0, p2, rad, gap: drawn.append((p0, p2)) or original(p0, p2, rad, gap))
+    path = plot_nb201_cell(arch, tmp_path / "cell", title="best")
+    assert path == tmp_path / "cell.png"
+    image = mpimg.imread(path)
+    assert image.shape[0] > 100 and image.shape[1] > 2 * image.shape[0]  # a wide left-to-right drawing
+    xs = sorted({round(p[0], 6) for pair in drawn for p in pair})
+    assert len(drawn) == 6 and len(xs) == 4  # one arrow per edge between the four nodes
+    with pytest.raises(ValueError, match="NB201Arch or its arch string"):
+        plot_nb201_cell(42, tmp_path / "x.png")
