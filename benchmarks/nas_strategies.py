@@ -21,7 +21,9 @@ its ``search.history`` gives the best-so-far curve. Printed: best-so-far held-ou
 over seeds after 10 / 20 / 40 evaluations (those within ``--children``) and the median search
 seconds; saved: the mean curves (``--plot``). A last part times random search with the children
 evaluated in the search process (``n_workers=0``) vs. 2 local worker processes (``n_workers=2``,
-1 thread each) through the Optuna child queue.
+1 thread each) through the Optuna child queue. Part ``record`` times the child record alone (100 children
+scored by a constant) on SQLite opened as Optuna opens it, on SQLite as ``make_storage`` opens it (WAL,
+``synchronous=NORMAL``) and in memory.
 
 PNAS needs a space whose cells grow block by block, so part ``pnas`` compares it on PNAS's own cell space
 (``PNASCellSpace(num_blocks=3, ops=[sep_conv_3x3, max_pool_3x3], N=1, F=8)``, the children of
@@ -299,6 +301,59 @@ def part_pnas(seeds: Sequence[int]) -> None:
           "; ".join(", ".join(f"{x:.2f}" for x in row) for row in spearman))
 
 
+class _ConstantEvaluator:
+    """Scores every NB201 cell 0.5 at once: what is left to time is the child record itself."""
+
+    def __init__(self) -> None:
+        from lit_automl.spaces import NB201Space
+
+        self.space = NB201Space()
+
+    def evaluate(self, architecture: Any, budget: int) -> Dict[str, Any]:
+        return {"val_acc": 0.5, "val_acc_history": [0.5], "params": 1}
+
+
+def record_worker(kind: str, children: int) -> Dict[str, Any]:
+    """Seconds per child through the child queue (submit, claim, evaluate, tell, wait) on one storage kind."""
+    import optuna
+    import torch
+
+    from lit_automl.nas.evolution import random_actions
+    from lit_automl.nas.workqueue import ChildQueue
+    from lit_automl.storage import make_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    evaluator = _ConstantEvaluator()
+    space, generator = evaluator.space, torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="nas_record_") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'children.db'}"
+        storage = {"sqlite, Optuna's RDBStorage as opened by default": lambda: optuna.storages.RDBStorage(url),
+                   "sqlite, lit_automl.storage.make_storage (WAL, synchronous=NORMAL)": lambda: make_storage(url, tmp),
+                   "memory": lambda: make_storage("memory", tmp)}[kind]()
+        queue = ChildQueue(storage, "record", space.decisions(), tmp)
+        start = time.perf_counter()
+        for i in range(children):
+            actions = random_actions(space.decisions(), generator)
+            queue.submit(f"s/{i}/0", actions, space.to_json(space.decode(actions)), 1, "final")
+            queue.wait([f"s/{i}/0"], work=evaluator)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "children": children}
+
+
+RECORD_KINDS = ("sqlite, Optuna's RDBStorage as opened by default",
+                "sqlite, lit_automl.storage.make_storage (WAL, synchronous=NORMAL)", "memory")
+
+
+def part_record(children: int) -> None:
+    print(f"\n== the child record alone: {children} children one at a time (submit, claim, evaluate a constant, tell, "
+          "wait) through ChildQueue ==")
+    rows = []
+    for kind in RECORD_KINDS:
+        res = run_worker(__file__, {"record": kind, "children": children}, cwd=str(ROOT), env=_env())
+        rows.append([kind, f"{1000 * res['seconds'] / children:.1f}", f"{60 * children / res['seconds']:.0f}"])
+    print(format_table(["storage", "ms per child", "children/min"], rows))
+
+
 def part_workers(children: int) -> None:
     print(f"\n== random search throughput: {children} children (4 per step), 1 torch thread per process; "
           "includes Trainer and worker start-up ==")
@@ -311,6 +366,8 @@ def part_workers(children: int) -> None:
 
 
 def _worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    if "record" in spec:
+        return record_worker(spec["record"], spec["children"])
     return search_worker(**spec)
 
 
@@ -323,7 +380,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..K-1")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--worker-children", type=int, default=8, help="children per run in the workers part")
-    parser.add_argument("--parts", nargs="+", choices=("search", "workers", "tabular", "pnas"), default=["search", "workers"])
+    parser.add_argument("--parts", nargs="+", choices=("search", "workers", "record", "tabular", "pnas"), default=["search", "workers"])
     parser.add_argument("--tabular", help="a NATS-Bench topology file/folder or NAS-Bench-201 .pth (part 'tabular')")
     parser.add_argument("--dataset", default="cifar10-valid", help="the benchmark dataset (part 'tabular')")
     parser.add_argument("--tabular-children", type=int, default=500, help="lookups per run (part 'tabular')")
@@ -350,6 +407,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         part_search(args.strategies, list(range(args.seeds)), args.children, args.plot or None)
     if "workers" in args.parts:
         part_workers(args.worker_children)
+    if "record" in args.parts:
+        part_record(100)
     if "pnas" in args.parts:
         part_pnas(list(range(args.seeds)))
     if "tabular" in args.parts:
