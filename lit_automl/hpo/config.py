@@ -8,7 +8,7 @@ section that ``lit-automl fit`` ignores and ``lit-automl hpo`` reads::
       metric: val/acc              # or objectives: [{metric: val/acc, direction: maximize}, ...]
       direction: maximize
       n_trials: 20
-      sampler: tpe                 # tpe | random | gp | optuna-gp | nsga2
+      sampler: tpe                 # tpe | random | gp | optuna-gp | nsga2, or {name: gp, conditional: arc}
       pruner: {name: median, n_warmup_steps: 1}
       enqueue: [{model.init_args.lr: 0.001}]
       check_finite: true           # a batch or training loss holding NaN / inf fails the trial
@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import yaml
 
 from lit_automl._checks import ArgumentTypeError, UnknownNameError, check_bool, check_choice, check_int, check_real
-from lit_automl.hpo.registry import PRUNERS, SAMPLERS, make_pruner, pruner_spec
+from lit_automl.hpo.registry import PRUNERS, SAMPLERS, make_pruner, make_sampler, named_spec, pruner_spec
 from lit_automl.hpo.space import SearchSpace, read_yaml
 from lit_automl.storage import check_storage_url, is_journal
 
@@ -65,7 +65,7 @@ class HPOSettings:
     objectives: Tuple[Objective, ...]
     space: SearchSpace
     n_trials: int = 20
-    sampler: str = "tpe"
+    sampler: Union[str, Dict[str, Any]] = "tpe"
     seed: Optional[int] = None
     pruner: Optional[Union[str, Dict[str, Any]]] = None
     storage: Optional[str] = None
@@ -103,6 +103,15 @@ class HPOSettings:
     def pruner_kwargs(self) -> Dict[str, Any]:
         return pruner_spec(self.pruner)[1]
 
+    @property
+    def sampler_name(self) -> str:
+        """The sampler by name (``sampler`` is a name or ``{name: ..., <its options>}``)."""
+        return str(named_spec(self.sampler, SAMPLERS, "sampler")[0])
+
+    @property
+    def sampler_kwargs(self) -> Dict[str, Any]:
+        return named_spec(self.sampler, SAMPLERS, "sampler")[1]
+
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.study_name
 
@@ -121,6 +130,10 @@ class HPOSettings:
         overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         if isinstance(overrides.get("pruner"), str) and pruner_spec(section.get("pruner"))[0] == overrides["pruner"]:
             overrides.pop("pruner")  # the same pruner by name: keep the section's options for it
+        sampler = section.get("sampler")
+        if isinstance(overrides.get("sampler"), str) and isinstance(sampler, Mapping) \
+                and sampler.get("name") == overrides["sampler"]:
+            overrides.pop("sampler")  # the same sampler by name: keep the section's options for it
         data = {**section, **overrides}
         known = {f.name for f in fields(cls)} - {"objectives", "space"} | {"metric", "direction", "objectives", "search_space"}
         unknown = sorted(set(data) - known)
@@ -167,7 +180,7 @@ class HPOSettings:
         if data.get("storage") is not None:
             kwargs["storage"] = check_storage_url(_non_empty_text(name("storage"), data["storage"]), name("storage"))
         kwargs.update(_heartbeats(data, kwargs.get("storage"), name))
-        kwargs["sampler"] = _registry_name(name("sampler"), data.get("sampler", "tpe"), SAMPLERS, "sampler")
+        kwargs["sampler"] = _sampler(name("sampler"), data.get("sampler", "tpe"))
         kwargs["pruner"] = _pruner(name("pruner"), data.get("pruner"), len(objectives))
         for key in ("checkpoint", "check_finite", "progress_bar", "report"):
             if key in data:
@@ -193,6 +206,25 @@ def _registry_name(name: str, value: Any, registry: Mapping[str, str], what: str
     if value not in registry:
         raise UnknownNameError(f"{name}: unknown {what} {value!r}; valid {what}s: {sorted(registry)}")
     return value
+
+
+def _sampler(name: str, spec: Any) -> Union[str, Dict[str, Any]]:
+    """The sampler spec: a name, or a mapping with ``name`` and options checked by building the sampler once."""
+    if not isinstance(spec, Mapping):
+        return _registry_name(name, spec, SAMPLERS, "sampler")
+    if not isinstance(spec.get("name"), str):
+        raise ArgumentTypeError(f"{name} must be a sampler name or a mapping with 'name' (one of {sorted(SAMPLERS)}) "
+                                f"and its options, got {dict(spec)!r}")
+    sampler, options = named_spec(spec, SAMPLERS, "sampler")
+    _registry_name(f"{name}.name", sampler, SAMPLERS, "sampler")
+    if "seed" in options:
+        raise ValueError(f"{name}: give the seed as hpo.seed (it seeds the sampler and the trials), not as a sampler "
+                         "option")
+    try:
+        make_sampler(str(sampler), **options)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {err}") from None
+    return dict(spec)
 
 
 def _pruner(name: str, spec: Any, n_objectives: int) -> Optional[Union[str, Dict[str, Any]]]:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # Optuna is imported when a sampler or pruner is made, not wi
     from optuna.pruners import BasePruner
     from optuna.samplers import BaseSampler
 
-__all__ = ["PRUNERS", "SAMPLERS", "make_pruner", "make_sampler", "pruner_spec"]
+__all__ = ["PRUNERS", "SAMPLERS", "make_pruner", "make_sampler", "named_spec", "pruner_spec"]
 
 SAMPLERS: Dict[str, str] = {
     "tpe": "optuna.samplers:TPESampler",
@@ -63,8 +63,10 @@ def make_sampler(name: str, seed: Optional[int] = None, **kwargs: Any) -> "BaseS
         raise TypeError(f"sampler {name!r} rejected its options {kwargs}: {err}") from err
 
 
-def pruner_spec(spec: Union[None, str, Mapping[str, Any]]) -> Tuple[Optional[str], Dict[str, Any]]:
-    """``'median'`` or ``{name: median, n_startup_trials: 5}`` as ``(name, kwargs)``; ``None`` stays ``None``."""
+def named_spec(spec: Union[None, str, Mapping[str, Any]], registry: Mapping[str, str],
+               what: str) -> Tuple[Optional[str], Dict[str, Any]]:
+    """A sampler or pruner given as ``'median'`` or ``{name: median, n_startup_trials: 5}``, as
+    ``(name, kwargs)``; ``None`` stays ``None``; ``registry`` names the choices in the error."""
     if spec is None:
         return None, {}
     if isinstance(spec, str):
@@ -72,7 +74,12 @@ def pruner_spec(spec: Union[None, str, Mapping[str, Any]]) -> Tuple[Optional[str
     if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
         kwargs = {k: v for k, v in spec.items() if k != "name"}
         return spec["name"], kwargs
-    raise ValueError(f"pruner must be a name or a mapping with 'name' (one of {sorted(PRUNERS)}), got {spec!r}")
+    raise ValueError(f"{what} must be a name or a mapping with 'name' (one of {sorted(registry)}), got {spec!r}")
+
+
+def pruner_spec(spec: Union[None, str, Mapping[str, Any]]) -> Tuple[Optional[str], Dict[str, Any]]:
+    """:func:`named_spec` of a pruner."""
+    return named_spec(spec, PRUNERS, "pruner")
 
 
 def make_pruner(name: str, **kwargs: Any) -> "BasePruner":

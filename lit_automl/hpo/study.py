@@ -139,8 +139,8 @@ def create_study(settings: HPOSettings, run_dir: Path) -> optuna.Study:
         grace_period=settings.grace_period,
         max_retry=settings.max_retry,
     )
-    sampler = make_sampler(settings.sampler, seed=settings.seed)
-    warn_if_startup_only(settings.sampler, sampler, settings.n_trials)
+    sampler = make_sampler(settings.sampler_name, seed=settings.seed, **settings.sampler_kwargs)
+    warn_if_startup_only(settings.sampler_name, sampler, settings.n_trials)
     pruner = make_pruner(settings.pruner_name, **settings.pruner_kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)

@@ -38,6 +38,31 @@ def test_command_line_values_override_the_section_and_none_means_not_given():
     assert HPOSettings.from_mapping(section, {"pruner": "hyperband"}).pruner_kwargs == {}
 
 
+def test_a_sampler_takes_options_as_a_mapping_and_the_study_builds_it_with_them():
+    from lit_automl.hpo.registry import make_sampler
+
+    s = HPOSettings.from_mapping({"metric": "val/loss", "search_space": SPACE, "seed": 3,
+                                  "sampler": {"name": "gp", "conditional": "arc", "n_startup_trials": 4}})
+    assert (s.sampler_name, s.sampler_kwargs) == ("gp", {"conditional": "arc", "n_startup_trials": 4})
+    sampler = make_sampler(s.sampler_name, seed=s.seed, **s.sampler_kwargs)
+    assert (sampler.conditional, sampler.n_startup_trials) == ("arc", 4)
+    section = {"metric": "val/loss", "search_space": SPACE, "sampler": {"name": "gp", "conditional": "arc"}}
+    assert HPOSettings.from_mapping(section, {"sampler": "gp"}).sampler_kwargs == {"conditional": "arc"}
+    assert HPOSettings.from_mapping(section, {"sampler": "tpe"}).sampler == "tpe"
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    ({"name": "gp", "conditional": "maybe"}, ValueError, r"hpo.sampler: .*conditional"),
+    ({"name": "gp", "n_startup": 3}, TypeError, r"hpo.sampler: sampler 'gp' rejected its options \{'n_startup': 3\}"),
+    ({"name": "cmaes"}, ValueError, r"hpo.sampler.name: unknown sampler 'cmaes'"),
+    ({"conditional": "arc"}, TypeError, r"hpo.sampler must be a sampler name or a mapping with 'name'"),
+    ({"name": "gp", "seed": 1}, ValueError, r"give the seed as hpo.seed"),
+])
+def test_bad_sampler_options_are_named(spec, error, message):
+    with pytest.raises(error, match=message):
+        HPOSettings.from_mapping({"metric": "val/loss", "search_space": SPACE, "sampler": spec})
+
+
 def test_multi_objective_section():
     s = HPOSettings.from_mapping(
         {"objectives": [{"metric": "val/acc", "direction": "maximize"}, {"metric": "num_parameters", "direction": "minimize"}],
