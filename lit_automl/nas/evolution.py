@@ -14,8 +14,9 @@
 Mutation (:func:`mutate`): one decision, chosen uniformly among those that can change, takes a different
 value, uniformly among the others (an anchor decision flips one of its bits). On the NASNet cell
 tokens (two inputs, two ops per block) a changed input is the paper's hidden-state mutation (the choices
-are the states before the block, so no loop can form) and a changed op its op mutation, each half the time;
-on NAS-Bench-201 tokens it is the op swap on one edge. The paper's identity mutation (no change) is not
+are the states before the block, so no loop can form) and a changed op its op mutation, each half the time
+in the paper's space (``NASNetCellSpace(combine=("add",))``, whose one-choice combine decision cannot
+change; NASNet's add/concat space also mutates the combination, a fifth of the time); on NAS-Bench-201 tokens it is the op swap on one edge. The paper's identity mutation (no change) is not
 applied: a child equal to its parent would spend an evaluation on a known result.
 
 Batches: ``children_per_step`` children are proposed per training step (1 is Algorithm 1 exactly; more

@@ -164,3 +164,20 @@ def test_the_nb201_digits_recipes_run_from_the_command_line(name, tmp_path, monk
     assert (run / "search_history.png").read_bytes()[:4] == b"\x89PNG"
     assert (run / "best_architecture.png").read_bytes()[:4] == b"\x89PNG"  # the cell drawn
     assert json.loads((run / "best_architecture.json").read_text())["architecture"] == {"arch": str(best)}
+
+
+def test_in_the_papers_space_half_the_mutations_change_an_input_and_half_an_op():
+    from lit_automl.spaces import NASNetCellSpace
+
+    space = NASNetCellSpace(ops="amoebanet", combine=["add"])
+    decisions = space.decisions()
+    g = torch.Generator().manual_seed(0)
+    parent = random_actions(decisions, g)
+    kinds = []
+    for _ in range(2000):
+        child = mutate(decisions, parent, g)
+        (i,) = [k for k, (a, b) in enumerate(zip(parent, child)) if a != b]
+        kinds.append(decisions[i].name.rsplit(".", 1)[1])
+    assert set(kinds) <= {"input_a", "input_b", "op_a", "op_b"}
+    inputs = sum(k.startswith("input") for k in kinds) / len(kinds)
+    assert abs(inputs - 0.5) < 0.04  # 2000 draws: s.d. 0.011
