@@ -171,7 +171,7 @@ class SupernetSearch(pl.LightningModule):
         if space not in self.supported_spaces:
             raise ValueError(f"{type(self).__name__} does not search space={space!r}: it supports "
                              f"{list(self.supported_spaces)} (space='nb201' is searched by lit_automl.nas.DARTS, "
-                             "first or second order)")
+                             "first or second order, and lit_automl.nas.OneShot)")
         check_int("cells_per_stage", cells_per_stage, low=1, allow_none=True,
                   hint="N of space='nb201'; None: the benchmark's 5")
         for name, value in (("w_lr", w_lr), ("alpha_lr", alpha_lr)):
