@@ -106,6 +106,21 @@ def _train_supernet(space: str, epochs: int, seed: int) -> Any:
     return module
 
 
+def _check_same_holdout(one_shot: Any, trained: Any) -> None:
+    """The one-shot scores and the trained accuracies are read on the same held-out images, in the same order."""
+    import torch
+
+    scored = torch.cat([x for x, _ in one_shot.validation_batches()])
+    dm = trained.datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    held = torch.cat([x for x, _ in dm.val_dataloader()])
+    if not torch.equal(scored, held):
+        raise RuntimeError(f"one-shot scoring reads {len(scored)} held-out images, training validates on {len(held)} "
+                           "other ones: both must use the same HoldoutDataModule split")
+    print(f"one-shot scores and trained accuracies on the same {len(held)} held-out images", flush=True)
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Train the supernet, score and train the sampled cells; the accuracies and seconds of each."""
     from lit_automl.nas import OneShotEvaluator, TrainingEvaluator
@@ -117,6 +132,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     cells = module.sample_architectures(args.archs)
     one_shot = OneShotEvaluator(module, _data)
     trained = TrainingEvaluator(_trained_space(args.space, module.primitives), _data, lr=0.05, seed=args.seed)
+    _check_same_holdout(one_shot, trained)
     rows = []
     for i, cell in enumerate(cells):
         scored = one_shot.evaluate(cell, 1)
@@ -124,7 +140,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         rows.append({"one_shot": scored["val_acc"], "one_shot_seconds": scored["train_seconds"],
                      "trained": fitted["val_acc"], "train_seconds": fitted["train_seconds"],
                      "params": fitted["params"], "zero": bool(getattr(cell, "is_zero", False))})
-        print(f"cell {i + 1}/{len(cells)} {cell}: one-shot {scored['val_acc']:.3f}, trained {fitted['val_acc']:.3f} "
+        label = f" {cell}" if args.space == "nb201" else ""  # an arch string; a DARTS genotype is long
+        print(f"cell {i + 1}/{len(cells)}{label}: one-shot {scored['val_acc']:.3f}, trained {fitted['val_acc']:.3f} "
               f"({fitted['train_seconds']:.1f} s)", flush=True)
     return {"supernet_seconds": supernet_seconds, "rows": rows, "wall_seconds": time.perf_counter() - start,
             "cpu_seconds": time.process_time() - cpu}
