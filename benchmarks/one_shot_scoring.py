@@ -37,7 +37,7 @@ benchmarks/one_shot_scoring.py --space nb201`` on the shared 2-core AMD EPYC (to
 15 epochs in 5 s, 50 cells (1 always-zero); one-shot accuracy median 0.942 [IQR 0.907, 0.953], trained (3 epochs)
 median 0.970 [0.967, 0.977]; Spearman rho 0.590 (p 6.4e-06), Kendall tau 0.461 (p 8.9e-06), rho 0.565
 (p 2.4e-05) without the always-zero cell; 0.031 s per one-shot score (the scoring forwards) vs 0.95 s per trained
-child (medians); whole run 76 s wall, 56 s CPU.
+child (medians); whole run 76 s wall, 56 s CPU (a rerun: the same figures, 49 s wall, 0.025 s vs 0.77 s).
 
 The stand-alone training is short (this library's choice, to fit 2 cores), so "trained accuracy" is itself
 a noisy, early-training proxy; the paper trains every stand-alone model fully.
