@@ -18,6 +18,7 @@ from lit_automl.nas.one_shot import one_shot_correct
 from lit_automl.nas.one_shot_evaluator import OneShotEvaluator
 from lit_automl.spaces import DARTS_OPS, DartsCellSpace, Genotype, NetworkCIFAR, count_parameters
 from lit_automl.spaces.sampling import sample_genotype
+from tests.nas.test_one_shot import hand_weights  # mean join: each of a node's 2 paths 1/2
 from tests.trainers import SyntheticImages, quiet_trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -52,19 +53,6 @@ def checkpoint(tmp_path_factory):
     return folder / "one_shot.ckpt"
 
 
-def hand_weights(genotype, steps=2, prims=DARTS_OPS):
-    """Mean-joined edge weights written out: both paths of a node kept, each weighted 1/2."""
-    rows = [(i, j) for i in range(steps) for j in range(i + 2)]
-    out = []
-    for cell in (genotype.normal, genotype.reduce):
-        w = torch.zeros(len(rows), len(prims))
-        for i, node in enumerate(cell):
-            for op, j in node:
-                w[rows.index((i, j)), prims.index(op)] = 0.5
-        out.append(w)
-    return out
-
-
 def test_scores_equal_the_ranking_and_a_forward_by_hand(checkpoint):
     evaluator = OneShotEvaluator(str(checkpoint), Data, batches=2)
     module = OneShot.load_from_checkpoint(checkpoint)
@@ -76,7 +64,7 @@ def test_scores_equal_the_ranking_and_a_forward_by_hand(checkpoint):
     direct = copy.deepcopy(module.model).train()  # batch norm on each batch's statistics
     for g, c in zip(genotypes, correct):
         metrics = evaluator.evaluate(g, 1)
-        by_hand = sum(int((direct(x, *hand_weights(g)).argmax(-1) == y).sum())
+        by_hand = sum(int((direct(x, *[0.5 * w for w in hand_weights(g)]).argmax(-1) == y).sum())
                       for x, y in list(Data().val_dataloader())[:2])
         assert metrics["correct"] == c == by_hand and metrics["total"] == 16
         assert metrics["val_acc"] == metrics["val_acc_history"][-1] == c / 16
