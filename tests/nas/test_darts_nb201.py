@@ -113,3 +113,21 @@ def test_methods_without_the_nb201_space_refuse_it(cls):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DARTS(**{"C": 4, "in_channels": 1, **kwargs})
+
+
+@pytest.mark.ddp
+def test_ddp_the_one_cell_alpha_moves_and_stays_identical_on_both_ranks(tmp_path):
+    from tests.ddp_harness import fit_ddp
+
+    pl.seed_everything(0)
+    m = DARTS(space="nb201", C=3, cells_per_stage=1, in_channels=1, order=2, alpha_lr=0.05)
+    before = m.alpha_cell.detach().clone()
+    ranks = fit_ddp(m, digits(batch_size=8), tmp_path, max_epochs=1, limit_train_batches=2)
+    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"], "ranks must see different data"
+    s0, s1 = ranks[0]["state_dict"], ranks[1]["state_dict"]
+    assert [k for k in s0 if k.startswith("alpha")] == ["alpha_cell"]
+    assert not torch.allclose(s0["alpha_cell"], before)
+    torch.testing.assert_close(s0["alpha_cell"], s1["alpha_cell"], rtol=0, atol=1e-7)
+    for key in s0:  # the weights too (batch-norm running statistics are per rank: DDP does not sync them)
+        if "running_" not in key and "num_batches_tracked" not in key:
+            torch.testing.assert_close(s0[key], s1[key], rtol=1e-5, atol=1e-6, msg=key)
