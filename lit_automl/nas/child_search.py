@@ -283,6 +283,12 @@ class ChildSearch(pl.LightningModule):
             on_step=True, on_epoch=False, batch_size=len(actions),
         )
         self.log("reward", float(r.mean()), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(actions))
+        # the bar counts steps; show the evaluations and the best reward next to it
+        self.log("children", float(self.children_sampled), prog_bar=True, on_step=True, on_epoch=False,
+                 batch_size=len(actions))
+        if self.best is not None:
+            self.log("best", float(self.best["reward"]), prog_bar=True, on_step=True, on_epoch=False,
+                     batch_size=len(actions))
 
     def _evaluate(self, actions: List[List[Action]]) -> List[float]:
         """Submit, wait, collect rewards (rank 0)."""

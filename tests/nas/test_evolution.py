@@ -181,3 +181,11 @@ def test_in_the_papers_space_half_the_mutations_change_an_input_and_half_an_op()
     assert set(kinds) <= {"input_a", "input_b", "op_a", "op_b"}
     inputs = sum(k.startswith("input") for k in kinds) / len(kinds)
     assert abs(inputs - 0.5) < 0.04  # 2000 draws: s.d. 0.011
+
+
+def test_the_progress_bar_shows_the_evaluations_and_the_best_reward(tmp_path):
+    search = _evolution(tmp_path, cls=RandomSearch, children_per_step=3, steps_per_epoch=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=None)
+    trainer.fit(search)
+    bar = trainer.progress_bar_metrics
+    assert bar["children"] == 6.0 and bar["best"] == pytest.approx(max(h["reward"] for h in search.history))
