@@ -9,3 +9,6 @@ from lit_automl.meta.reptile import Reptile
 
 __all__ = ["AdaptedModel", "ConvNet4", "InnerAdam", "InnerSGD", "Leap", "MAML", "MetaLearner", "Reptile",
            "SinusoidMLP", "inner_loop"]
+from lit_automl.meta.sign_optimizers import AddSign, PowerSign
+
+__all__ += ["AddSign", "PowerSign"]
