@@ -9,7 +9,11 @@ inside ``torch.func.vmap`` over the tasks of a meta-batch.
 * second order (MAML, Finn et al. 2017, eq. 1): ``g^i`` is kept in the autograd graph, so a loss at
   ``phi^k`` differentiates through every inner step back to ``theta``;
 * first order (FOMAML, Finn et al. 2017 Sec. 5.2; Reptile; LEAP): ``g^i`` is detached, and
-  ``d phi^k / d theta`` is the identity.
+  ``d phi^k / d theta`` is the identity;
+* detached gradients (``detach_grads``; learned optimisers, Andrychowicz et al. 2016 Sec. 2.1): ``g^i``
+  is an input, not differentiated (no second derivatives), but the path ``phi^{i+1} = update(phi^i, g^i)``
+  and the losses ``f(phi^i)`` keep their graph, so a loss differentiates to the update rule's own
+  parameters (an LSTM optimiser's weights) and to ``phi^0``.
 
 Only the parameters named in ``adapt`` move in the inner loop; the others (e.g. batch-norm scale and
 shift, which MAML's code learns in the outer loop only) stay at ``theta``.
@@ -115,7 +119,7 @@ class InnerLoopResult:
     """What :func:`inner_loop` returns.
 
     ``params``: every parameter (adapted ones at ``phi^k``, the rest at ``theta``); ``losses``: the
-    support loss ``f(phi^i)`` that step ``i`` descended, i = 0..k-1 (detached unless second
+    support loss ``f(phi^i)`` that step ``i`` descended, i = 0..k-1 (detached when first
     order); with ``record``: ``trajectory`` = adapted params ``phi^0..phi^k`` (detached), ``grads``
     = ``g^0..g^{k-1}`` (detached) and ``final_loss`` = ``f(phi^k)`` on the last step's batch.
     """
@@ -141,6 +145,7 @@ def inner_loop(
     state: Optional[Params] = None,
     record: bool = False,
     functional_grads: bool = False,
+    detach_grads: bool = False,
 ) -> InnerLoopResult:
     """Run ``steps`` inner updates from ``params`` on ``support``.
 
@@ -148,8 +153,16 @@ def inner_loop(
     step ``i`` using ``support[i % len]`` (Reptile's minibatches). Gradients come from
     ``torch.autograd.grad``, or with ``functional_grads`` from ``torch.func.grad_and_value``,
     which the loop needs inside ``torch.func.vmap`` (and which costs more per call outside it).
+
+    ``detach_grads`` (with ``first_order=False``): the gradients ``g^i`` enter the optimizer's step as
+    constants, while the parameters and the recorded ``losses`` keep their graph (the L2L meta-gradient,
+    Andrychowicz et al. 2016 Sec. 2.1: "dropping the second derivatives"); ``first_order=True`` would also
+    cut ``d phi^{i+1} / d phi^i`` to the identity and with it the gradient to the optimizer's parameters.
     """
     check_int("inner steps", steps, low=0)
+    if first_order and detach_grads:
+        raise ValueError("detach_grads=True keeps the update path in the graph and first_order=True cuts it: "
+                         "pass one of them (first_order alone already detaches the gradients)")
     batches: List[Batch] = [support] if _is_batch(support) else list(support)  # type: ignore[list-item]
     if not batches:
         raise ValueError("support must be an (inputs, targets) pair or a non-empty list of them")
@@ -164,8 +177,11 @@ def inner_loop(
         with torch.enable_grad():
             if first_order:
                 adapted = {n: p.detach().requires_grad_() for n, p in adapted.items()}
+            elif detach_grads:  # a constant phi^0 (a truncation's start) becomes a leaf to take g^0 at
+                adapted = {n: p if p.requires_grad else p.detach().requires_grad_() for n, p in adapted.items()}
             loss = loss_of(adapted, batch)
-            grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=not first_order)
+            grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=not (first_order or detach_grads),
+                                        retain_graph=not first_order)
         return dict(zip(adapted, grads)), loss
 
     grad_fn = grad_and_value(loss_of) if functional_grads else autograd_grad_and_value
@@ -176,6 +192,8 @@ def inner_loop(
         if first_order:
             grads = {n: g.detach() for n, g in grads.items()}
             loss = loss.detach()
+        elif detach_grads:
+            grads = {n: g.detach() for n, g in grads.items()}
         if record:
             result.trajectory.append({n: p.detach() for n, p in current.items()})
             result.grads.append({n: g.detach() for n, g in grads.items()})

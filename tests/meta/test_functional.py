@@ -126,3 +126,53 @@ def test_autograd_and_functional_gradients_agree(first_order):
         grads.append(torch.autograd.grad(loss, list(params.values())))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+class LearnedStepSGD:
+    """``phi <- phi - lr * g`` with a learnable tensor ``lr``: the simplest learned update rule."""
+
+    def __init__(self, lr: torch.Tensor) -> None:
+        self.lr = lr
+
+    def init_state(self, params):
+        return {}
+
+    def step(self, params, grads, state):
+        return {n: params[n] - self.lr * grads[n] for n in grads}, state
+
+
+def test_detach_grads_keeps_the_update_path_and_drops_second_derivatives():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1).double()
+    x, y = (t.double() for t in data())
+    phi0 = {n: p.detach() for n, p in model.named_parameters()}
+    lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    res = inner_loop(model, phi0, {}, (x, y), mse, steps=2, optimizer=LearnedStepSGD(lr), adapt=list(phi0),
+                     first_order=False, detach_grads=True, record=True)
+    final = task_loss(model, res.params, {}, (x, y), mse)
+    (got,) = torch.autograd.grad(final + res.losses[1], [lr])
+    # By hand, the g^i constants: phi^1 = phi^0 - lr g^0, phi^2 = phi^1 - lr g^1, so
+    # d f(phi^2)/d lr = -grad f(phi^2) . (g^0 + g^1) and d f(phi^1)/d lr = -grad f(phi^1) . g^0.
+    g0, g1 = res.grads
+    phi2 = {n: p.detach().requires_grad_() for n, p in res.params.items()}
+    grad2 = torch.autograd.grad(task_loss(model, phi2, {}, (x, y), mse), list(phi2.values()))
+    expected = -sum((g * (g0[n] + g1[n])).sum() for n, g in zip(phi2, grad2))
+    expected = expected - sum((g1[n] * g0[n]).sum() for n in phi0)  # grad f(phi^1) = g^1
+    torch.testing.assert_close(got, expected)
+    # Second order differs (it differentiates g^1 through phi^1); first order has no path to lr.
+    leaves = {n: p.clone().requires_grad_() for n, p in phi0.items()}
+    second = inner_loop(model, leaves, {}, (x, y), mse, steps=2, optimizer=LearnedStepSGD(lr), adapt=list(phi0),
+                        first_order=False)
+    (full,) = torch.autograd.grad(task_loss(model, second.params, {}, (x, y), mse) + second.losses[1], [lr])
+    assert not torch.allclose(full, got)
+    first = inner_loop(model, phi0, {}, (x, y), mse, steps=2, optimizer=LearnedStepSGD(lr), adapt=list(phi0),
+                       first_order=True)
+    assert not first.losses[1].requires_grad
+
+
+def test_detach_grads_and_first_order_together_are_refused():
+    model = nn.Linear(3, 1)
+    params = dict(model.named_parameters())
+    with pytest.raises(ValueError, match="detach_grads"):
+        inner_loop(model, params, {}, data(), mse, steps=1, optimizer=InnerSGD(0.1), adapt=list(params),
+                   first_order=True, detach_grads=True)
