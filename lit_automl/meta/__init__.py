@@ -12,3 +12,7 @@ __all__ = ["AdaptedModel", "ConvNet4", "InnerAdam", "InnerSGD", "Leap", "MAML", 
 from lit_automl.meta.sign_optimizers import AddSign, PowerSign
 
 __all__ += ["AddSign", "PowerSign"]
+from lit_automl.meta.blackbox_rnn import BlackBoxRNN, GPPriorFunctions, QueryLSTM  # noqa: E402
+from lit_automl.meta.rnn_sampler import RNNSampler  # noqa: E402
+
+__all__ += ["BlackBoxRNN", "GPPriorFunctions", "QueryLSTM", "RNNSampler"]
