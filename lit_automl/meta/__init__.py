@@ -2,6 +2,7 @@
 
 from lit_automl.meta.base import AdaptedModel, MetaLearner
 from lit_automl.meta.functional import InnerAdam, InnerSGD, inner_loop
+from lit_automl.meta.l2l import CoordinateLSTM, L2LMetaTrainer, LSTMOptimizer
 from lit_automl.meta.leap import Leap
 from lit_automl.meta.maml import MAML
 from lit_automl.meta.models import ConvNet4, SinusoidMLP
@@ -9,6 +10,7 @@ from lit_automl.meta.reptile import Reptile
 
 __all__ = ["AdaptedModel", "ConvNet4", "InnerAdam", "InnerSGD", "Leap", "MAML", "MetaLearner", "Reptile",
            "SinusoidMLP", "inner_loop"]
+__all__ += ["CoordinateLSTM", "L2LMetaTrainer", "LSTMOptimizer"]
 from lit_automl.meta.sign_optimizers import AddSign, PowerSign
 
 __all__ += ["AddSign", "PowerSign"]
