@@ -39,6 +39,8 @@ LAYERS = {"helpers": 0, "datamodules": 1, "spaces": 2, "callbacks": 3, "nas": 4,
           "run_folders": 4, "run_config": 5, "hpo": 6, "cli": 7}
 ALLOWED_ACROSS: Set[Tuple[str, str]] = set()
 """Edges between the method groups (nas, meta) that are needed, as ``(importer, imported)``."""
+ALLOWED_ACROSS.add(("lit_automl.nas.update_rules", "lit_automl.meta.sign_optimizers"))
+# the rule language's decay operands are the sign-decay schedules PowerSign / AddSign define (Bello et al. 2017 Sec. 5)
 ALLOWED_UP: Set[Tuple[str, str]] = set()
 """Upward edges that are needed, as ``(importer, imported)``: none."""
 

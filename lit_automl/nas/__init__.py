@@ -49,3 +49,7 @@ __all__ += ["OneShotEvaluator"]
 from lit_automl.nas.pnas import PNAS
 
 __all__ += ["PNAS"]
+from lit_automl.nas.update_rule_search import UpdateRuleEvaluator, UpdateRuleSpace
+from lit_automl.nas.update_rules import UpdateRule, UpdateRuleOptimizer, parse_rule
+
+__all__ += ["UpdateRule", "UpdateRuleEvaluator", "UpdateRuleOptimizer", "UpdateRuleSpace", "parse_rule"]
