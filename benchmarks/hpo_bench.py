@@ -14,6 +14,17 @@ Two parts:
   200 completed random trials in the study, median over a few suggestions after one warm-up
   (which lets our sampler warm-start its fit, as it does within a run).
 
+The learned black-box optimiser of Chen et al. (ICML 2017), ``rnn`` (``lit_automl.meta.RNNSampler``
+over a ``QueryLSTM`` meta-trained on GP-prior functions), is compared head to head by ``--chen2017``:
+``rnn``, ``gp-ei``, ``optuna-gp``, ``tpe`` and ``random`` on Branin, Hartmann3 (3-d, minimum -3.86278),
+Hartmann6 and ``prior3`` (a 3-d function drawn from the training prior per seed; its minimum is
+estimated by 20,000 random points polished by gradient steps, which the prior's functions allow),
+regret after 20 and 50 trials over 10 seeds, and seconds per suggestion. The RNN is meta-trained in
+the main process before the runs (OI loss, horizon 50, ``--rnn-steps`` Adam steps of 64 functions,
+dimensions 1..6; about 0.2 s a step on one core) and saved as ``hpo_bench_rnn.pt`` in ``--out``, which
+later runs reuse; ``--rnn-model PATH`` uses a network trained elsewhere (``BlackBoxRNN.save_rnn`` or a
+``BlackBoxRNN`` checkpoint). Delete the cached ``run|rnn|...`` entries when the network changes.
+
 A third regret problem, ``conditional`` (``--problems conditional``, not in the default run), is a
 space whose later decisions exist only for deeper networks (``depth`` in 1..4, ``width_k`` only
 for k < depth; minimum -1.6 at depth 4), for ``gp-ei-arc`` (the arc kernel of Swersky et al. 2013
@@ -37,6 +48,8 @@ Usage::
     python benchmarks/hpo_bench.py --parts timing
     python benchmarks/hpo_bench.py --parts regret --problems conditional \
         --samplers gp-ei-arc gp-ei tpe random --seeds 5 --trials 40     # conditional space
+    python benchmarks/hpo_bench.py --chen2017          # RNN head to head: 10 seeds, 50 trials (about 25 min)
+    python benchmarks/hpo_bench.py --chen2017 --quick  # 2 seeds, 20 trials, 150 meta-training steps
 """
 
 from __future__ import annotations
@@ -57,13 +70,17 @@ from _harness import format_table, median_iqr
 CHECKPOINTS = (20, 50, 100)
 DEFAULT_SAMPLERS = ("gp-ei", "gp-pi", "gp-ucb", "gp-eips", "gp-ei-mcmc", "optuna-gp", "tpe", "random")
 PROBLEMS = ("branin", "hartmann6")
-ALL_PROBLEMS = PROBLEMS + ("conditional",)
+ALL_PROBLEMS = PROBLEMS + ("conditional", "hartmann3", "prior3")
+CHEN2017_SAMPLERS = ("rnn", "gp-ei", "optuna-gp", "tpe", "random")
+CHEN2017_PROBLEMS = ("branin", "hartmann3", "hartmann6", "prior3")
+RNN_ENV = "HPO_BENCH_RNN"  # the path of the trained QueryLSTM, for the worker processes
 # Rough seconds of one run of 100 trials on one core of these (shared, busy) machines, for the
 # estimate: (Branin, Hartmann6, conditional); a run of n trials is taken to cost (n / 100)^2 of it.
-COST_100 = {"gp": (6.0, 12.0, 60.0), "gp-arc": (6.0, 12.0, 150.0), "gp-mcmc": (25.0, 40.0, 300.0),
-            "optuna-gp": (10.0, 12.0, 12.0), "tpe": (0.3, 0.5, 0.5), "random": (0.1, 0.1, 0.1)}
+COST_100 = {"gp": (6.0, 12.0, 60.0, 10.0, 10.0), "gp-arc": (6.0, 12.0, 150.0, 10.0, 10.0),
+            "gp-mcmc": (25.0, 40.0, 300.0, 35.0, 35.0), "optuna-gp": (10.0, 12.0, 12.0, 12.0, 12.0),
+            "tpe": (0.3, 0.5, 0.5, 0.4, 0.4), "random": (0.1, 0.1, 0.1, 0.1, 0.1), "rnn": (0.5, 0.5, 0.5, 0.5, 1.5)}
 TIMING_COST = {"gp": (0.15, 0.4), "gp-arc": (0.15, 0.4), "gp-mcmc": (0.5, 1.2), "optuna-gp": (0.8, 0.4), "tpe": (0.05, 0.2),
-               "random": (0.01, 0.01)}  # s per suggestion at 50 and 200 trials
+               "random": (0.01, 0.01), "rnn": (0.01, 0.03)}  # s per suggestion at 50 and 200 trials
 STARTUP_S = 1.0  # per run: study creation, imports amortised over a worker's runs
 
 BRANIN_MIN = 0.397887
@@ -102,9 +119,42 @@ def conditional(trial) -> float:
     return value
 
 
+HARTMANN3_MIN = -3.86278
+_H3_A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
+_H3_P = 1e-4 * np.array([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]])
+
+
+def hartmann3(trial) -> float:
+    """Hartmann3 on [0, 1]^3; global minimum -3.86278."""
+    x = np.array([trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(3)])
+    return float(-_H6_ALPHA @ np.exp(-(_H3_A * (x - _H3_P) ** 2).sum(1)))
+
+
+def prior_function(dim: int, seed: int):
+    """The ``seed``-th function of ``prior<dim>``: one draw of the RNN's training prior (the
+    ``GPPriorFunctions`` defaults), and an estimate of its minimum on [0, 1]^dim."""
+    from lit_automl.meta import GPPriorFunctions
+    from lit_automl.rng import keyed_generator
+
+    f = GPPriorFunctions(1, dim, keyed_generator(2017, dim, seed))
+    return f, float(f.minimum(keyed_generator(2018, dim, seed))[0])
+
+
+def prior_objective(f, dim: int) -> Callable:
+    import torch
+
+    def objective(trial) -> float:
+        x = torch.tensor([[trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(dim)]], dtype=torch.float64)
+        with torch.no_grad():
+            return float(f(x)[0])
+    return objective
+
+
 OBJECTIVES: Dict[str, Tuple[Callable, float]] = {"branin": (branin, BRANIN_MIN),
                                                  "hartmann6": (hartmann6, HARTMANN6_MIN),
-                                                 "conditional": (conditional, CONDITIONAL_MIN)}
+                                                 "conditional": (conditional, CONDITIONAL_MIN),
+                                                 "hartmann3": (hartmann3, HARTMANN3_MIN)}
+"""Problems with a known minimum; ``prior3`` has one per seed (stored with each run)."""
 
 
 def _cost_kind(name: str) -> str:
@@ -113,13 +163,20 @@ def _cost_kind(name: str) -> str:
     return name
 
 
-def make_sampler(name: str, seed: int):
+def make_sampler(name: str, seed: int, check_only: bool = False):
     """``gp-<acquisition>[-mcmc][-arc]`` (acquisition: ei, pi, ucb, eips; ``-arc``: the arc kernel
-    for conditional parameters), ``optuna-gp``, ``tpe``, ``random``."""
+    for conditional parameters), ``optuna-gp``, ``tpe``, ``random``, ``rnn`` (the network at
+    ``$HPO_BENCH_RNN``; ``check_only``: the name alone is checked, before the network exists)."""
     import optuna
 
     from lit_automl.hpo.gp import GPSampler
 
+    if name == "rnn":
+        if check_only:
+            return None
+        from lit_automl.meta import RNNSampler
+
+        return RNNSampler(os.environ[RNN_ENV], seed=seed)
     if name.startswith("gp-"):
         parts = name[3:].split("-")
         acq = {"ei": "ei", "pi": "pi", "ucb": "ucb", "eips": "ei_per_second"}.get(parts[0])
@@ -156,7 +213,12 @@ def run_regret(job: Tuple[str, str, int, int]) -> Tuple[str, dict]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sampler_name, problem, seed, trials = job
-    objective, _ = OBJECTIVES[problem]
+    optimum = None
+    if problem.startswith("prior"):
+        f, optimum = prior_function(int(problem[len("prior"):]), seed)
+        objective = prior_objective(f, f.dim)
+    else:
+        objective, _ = OBJECTIVES[problem]
     study = optuna.create_study(sampler=make_sampler(sampler_name, seed))
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -165,7 +227,10 @@ def run_regret(job: Tuple[str, str, int, int]) -> Tuple[str, dict]:
     seconds = time.perf_counter() - start
     unmodelled = sum(issubclass(w.category, UnmodelledParameterWarning) for w in caught)
     best = np.minimum.accumulate([t.value for t in study.trials]).tolist()
-    return f"run|{sampler_name}|{problem}|{seed}", {"best": best, "seconds": seconds, "unmodelled": unmodelled}
+    entry = {"best": best, "seconds": seconds, "unmodelled": unmodelled}
+    if optimum is not None:
+        entry["optimum"] = optimum
+    return f"run|{sampler_name}|{problem}|{seed}", entry
 
 
 def run_timing(job: Tuple[str, int, int]) -> Tuple[str, dict]:
@@ -239,7 +304,7 @@ def regret_table(cache: Cache, samplers: Sequence[str], seeds: int, trials: int,
         checkpoints.append(trials)
     medians = {}
     for problem in problems:
-        _, optimum = OBJECTIVES[problem]
+        optimum = OBJECTIVES[problem][1] if problem in OBJECTIVES else None
         print(f"\n{problem}: best regret, median [interquartile range] over {seeds} seeds")
         rows = []
         for name in samplers:
@@ -249,7 +314,7 @@ def regret_table(cache: Cache, samplers: Sequence[str], seeds: int, trials: int,
                 continue
             cells = []
             for c in checkpoints:
-                med, q1, q3 = median_iqr([r["best"][c - 1] - optimum for r in runs])
+                med, q1, q3 = median_iqr([r["best"][c - 1] - r.get("optimum", optimum) for r in runs])
                 medians[(problem, name, c)] = med
                 cells.append(f"{_fmt(med)} [{_fmt(q1)}, {_fmt(q3)}]")
             secs = statistics.median(r["seconds"] for r in runs)  # of the cached run, maybe longer
@@ -283,7 +348,7 @@ def peer_table(medians: Dict[Tuple[str, str, int], float], timing: Dict[Tuple[st
     """Our samplers' measured figures divided by the peers' measured here (no peer run: no column)."""
     c = 50 if trials >= 50 else trials
     peers = [p for p in ("optuna-gp", "tpe") if p in samplers]
-    ours = [n for n in samplers if n.startswith("gp-")]
+    ours = [n for n in samplers if n.startswith("gp-") or n == "rnn"]
     if not peers or not ours:
         return
     header = ["sampler"] + [f"regret@{c} / {p}" for p in peers]
@@ -303,6 +368,30 @@ def peer_table(medians: Dict[Tuple[str, str, int], float], timing: Dict[Tuple[st
     print(format_table(header, rows))
 
 
+def train_rnn(path: str, steps: int, horizon: int = 50) -> None:
+    """Meta-trains the ``rnn`` sampler's network (Chen et al. 2017; ``BlackBoxRNN`` defaults but the
+    horizon, which matches the longest budget reported here) on one thread and saves it at ``path``."""
+    import pytorch_lightning as pl
+    import torch
+
+    from lit_automl.meta import BlackBoxRNN
+
+    _one_thread()
+    start = time.perf_counter()
+    pl.seed_everything(0, verbose=False)
+    module = BlackBoxRNN(horizon=horizon, steps_per_epoch=steps, val_functions=64)
+    with torch.no_grad():
+        before = module.held_out_oi().item()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module)
+    with torch.no_grad():
+        after = module.held_out_oi().item()
+    module.save_rnn(path)
+    print(f"meta-trained the RNN for {steps} steps in {time.perf_counter() - start:.0f} s: held-out OI loss "
+          f"(horizon {horizon}, mean over d = 1..6) {before:.3f} untrained -> {after:.3f}; saved {path}", flush=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 20 trials, timing at 50 trials once")
@@ -319,15 +408,38 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes (2)")
     parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
                         help="folder of the results cache hpo_bench_results.json")
+    parser.add_argument("--chen2017", action="store_true",
+                        help=f"the RNN head to head: samplers {' '.join(CHEN2017_SAMPLERS)} on "
+                             f"{' '.join(CHEN2017_PROBLEMS)}, 50 trials (unless given)")
+    parser.add_argument("--rnn-model", default=None, help="a trained QueryLSTM for 'rnn' (else trained here)")
+    parser.add_argument("--rnn-steps", type=int, default=None,
+                        help="meta-training steps when the network is trained here (1500; 150 with --quick)")
     args = parser.parse_args(argv)
+    if args.chen2017:
+        if args.samplers == list(DEFAULT_SAMPLERS):
+            args.samplers = list(CHEN2017_SAMPLERS)
+        if args.problems == list(PROBLEMS):
+            args.problems = list(CHEN2017_PROBLEMS)
+        if args.trials is None and not args.quick:
+            args.trials = 50
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 10)
     trials = args.trials if args.trials is not None else (20 if args.quick else 100)
     sizes = args.timing_trials if args.timing_trials is not None else ([50] if args.quick else [50, 200])
     reps = args.timing_reps if args.timing_reps is not None else (1 if args.quick else 3)
     for name in args.samplers:
-        make_sampler(name, 0)  # validate names before anything runs
+        make_sampler(name, 0, check_only=True)  # validate names before anything runs
     os.makedirs(args.out, exist_ok=True)
     cache = Cache(os.path.join(args.out, "hpo_bench_results.json"))
+    if "rnn" in args.samplers:
+        steps = args.rnn_steps if args.rnn_steps is not None else (150 if args.quick else 1500)
+        path = args.rnn_model or os.path.join(args.out, f"hpo_bench_rnn_{steps}.pt")
+        if args.rnn_model is None and not os.path.exists(path):
+            train_rnn(path, steps)
+        os.environ[RNN_ENV] = os.path.abspath(path)
+        if cache.data.get("network|rnn", {}).get("path") != os.path.abspath(path):  # runs of another network
+            for key in [k for k in cache.data if k.startswith(("run|rnn|", "timing|rnn|"))]:
+                del cache.data[key]
+            cache.put("network|rnn", {"path": os.path.abspath(path)})
 
     regret_jobs = []
     if "regret" in args.parts:

@@ -288,18 +288,22 @@ class BlackBoxRNN(pl.LightningModule):
         return loss.float()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("val/loss", self.held_out_oi().float())
+        by_dim = self.held_out_oi_by_dim()
+        for dim, oi in by_dim.items():
+            self.log(f"val/oi_d{dim}", oi.float())
+        self.log("val/loss", torch.stack(list(by_dim.values())).mean().float())
 
-    def held_out_oi(self) -> Tensor:
-        """The OI loss on the held-out functions, averaged over ``dims`` (logged per dimension too)."""
-        total = torch.zeros((), dtype=torch.float64)
+    def held_out_oi_by_dim(self) -> Dict[int, Tensor]:
+        """The OI loss on the held-out functions of each dimension in ``dims``."""
+        out = {}
         for dim in self.dims:
             f, x0 = self.draw(self.val_functions, dim, 1, dim)
-            oi = observed_improvement_loss(self.rnn.unroll(f, x0, self.horizon)[1])
-            if self._trainer is not None:
-                self.log(f"val/oi_d{dim}", oi.float())
-            total = total + oi
-        return total / len(self.dims)
+            out[dim] = observed_improvement_loss(self.rnn.unroll(f, x0, self.horizon)[1])
+        return out
+
+    def held_out_oi(self) -> Tensor:
+        """The OI loss on the held-out functions, averaged over ``dims``."""
+        return torch.stack(list(self.held_out_oi_by_dim().values())).mean()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.rnn.parameters(), lr=self.lr)
