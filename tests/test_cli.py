@@ -12,6 +12,7 @@ from lit_automl.cli import main
 from lit_automl.run_config import AutoMLCLI
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, Leap, Reptile
+from lit_automl.meta.blackbox_rnn import BlackBoxRNN
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
 from lit_automl.nas.bayesnas import BayesNAS
 from lit_automl.nas.darts_rnn import DARTSRecurrent
@@ -24,6 +25,7 @@ from lit_automl.nas.pc_darts import PCDARTS
 from lit_automl.nas.pdarts import PDARTS
 from lit_automl.nas.pnas import PNAS
 from lit_automl.nas.retrain_rnn import RetrainRNN
+from lit_automl.nas.rl_search import RLSearch
 from lit_automl.nas.snas import SNAS
 from lit_automl.spaces import Genotype
 
@@ -75,6 +77,8 @@ EXPECTED = {
     "bayesnas_cifar10.yaml": BayesNAS,
     "pnas_digits.yaml": PNAS,
     "pnas_cifar10.yaml": PNAS,
+    "optimizer_search_digits.yaml": RLSearch,
+    "blackbox_rnn_gp_prior.yaml": BlackBoxRNN,
 }
 
 
