@@ -1,0 +1,232 @@
+"""Learning to simulate: a policy over simulator parameters psi, trained with REINFORCE on the accuracy
+that a model trained on the simulated data reaches on real validation data.
+
+Ruiz, Schulter & Chandraker, "Learning to Simulate", ICLR 2019, Sec. 3 (as we read it): a policy
+``pi_omega(psi)`` proposes simulator parameters; for each of ``K`` sampled psi the simulator generates
+a labelled training set, a main-task model is trained on it, and its accuracy on real validation data
+is the reward ``R``; ``omega`` is updated with the score-function (REINFORCE) gradient
+``1/K sum_k (R_k - b) grad log pi_omega(psi_k)`` with a moving-average baseline ``b``. Continuous
+psi get a Gaussian policy (a categorical one serves discrete psi; the Gaussian-mixture simulator here
+has only continuous psi, so only the Gaussian is implemented).
+
+Our choices (the paper does not fix them for this simulator): the policy is ``N(mu, diag(sigma^2))``
+over ``u = logit((psi - low) / (high - low))`` per parameter, with a fixed ``sigma`` (``policy_std``,
+learnable with ``learn_std``); the ``batch`` datasets of one update share their random numbers
+(``common_noise``); simulator parameters not searched
+are known and equal to the real mixture's (a controlled experiment: the best psi is the real one);
+the REINFORCE update and its exponential-moving-average baseline are the project's one
+implementation, :class:`lit_automl.nas.policy_gradient.Reinforce`, driven by Adam.
+
+One training step is one policy update over ``batch`` sampled psi. All randomness (psi draws,
+simulated data, model initialisation, the real validation set) comes from generators keyed by
+``(seed, update, ...)`` (:func:`lit_automl.rng.keyed_generator`), so a resumed run repeats an
+uninterrupted one. DDP is refused: an update is a few milliseconds of small models and the psi
+batch is not worth splitting across processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lit_automl._checks import check_bool, check_int, check_real
+from lit_automl.meta.gmm_simulator import GaussianMixtureSimulator, classifier_accuracy, train_classifiers
+from lit_automl.nas.child_search import _StepTokens
+from lit_automl.nas.policy_gradient import Reinforce
+from lit_automl.rng import keyed_generator
+
+__all__ = ["GaussianPsiPolicy", "LearningToSimulate"]
+
+
+class GaussianPsiPolicy(nn.Module):
+    """Gaussian policy over the logits of psi rescaled to ``(0, 1)`` (Ruiz et al. 2019, Sec. 3; the squashing is ours).
+
+    ``pi(u) = N(u; mean, diag(exp(log_std)^2))``; ``psi = low + sigmoid(u) (high - low)`` stays inside its range
+    and, unlike clipping, never leaves the policy on a flat region without gradient. The log probability is of
+    ``u`` (the action). Duck-types the part of
+    :class:`~lit_automl.nas.controller.Controller` that :class:`~lit_automl.nas.policy_gradient.Reinforce`
+    uses: ``log_prob(actions) -> (log_prob [m], entropy [m])`` and ``start`` (a parameter on its device).
+    """
+
+    def __init__(self, low: Sequence[float], high: Sequence[float], init: Optional[Sequence[float]] = None,
+                 std: float = 0.3, learn_std: bool = False) -> None:
+        super().__init__()
+        low_t, high_t = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+        if low_t.dim() != 1 or low_t.numel() < 1 or low_t.shape != high_t.shape:
+            raise ValueError(f"low and high must be equally long, non-empty lists, got {low!r} and {high!r}")
+        if not bool((low_t < high_t).all()):
+            raise ValueError(f"every range must have low < high, got low={low!r}, high={high!r}")
+        std = check_real("policy_std", std, low=0, low_open=True)
+        check_bool("learn_std", learn_std)
+        self.register_buffer("low", low_t)
+        self.register_buffer("high", high_t)
+        share = torch.full_like(low_t, 0.5) if init is None else (torch.as_tensor(init, dtype=torch.float32) - low_t) / (
+            high_t - low_t)
+        if not bool(((share > 0) & (share < 1)).all()):
+            raise ValueError(f"the initial psi must lie strictly inside (low, high), got {init!r} for low={low!r}, "
+                             f"high={high!r}")
+        self.mean = nn.Parameter(torch.logit(share))
+        self.log_std = nn.Parameter(torch.full_like(low_t, float(torch.tensor(std).log())), requires_grad=learn_std)
+
+    @property
+    def start(self) -> Tensor:
+        """The policy's mean (``PolicyGradient.step`` puts rewards on ``start.device``)."""
+        return self.mean
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` actions ``u [n, d]`` drawn from the policy (no gradient)."""
+        with torch.no_grad():
+            noise = torch.randn(n, self.mean.numel(), generator=generator).to(self.mean)
+            return self.mean + self.log_std.exp() * noise
+
+    def log_prob(self, actions: Union[Tensor, Sequence[Sequence[float]]]) -> Tuple[Tensor, Tensor]:
+        """``log pi(u_k)`` and the policy's entropy, each ``[m]`` (summed over the ``d`` parameters)."""
+        u = torch.as_tensor(actions, dtype=self.mean.dtype, device=self.mean.device).reshape(-1, self.mean.numel())
+        dist = torch.distributions.Normal(self.mean, self.log_std.exp())
+        return dist.log_prob(u).sum(-1), dist.entropy().sum().expand(u.shape[0])
+
+    def to_psi(self, u: Tensor) -> Tensor:
+        """Simulator parameters ``[m, d]`` from actions ``u [m, d]``: ``low + sigmoid(u) (high - low)``."""
+        return self.low + torch.sigmoid(u) * (self.high - self.low)
+
+    def mean_psi(self) -> Tensor:
+        """The policy mean in simulator units ``[d]``."""
+        return self.to_psi(self.mean.detach())
+
+
+RangeSpec = Union[Sequence[float], Tuple[float, float]]
+
+
+class LearningToSimulate(pl.LightningModule):
+    """Learning to simulate on a class-conditional Gaussian mixture (module docstring; Ruiz et al. 2019, Sec. 3).
+
+    Args:
+        real_means, real_stds, real_priors: the "real" mixture
+            (:class:`~lit_automl.meta.gmm_simulator.GaussianMixtureSimulator`); its held-out samples are the
+            real validation data.
+        psi_ranges: the searched simulator parameters, ``name -> [low, high]`` (names from
+            ``GaussianMixtureSimulator.parameter_names()``: ``mean{c}_{d}``, ``std{c}_{d}``, ``prior{c}``); the
+            others stay at the real mixture's values.
+        psi_init: the policy's initial mean in simulator units (``name -> value``; default: range centres).
+        batch: psi sampled per policy update (the paper's ``K``).
+        samples: simulated training samples per psi.
+        val_samples: real validation samples (drawn once, from ``seed``).
+        policy_std, learn_std: the Gaussian policy's standard deviation in logit units (0.3, fixed; ours).
+        lr: the policy's Adam learning rate (0.1, ours).
+        baseline_decay: the EMA baseline's decay (0.9, ours).
+        hidden, train_steps, train_lr: the main-task model (``hidden=0``: logistic regression), trained by
+            ``train_steps`` full-batch Adam steps with ``train_lr`` (0, 50, 0.1: ours).
+        common_noise: simulate the ``batch`` datasets of one update from the same random numbers (common random
+            numbers, ours: the paper draws them independently, ``False``), so reward differences within an update
+            come from psi rather than from sampling noise, a variance reduction of the REINFORCE estimate.
+        updates_per_epoch: policy updates per Lightning epoch.
+        seed: keys every random draw (module docstring).
+    """
+
+    def __init__(self, real_means: List[List[float]], psi_ranges: Mapping[str, RangeSpec],
+                 real_stds: Union[float, List[float], List[List[float]]] = 1.0, real_priors: Optional[List[float]] = None,
+                 psi_init: Optional[Mapping[str, float]] = None, batch: int = 8, samples: int = 200,
+                 val_samples: int = 1000, policy_std: float = 0.3, learn_std: bool = False, lr: float = 0.1,
+                 baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50, train_lr: float = 0.1,
+                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.real = GaussianMixtureSimulator(real_means, real_stds, real_priors)
+        if not isinstance(psi_ranges, Mapping) or not psi_ranges:
+            raise ValueError(f"psi_ranges must name at least one simulator parameter with its [low, high] range "
+                             f"(valid names: {', '.join(self.real.parameter_names())}), got {psi_ranges!r}")
+        self.psi_names = list(psi_ranges)
+        low, high = [], []
+        for name, bounds in psi_ranges.items():
+            self.real.get(name)  # refuses an unknown name
+            if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+                raise ValueError(f"psi_ranges[{name!r}] must be a [low, high] pair, got {bounds!r}")
+            lo = check_real(f"psi_ranges[{name!r}] low", bounds[0])
+            hi = check_real(f"psi_ranges[{name!r}] high", bounds[1], low=lo, low_open=True, hint="an empty range")
+            if name.startswith("std") and lo <= 0:
+                raise ValueError(f"psi_ranges[{name!r}] must lie above 0 (a standard deviation), got {bounds!r}")
+            if name.startswith("prior") and lo < 0:
+                raise ValueError(f"psi_ranges[{name!r}] must lie at or above 0 (a prior weight), got {bounds!r}")
+            low.append(lo)
+            high.append(hi)
+        init = None
+        if psi_init is not None:
+            unknown = sorted(set(psi_init) - set(self.psi_names))
+            if unknown:
+                raise ValueError(f"psi_init names {unknown} that psi_ranges does not search ({self.psi_names})")
+            init = [check_real(f"psi_init[{n!r}]", psi_init.get(n, (lo + hi) / 2), low=lo, high=hi)
+                    for n, lo, hi in zip(self.psi_names, low, high)]
+        check_int("batch", batch, low=1)
+        check_bool("common_noise", common_noise)
+        check_int("samples", samples, low=1)
+        check_int("val_samples", val_samples, low=1)
+        check_int("updates_per_epoch", updates_per_epoch, low=1)
+        check_int("seed", seed, low=0)
+        check_real("lr", lr, low=0, low_open=True)
+        check_int("hidden", hidden, low=0)
+        check_int("train_steps", train_steps, low=1)
+        check_real("train_lr", train_lr, low=0, low_open=True)
+        self.save_hyperparameters()
+        self.policy = GaussianPsiPolicy(low, high, init, policy_std, learn_std)
+        self.policy_gradient = Reinforce(baseline_decay=baseline_decay)
+        self.val_x, self.val_y = self.real.sample(val_samples, keyed_generator(seed))
+        self.reward_history: List[float] = []  # mean reward of every update so far (checkpointed)
+
+    # ------------------------------------------------------------------ the reward
+    def rewards(self, psi: Tensor, update: int) -> Tensor:
+        """Real-validation accuracy ``[m]`` of a main-task model trained on data simulated with each ``psi [m, d]``
+        (Ruiz et al. 2019, Sec. 3: the reward)."""
+        hp = self.hparams
+        xs, ys = [], []
+        for k, row in enumerate(psi.detach().double().cpu()):
+            sim = self.real.with_values(dict(zip(self.psi_names, row.tolist())))
+            x, y = sim.sample(hp.samples, keyed_generator(hp.seed, update, 1, 0 if hp.common_noise else k))
+            xs.append(x)
+            ys.append(y)
+        params = train_classifiers(torch.stack(xs), torch.stack(ys), self.real.num_classes, hp.hidden,
+                                   hp.train_steps, hp.train_lr, keyed_generator(hp.seed, update, 2))
+        return classifier_accuracy(params, self.val_x, self.val_y)
+
+    # ------------------------------------------------------------------ Lightning
+    def setup(self, stage: str) -> None:
+        """Refuse DDP (module docstring)."""
+        if self.trainer.world_size > 1:
+            raise ValueError(f"LearningToSimulate runs on one process (an update trains {self.hparams.batch} tiny "
+                             f"models in milliseconds); got a trainer with world_size={self.trainer.world_size}")
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_StepTokens(self.hparams.updates_per_epoch), batch_size=None)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam on the policy (ours: the paper's optimiser for omega is not fixed here)."""
+        return torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=self.hparams.lr)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One policy update: sample ``batch`` psi, score them, one REINFORCE step (Ruiz et al. 2019, Sec. 3)."""
+        update = self.global_step  # one optimiser step per update
+        u = self.policy.sample(self.hparams.batch, keyed_generator(self.hparams.seed, update, 0))  # [m, d]
+        rewards = self.rewards(self.policy.to_psi(u), update)  # [m]
+        stats = self.policy_gradient.step(self.policy, self.optimizers(), u, rewards)
+        self.reward_history.append(float(rewards.mean()))
+        mean_psi = self.policy.mean_psi()
+        self.log_dict({"train/reward_mean": float(rewards.mean()), "train/reward_max": float(rewards.max()),
+                       "train/baseline": stats["baseline"], "train/loss": stats["loss"],
+                       **{f"policy/{n}": float(v) for n, v in zip(self.psi_names, mean_psi)}},
+                      prog_bar=False, batch_size=1)
+
+    def best_psi(self) -> Dict[str, float]:
+        """The policy mean in simulator units, by parameter name."""
+        return dict(zip(self.psi_names, self.policy.mean_psi().tolist()))
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["learning_to_simulate"] = {"policy_gradient": self.policy_gradient.state_dict(),
+                                              "reward_history": list(self.reward_history)}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint["learning_to_simulate"]
+        self.policy_gradient.load_state_dict(state["policy_gradient"])
+        self.reward_history = list(state["reward_history"])
