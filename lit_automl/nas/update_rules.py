@@ -148,9 +148,21 @@ class UpdateRule:
         done: Dict[str, str] = {}
         names = {"g2": "g^2", "g3": "g^3", "sign_g": "sign(g)", "sign_m": "sign(m)", "wd4": "1e-4 w", "wd3": "1e-3 w",
                  "wd2": "1e-2 w", "wd1": "1e-1 w", "adam": "Adam", "rmsprop": "RMSProp"}
+        def atom(text: str) -> str:  # parenthesised where a power or a negation would bind differently
+            depth, closes_at_end = 0, text.startswith("(")
+            for i, ch in enumerate(text):
+                depth += (ch == "(") - (ch == ")")
+                if depth == 0 and i < len(text) - 1 and text.startswith("("):
+                    closes_at_end = False
+            simple = text.isalnum() or (" " not in text and "^" not in text and not text.startswith("-"))
+            return text if simple or closes_at_end else f"({text})"
+
         for k, u in enumerate(self.units):
-            a = _FORMULA[u.u1].format(done.get(u.op1, names.get(u.op1, u.op1)))
-            c = _FORMULA[u.u2].format(done.get(u.op2, names.get(u.op2, u.op2)))
+            a, c = (done.get(op, names.get(op, op)) for op in (u.op1, u.op2))
+            a, c = (atom(x) if un == "neg" else x for x, un in ((a, u.u1), (c, u.u2)))
+            a, c = _FORMULA[u.u1].format(a), _FORMULA[u.u2].format(c)
+            if u.b == "pow":
+                a, c = atom(a), atom(c)
             done[f"o{k + 1}"] = _FORMULA[u.b].format(a) if u.b == "keep" else _FORMULA[u.b].format(a, c)
         return done[f"o{len(self.units)}"]
 

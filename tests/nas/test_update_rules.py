@@ -111,6 +111,10 @@ def test_rules_print_and_parse_both_ways():
     assert parse_rule(RULES["powersign"]).formula() == "exp(sign(g) * sign(m)) * g"
     assert parse_rule(RULES["addsign"]).formula() == "(sign(g) * sign(m) + 1) * g"
     assert parse_rule("  g   1 identity identity mul ").to_string() == "g 1 identity identity mul"
+    # powers and negations of compound terms keep their parentheses
+    assert parse_rule("g m identity identity mul ; o1 2 identity identity pow").formula() == "(g * m)^2"
+    assert parse_rule("g m identity identity add ; o1 1 neg identity mul").formula() == "-(g + m) * 1"
+    assert parse_rule("2 g identity neg pow").formula() == "2^(-g)"
 
 
 @pytest.mark.parametrize("text, match", [
@@ -186,6 +190,29 @@ def _digits():
     from lit_automl.datamodules import DigitsDataModule
 
     return DigitsDataModule(batch_size=128)
+
+
+def _evaluator(**kwargs) -> UpdateRuleEvaluator:
+    return UpdateRuleEvaluator(UpdateRuleSpace(), _digits, filters=4,
+                               trainer_kwargs=dict(limit_train_batches=4, limit_val_batches=2), **kwargs)
+
+
+def test_evaluator_trains_the_child_with_the_rule():
+    evaluator = _evaluator(lr=0.05)
+    adam = evaluator.evaluate(RULES["adam"], 1)
+    # the same update written another way trains the seeded child identically; twice the step does not
+    assert evaluator.evaluate("adam 2 identity identity keep", 1)["val_acc_history"] == adam["val_acc_history"]
+    assert evaluator.evaluate("adam 2 identity identity mul", 1)["val_acc_history"] != adam["val_acc_history"]
+    assert adam["formula"] == "Adam * 1" and adam["params"] == 4 * 9 + 8 + 4 * 4 * 9 + 8 + 4 * 10 + 10
+
+
+def test_evaluator_refuses_a_diverging_rule_and_bad_arguments():
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        _evaluator().evaluate("g 2 identity sqrt pow", 1)  # g^sqrt(2): NaN where g < 0
+    with pytest.raises(ValueError, match="space must be an UpdateRuleSpace"):
+        UpdateRuleEvaluator(object(), _digits)
+    with pytest.raises(ValueError, match="filters must be an int >= 1"):
+        UpdateRuleEvaluator(UpdateRuleSpace(), _digits, filters=0)
 
 
 def test_search_over_rules_end_to_end(tmp_path):
