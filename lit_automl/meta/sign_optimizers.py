@@ -10,8 +10,9 @@ current gradient *before* its sign is read (as in the authors' TensorFlow kernel
 ``ApplyPowerSign`` / ``ApplyAddSign``), and ``f(t)`` an optional *sign decay* (:func:`sign_decay`): ``none``
 (``f = 1``), ``linear`` ``1 - t/T``, ``cosine`` ``0.5 (1 + cos(2 pi n t / T))`` (``n = 0.5`` periods by default,
 i.e. ``0.5 (1 + cos(pi t / T))``) and ``restart`` ``0.5 (1 + cos(pi ((n t) mod T) / T))`` (SGDR-like, ``n = 1``
-by default). The paper defines the three decays in Sec. 5 ("linear decay", "cyclical decay", "restart decay");
-the defaults of ``n`` and the clipping ``t <- min(t, T)`` follow the authors' ``tf.contrib.opt.sign_decay``.
+by default). The paper's Sec. 5 names the linear, cyclical (cosine) and restart decays; the formulas, the defaults
+of ``n`` and the clipping ``t <- min(t, T)`` here are those of the authors' ``tf.contrib.opt.sign_decay``, which we
+checked (the paper's own text could not be re-read while this was written).
 ``t`` counts the updates taken before the current one (0 at the first update, TensorFlow's ``global_step``).
 """
 

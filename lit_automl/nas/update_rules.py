@@ -22,6 +22,11 @@ Choices of ours: the running averages ``m``, ``v``, ``y`` start at 0 and are not
 authors' PowerSign / AddSign kernels, ``tf.contrib.opt``); ``delta = 1e-8`` in ``div`` and ``log`` takes
 ``log(max(|x|, 1e-30))`` so an exact zero does not give ``-inf``; ``t`` of the decays is 0 at the first update.
 
+Sources: the five-token units and the reuse of earlier outputs follow the caption of the paper's Fig. 3; the
+operand and function lists are the paper's Sec. 3.1 lists as we read them (the paper text could not be re-checked
+while this was written: compare before relying on an exact entry); PowerSign / AddSign and their decays follow the
+authors' ``tf.contrib.opt`` kernels and ``sign_decay.py``, which we did check.
+
 Expressible rules (tested against ``torch.optim`` and :mod:`lit_automl.meta.sign_optimizers`):
 
 * SGD: ``g 1 identity identity mul``;
