@@ -284,14 +284,14 @@ class BlackBoxRNN(pl.LightningModule):
         f, x0 = self.draw(self.batch_size, dim, 0, step)
         xs, ys = self.rnn.unroll(f, x0, self.horizon)
         loss = self.meta_loss(f, xs, ys)
-        self.log("train/loss", loss.float(), prog_bar=True)
+        self.log("train/loss", loss.float(), prog_bar=True, batch_size=self.batch_size)
         return loss.float()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         by_dim = self.held_out_oi_by_dim()
         for dim, oi in by_dim.items():
-            self.log(f"val/oi_d{dim}", oi.float())
-        self.log("val/loss", torch.stack(list(by_dim.values())).mean().float())
+            self.log(f"val/oi_d{dim}", oi.float(), batch_size=self.val_functions)
+        self.log("val/loss", torch.stack(list(by_dim.values())).mean().float(), batch_size=self.val_functions)
 
     def held_out_oi_by_dim(self) -> Dict[int, Tensor]:
         """The OI loss on the held-out functions of each dimension in ``dims``."""

@@ -94,8 +94,9 @@ def test_meta_training_resumes(tmp_path):
         return BlackBoxRNN(max_dim=2, hidden=8, layers=1, dims=(1, 2), horizon=4, batch_size=4, steps_per_epoch=3,
                            val_functions=2)
 
-    runs = run_resumed(make, lambda: None, tmp_path, {"max_epochs": 1}, max_epochs=2, limit_val_batches=0)
+    runs = run_resumed(make, lambda: None, tmp_path, {"max_epochs": 1}, max_epochs=2)
     assert_same_state(runs.full, runs.resumed)
+    assert {"val/loss", "val/oi_d1", "val/oi_d2"} <= set(runs.resumed_trainer.callback_metrics)
     module = make()
     module.save_rnn(str(tmp_path / "rnn.pt"))
     assert_same_state(load_query_lstm(str(tmp_path / "rnn.pt")), module.rnn)
