@@ -5,7 +5,12 @@ and observations; this sampler feeds it the study's completed trials in trial or
 next query, scaled from the training domain [0, 1]^d to the parameters' boxes (a log-scaled float in
 log space). The hidden state is rebuilt from the completed trials at every suggestion, so a resumed
 study (same storage) proposes exactly what the uninterrupted one would. It needs no GP fit: one
-forward pass of the LSTM over the history (Chen et al. 2017, Sec. 1: "far cheaper" than BO's inference).
+forward pass of the LSTM over the history, which is the method's point against BO's inference.
+
+It is not in ``lit_automl.hpo.registry.SAMPLERS`` (those are built from a name and a seed, and this
+one needs a trained network): pass it to Optuna directly,
+``optuna.create_study(sampler=RNNSampler("runs/blackbox_rnn_gp_prior/search/checkpoints/last.ckpt"))``
+(a ``BlackBoxRNN`` checkpoint of ``recipes/blackbox_rnn_gp_prior.yaml``, or a ``BlackBoxRNN.save_rnn`` file).
 
 Ours, not the paper's: the first trial (Optuna learns the search space from it) is drawn uniformly
 at random, matching the random x_0 of meta-training; the objective values are standardised by the
