@@ -41,6 +41,8 @@ ALLOWED_ACROSS: Set[Tuple[str, str]] = set()
 """Edges between the method groups (nas, meta) that are needed, as ``(importer, imported)``."""
 ALLOWED_ACROSS.add(("lit_automl.nas.update_rules", "lit_automl.meta.sign_optimizers"))
 # the rule language's decay operands are the sign-decay schedules PowerSign / AddSign define (Bello et al. 2017 Sec. 5)
+ALLOWED_ACROSS.add(("lit_automl.meta.simulate", "lit_automl.nas.policy_gradient"))
+# learning to simulate updates its psi policy with the one REINFORCE + EMA baseline (Ruiz et al. 2019 Sec. 3)
 ALLOWED_UP: Set[Tuple[str, str]] = set()
 """Upward edges that are needed, as ``(importer, imported)``: none."""
 

@@ -7,7 +7,11 @@ a labelled training set, a main-task model is trained on it, and its accuracy on
 is the reward ``R``; ``omega`` is updated with the score-function (REINFORCE) gradient
 ``1/K sum_k (R_k - b) grad log pi_omega(psi_k)`` with a moving-average baseline ``b``. Continuous
 psi get a Gaussian policy (a categorical one serves discrete psi; the Gaussian-mixture simulator here
-has only continuous psi, so only the Gaussian is implemented).
+has only continuous psi, so only the Gaussian is implemented). The stored copies of the paper we could
+search showed only its abstract and introduction, which confirm the loop (a non-differentiable
+simulator, the accuracy of a model trained on its data as the objective, RL on psi, convergence to
+the optimal psi in controlled experiments); the Gaussian policy and the moving-average baseline are
+from our reading of Sec. 3 and were not re-checked against the text.
 
 Our choices (the paper does not fix them for this simulator): the policy is ``N(mu, diag(sigma^2))``
 over ``u = logit((psi - low) / (high - low))`` per parameter, with a fixed ``sigma`` (``policy_std``,
@@ -35,7 +39,6 @@ from torch.utils.data import DataLoader
 
 from lit_automl._checks import check_bool, check_int, check_real
 from lit_automl.meta.gmm_simulator import GaussianMixtureSimulator, classifier_accuracy, train_classifiers
-from lit_automl.nas.child_search import _StepTokens
 from lit_automl.nas.policy_gradient import Reinforce
 from lit_automl.rng import keyed_generator
 
@@ -199,7 +202,8 @@ class LearningToSimulate(pl.LightningModule):
                              f"models in milliseconds); got a trainer with world_size={self.trainer.world_size}")
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_StepTokens(self.hparams.updates_per_epoch), batch_size=None)
+        """``updates_per_epoch`` placeholder items: one policy update each (the data is simulated in the step)."""
+        return DataLoader(range(self.hparams.updates_per_epoch), batch_size=None)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam on the policy (ours: the paper's optimiser for omega is not fixed here)."""
