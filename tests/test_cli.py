@@ -11,7 +11,7 @@ import pytest
 from lit_automl.cli import main
 from lit_automl.run_config import AutoMLCLI
 from lit_automl.hpo.models import DigitsCNN
-from lit_automl.meta import MAML, Leap, Reptile
+from lit_automl.meta import MAML, L2LMetaTrainer, Leap, Reptile
 from lit_automl.meta import LearningToSimulate
 from lit_automl.meta.blackbox_rnn import BlackBoxRNN
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
@@ -60,6 +60,7 @@ EXPECTED = {
     "maml_omniglot.yaml": MAML,
     "reptile_digits.yaml": Reptile,
     "leap_digits.yaml": Leap,
+    "l2l_quadratic.yaml": L2LMetaTrainer,
     "learning_to_simulate_gmm.yaml": LearningToSimulate,
     "hpo_digits.yaml": DigitsCNN,
     "nas_rl_digits.yaml": NASRL,
