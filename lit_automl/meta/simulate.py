@@ -149,7 +149,8 @@ class LearningToSimulate(pl.LightningModule):
             if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
                 raise ValueError(f"psi_ranges[{name!r}] must be a [low, high] pair, got {bounds!r}")
             lo = check_real(f"psi_ranges[{name!r}] low", bounds[0])
-            hi = check_real(f"psi_ranges[{name!r}] high", bounds[1], low=lo, low_open=True, hint="an empty range")
+            hi = check_real(f"psi_ranges[{name!r}] high", bounds[1], low=lo, low_open=True,
+                            hint="the low end of its range: an empty range searches nothing")
             if name.startswith("std") and lo <= 0:
                 raise ValueError(f"psi_ranges[{name!r}] must lie above 0 (a standard deviation), got {bounds!r}")
             if name.startswith("prior") and lo < 0:
