@@ -231,8 +231,16 @@ class UpdateRuleOptimizer(Optimizer):
         if decays:
             check_int("decay_steps", decay_steps, low=1, hint=f"T of the decay operands {decays} the rule reads")
         defaults = dict(lr=float(lr), beta1=float(beta1), beta2=float(beta2), beta3=float(beta3), eps=float(eps),
-                        decay_steps=decay_steps)
+                        decay_steps=decay_steps, rule=str(self.rule))
         super().__init__(params, defaults)
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Load a state saved by an optimiser running the same rule (the rule travels in every param group)."""
+        for group in state_dict.get("param_groups", []):
+            if group.get("rule", str(self.rule)) != str(self.rule):
+                raise ValueError(f"this state was saved by the rule {group['rule']!r}; this optimiser runs "
+                                 f"{str(self.rule)!r}")
+        super().load_state_dict(state_dict)
 
     def _operand(self, name: str, p: torch.Tensor, g: torch.Tensor, state: Dict[str, Any],
                  group: Dict[str, Any]) -> torch.Tensor:

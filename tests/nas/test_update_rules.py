@@ -104,6 +104,25 @@ def test_weight_decay_and_constant_operands():
     torch.testing.assert_close(w.detach(), torch.tensor([1.0 - 0.1 * 0.51, -3.0 - 0.1 * (0.5 - 0.03)], dtype=torch.float64))
 
 
+def test_cubic_average_and_noise_operands():
+    # y: running average of g^3 with beta3 (not bias corrected); noise: N(0, 0.01), i.e. std 0.1
+    w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = UpdateRuleOptimizer([w], "y 1 identity identity mul", lr=1.0, beta3=0.5)
+    y, ref = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    for grad in ([1.0, -2.0, 0.5], [2.0, 1.0, -1.0]):
+        g = torch.tensor(grad, dtype=torch.float64)
+        w.grad = g.clone()
+        opt.step()
+        y = 0.5 * y + 0.5 * g ** 3
+        ref = ref - y
+    torch.testing.assert_close(w.detach(), ref)
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(40000))
+    w.grad = torch.zeros(40000)
+    UpdateRuleOptimizer([w], "noise 1 identity identity mul", lr=1.0).step()
+    assert abs(float(w.detach().std()) - 0.1) < 0.003 and abs(float(w.detach().mean())) < 0.003
+
+
 def test_rules_print_and_parse_both_ways():
     for text in RULES.values():
         rule = parse_rule(text)
@@ -156,6 +175,8 @@ def test_optimizer_state_dict_round_trip():
         ((A @ w - b) ** 2).sum().backward()
         opt.step()
     torch.testing.assert_close(w.detach(), full)
+    with pytest.raises(ValueError, match="saved by the rule 'adam 1 identity identity mul'; this optimiser runs 'g 1"):
+        UpdateRuleOptimizer([w], "sgd").load_state_dict(opt.state_dict())
 
 
 def test_space_decodes_encodes_and_records_rules():
