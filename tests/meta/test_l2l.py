@@ -116,6 +116,23 @@ def test_mlp_on_digits_meta_trains():
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
 
 
+@pytest.mark.parametrize("kwargs, hidden_shapes, act", [
+    (dict(), [(20, 64)], nn.Sigmoid), (dict(mlp_hidden=40), [(40, 64)], nn.Sigmoid),
+    (dict(mlp_layers=2), [(20, 64), (20, 20)], nn.Sigmoid), (dict(mlp_activation="relu"), [(20, 64)], nn.ReLU),
+])
+def test_mlp_optimisees_of_the_papers_generalisation_checks(kwargs, hidden_shapes, act):
+    module = L2LMetaTrainer(task="mlp", unroll=2, truncation=1, hidden=4, **kwargs)
+    model, params, _, batches = module.optimisee(0)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [*hidden_shapes, (10, hidden_shapes[-1][0])]
+    assert sum(isinstance(m, act) for m in model) == len(hidden_shapes)
+    assert {n: tuple(p.shape) for n, p in params.items()} == {n: tuple(p.shape) for n, p in model.named_parameters()}
+    for name, m in model.named_children():  # nn.Linear's default bound 1/sqrt(fan_in)
+        if isinstance(m, nn.Linear):
+            assert params[f"{name}.weight"].abs().max() <= 1 / math.sqrt(m.in_features)
+    assert len(batches) == 3 and batches[0][0].shape == (128, 1, 8, 8)
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     small = {**TINY, "episodes_per_epoch": 2, "unroll": 6, "truncation": 3}
     runs = run_resumed(lambda: L2LMetaTrainer(**small), lambda: None, tmp_path, {"max_epochs": 1}, max_epochs=2)
@@ -174,7 +191,7 @@ def test_lstm_optimizer_steps_with_the_net_and_its_state_round_trips(tmp_path):
     (dict(truncation=0), "truncation"), (dict(unroll=100, truncation=30), "multiple of truncation"),
     (dict(task="mnist"), "task"), (dict(preprocess="log"), "preprocess"), (dict(p=0), "p"),
     (dict(output_scale=0), "output_scale"), (dict(meta_lr=0), "meta_lr"), (dict(functions=0), "functions"),
-    (dict(hidden=0), "hidden"),
+    (dict(hidden=0), "hidden"), (dict(mlp_activation="tanh"), "mlp_activation"), (dict(mlp_layers=0), "mlp_layers"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
