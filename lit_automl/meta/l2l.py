@@ -189,9 +189,10 @@ class L2LMetaTrainer(pl.LightningModule):
     steps; every ``truncation`` steps the meta-loss ``sum_t f(x_t)`` over that truncation (the
     authors' code sums t = 0..truncation; f(x_0) carries no gradient) is backpropagated to the
     LSTM (truncated BPTT) and Adam takes one step. The optimisee and the LSTM state carry over
-    between truncations, detached. Episodes draw their functions / minibatches from
-    ``keyed_generator(seed, episode)``: a resumed run and every DDP rank (each gets its own
-    episodes through Lightning's distributed sampler, gradients averaged) draw the same data.
+    between truncations, detached. Episode ``e`` draws its functions / minibatches from
+    ``keyed_generator(seed, e)``, so a resumed run sees the episodes of an uninterrupted one;
+    under DDP each rank gets its own episodes (Lightning's distributed sampler over the episode
+    indices) and the meta-gradients are averaged over ranks before every Adam step.
 
     Args:
         task: ``"quadratic"`` (Sec. 3.1) or ``"mlp"`` (Sec. 3.2, on 8x8 digits instead of MNIST).
@@ -210,9 +211,9 @@ class L2LMetaTrainer(pl.LightningModule):
 
     def __init__(self, task: str = "quadratic", unroll: int = 100, truncation: int = 20, meta_lr: float = 1e-3,
                  functions: int = 128, dim: int = 10, mlp_hidden: int = 20, mlp_batch: int = 128,
-                 mlp_layers: int = 1, mlp_activation: str = "sigmoid", hidden: int = 20, layers: int = 2, preprocess: str = "paper", p: float = 10.0,
-                 output_scale: float = 1.0, second_order: bool = False, episodes_per_epoch: int = 100,
-                 seed: int = 0) -> None:
+                 mlp_layers: int = 1, mlp_activation: str = "sigmoid", hidden: int = 20, layers: int = 2,
+                 preprocess: str = "paper", p: float = 10.0, output_scale: float = 1.0, second_order: bool = False,
+                 episodes_per_epoch: int = 100, seed: int = 0) -> None:
         super().__init__()
         check_choice("task", task, TASKS)
         check_int("unroll", unroll, low=1, allowed="an int >= 1 (optimisee steps per episode)")
