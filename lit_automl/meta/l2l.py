@@ -249,9 +249,12 @@ class L2LMetaTrainer(pl.LightningModule):
     def optimisee(self, episode: int) -> Tuple[nn.Module, Params, Callable, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """``(model, x_0, loss_fn, batches)`` of an episode: batches[t] is what step t's loss is taken on.
 
-        Quadratics: ``W, y ~ N(0, 1)`` and ``x_0 ~ N(0, 0.01^2)`` (the authors' code), one batch for
-        every step. MLP: PyTorch's default initialisation drawn from the episode's generator, and a
-        fresh minibatch of ``mlp_batch`` training digits per step.
+        Quadratics: ``W, y ~ N(0, 1)`` (the paper, Sec. 3.1; the authors' code draws U(0, 1)) and
+        ``x_0 ~ N(0, 0.01^2)`` (the code), one batch for every step; the loss averages the functions as
+        the code does, so each coordinate's gradient carries a 1 / functions factor. MLP: nn.Linear's
+        default initialisation drawn from the episode's generator (ours; the code draws N(0, 0.01^2))
+        and a fresh minibatch of ``mlp_batch`` training digits per step, drawn with replacement as the
+        code does.
         """
         hp = self.hparams
         g = keyed_generator(hp.seed, episode)
