@@ -141,14 +141,15 @@ class LearnedStepSGD:
         return {n: params[n] - self.lr * grads[n] for n in grads}, state
 
 
-def test_detach_grads_keeps_the_update_path_and_drops_second_derivatives():
+@pytest.mark.parametrize("functional", [False, True])
+def test_detach_grads_keeps_the_update_path_and_drops_second_derivatives(functional):
     torch.manual_seed(0)
     model = nn.Linear(3, 1).double()
     x, y = (t.double() for t in data())
     phi0 = {n: p.detach() for n, p in model.named_parameters()}
     lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
     res = inner_loop(model, phi0, {}, (x, y), mse, steps=2, optimizer=LearnedStepSGD(lr), adapt=list(phi0),
-                     first_order=False, detach_grads=True, record=True)
+                     first_order=False, detach_grads=True, record=True, functional_grads=functional)
     final = task_loss(model, res.params, {}, (x, y), mse)
     (got,) = torch.autograd.grad(final + res.losses[1], [lr])
     # By hand, the g^i constants: phi^1 = phi^0 - lr g^0, phi^2 = phi^1 - lr g^1, so
