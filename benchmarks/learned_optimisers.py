@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 
-from _harness import describe_machine, fmt_mean_sd, fmt_seconds, format_table
+from _harness import describe_machine, fmt_duration, fmt_mean_sd, format_table
 from lit_automl.meta import L2LMetaTrainer, LSTMOptimizer
 from lit_automl.meta.functional import task_loss
 
@@ -177,7 +177,7 @@ def main() -> None:
     results: Dict[str, Dict[str, List[List[float]]]] = {}
     for task in ("quadratic", "mlp"):
         trained, seconds = meta_train(task, episodes, args.seed)
-        print(f"\n{task}: meta-trained on {episodes} episodes in {fmt_seconds(seconds)} "
+        print(f"\n{task}: meta-trained on {episodes} episodes in {fmt_duration(seconds)} "
               f"({TASK_SETTINGS[task]})")
         torch.manual_seed(args.seed + 1)
         untrained = L2LMetaTrainer(seed=args.seed, **TASK_SETTINGS[task])
