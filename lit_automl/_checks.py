@@ -31,6 +31,7 @@ __all__ = [
     "check_int",
     "check_real",
     "check_sequence",
+    "check_token",
     "lookup",
 ]
 
@@ -157,6 +158,15 @@ def check_sequence(name: str, value: Any, item: Callable[[str, Any], T], *, allo
         except ValueError as err:
             raise type(err)(f"{name} must hold {allowed}, got {value!r}") from None
     return tuple(out)
+
+
+def check_token(where: str, kind: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` ``"{where} has the unknown {kind} {value!r};
+    allowed: a, b, ..."`` listing them in their given order (a token of a small language, such as an update rule's
+    operand, whose vocabulary reads best in its own order)."""
+    if value not in allowed:
+        raise ValueError(f"{where} has the unknown {kind} {value!r}; allowed: {', '.join(map(str, allowed))}")
+    return value
 
 
 def lookup(registry: Mapping[str, T], name: Any, what: str) -> T:

@@ -137,3 +137,11 @@ def test_check_power_of_two_accepts_powers_and_names_the_rest():
     with pytest.raises(TypeError, match=r"base must be a power of 2 >= 1, got 2.0"):
         check_power_of_two("base", 2.0)
 
+
+
+def test_check_token_lists_the_allowed_tokens_in_their_order():
+    from lit_automl._checks import check_token
+
+    assert check_token("rule 'x'", "binary", "mul", ["add", "mul"]) == "mul"
+    with pytest.raises(ValueError, match=r"^rule 'x' has the unknown binary 'muls'; allowed: add, mul$"):
+        check_token("rule 'x'", "binary", "muls", ["add", "mul"])

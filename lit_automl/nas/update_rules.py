@@ -40,12 +40,12 @@ Expressible rules (tested against ``torch.optim`` and :mod:`lit_automl.meta.sign
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch.optim import Optimizer
 
-from lit_automl._checks import check_int, check_real
+from lit_automl._checks import check_int, check_real, check_token
 
 __all__ = ["BINARIES", "DECAY_OPERANDS", "OPERANDS", "RULES", "UNARIES", "Unit", "UpdateRule", "UpdateRuleOptimizer",
            "parse_rule"]
@@ -118,18 +118,6 @@ class Unit:
         return (self.op1, self.op2, self.u1, self.u2, self.b)
 
 
-def _check_unit(rule: str, k: int, tokens: Sequence[str]) -> None:
-    """Refuse a bad token of unit ``k`` (0-based) of ``rule``, naming it, its position and the allowed tokens."""
-    if len(tokens) != 5:
-        raise ValueError(f"update rule {rule!r}: unit {k + 1} has {len(tokens)} tokens {list(tokens)}; each unit takes "
-                         "5: operand1 operand2 unary1 unary2 binary")
-    vocab = (_allowed_operands(k), _allowed_operands(k), list(UNARIES), list(UNARIES), list(BINARIES))
-    for position, token, allowed in zip(("operand1", "operand2", "unary1", "unary2", "binary"), tokens, vocab):
-        if token not in allowed:
-            raise ValueError(f"update rule {rule!r}: unit {k + 1} has the unknown {position} {token!r}; allowed: "
-                             f"{', '.join(allowed)}")
-
-
 @dataclass(frozen=True)
 class UpdateRule:
     """A parsed update rule: its units, the last one's output being the update (Sec. 3.1)."""
@@ -139,8 +127,11 @@ class UpdateRule:
     def __post_init__(self) -> None:
         if not self.units or not all(isinstance(u, Unit) for u in self.units):
             raise ValueError(f"an UpdateRule needs a non-empty tuple of Unit, got {self.units!r}")
+        rule = self.to_string()
         for k, u in enumerate(self.units):
-            _check_unit(self.to_string(), k, u.tokens())
+            vocab = (_allowed_operands(k), _allowed_operands(k), list(UNARIES), list(UNARIES), list(BINARIES))
+            for kind, token, allowed in zip(("operand1", "operand2", "unary1", "unary2", "binary"), u.tokens(), vocab):
+                check_token(f"update rule {rule!r}: unit {k + 1}", kind, token, allowed)
 
     def to_string(self) -> str:
         """The token string: each unit's five tokens, units joined by ``" ; "`` (:func:`parse_rule`'s input)."""
@@ -187,8 +178,10 @@ def parse_rule(text: Union[str, UpdateRule]) -> UpdateRule:
         raise ValueError(f"an update rule must be a non-empty token string 'op1 op2 u1 u2 b [; ...]', got {text!r}")
     chunks = [chunk.split() for chunk in text.split(";")]
     for k, tokens in enumerate(chunks):
-        _check_unit(text, k, tokens)
-    return UpdateRule(tuple(Unit(*tokens) for tokens in chunks))
+        if len(tokens) != 5:
+            raise ValueError(f"update rule {text!r}: unit {k + 1} has {len(tokens)} tokens {tokens}; each unit takes "
+                             "5: operand1 operand2 unary1 unary2 binary")
+    return UpdateRule(tuple(Unit(*tokens) for tokens in chunks))  # its tokens are checked there
 
 
 RULES = {
