@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_automl.datamodules import EpochSeededSampler
 from lit_automl.datamodules.sampling import mix_seed
+from tests.ddp_harness import fit_ddp
 from tests.resume_harness import run_resumed
 
 
@@ -157,8 +158,7 @@ def test_ddp_wrapper_gives_disjoint_deterministic_shards(tmp_path, monkeypatch):
     monkeypatch.setenv("PL_GLOBAL_SEED", str(global_seed))  # seeds the wrapper's own permutation
     n, seed, epochs = 20, 11, 2
     model = RecordingModule(n=n, seed=seed, batch_size=2, out_dir=str(tmp_path))
-    trainer = _trainer(max_epochs=epochs, strategy="ddp_spawn", devices=2)
-    trainer.fit(model)
+    fit_ddp(model, None, tmp_path, max_epochs=epochs, limit_train_batches=1.0)  # the shared harness: 2 gloo ranks
 
     shards = {}
     for epoch in range(epochs):
