@@ -1,4 +1,4 @@
-"""Data modules for lit_automl: digits (bundled), CIFAR-10/100 (official pickles) and the DARTS bilevel split."""
+"""Data modules for lit_automl: digits (bundled), CIFAR-10/100, MNIST and the DARTS bilevel split."""
 
 from .bilevel import BilevelDataModule
 from .cifar import (
@@ -84,3 +84,8 @@ __all__ += [
 from .ptb import SearchWindows  # noqa: E402
 
 __all__ += ["SearchWindows"]
+
+# MNIST from the official IDX files (the L2L paper's MLP optimisee data).
+from .mnist import MNIST_MD5, MNIST_URL, MNISTDataModule, download_mnist, read_idx, read_mnist  # noqa: E402
+
+__all__ += ["MNIST_MD5", "MNIST_URL", "MNISTDataModule", "download_mnist", "read_idx", "read_mnist"]
