@@ -62,6 +62,7 @@ EXPECTED = {
     "leap_digits.yaml": Leap,
     "l2l_quadratic.yaml": L2LMetaTrainer,
     "l2l_mlp_digits.yaml": L2LMetaTrainer,
+    "l2l_mlp_mnist.yaml": L2LMetaTrainer,
     "learning_to_simulate_gmm.yaml": LearningToSimulate,
     "hpo_digits.yaml": DigitsCNN,
     "nas_rl_digits.yaml": NASRL,

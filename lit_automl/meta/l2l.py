@@ -42,6 +42,7 @@ __all__ = ["CoordinateLSTM", "InnerLSTM", "L2LMetaTrainer", "LSTMOptimizer", "Qu
 
 PREPROCESSING = ("paper", "code", "none")
 TASKS = ("quadratic", "mlp")
+MLP_DATA = ("digits", "mnist")
 
 
 def preprocess_gradients(grad: torch.Tensor, p: float = 10.0, kind: str = "paper") -> torch.Tensor:
@@ -171,7 +172,8 @@ ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 def mlp_optimisee(inputs: int = 64, hidden: int = 20, layers: int = 1, activation: str = "sigmoid",
                   classes: int = 10) -> nn.Module:
     """The MNIST optimisee of Sec. 3.2: ``layers`` hidden layers of ``hidden`` units (1 x 20 sigmoid in
-    training; 40 units, 2 layers or ReLU in the paper's generalisation checks), here on 8x8 digits."""
+    training; 40 units, 2 layers or ReLU in the paper's generalisation checks), on ``inputs`` pixels (784 for
+    MNIST, 64 for 8x8 digits)."""
     act = ACTIVATIONS[check_choice("mlp_activation", activation, ACTIVATIONS)]
     mods: List[nn.Module] = [nn.Flatten()]
     width = inputs
@@ -195,7 +197,7 @@ class L2LMetaTrainer(pl.LightningModule):
     indices) and the meta-gradients are averaged over ranks before every Adam step.
 
     Args:
-        task: ``"quadratic"`` (Sec. 3.1) or ``"mlp"`` (Sec. 3.2, on 8x8 digits instead of MNIST).
+        task: ``"quadratic"`` (Sec. 3.1) or ``"mlp"`` (Sec. 3.2, on the data of ``mlp_data``).
         unroll: optimisee steps per episode (100, Sec. 3).
         truncation: steps per meta-update (20, Sec. 3).
         meta_lr: Adam step size on the LSTM (1e-3, Sec. 3).
@@ -206,6 +208,11 @@ class L2LMetaTrainer(pl.LightningModule):
         hidden, layers, preprocess, p, output_scale: the :class:`CoordinateLSTM`.
         second_order: keep second derivatives (the paper drops them: False).
         episodes_per_epoch: episodes in one Lightning epoch (ours: 100).
+        mlp_data: the MLP's data: ``"digits"`` (scikit-learn's 8x8 digits, standardised; bundled, the default here)
+            or ``"mnist"`` (the paper's: MNIST's 60,000 training images read from ``data_dir``
+            (:func:`~lit_automl.datamodules.read_mnist`), pixels in [0, 1] as the authors' code feeds them).
+        data_dir: the folder of MNIST's IDX files (``mlp_data="mnist"``; fetch them with
+            :func:`~lit_automl.datamodules.download_mnist`).
         seed: key of the episodes' random draws.
     """
 
@@ -213,7 +220,8 @@ class L2LMetaTrainer(pl.LightningModule):
                  functions: int = 128, dim: int = 10, mlp_hidden: int = 20, mlp_batch: int = 128,
                  mlp_layers: int = 1, mlp_activation: str = "sigmoid", hidden: int = 20, layers: int = 2,
                  preprocess: str = "paper", p: float = 10.0, output_scale: float = 1.0, second_order: bool = False,
-                 episodes_per_epoch: int = 100, seed: int = 0) -> None:
+                 episodes_per_epoch: int = 100, mlp_data: str = "digits", data_dir: str = "data/mnist",
+                 seed: int = 0) -> None:
         super().__init__()
         check_choice("task", task, TASKS)
         check_int("unroll", unroll, low=1, allowed="an int >= 1 (optimisee steps per episode)")
@@ -228,23 +236,36 @@ class L2LMetaTrainer(pl.LightningModule):
                             ("episodes_per_epoch", episodes_per_epoch)):
             check_int(name, value, low=1)
         check_choice("mlp_activation", mlp_activation, ACTIVATIONS)
+        check_choice("mlp_data", mlp_data, MLP_DATA)
         check_bool("second_order", second_order)
         check_int("seed", seed)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = CoordinateLSTM(hidden, layers, preprocess, p, output_scale)
-        self._digits: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._data: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     # ------------------------------------------------------------------ optimisees
-    def _digits_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self._digits is None:
-            from lit_automl.datamodules import DigitsDataModule
+    def _mlp_train_data(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The training images and labels the MLP optimisee's minibatches are drawn from (``mlp_data``)."""
+        if self._data is None:
+            if self.hparams.mlp_data == "mnist":
+                from lit_automl.datamodules import read_mnist
 
-            data = DigitsDataModule(seed=self.hparams.seed)
-            data.setup("fit")
-            x, y = data.train_dataset.tensors  # type: ignore[union-attr]
-            self._digits = (x, y)
-        return self._digits
+                images, y = read_mnist(self.hparams.data_dir, train=True)
+                x = images.to(torch.float32) / 255.0
+            else:
+                from lit_automl.datamodules import DigitsDataModule
+
+                data = DigitsDataModule(seed=self.hparams.seed)
+                data.setup("fit")
+                x, y = data.train_dataset.tensors  # type: ignore[union-attr]
+            self._data = (x, y)
+        return self._data
+
+    def setup(self, stage: str) -> None:
+        """Read the MLP's data before the first episode, so missing MNIST files stop the run before it starts."""
+        if self.hparams.task == "mlp":
+            self._mlp_train_data()
 
     def optimisee(self, episode: int) -> Tuple[nn.Module, Params, Callable, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """``(model, x_0, loss_fn, batches)`` of an episode: batches[t] is what step t's loss is taken on.
@@ -265,14 +286,15 @@ class L2LMetaTrainer(pl.LightningModule):
             y = torch.randn(hp.functions, hp.dim, generator=g, dtype=dtype)
             x0 = 0.01 * torch.randn(hp.functions, hp.dim, generator=g, dtype=dtype)
             return model, {"x": x0}, quadratic_loss, [(W, y)]
-        model = mlp_optimisee(hidden=hp.mlp_hidden, layers=hp.mlp_layers, activation=hp.mlp_activation)
+        x, y = self._mlp_train_data()
+        model = mlp_optimisee(inputs=x[0].numel(), hidden=hp.mlp_hidden, layers=hp.mlp_layers,
+                              activation=hp.mlp_activation)
         params: Params = {}
         for name, layer in model.named_modules():
             if isinstance(layer, nn.Linear):  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
                 bound = 1.0 / math.sqrt(layer.in_features)
                 for key, p in layer.named_parameters():
                     params[f"{name}.{key}"] = (torch.rand(p.shape, generator=g, dtype=dtype) * 2 - 1) * bound
-        x, y = self._digits_train()
         idx = torch.randint(len(y), (hp.unroll + 1, hp.mlp_batch), generator=g)
         return model, params, F.cross_entropy, [(x[i].to(dtype), y[i]) for i in idx]
 
@@ -330,8 +352,9 @@ class L2LMetaTrainer(pl.LightningModule):
         steps = self.hparams.unroll if steps is None else check_int("steps", steps, low=0)
         model, params, loss_fn, batches = self.optimisee(episode)
         res = inner_loop(model, params, {}, batches, loss_fn, steps=steps, optimizer=InnerLSTM(self.net),
-                         adapt=list(params), first_order=True, record=True)
-        return [float(v) for v in res.losses] + [float(res.final_loss)]
+                         adapt=list(params), first_order=True)
+        final = task_loss(model, res.params, {}, batches[steps % len(batches)], loss_fn)  # f(x_T) on batch T
+        return [float(v) for v in res.losses] + [float(final)]
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         save_rng_states(checkpoint)

@@ -230,3 +230,28 @@ def test_ddp_ranks_train_on_different_episodes_and_keep_one_lstm(tmp_path):
     assert any(not torch.allclose(s0[k], before[k]) for k in s0)
     for k in s0:
         torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=1e-7, msg=k)
+
+
+def test_evaluate_takes_the_final_loss_on_the_next_steps_batch():
+    # f(x_T) is on batch T, as the loss step T of a longer run records (it used to reuse batch T - 1)
+    module = L2LMetaTrainer(task="mlp", unroll=6, truncation=3, mlp_hidden=5, mlp_batch=8, hidden=4,
+                            preprocess="code", p=5.0, output_scale=0.01)
+    short, longer = module.evaluate(3, steps=3), module.evaluate(3, steps=4)
+    assert short[:3] == longer[:3]
+    assert short[3] == pytest.approx(longer[3], rel=1e-6)
+
+
+def test_mlp_on_mnist_reads_the_idx_files_and_sizes_the_input_layer(tmp_path):
+    from tests.datamodules.test_mnist import _write_tree
+
+    arrays = _write_tree(tmp_path, n_train=12)
+    module = L2LMetaTrainer(task="mlp", unroll=2, truncation=1, hidden=4, mlp_batch=5, mlp_data="mnist",
+                            data_dir=str(tmp_path))
+    model, params, _, batches = module.optimisee(0)
+    assert params["1.weight"].shape == (20, 784)
+    x, _ = batches[0]
+    pixels = torch.from_numpy(arrays["train"][0]).float() / 255
+    assert x.shape == (5, 28, 28) and any(torch.equal(x[0], img) for img in pixels)
+    assert all(math.isfinite(v) for v in module.evaluate(0))
+    with pytest.raises(ValueError, match="mlp_data"):
+        L2LMetaTrainer(task="mlp", mlp_data="cifar")
