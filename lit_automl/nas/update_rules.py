@@ -18,6 +18,9 @@ Unary functions (:data:`UNARIES`): ``identity``, ``neg``, ``exp``, ``log`` (log|
 (set each entry to 0 with probability 0.1, 0.3, 0.5; not rescaled) and ``sign``. Binary functions
 (:data:`BINARIES`): ``add``, ``sub``, ``mul``, ``div`` (x / (y + delta)), ``pow`` (x^y) and ``keep`` (keep left).
 
+The unit shape, the parsing and the token checks are :mod:`lit_automl.nas.unit_programs`'s, shared with the
+activation language of :mod:`lit_automl.nas.activations`.
+
 Choices of ours: the running averages ``m``, ``v``, ``y`` start at 0 and are not bias corrected (as ``m`` in the
 authors' PowerSign / AddSign kernels, ``tf.contrib.opt``); ``delta = 1e-8`` in ``div`` and ``log`` takes
 ``log(max(|x|, 1e-30))`` so an exact zero does not give ``-inf``; ``t`` of the decays is 0 at the first update.
@@ -40,12 +43,13 @@ Expressible rules (tested against ``torch.optim`` and :mod:`lit_automl.meta.sign
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Iterable, Optional, Union
 
 import torch
 from torch.optim import Optimizer
 
-from lit_automl._checks import check_int, check_real, check_token
+from lit_automl._checks import check_int, check_real
+from lit_automl.nas.unit_programs import Unit, UnitLanguage, UnitProgram, substitute
 
 __all__ = ["BINARIES", "DECAY_OPERANDS", "OPERANDS", "RULES", "UNARIES", "Unit", "UpdateRule", "UpdateRuleOptimizer",
            "parse_rule"]
@@ -96,75 +100,30 @@ _FORMULA = {"identity": "{}", "neg": "-{}", "exp": "exp({})", "log": "log|{}|", 
             "drop1": "drop({}, 0.1)", "drop3": "drop({}, 0.3)", "drop5": "drop({}, 0.5)", "sign": "sign({})",
             "add": "({} + {})", "sub": "({} - {})", "mul": "{} * {}", "div": "{} / ({} + delta)", "pow": "{}^{}",
             "keep": "{}"}
+"""How each function prints in :meth:`UpdateRule.formula` (``keep`` prints its left argument only)."""
 
 
-def _allowed_operands(unit: int) -> List[str]:
-    """Operand tokens unit ``unit`` (0-based) may read: the list plus the outputs of the earlier units."""
-    return [*OPERANDS, *(f"o{k + 1}" for k in range(unit))]
+_LANGUAGE = UnitLanguage("update rule", OPERANDS, tuple(UNARIES), tuple(BINARIES))
+"""The language's vocabularies (:mod:`lit_automl.nas.unit_programs`): the five-token unit shape it shares with the
+activation language."""
 
-
-@dataclass(frozen=True)
-class Unit:
-    """One five-token unit ``b(u1(op1), u2(op2))`` (Sec. 3.1, Fig. 3)."""
-
-    op1: str
-    op2: str
-    u1: str
-    u2: str
-    b: str
-
-    def tokens(self) -> Tuple[str, str, str, str, str]:
-        """The unit's tokens in the controller's order: op1, op2, u1, u2, b."""
-        return (self.op1, self.op2, self.u1, self.u2, self.b)
+_NAMES = {"g2": "g^2", "g3": "g^3", "sign_g": "sign(g)", "sign_m": "sign(m)", "wd4": "1e-4 w", "wd3": "1e-3 w",
+          "wd2": "1e-2 w", "wd1": "1e-1 w", "adam": "Adam", "rmsprop": "RMSProp"}
 
 
 @dataclass(frozen=True)
-class UpdateRule:
+class UpdateRule(UnitProgram):
     """A parsed update rule: its units, the last one's output being the update (Sec. 3.1)."""
 
-    units: Tuple[Unit, ...]
-
-    def __post_init__(self) -> None:
-        if not self.units or not all(isinstance(u, Unit) for u in self.units):
-            raise ValueError(f"an UpdateRule needs a non-empty tuple of Unit, got {self.units!r}")
-        rule = self.to_string()
-        for k, u in enumerate(self.units):
-            vocab = (_allowed_operands(k), _allowed_operands(k), list(UNARIES), list(UNARIES), list(BINARIES))
-            for kind, token, allowed in zip(("operand1", "operand2", "unary1", "unary2", "binary"), u.tokens(), vocab):
-                check_token(f"update rule {rule!r}: unit {k + 1}", kind, token, allowed)
-
-    def to_string(self) -> str:
-        """The token string: each unit's five tokens, units joined by ``" ; "`` (:func:`parse_rule`'s input)."""
-        return " ; ".join(" ".join(u.tokens()) for u in self.units)
-
-    __str__ = to_string
+    language: ClassVar[UnitLanguage] = _LANGUAGE
 
     def formula(self) -> str:
         """The update as a formula, earlier units substituted (e.g. ``exp(sign(g) * sign(m)) * g``)."""
-        done: Dict[str, str] = {}
-        names = {"g2": "g^2", "g3": "g^3", "sign_g": "sign(g)", "sign_m": "sign(m)", "wd4": "1e-4 w", "wd3": "1e-3 w",
-                 "wd2": "1e-2 w", "wd1": "1e-1 w", "adam": "Adam", "rmsprop": "RMSProp"}
-        def atom(text: str) -> str:  # parenthesised where a power or a negation would bind differently
-            depth, closes_at_end = 0, text.startswith("(")
-            for i, ch in enumerate(text):
-                depth += (ch == "(") - (ch == ")")
-                if depth == 0 and i < len(text) - 1 and text.startswith("("):
-                    closes_at_end = False
-            simple = text.isalnum() or (" " not in text and "^" not in text and not text.startswith("-"))
-            return text if simple or closes_at_end else f"({text})"
-
-        for k, u in enumerate(self.units):
-            a, c = (done.get(op, names.get(op, op)) for op in (u.op1, u.op2))
-            a, c = (atom(x) if un == "neg" else x for x, un in ((a, u.u1), (c, u.u2)))
-            a, c = _FORMULA[u.u1].format(a), _FORMULA[u.u2].format(c)
-            if u.b == "pow":
-                a, c = atom(a), atom(c)
-            done[f"o{k + 1}"] = _FORMULA[u.b].format(a) if u.b == "keep" else _FORMULA[u.b].format(a, c)
-        return done[f"o{len(self.units)}"]
+        return substitute(self.units, _NAMES, _FORMULA, wrap_unary=("neg",), wrap_binary=("pow",))
 
     def operands(self) -> set:
         """The operand tokens the rule reads (earlier-unit outputs excluded)."""
-        return {op for u in self.units for op in (u.op1, u.op2) if op in OPERANDS}
+        return self.inputs()
 
 
 def parse_rule(text: Union[str, UpdateRule]) -> UpdateRule:
@@ -174,14 +133,7 @@ def parse_rule(text: Union[str, UpdateRule]) -> UpdateRule:
     """
     if isinstance(text, UpdateRule):
         return text
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"an update rule must be a non-empty token string 'op1 op2 u1 u2 b [; ...]', got {text!r}")
-    chunks = [chunk.split() for chunk in text.split(";")]
-    for k, tokens in enumerate(chunks):
-        if len(tokens) != 5:
-            raise ValueError(f"update rule {text!r}: unit {k + 1} has {len(tokens)} tokens {tokens}; each unit takes "
-                             "5: operand1 operand2 unary1 unary2 binary")
-    return UpdateRule(tuple(Unit(*tokens) for tokens in chunks))  # its tokens are checked there
+    return UpdateRule.from_string(text)
 
 
 RULES = {
