@@ -190,7 +190,7 @@ def library_modules() -> List[str]:
 
     import pytorch_lightning as pl
 
-    bases = {"ChildSearch", "SupernetSearch", "MetaLearner"}  # what the methods build on, not run directly
+    bases = {"ChildSearch", "SupernetSearch", "MetaLearner", "SimulatorSearch"}  # what the methods build on, not run directly
     names = set()
     for package in ("lit_automl.nas", "lit_automl.meta"):
         module = importlib.import_module(package)

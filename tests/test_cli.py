@@ -12,7 +12,7 @@ from lit_automl.cli import main
 from lit_automl.run_config import AutoMLCLI
 from lit_automl.hpo.models import DigitsCNN
 from lit_automl.meta import MAML, L2LMetaTrainer, Leap, Reptile
-from lit_automl.meta import LearningToSimulate
+from lit_automl.meta import LearningToSimulate, LearningToSimulateDigits
 from lit_automl.meta.blackbox_rnn import BlackBoxRNN
 from lit_automl.nas import DARTS, NASRL, ChildClassifier, NASNetSearch, Retrain
 from lit_automl.nas.bayesnas import BayesNAS
@@ -64,6 +64,7 @@ EXPECTED = {
     "l2l_mlp_digits.yaml": L2LMetaTrainer,
     "l2l_mlp_mnist.yaml": L2LMetaTrainer,
     "learning_to_simulate_gmm.yaml": LearningToSimulate,
+    "learning_to_simulate_digits.yaml": LearningToSimulateDigits,
     "hpo_digits.yaml": DigitsCNN,
     "nas_rl_digits.yaml": NASRL,
     "nas_rl_cifar10.yaml": NASRL,

@@ -20,6 +20,9 @@ __all__ = ["AdaptedModel", "ConvNet4", "InnerAdam", "InnerSGD", "Leap", "MAML", 
            "SinusoidMLP", "inner_loop"]
 __all__ += ["CoordinateLSTM", "L2LMetaTrainer", "LSTMOptimizer"]
 __all__ += ["GaussianMixtureSimulator", "GaussianPsiPolicy", "LearningToSimulate"]
+from lit_automl.meta.digits_simulator import DigitsRenderer  # noqa: E402
+
+__all__ += ["DigitsRenderer", "LearningToSimulateDigits", "SimulatorSearch"]
 from lit_automl.meta.sign_optimizers import AddSign, PowerSign
 
 __all__ += ["AddSign", "PowerSign"]
@@ -29,7 +32,8 @@ __all__ += ["BlackBoxRNN", "GPPriorFunctions", "QueryLSTM", "RNNSampler"]
 
 
 _LAZY = {"RNNSampler": "lit_automl.meta.rnn_sampler", "GaussianPsiPolicy": "lit_automl.meta.simulate",
-         "LearningToSimulate": "lit_automl.meta.simulate"}
+         "LearningToSimulate": "lit_automl.meta.simulate", "LearningToSimulateDigits": "lit_automl.meta.simulate",
+         "SimulatorSearch": "lit_automl.meta.simulate"}
 
 
 def __getattr__(name: str) -> Any:

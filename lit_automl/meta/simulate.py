@@ -6,8 +6,8 @@ Ruiz, Schulter & Chandraker, "Learning to Simulate", ICLR 2019, Sec. 3 (as we re
 a labelled training set, a main-task model is trained on it, and its accuracy on real validation data
 is the reward ``R``; ``omega`` is updated with the score-function (REINFORCE) gradient
 ``1/K sum_k (R_k - b) grad log pi_omega(psi_k)`` with a moving-average baseline ``b``. Continuous
-psi get a Gaussian policy (a categorical one serves discrete psi; the Gaussian-mixture simulator here
-has only continuous psi, so only the Gaussian is implemented). The stored copies of the paper we could
+psi get a Gaussian policy (a categorical one serves discrete psi; both simulators here have only
+continuous psi, so only the Gaussian is implemented). The stored copies of the paper we could
 search showed only its abstract and introduction, which confirm the loop (a non-differentiable
 simulator, the accuracy of a model trained on its data as the objective, RL on psi, convergence to
 the optimal psi in controlled experiments); the Gaussian policy and the moving-average baseline are
@@ -20,6 +20,11 @@ learnable with ``learn_std``); the ``batch`` datasets of one update share their 
 are known and equal to the real mixture's (a controlled experiment: the best psi is the real one);
 the REINFORCE update and its exponential-moving-average baseline are the project's one
 implementation, :class:`lit_automl.nas.policy_gradient.Reinforce`, driven by Adam.
+
+Two simulators share the loop (:class:`SimulatorSearch`): :class:`LearningToSimulate` searches a
+class-conditional Gaussian mixture whose held-out samples are the real data, :class:`LearningToSimulateDigits` a
+renderer of digits (:class:`~lit_automl.meta.digits_simulator.DigitsRenderer`: rotation, scale, translation,
+pixel noise) whose real data is held-out digits; in both the best psi is known, the real data's own.
 
 One training step is one policy update over ``batch`` sampled psi. All randomness (psi draws,
 simulated data, model initialisation, the real validation set) comes from generators keyed by
@@ -42,7 +47,7 @@ from lit_automl.meta.gmm_simulator import GaussianMixtureSimulator, classifier_a
 from lit_automl.nas.policy_gradient import Reinforce
 from lit_automl.rng import keyed_generator
 
-__all__ = ["GaussianPsiPolicy", "LearningToSimulate"]
+__all__ = ["GaussianPsiPolicy", "LearningToSimulate", "LearningToSimulateDigits", "SimulatorSearch"]
 
 
 class GaussianPsiPolicy(nn.Module):
@@ -104,20 +109,18 @@ class GaussianPsiPolicy(nn.Module):
 RangeSpec = Union[Sequence[float], Tuple[float, float]]
 
 
-class LearningToSimulate(pl.LightningModule):
-    """Learning to simulate on a class-conditional Gaussian mixture (module docstring; Ruiz et al. 2019, Sec. 3).
+class SimulatorSearch(pl.LightningModule):
+    """Learning to simulate over any simulator of the shared interface (Ruiz et al. 2019, Sec. 3; module docstring).
 
-    Args:
-        real_means, real_stds, real_priors: the "real" mixture
-            (:class:`~lit_automl.meta.gmm_simulator.GaussianMixtureSimulator`); its held-out samples are the
-            real validation data.
-        psi_ranges: the searched simulator parameters, ``name -> [low, high]`` (names from
-            ``GaussianMixtureSimulator.parameter_names()``: ``mean{c}_{d}``, ``std{c}_{d}``, ``prior{c}``); the
-            others stay at the real mixture's values.
+    A subclass builds the "real" simulator (``parameter_names``, ``get``, ``with_values``, ``sample``,
+    ``num_classes``) and passes it here as ``real``; the searched parameters start from its values, the others stay
+    at them; :meth:`validation_data` gives the real validation set the reward is measured on.
+
+    Args (shared by every simulator):
+        psi_ranges: the searched simulator parameters, ``name -> [low, high]``.
         psi_init: the policy's initial mean in simulator units (``name -> value``; default: range centres).
         batch: psi sampled per policy update (the paper's ``K``).
         samples: simulated training samples per psi.
-        val_samples: real validation samples (drawn once, from ``seed``).
         policy_std, learn_std: the Gaussian policy's standard deviation in logit units (0.3, fixed; ours).
         lr: the policy's Adam learning rate (0.1, ours).
         baseline_decay: the EMA baseline's decay (0.9, ours).
@@ -130,15 +133,14 @@ class LearningToSimulate(pl.LightningModule):
         seed: keys every random draw (module docstring).
     """
 
-    def __init__(self, real_means: List[List[float]], psi_ranges: Mapping[str, RangeSpec],
-                 real_stds: Union[float, List[float], List[List[float]]] = 1.0, real_priors: Optional[List[float]] = None,
-                 psi_init: Optional[Mapping[str, float]] = None, batch: int = 8, samples: int = 200,
-                 val_samples: int = 1000, policy_std: float = 0.3, learn_std: bool = False, lr: float = 0.1,
-                 baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50, train_lr: float = 0.1,
-                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0) -> None:
+    def __init__(self, real: Any, psi_ranges: Mapping[str, RangeSpec], psi_init: Optional[Mapping[str, float]] = None,
+                 batch: int = 8, samples: int = 200, policy_std: float = 0.3, learn_std: bool = False,
+                 lr: float = 0.1, baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50,
+                 train_lr: float = 0.1, common_noise: bool = True, updates_per_epoch: int = 10,
+                 seed: int = 0) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.real = GaussianMixtureSimulator(real_means, real_stds, real_priors)
+        self.real = real
         if not isinstance(psi_ranges, Mapping) or not psi_ranges:
             raise ValueError(f"psi_ranges must name at least one simulator parameter with its [low, high] range "
                              f"(valid names: {', '.join(self.real.parameter_names())}), got {psi_ranges!r}")
@@ -151,10 +153,7 @@ class LearningToSimulate(pl.LightningModule):
             lo = check_real(f"psi_ranges[{name!r}] low", bounds[0])
             hi = check_real(f"psi_ranges[{name!r}] high", bounds[1], low=lo, low_open=True,
                             hint="the low end of its range: an empty range searches nothing")
-            if name.startswith("std") and lo <= 0:
-                raise ValueError(f"psi_ranges[{name!r}] must lie above 0 (a standard deviation), got {bounds!r}")
-            if name.startswith("prior") and lo < 0:
-                raise ValueError(f"psi_ranges[{name!r}] must lie at or above 0 (a prior weight), got {bounds!r}")
+            self.check_psi_range(name, lo, hi, bounds)
             low.append(lo)
             high.append(hi)
         init = None
@@ -167,18 +166,24 @@ class LearningToSimulate(pl.LightningModule):
         check_int("batch", batch, low=1)
         check_bool("common_noise", common_noise)
         check_int("samples", samples, low=1)
-        check_int("val_samples", val_samples, low=1)
         check_int("updates_per_epoch", updates_per_epoch, low=1)
         check_int("seed", seed, low=0)
         check_real("lr", lr, low=0, low_open=True)
         check_int("hidden", hidden, low=0)
         check_int("train_steps", train_steps, low=1)
         check_real("train_lr", train_lr, low=0, low_open=True)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["real"])
         self.policy = GaussianPsiPolicy(low, high, init, policy_std, learn_std)
         self.policy_gradient = Reinforce(baseline_decay=baseline_decay)
-        self.val_x, self.val_y = self.real.sample(val_samples, keyed_generator(seed))
+        self.val_x, self.val_y = self.validation_data()
         self.reward_history: List[float] = []  # mean reward of every update so far (checkpointed)
+
+    def check_psi_range(self, name: str, low: float, high: float, bounds: RangeSpec) -> None:
+        """Refuse a range the simulator cannot take (a subclass names its parameters' limits)."""
+
+    def validation_data(self) -> Tuple[Tensor, Tensor]:
+        """The real validation set ``(x [n, D], y [n])`` the reward is measured on."""
+        raise NotImplementedError(f"{type(self).__name__} must define validation_data()")
 
     # ------------------------------------------------------------------ the reward
     def rewards(self, psi: Tensor, update: int) -> Tensor:
@@ -235,3 +240,86 @@ class LearningToSimulate(pl.LightningModule):
         state = checkpoint["learning_to_simulate"]
         self.policy_gradient.load_state_dict(state["policy_gradient"])
         self.reward_history = list(state["reward_history"])
+
+
+class LearningToSimulate(SimulatorSearch):
+    """Learning to simulate on a class-conditional Gaussian mixture (module docstring; Ruiz et al. 2019, Sec. 3).
+
+    Args:
+        real_means, real_stds, real_priors: the "real" mixture
+            (:class:`~lit_automl.meta.gmm_simulator.GaussianMixtureSimulator`); its held-out samples are the
+            real validation data.
+        psi_ranges: the searched simulator parameters, ``name -> [low, high]`` (names from
+            ``GaussianMixtureSimulator.parameter_names()``: ``mean{c}_{d}``, ``std{c}_{d}``, ``prior{c}``); the
+            others stay at the real mixture's values.
+        val_samples: real validation samples (drawn once, from ``seed``).
+        psi_init, batch, samples, policy_std, learn_std, lr, baseline_decay, hidden, train_steps, train_lr,
+            common_noise, updates_per_epoch, seed: as :class:`SimulatorSearch`.
+    """
+
+    def __init__(self, real_means: List[List[float]], psi_ranges: Mapping[str, RangeSpec],
+                 real_stds: Union[float, List[float], List[List[float]]] = 1.0, real_priors: Optional[List[float]] = None,
+                 psi_init: Optional[Mapping[str, float]] = None, batch: int = 8, samples: int = 200,
+                 val_samples: int = 1000, policy_std: float = 0.3, learn_std: bool = False, lr: float = 0.1,
+                 baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50, train_lr: float = 0.1,
+                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0) -> None:
+        self.val_samples = check_int("val_samples", val_samples, low=1)
+        super().__init__(GaussianMixtureSimulator(real_means, real_stds, real_priors), psi_ranges, psi_init, batch,
+                         samples, policy_std, learn_std, lr, baseline_decay, hidden, train_steps, train_lr,
+                         common_noise, updates_per_epoch, seed)
+
+    def check_psi_range(self, name: str, low: float, high: float, bounds: RangeSpec) -> None:
+        if name.startswith("std") and low <= 0:
+            raise ValueError(f"psi_ranges[{name!r}] must lie above 0 (a standard deviation), got {bounds!r}")
+        if name.startswith("prior") and low < 0:
+            raise ValueError(f"psi_ranges[{name!r}] must lie at or above 0 (a prior weight), got {bounds!r}")
+
+    def validation_data(self) -> Tuple[Tensor, Tensor]:
+        """``val_samples`` draws of the real mixture (from ``seed``)."""
+        return self.real.sample(self.val_samples, keyed_generator(self.hparams.seed))
+
+
+class LearningToSimulateDigits(SimulatorSearch):
+    """Learning to simulate with a rendering simulator over digits (Ruiz et al. 2019, Sec. 3; module docstring).
+
+    The simulator (:class:`~lit_automl.meta.digits_simulator.DigitsRenderer`) renders training digits -- the
+    training split of scikit-learn's 8x8 digits -- under psi (rotation, scale, translation, pixel noise); the real
+    validation data is the held-out split rendered under ``real_psi`` (default: the plain held-out digits, so the
+    best psi is known: no warp, no noise). Parameters not searched stay at ``real_psi``'s values, as in the
+    Gaussian-mixture case. The main-task model sees the 64 pixels (in [0, 1]) flattened.
+
+    Args:
+        psi_ranges: the searched renderer parameters, ``name -> [low, high]`` (names of
+            :data:`~lit_automl.meta.digits_simulator.DIGITS_PARAMETERS`).
+        real_psi: the real domain's parameters (``name -> value``; default: the identity, plain digits).
+        test_fraction: the held-out share of the digits (0.2; the split is stratified and keyed by ``seed``).
+        psi_init, batch, samples, policy_std, learn_std, lr, baseline_decay, hidden, train_steps, train_lr,
+            common_noise, updates_per_epoch, seed: as :class:`SimulatorSearch`.
+    """
+
+    def __init__(self, psi_ranges: Mapping[str, RangeSpec], real_psi: Optional[Mapping[str, float]] = None,
+                 psi_init: Optional[Mapping[str, float]] = None, batch: int = 8, samples: int = 200,
+                 test_fraction: float = 0.2, policy_std: float = 0.3, learn_std: bool = False, lr: float = 0.1,
+                 baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50, train_lr: float = 0.1,
+                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0) -> None:
+        from lit_automl.datamodules import DigitsDataModule
+        from lit_automl.meta.digits_simulator import DigitsRenderer
+
+        data = DigitsDataModule(test_fraction=test_fraction, seed=check_int("seed", seed, low=0), normalize=False)
+        data.setup("fit")
+        (train_x, train_y), (self_val_x, self_val_y) = data.train_dataset.tensors, data.val_dataset.tensors
+        real = DigitsRenderer(train_x, train_y, data.num_classes, **dict(real_psi or {}))
+        self._held_out = (self_val_x, self_val_y)
+        super().__init__(real, psi_ranges, psi_init, batch, samples, policy_std, learn_std, lr, baseline_decay,
+                         hidden, train_steps, train_lr, common_noise, updates_per_epoch, seed)
+
+    def check_psi_range(self, name: str, low: float, high: float, bounds: RangeSpec) -> None:
+        if name == "scale" and low <= 0:
+            raise ValueError(f"psi_ranges['scale'] must lie above 0 (a scale factor), got {bounds!r}")
+        if name == "noise" and low < 0:
+            raise ValueError(f"psi_ranges['noise'] must lie at or above 0 (a noise standard deviation), got {bounds!r}")
+
+    def validation_data(self) -> Tuple[Tensor, Tensor]:
+        """The held-out digits rendered under ``real_psi`` (its noise drawn from ``seed``)."""
+        x, y = self._held_out
+        return self.real.render(x, keyed_generator(self.hparams.seed)), y
