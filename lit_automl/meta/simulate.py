@@ -35,6 +35,8 @@ batch is not worth splitting across processes.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
@@ -177,6 +179,7 @@ class SimulatorSearch(pl.LightningModule):
         self.policy_gradient = Reinforce(baseline_decay=baseline_decay)
         self.val_x, self.val_y = self.validation_data()
         self.reward_history: List[float] = []  # mean reward of every update so far (checkpointed)
+        self.psi_history: List[List[float]] = []  # the policy mean (simulator units) after every update
 
     def check_psi_range(self, name: str, low: float, high: float, bounds: RangeSpec) -> None:
         """Refuse a range the simulator cannot take (a subclass names its parameters' limits)."""
@@ -223,6 +226,7 @@ class SimulatorSearch(pl.LightningModule):
         stats = self.policy_gradient.step(self.policy, self.optimizers(), u, rewards)
         self.reward_history.append(float(rewards.mean()))
         mean_psi = self.policy.mean_psi()
+        self.psi_history.append(mean_psi.tolist())
         self.log_dict({"train/reward_mean": float(rewards.mean()), "train/reward_max": float(rewards.max()),
                        "train/baseline": stats["baseline"], "train/loss": stats["loss"],
                        **{f"policy/{n}": float(v) for n, v in zip(self.psi_names, mean_psi)}},
@@ -232,14 +236,48 @@ class SimulatorSearch(pl.LightningModule):
         """The policy mean in simulator units, by parameter name."""
         return dict(zip(self.psi_names, self.policy.mean_psi().tolist()))
 
+    def on_train_end(self) -> None:
+        """``best_psi.json`` (the policy mean, the real values, the rewards) and ``simulation_history.png`` (the
+        mean reward and each searched parameter against policy updates, the real value dashed) in the run folder."""
+        if not self.reward_history:
+            return
+        trainer = self.trainer
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"best_psi": self.best_psi(), "real_psi": {n: self.real.get(n) for n in self.psi_names},
+                  "updates": len(self.reward_history), "first_reward_mean": self.reward_history[0],
+                  "last_reward_mean": self.reward_history[-1]}
+        (run_dir / "best_psi.json").write_text(json.dumps(record, indent=2))
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 1 + len(self.psi_names), figsize=(4 * (1 + len(self.psi_names)), 3.2),
+                                 squeeze=False)
+        updates = range(1, len(self.reward_history) + 1)
+        axes[0][0].plot(updates, self.reward_history)
+        axes[0][0].set(xlabel="policy update", ylabel="mean reward (real validation accuracy)")
+        for k, (ax, name) in enumerate(zip(axes[0][1:], self.psi_names)):
+            ax.plot(list(range(1, len(self.psi_history) + 1)), [row[k] for row in self.psi_history],
+                    label="policy mean")
+            ax.axhline(self.real.get(name), color="C1", linestyle="--", label="real value")
+            ax.set(xlabel="policy update", ylabel=name)
+            ax.legend(loc="best")
+        fig.tight_layout()
+        fig.savefig(run_dir / "simulation_history.png", dpi=110)
+        plt.close(fig)
+
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["learning_to_simulate"] = {"policy_gradient": self.policy_gradient.state_dict(),
-                                              "reward_history": list(self.reward_history)}
+                                              "reward_history": list(self.reward_history),
+                                              "psi_history": [list(r) for r in self.psi_history]}
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         state = checkpoint["learning_to_simulate"]
         self.policy_gradient.load_state_dict(state["policy_gradient"])
         self.reward_history = list(state["reward_history"])
+        self.psi_history = [list(r) for r in state["psi_history"]]
 
 
 class LearningToSimulate(SimulatorSearch):

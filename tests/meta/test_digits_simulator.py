@@ -98,6 +98,20 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     runs = run_resumed(make, lambda: None, tmp_path, {"max_epochs": 1}, max_epochs=2)
     assert_same_state(runs.full, runs.resumed)
     assert runs.full.reward_history == runs.resumed.reward_history and len(runs.full.reward_history) == 4
+    assert runs.full.psi_history == runs.resumed.psi_history and len(runs.full.psi_history) == 4
+
+
+def test_the_run_folder_gets_the_best_psi_and_the_history_picture(tmp_path):
+    import json
+
+    module = _module(batch=3, samples=40, train_steps=5, updates_per_epoch=3)
+    pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), **{**QUIET, "logger": False}).fit(module)
+    record = json.loads((tmp_path / "best_psi.json").read_text())
+    assert record["best_psi"] == pytest.approx(module.best_psi()) and record["updates"] == 3
+    assert record["real_psi"] == {"rotation": 0.0, "scale": 1.0}
+    assert record["last_reward_mean"] == module.reward_history[-1]
+    assert module.psi_history[-1] == pytest.approx(list(module.best_psi().values()))
+    assert (tmp_path / "simulation_history.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("kwargs, match", [
