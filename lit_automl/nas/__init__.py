@@ -53,3 +53,7 @@ from lit_automl.nas.update_rule_search import UpdateRuleEvaluator, UpdateRuleSpa
 from lit_automl.nas.update_rules import UpdateRule, UpdateRuleOptimizer, parse_rule
 
 __all__ += ["UpdateRule", "UpdateRuleEvaluator", "UpdateRuleOptimizer", "UpdateRuleSpace", "parse_rule"]
+from lit_automl.nas.activation_search import ActivationEvaluator, ActivationSpace
+from lit_automl.nas.activations import Activation, parse_activation
+
+__all__ += ["Activation", "ActivationEvaluator", "ActivationSpace", "parse_activation"]
