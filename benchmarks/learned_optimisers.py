@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Learned optimisers: the L2L LSTM (Andrychowicz et al. 2016) against hand-designed optimisers.
+"""Learned optimisers and searched update rules, each next to the hand-designed optimisers a user would pick.
 
-L2L part (Sec. 3.1, 3.2 and the generalisation checks of Sec. 3.2, Fig. 4-5 of the paper):
+Parts (``--parts l2l rules``, default all):
+
+``l2l``: the L2L LSTM (Andrychowicz et al. 2016), Sec. 3.1, 3.2 and the generalisation checks of Sec. 3.2, Fig. 4-5:
 
 * meta-train the coordinate-wise 2x20 LSTM (:class:`lit_automl.meta.L2LMetaTrainer`) on random 10-d
   quadratics (128 functions, the paper's preprocessing p = 10) and on the 20-unit sigmoid MLP on 8x8
@@ -17,26 +19,50 @@ L2L part (Sec. 3.1, 3.2 and the generalisation checks of Sec. 3.2, Fig. 4-5 of t
 Every optimiser runs the same loop: the optimisee's parameters as leaf tensors, the loss of step t on
 the episode's batch t (the LSTM through :class:`lit_automl.meta.LSTMOptimizer`). Printed: the loss after
 20 / 50 / 100 steps (mean ± s.d. over the held-out episodes), one table per task; plotted: the mean loss
-vs steps, saved to runs/learned_optimisers_l2l.png. Usage::
+vs steps, saved to runs/learned_optimisers_l2l.png.
 
-    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py            # about 8 minutes on 2 CPU cores
-    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --quick    # checks the script in about a minute
+``rules``: neural optimiser search (Bello et al. 2017) as recipes/optimizer_search_digits.yaml sets it up (rules of
+2 units over the whole language, the 2-layer 16-filter child ConvNet, lr 0.01 for every rule, reward = validation
+accuracy on 300 digits held out of the training split, PPO with a 1x32 LSTM controller, 4 rules per update), with
+more rules (``--children``, default 200). The 3 best distinct rules by reward are then trained from scratch next to
+SGD, momentum 0.9, Adam, PowerSign and AddSign (no sign decay) on the same child and epochs (``--child-epochs``),
+each at its learning rate of a grid chosen by mean validation accuracy over 2 tuning seeds (the paper tunes each
+rule's lr), then trained over ``--seeds`` other seeds: validation accuracy, and accuracy on digits' test split
+that neither the search nor the lr choice read, mean ± s.d. The hand-designed optimisers run as their rules of the
+language (equal step for step to ``torch.optim`` and ``lit_automl.meta.PowerSign`` / ``AddSign``, tested in
+tests/nas/test_update_rules.py), so every row trains through the same :class:`UpdateRuleEvaluator`.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py                 # about 15 minutes on 2 CPU cores
+    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --parts rules   # about 3-5 minutes
+    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --quick         # checks the script in about a minute
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
+import math
 import os
 import statistics
+import sys
+import tempfile
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 
 from _harness import describe_machine, fmt_duration, fmt_mean_sd, format_table
+from lit_automl.datamodules import DigitsDataModule, HoldoutDataModule
 from lit_automl.meta import L2LMetaTrainer, LSTMOptimizer
 from lit_automl.meta.functional import task_loss
+from lit_automl.nas import RLSearch, UpdateRuleEvaluator, UpdateRuleSpace
+from lit_automl.nas.update_rules import RULES, parse_rule
 
 REPORT_STEPS = (20, 50, 100)
 TUNE_OFFSET = 1_000_000  # episode indices of the tuning episodes start here, the held-out ones at 2x
@@ -152,27 +178,190 @@ def plot(results: Dict[str, Dict[str, List[List[float]]]], path: str) -> None:
     print(f"\nplot: {path}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="meta-training episodes per task (default 300; --quick 3)")
-    parser.add_argument("--test-episodes", type=int, default=None, help="held-out episodes (default 10; --quick 2)")
-    parser.add_argument("--tune-episodes", type=int, default=None, help="tuning episodes (default 3; --quick 1)")
-    parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0],
-                        help="learning rates tried for each hand-designed optimiser")
-    parser.add_argument("--steps", type=int, default=100, help="optimisee steps evaluated (the paper's 100)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", default="runs/learned_optimisers_l2l.png")
-    parser.add_argument("--quick", action="store_true", help="a few episodes, 2 held-out: checks the script")
-    args = parser.parse_args()
+# ---------------------------------------------------------------------------------------- searched rules
+
+
+SEARCH_LR = 0.01  # every rule's lr during the search (recipes/optimizer_search_digits.yaml; ours, see the evaluator)
+MOMENTUM = 0.9
+RULE_BASELINES = {  # row label: (rule of lit_automl.nas.update_rules.RULES, rule lr per unit of the optimiser's lr)
+    "SGD": (RULES["sgd"], 1.0),
+    "momentum 0.9": (RULES["momentum"], 1.0 / (1.0 - MOMENTUM)),  # torch.optim.SGD(momentum=0.9) at lr
+    "Adam": (RULES["adam"], 1.0),
+    "PowerSign": (RULES["powersign"], 1.0),
+    "AddSign": (RULES["addsign"], 1.0),
+}
+RULE_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One row of a searched-vs-hand-designed table: a rule (or activation) string and how it is trained."""
+
+    name: str
+    spec: str
+    formula: str
+    lr_scale: float = 1.0  # the evaluator's lr per unit of the lr printed (momentum: 1 / (1 - beta))
+    reward: Optional[float] = None  # its search reward (found candidates only)
+
+
+Score = Callable[[Candidate, float, int, bool], float]
+"""``score(candidate, lr, seed, test)``: accuracy of one child trained from scratch (NaN: it diverged); ``test``
+reads the untouched test split instead of the validation split."""
+
+
+class TestAsValidation(HoldoutDataModule):
+    """A :class:`HoldoutDataModule` validating on the wrapped datamodule's test split: the same training images,
+    scored on images neither the search nor the lr choice saw (an evaluator reads only ``val_dataloader``)."""
+
+    def val_dataloader(self):
+        return self.test_dataloader()
+
+
+def digits(test: bool = False, val_size: int = 300) -> HoldoutDataModule:
+    """8x8 digits, ``val_size`` images held out of the training split for rewards and lr choice (the recipe's)."""
+    return (TestAsValidation if test else HoldoutDataModule)(DigitsDataModule(batch_size=64), val_size=val_size)
+
+
+def quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(...)`` with warnings and log lines below ERROR off (Lightning's notes at every fit, one line per failed
+    child: the tables count the failures)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def run_search(evaluator: Any, children: int, per_step: int, epochs: int, seed: int) -> List[Dict[str, Any]]:
+    """A PPO search (:class:`lit_automl.nas.RLSearch`, the recipe's controller: 1 x 32 LSTM, Adam 5e-3) of
+    ``children`` children of ``epochs`` epochs, ``per_step`` per controller update, reward the last epoch's
+    validation accuracy, a diverging child reward 0 (the recipe's); returns its record (``search.history``)."""
+    if children < per_step or children % per_step:
+        raise ValueError(f"children must be a positive multiple of {per_step}, got {children}")
+    search = RLSearch(evaluator, algorithm="ppo", children_per_step=per_step, budget=epochs,
+                      reward="final", on_child_failure="zero", steps_per_epoch=children // per_step, hidden_size=32,
+                      num_layers=1, lr=5e-3, storage="memory", study_name="bench", seed=seed)
+    with tempfile.TemporaryDirectory(prefix="learned_optimisers_") as tmp:
+        make = functools.partial(pl.Trainer, max_epochs=1, limit_train_batches=None, accelerator="cpu", devices=1,
+                                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False, default_root_dir=tmp)
+        quietly(lambda: make().fit(search))
+    return list(search.history)
+
+
+def top_found(history: Sequence[Mapping[str, Any]], k: int, space: Any) -> List[Candidate]:
+    """The ``k`` best distinct completed children of a search record over ``space`` by reward (the earlier child on
+    ties)."""
+    done = sorted((h for h in history if h["state"] == "COMPLETE"), key=lambda h: (-h["reward"], h["child"]))
+    out: List[Candidate] = []
+    for h in done:
+        program = space.from_json(h["architecture"])
+        if all(c.spec != str(program) for c in out):
+            out.append(Candidate(f"found #{len(out) + 1}", str(program), program.formula(), reward=float(h["reward"])))
+        if len(out) == k:
+            break
+    return out
+
+
+def choose_lr(scores: Mapping[float, Sequence[float]]) -> Optional[float]:
+    """The lr with the highest mean accuracy over the tuning seeds, an lr where any seed diverged (NaN) left out
+    (the smaller lr on ties); None when every lr diverged."""
+    finite = [(statistics.fmean(accs), -lr, lr) for lr, accs in scores.items() if all(math.isfinite(a) for a in accs)]
+    return max(finite)[2] if finite else None
+
+
+def retrain(candidates: Sequence[Candidate], grid: Sequence[float], tune_seeds: Sequence[int],
+            report_seeds: Sequence[int], score: Score) -> List[Dict[str, Any]]:
+    """Each candidate at its best lr of ``grid`` (validation accuracy over ``tune_seeds``), then trained afresh
+    over ``report_seeds``: validation and test accuracies (NaN where a run diverged)."""
+    results = []
+    for c in candidates:
+        lr = choose_lr({lr: [score(c, lr, s, False) for s in tune_seeds] for lr in grid})
+        val = [score(c, lr, s, False) if lr is not None else math.nan for s in report_seeds]
+        test = [score(c, lr, s, True) if lr is not None else math.nan for s in report_seeds]
+        edge = len(grid) > 1 and lr in (min(grid), max(grid))
+        results.append({"candidate": c, "lr": lr, "edge": edge, "val": val, "test": test})
+    return results
+
+
+def result_table(results: Sequence[Mapping[str, Any]], what: str) -> Tuple[List[str], List[List[str]]]:
+    """Header and rows: name, formula, chosen lr (marked where it is the grid's end), validation / test accuracy
+    (mean ± s.d. over the report seeds, diverged runs left out and counted), search reward."""
+    header = [what, "formula", "lr", "val acc", "test acc", "search reward", "diverged"]
+    rows = []
+    for r in results:
+        c = r["candidate"]
+        cells = []
+        for accs in (r["val"], r["test"]):
+            ok = [a for a in accs if math.isfinite(a)]
+            cells.append(fmt_mean_sd(ok, 3) if ok else "-")
+        bad = sum(not math.isfinite(a) for a in r["val"] + r["test"])
+        lr = "-" if r["lr"] is None else f"{r['lr']:g}" + (" (grid edge)" if r.get("edge") else "")
+        rows.append([c.name, c.formula, lr, *cells,
+                     "" if c.reward is None else f"{c.reward:.3f}", f"{bad}/{len(r['val']) + len(r['test'])}"])
+    return header, rows
+
+
+def rule_score(epochs: int, filters: int, trainer_kwargs: Optional[Dict[str, Any]] = None) -> Score:
+    """Scores a rule by :class:`UpdateRuleEvaluator` (one per lr, seed and split: its public API, its loop)."""
+    space = UpdateRuleSpace(num_units=2)
+
+    def score(c: Candidate, lr: float, seed: int, test: bool) -> float:
+        evaluator = UpdateRuleEvaluator(space, lambda: digits(test), lr=lr * c.lr_scale, filters=filters,
+                                        trainer_kwargs=trainer_kwargs, seed=seed)
+        try:
+            return float(quietly(evaluator.evaluate, c.spec, epochs)["val_acc"])
+        except FloatingPointError:  # the loss became non-finite: this rule diverged at this lr
+            return math.nan
+
+    return score
+
+
+def part_rules(children: int, per_step: int, epochs: int, grid: Sequence[float], tune_seeds: Sequence[int],
+               report_seeds: Sequence[int], seed: int = 0, filters: int = 16, top_k: int = 3,
+               trainer_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[List[str], List[List[str]]]:
+    """Neural optimiser search (Bello et al. 2017) on digits, then its top rules next to the hand-designed ones;
+    prints the budgets and the table, returns the table."""
+    start = time.perf_counter()
+    space = UpdateRuleSpace(num_units=2)
+    evaluator = UpdateRuleEvaluator(space, digits, lr=SEARCH_LR, filters=filters, trainer_kwargs=trainer_kwargs,
+                                    seed=seed)
+    history = run_search(evaluator, children, per_step, epochs, seed)
+    failed = sum(h["state"] != "COMPLETE" for h in history)
+    found = top_found(history, top_k, space)
+    searched = time.perf_counter() - start
+    baselines = [Candidate(name, rule, parse_rule(rule).formula(), scale) for name, (rule, scale) in RULE_BASELINES.items()]
+    results = retrain(found + baselines, grid, tune_seeds, report_seeds, rule_score(epochs, filters, trainer_kwargs))
+    header, rows = result_table(results, "update rule")
+    print(f"\n== neural optimiser search (Bello et al. 2017) on 8x8 digits: {children} rules of 2 units sampled by "
+          f"PPO ({per_step} per controller update; 1x32 LSTM, Adam 5e-3; seed {seed}), each scored by the child "
+          f"ConvNet (2 x 3x3 conv, {filters} filters, BN, ReLU) after {epochs} epoch(s) at lr {SEARCH_LR} on 1137 "
+          f"training images: reward = accuracy on 300 validation images held out of them; {failed} child(ren) "
+          f"diverged (reward 0); search {fmt_duration(searched)} ==")
+    print(f"retraining: each rule's lr from {list(grid)} by mean validation accuracy over seeds {list(tune_seeds)}; "
+          f"then {epochs} epoch(s) over seeds {list(report_seeds)} (child initial weights; data order fixed): "
+          "val acc = the 300 validation images, test acc = digits' 360 test images no choice saw "
+          "(mean ± s.d.; diverged runs left out and counted)")
+    print("SGD, momentum 0.9, Adam, PowerSign and AddSign run as their rules in the language, in the same child and "
+          "loop (equal step for step to torch.optim.SGD, SGD(momentum=0.9), Adam and lit_automl.meta.PowerSign / "
+          "AddSign (beta 0.9, no sign decay): tests/nas/test_update_rules.py); momentum's lr is torch's, its rule "
+          f"runs at lr / (1 - {MOMENTUM})")
+    print(format_table(header, rows, align="llrrrrr"))
+    print(f"rules part: {fmt_duration(time.perf_counter() - start)}")
+    return header, rows
+
+
+def part_l2l(args: argparse.Namespace) -> None:
+    """The L2L LSTM against SGD / RMSprop / Adam / NAG on its training tasks and the generalisation tasks."""
     episodes = args.episodes or (3 if args.quick else 300)
     n_test = args.test_episodes or (2 if args.quick else 10)
     n_tune = args.tune_episodes or (1 if args.quick else 3)
     tune_eps = [TUNE_OFFSET + i for i in range(n_tune)]
     test_eps = [TEST_OFFSET + i for i in range(n_test)]
-    print(describe_machine())
-    print(f"meta-training: {episodes} episodes per task, unroll 100, truncation 20, Adam 1e-3; "
-          f"baselines tuned over lr {args.lr_grid} on {n_tune} tuning episodes; seed {args.seed}")
+    print(f"\n== L2L: meta-training: {episodes} episodes per task, unroll 100, truncation 20, Adam 1e-3; "
+          f"baselines tuned over lr {args.lr_grid} on {n_tune} tuning episodes; seed {args.seed} ==")
 
     results: Dict[str, Dict[str, List[List[float]]]] = {}
     for task in ("quadratic", "mlp"):
@@ -192,5 +381,46 @@ def main() -> None:
     plot(results, args.plot)
 
 
+PARTS = ("l2l", "rules")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default: all)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="l2l: meta-training episodes per task (default 300; --quick 3)")
+    parser.add_argument("--test-episodes", type=int, default=None, help="l2l: held-out episodes (default 10; --quick 2)")
+    parser.add_argument("--tune-episodes", type=int, default=None, help="l2l: tuning episodes (default 3; --quick 1)")
+    parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0],
+                        help="l2l: learning rates tried for each hand-designed optimiser")
+    parser.add_argument("--steps", type=int, default=100, help="l2l: optimisee steps evaluated (the paper's 100)")
+    parser.add_argument("--children", type=int, default=None,
+                        help="rules: rules the search samples (a multiple of 4; default 200, --quick 8)")
+    parser.add_argument("--child-epochs", type=int, default=None,
+                        help="rules: epochs of every child, in the search and retraining (default 3, --quick 1)")
+    parser.add_argument("--rule-lr-grid", type=float, nargs="+", default=None,
+                        help=f"rules: learning rates tried for each rule (default {list(RULE_GRID)})")
+    parser.add_argument("--seeds", type=int, default=None, help="rules: report seeds (default 3, --quick 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", default="runs/learned_optimisers_l2l.png")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets in every part: checks the script")
+    args = parser.parse_args(argv)
+    children = args.children or (8 if args.quick else 200)
+    if children < 4 or children % 4:
+        parser.error(f"--children must be a positive multiple of 4, got {children}")
+    epochs = args.child_epochs or (1 if args.quick else 3)
+    grid = args.rule_lr_grid or ([1e-3, 1e-2, 0.1] if args.quick else list(RULE_GRID))
+    n_seeds = args.seeds or (2 if args.quick else 3)
+    tune_seeds = [args.seed + 1] if args.quick else [args.seed + 1, args.seed + 2]
+    report_seeds = [tune_seeds[-1] + 1 + i for i in range(n_seeds)]  # disjoint from the search's and the tuning's
+    print(describe_machine())
+    start = time.perf_counter()
+    if "l2l" in args.parts:
+        part_l2l(args)
+    if "rules" in args.parts:
+        part_rules(children, 4, epochs, grid, tune_seeds, report_seeds, seed=args.seed)
+    print(f"\ntotal {fmt_duration(time.perf_counter() - start)}")
+
+
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
