@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Learned optimisers and searched update rules, each next to the hand-designed optimisers a user would pick.
+"""Learned optimisers, searched update rules and activations, each next to the hand-designed ones a user would pick.
 
-Parts (``--parts l2l rules``, default all):
+Parts (``--parts l2l rules activations``, default all):
 
 ``l2l``: the L2L LSTM (Andrychowicz et al. 2016), Sec. 3.1, 3.2 and the generalisation checks of Sec. 3.2, Fig. 4-5:
 
@@ -32,10 +32,20 @@ that neither the search nor the lr choice read, mean ± s.d. The hand-designed o
 language (equal step for step to ``torch.optim`` and ``lit_automl.meta.PowerSign`` / ``AddSign``, tested in
 tests/nas/test_update_rules.py), so every row trains through the same :class:`UpdateRuleEvaluator`.
 
+``activations``: activation search (Ramachandran et al. 2018) on the same digits split: activations of one core unit
+(``ActivationSpace(num_units=1)``; Swish is one), each in every ReLU place of a small CIFAR-style ResNet (ResNet-8,
+width 8: ours, the paper's child is ResNet-20 on CIFAR-10) trained by the :class:`ActivationEvaluator`'s SGD (lr 0.1,
+momentum 0.9, weight decay 1e-4, cosine), PPO as above (``--act-children``, default 160). The 3 best distinct
+activations are trained again next to ReLU, Swish (trainable beta) and Swish-1 (= SiLU) over ``--seeds`` seeds
+(default 5) with the same training for all (the paper changes only the activation): validation and test accuracy.
+
+Seeds: the search's children start from seed ``--seed``; lr tuning and the reported runs use other seeds (the child's
+initial weights; the split and the data order stay fixed), so no reported run is one a choice was made on.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py                 # about 15 minutes on 2 CPU cores
-    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --parts rules   # about 3-5 minutes
+    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --parts rules activations   # about 10 minutes
     OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --quick         # checks the script in about a minute
 """
 
@@ -61,7 +71,8 @@ from _harness import describe_machine, fmt_duration, fmt_mean_sd, format_table
 from lit_automl.datamodules import DigitsDataModule, HoldoutDataModule
 from lit_automl.meta import L2LMetaTrainer, LSTMOptimizer
 from lit_automl.meta.functional import task_loss
-from lit_automl.nas import RLSearch, UpdateRuleEvaluator, UpdateRuleSpace
+from lit_automl.nas import ActivationEvaluator, ActivationSpace, RLSearch, UpdateRuleEvaluator, UpdateRuleSpace
+from lit_automl.nas.activations import ACTIVATIONS
 from lit_automl.nas.update_rules import RULES, parse_rule
 
 REPORT_STEPS = (20, 50, 100)
@@ -274,11 +285,11 @@ def choose_lr(scores: Mapping[float, Sequence[float]]) -> Optional[float]:
 
 def retrain(candidates: Sequence[Candidate], grid: Sequence[float], tune_seeds: Sequence[int],
             report_seeds: Sequence[int], score: Score) -> List[Dict[str, Any]]:
-    """Each candidate at its best lr of ``grid`` (validation accuracy over ``tune_seeds``), then trained afresh
-    over ``report_seeds``: validation and test accuracies (NaN where a run diverged)."""
+    """Each candidate at its best lr of ``grid`` (validation accuracy over ``tune_seeds``; a grid of one lr is not
+    tuned), then trained afresh over ``report_seeds``: validation and test accuracies (NaN where a run diverged)."""
     results = []
     for c in candidates:
-        lr = choose_lr({lr: [score(c, lr, s, False) for s in tune_seeds] for lr in grid})
+        lr = grid[0] if len(grid) == 1 else choose_lr({lr: [score(c, lr, s, False) for s in tune_seeds] for lr in grid})
         val = [score(c, lr, s, False) if lr is not None else math.nan for s in report_seeds]
         test = [score(c, lr, s, True) if lr is not None else math.nan for s in report_seeds]
         edge = len(grid) > 1 and lr in (min(grid), max(grid))
@@ -304,16 +315,15 @@ def result_table(results: Sequence[Mapping[str, Any]], what: str) -> Tuple[List[
     return header, rows
 
 
-def rule_score(epochs: int, filters: int, trainer_kwargs: Optional[Dict[str, Any]] = None) -> Score:
-    """Scores a rule by :class:`UpdateRuleEvaluator` (one per lr, seed and split: its public API, its loop)."""
-    space = UpdateRuleSpace(num_units=2)
+def evaluator_score(make: Callable[[Callable[[], HoldoutDataModule], float, int], Any], epochs: int) -> Score:
+    """Scores a candidate by the evaluator ``make(datamodule factory, lr, seed)`` builds for each lr, seed and split
+    (its public API, its training loop); a run whose loss turns non-finite scores NaN."""
 
     def score(c: Candidate, lr: float, seed: int, test: bool) -> float:
-        evaluator = UpdateRuleEvaluator(space, lambda: digits(test), lr=lr * c.lr_scale, filters=filters,
-                                        trainer_kwargs=trainer_kwargs, seed=seed)
+        evaluator = make(lambda: digits(test), lr * c.lr_scale, seed)
         try:
             return float(quietly(evaluator.evaluate, c.spec, epochs)["val_acc"])
-        except FloatingPointError:  # the loss became non-finite: this rule diverged at this lr
+        except FloatingPointError:  # the child's loss became non-finite: it diverged at this lr
             return math.nan
 
     return score
@@ -333,7 +343,9 @@ def part_rules(children: int, per_step: int, epochs: int, grid: Sequence[float],
     found = top_found(history, top_k, space)
     searched = time.perf_counter() - start
     baselines = [Candidate(name, rule, parse_rule(rule).formula(), scale) for name, (rule, scale) in RULE_BASELINES.items()]
-    results = retrain(found + baselines, grid, tune_seeds, report_seeds, rule_score(epochs, filters, trainer_kwargs))
+    score = evaluator_score(lambda data, lr, s: UpdateRuleEvaluator(space, data, lr=lr, filters=filters,
+                                                                   trainer_kwargs=trainer_kwargs, seed=s), epochs)
+    results = retrain(found + baselines, grid, tune_seeds, report_seeds, score)
     header, rows = result_table(results, "update rule")
     print(f"\n== neural optimiser search (Bello et al. 2017) on 8x8 digits: {children} rules of 2 units sampled by "
           f"PPO ({per_step} per controller update; 1x32 LSTM, Adam 5e-3; seed {seed}), each scored by the child "
@@ -350,6 +362,51 @@ def part_rules(children: int, per_step: int, epochs: int, grid: Sequence[float],
           f"runs at lr / (1 - {MOMENTUM})")
     print(format_table(header, rows, align="llrrrrr"))
     print(f"rules part: {fmt_duration(time.perf_counter() - start)}")
+    return header, rows
+
+
+# ---------------------------------------------------------------------------------------- searched activations
+
+
+ACTIVATION_BASELINES = {"ReLU": "relu", "Swish": "swish", "Swish-1 (SiLU)": "swish_1"}  # names of ACTIVATIONS
+ACTIVATION_LR = 0.1  # the child's SGD lr (ActivationEvaluator's default): one training setup for every activation
+
+
+def part_activations(children: int, per_step: int, epochs: int, report_seeds: Sequence[int], seed: int = 0,
+                     width: int = 8, blocks: int = 1, num_units: int = 1, top_k: int = 3,
+                     trainer_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[List[str], List[List[str]]]:
+    """Activation search (Ramachandran et al. 2018) on digits, then its top activations next to ReLU, Swish and
+    Swish-1 (SiLU); prints the budgets and the table, returns the table."""
+    start = time.perf_counter()
+    space = ActivationSpace(num_units=num_units)
+
+    def make(data: Callable[[], HoldoutDataModule], lr: float, s: int) -> ActivationEvaluator:
+        return ActivationEvaluator(space, data, lr=lr, width=width, blocks=blocks, trainer_kwargs=trainer_kwargs,
+                                   seed=s)
+
+    history = run_search(make(digits, ACTIVATION_LR, seed), children, per_step, epochs, seed)
+    failed = sum(h["state"] != "COMPLETE" for h in history)
+    found = top_found(history, top_k, space)
+    searched = time.perf_counter() - start
+    baselines = []
+    for name, known in ACTIVATION_BASELINES.items():
+        program = space.parse(ACTIVATIONS[known])
+        baselines.append(Candidate(name, str(program), program.formula()))
+    results = retrain(found + baselines, [ACTIVATION_LR], [], report_seeds, evaluator_score(make, epochs))
+    header, rows = result_table(results, "activation")
+    layers = 6 * blocks + 2
+    print(f"\n== activation search (Ramachandran et al. 2018) on 8x8 digits: {children} activations of {num_units} "
+          f"core unit(s) sampled by PPO ({per_step} per controller update; 1x32 LSTM, Adam 5e-3; seed {seed}), each "
+          f"in every ReLU place of a ResNet-{layers} (width {width}, {blocks} block(s) per stage; the paper: "
+          f"ResNet-20 on CIFAR-10) trained {epochs} epoch(s) by SGD lr {ACTIVATION_LR}, momentum 0.9, weight decay "
+          f"1e-4, cosine, on 1137 training images: reward = accuracy on 300 validation images held out of them; "
+          f"{failed} child(ren) diverged (reward 0); search {fmt_duration(searched)} ==")
+    print(f"retraining: the same training for every activation (as the paper: only the activation changes), "
+          f"{epochs} epoch(s) over seeds {list(report_seeds)} (child initial weights; data order fixed): val acc = the "
+          "300 validation images, test acc = digits' 360 test images the search never read (mean ± s.d.; diverged "
+          "runs left out and counted)")
+    print(format_table(header, rows, align="llrrrrr"))
+    print(f"activations part: {fmt_duration(time.perf_counter() - start)}")
     return header, rows
 
 
@@ -381,7 +438,7 @@ def part_l2l(args: argparse.Namespace) -> None:
     plot(results, args.plot)
 
 
-PARTS = ("l2l", "rules")
+PARTS = ("l2l", "rules", "activations")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -397,17 +454,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--children", type=int, default=None,
                         help="rules: rules the search samples (a multiple of 4; default 200, --quick 8)")
     parser.add_argument("--child-epochs", type=int, default=None,
-                        help="rules: epochs of every child, in the search and retraining (default 3, --quick 1)")
+                        help="rules, activations: epochs of every child, searched and retrained (default 3, --quick 1)")
     parser.add_argument("--rule-lr-grid", type=float, nargs="+", default=None,
                         help=f"rules: learning rates tried for each rule (default {list(RULE_GRID)})")
-    parser.add_argument("--seeds", type=int, default=None, help="rules: report seeds (default 3, --quick 2)")
+    parser.add_argument("--act-children", type=int, default=None,
+                        help="activations: activations the search samples (a multiple of 4; default 160, --quick 8)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="rules / activations: report seeds (default 3 / 5, --quick 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", default="runs/learned_optimisers_l2l.png")
     parser.add_argument("--quick", action="store_true", help="tiny budgets in every part: checks the script")
     args = parser.parse_args(argv)
     children = args.children or (8 if args.quick else 200)
-    if children < 4 or children % 4:
-        parser.error(f"--children must be a positive multiple of 4, got {children}")
+    for flag, value in (("--children", args.children), ("--act-children", args.act_children)):
+        if value is not None and (value < 4 or value % 4):
+            parser.error(f"{flag} must be a positive multiple of 4, got {value}")
     epochs = args.child_epochs or (1 if args.quick else 3)
     grid = args.rule_lr_grid or ([1e-3, 1e-2, 0.1] if args.quick else list(RULE_GRID))
     n_seeds = args.seeds or (2 if args.quick else 3)
@@ -419,6 +480,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         part_l2l(args)
     if "rules" in args.parts:
         part_rules(children, 4, epochs, grid, tune_seeds, report_seeds, seed=args.seed)
+    if "activations" in args.parts:
+        act_seeds = [args.seed + 1 + i for i in range(args.seeds or (2 if args.quick else 5))]
+        part_activations(args.act_children or (8 if args.quick else 160), 4, epochs, act_seeds, seed=args.seed)
     print(f"\ntotal {fmt_duration(time.perf_counter() - start)}")
 
 

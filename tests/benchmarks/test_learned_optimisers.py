@@ -46,8 +46,8 @@ def test_the_test_split_is_the_digits_test_set_not_the_validation_hold_out():
     assert val.train_indices == test.train_indices  # the same training images
 
 
-def _check_table(header, rows, names):
-    assert header == ["update rule", "formula", "lr", "val acc", "test acc", "search reward", "diverged"]
+def _check_table(header, rows, what, names):
+    assert header == [what, "formula", "lr", "val acc", "test acc", "search reward", "diverged"]
     assert [r[0] for r in rows] == names
     for row in rows:
         assert len(row) == len(header)
@@ -60,13 +60,25 @@ def _check_table(header, rows, names):
 def test_rules_part_runs_on_a_tiny_budget(capsys):
     header, rows = bench.part_rules(children=2, per_step=2, epochs=1, grid=[0.01], tune_seeds=[1], report_seeds=[2],
                                     filters=4, top_k=2, trainer_kwargs=TINY)
-    _check_table(header, rows, ["found #1", "found #2", *bench.RULE_BASELINES])
+    _check_table(header, rows, "update rule", ["found #1", "found #2", *bench.RULE_BASELINES])
     assert [float(r[5]) for r in rows[:2]] == sorted((float(r[5]) for r in rows[:2]), reverse=True)
     assert all(r[5] == "" and r[2] == "0.01" for r in rows[2:])
     assert "2 rules of 2 units sampled by PPO" in capsys.readouterr().out
 
 
-def test_bad_children_count_is_refused(capsys):
+def test_activations_part_runs_on_a_tiny_budget(capsys):
+    header, rows = bench.part_activations(children=2, per_step=2, epochs=1, report_seeds=[1], width=2, top_k=2,
+                                          trainer_kwargs=TINY)
+    found = len(rows) - len(bench.ACTIVATION_BASELINES)  # a child that diverged is not among the found
+    assert 1 <= found <= 2
+    _check_table(header, rows, "activation", [f"found #{k + 1}" for k in range(found)] + list(bench.ACTIVATION_BASELINES))
+    assert {r[2] for r in rows} == {"0.1"}  # one training setup for every activation
+    assert [r[1] for r in rows[found:]] == ["max(max(x, 0), max(x, 0))", "sigmoid(beta*x) * x", "sigmoid(x) * x"]
+    assert "2 activations of 1 core unit(s) sampled by PPO" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--children", "--act-children"])
+def test_bad_children_counts_are_refused(flag, capsys):
     with pytest.raises(SystemExit):
-        bench.main(["--parts", "rules", "--children", "6"])
-    assert "--children must be a positive multiple of 4" in capsys.readouterr().err
+        bench.main(["--parts", "rules", flag, "6"])
+    assert f"{flag} must be a positive multiple of 4" in capsys.readouterr().err
