@@ -84,6 +84,9 @@ EXPECTED = {
     "pnas_digits.yaml": PNAS,
     "pnas_cifar10.yaml": PNAS,
     "optimizer_search_digits.yaml": RLSearch,
+    "optimizer_search_cifar10.yaml": RLSearch,
+    "activation_search_digits.yaml": RLSearch,
+    "activation_search_cifar10.yaml": RLSearch,
     "blackbox_rnn_gp_prior.yaml": BlackBoxRNN,
 }
 

@@ -122,3 +122,20 @@ def test_search_over_activations_end_to_end(tmp_path):
         act = space.from_json(record["architecture"])
         assert record["architecture"]["formula"] == act.formula()
         assert record["reward"] == pytest.approx(evaluator.evaluate(act, 1)["val_acc"])  # seeded child
+
+
+def test_recipes_carry_the_settings(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lit_automl.run_config import AutoMLCLI
+
+    monkeypatch.chdir(tmp_path)
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    paper = AutoMLCLI(args=["-c", str(recipes / "activation_search_cifar10.yaml")], run=False).model
+    hp, ev = paper.hparams, paper.evaluator
+    assert (hp.algorithm, hp.budget, hp.reward) == ("ppo", 28, "final")
+    assert 28 * -(-45000 // 128) == pytest.approx(10_000, rel=0.02)  # the paper's 10K child steps
+    assert (ev.width, ev.blocks, ev.space.num_units, ev.datamodule.val_size) == (16, 3, 2, 5000)  # ResNet-20
+    assert len(ev.space.unaries) == 25 and len(ev.space.binaries) == 10
+    digits = AutoMLCLI(args=["-c", str(recipes / "activation_search_digits.yaml")], run=False).model
+    assert digits.evaluator.space.num_units == 1 and digits.hparams.algorithm == "ppo"

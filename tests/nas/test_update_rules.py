@@ -251,3 +251,30 @@ def test_search_over_rules_end_to_end(tmp_path):
         rule = space.from_json(record["architecture"])
         assert record["architecture"]["formula"] == rule.formula()
         assert record["reward"] == pytest.approx(evaluator.evaluate(rule, 1)["val_acc"])  # seeded child
+
+
+def test_paper_settings_recipe_carries_the_paper_settings(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lit_automl.run_config import AutoMLCLI
+
+    monkeypatch.chdir(tmp_path)
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "optimizer_search_cifar10.yaml"
+    search = AutoMLCLI(args=["-c", str(recipe)], run=False).model
+    hp, ev = search.hparams, search.evaluator
+    assert (hp.algorithm, hp.hidden_size, hp.num_layers, hp.init_range, hp.lr, hp.entropy_weight) == (
+        "ppo", 150, 1, 0.08, 1e-5, 0.0015)
+    assert (hp.budget, ev.filters, ev.layers, ev.space.num_units) == (5, 32, 2, 2)
+    assert ev.space.operands == parse_rule(RULES["sgd"]).language.inputs  # the whole Sec. 3.1 vocabulary
+
+
+def test_shared_unit_language_checks_and_prints_both_languages():
+    from lit_automl.nas.activations import parse_activation
+    from lit_automl.nas.unit_programs import UnitProgram, substitute
+
+    rule, act = parse_rule(RULES["powersign"]), parse_activation("swish")
+    assert isinstance(rule, UnitProgram) and isinstance(act, UnitProgram) and rule != act
+    assert rule.language.positions[0] == "operand1" and act.language.positions[0] == "input1"
+    assert substitute(rule.units, {}, {"identity": "{}", "exp": "e^{}", "mul": "{}*{}"}) == "e^sign_g*sign_m*g"
+    with pytest.raises(ValueError, match="an UpdateRule needs a non-empty tuple of Unit"):
+        type(rule)(())
