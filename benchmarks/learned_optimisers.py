@@ -35,7 +35,7 @@ tests/nas/test_update_rules.py), so every row trains through the same :class:`Up
 ``activations``: activation search (Ramachandran et al. 2018) on the same digits split: activations of one core unit
 (``ActivationSpace(num_units=1)``; Swish is one), each in every ReLU place of a small CIFAR-style ResNet (ResNet-8,
 width 8: ours, the paper's child is ResNet-20 on CIFAR-10) trained by the :class:`ActivationEvaluator`'s SGD (lr 0.1,
-momentum 0.9, weight decay 1e-4, cosine), PPO as above (``--act-children``, default 160). The 3 best distinct
+momentum 0.9, weight decay 1e-4, cosine), PPO as above (``--act-children``, default 240). The 3 best distinct
 activations are trained again next to ReLU, Swish (trainable beta) and Swish-1 (= SiLU) over ``--seeds`` seeds
 (default 5) with the same training for all (the paper changes only the activation): validation and test accuracy.
 
@@ -66,6 +66,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 from _harness import describe_machine, fmt_duration, fmt_mean_sd, format_table
 from lit_automl.datamodules import DigitsDataModule, HoldoutDataModule
@@ -73,6 +74,7 @@ from lit_automl.meta import L2LMetaTrainer, LSTMOptimizer
 from lit_automl.meta.functional import task_loss
 from lit_automl.nas import ActivationEvaluator, ActivationSpace, RLSearch, UpdateRuleEvaluator, UpdateRuleSpace
 from lit_automl.nas.activations import ACTIVATIONS
+from lit_automl.nas.evaluator import Evaluator
 from lit_automl.nas.update_rules import RULES, parse_rule
 
 REPORT_STEPS = (20, 50, 100)
@@ -220,17 +222,17 @@ Score = Callable[[Candidate, float, int, bool], float]
 reads the untouched test split instead of the validation split."""
 
 
-class TestAsValidation(HoldoutDataModule):
+class ScoredOnTestSplit(HoldoutDataModule):
     """A :class:`HoldoutDataModule` validating on the wrapped datamodule's test split: the same training images,
     scored on images neither the search nor the lr choice saw (an evaluator reads only ``val_dataloader``)."""
 
-    def val_dataloader(self):
+    def val_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
 
 def digits(test: bool = False, val_size: int = 300) -> HoldoutDataModule:
     """8x8 digits, ``val_size`` images held out of the training split for rewards and lr choice (the recipe's)."""
-    return (TestAsValidation if test else HoldoutDataModule)(DigitsDataModule(batch_size=64), val_size=val_size)
+    return (ScoredOnTestSplit if test else HoldoutDataModule)(DigitsDataModule(batch_size=64), val_size=val_size)
 
 
 def quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -245,7 +247,7 @@ def quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             logging.disable(logging.NOTSET)
 
 
-def run_search(evaluator: Any, children: int, per_step: int, epochs: int, seed: int) -> List[Dict[str, Any]]:
+def run_search(evaluator: Evaluator, children: int, per_step: int, epochs: int, seed: int) -> List[Dict[str, Any]]:
     """A PPO search (:class:`lit_automl.nas.RLSearch`, the recipe's controller: 1 x 32 LSTM, Adam 5e-3) of
     ``children`` children of ``epochs`` epochs, ``per_step`` per controller update, reward the last epoch's
     validation accuracy, a diverging child reward 0 (the recipe's); returns its record (``search.history``)."""
@@ -290,6 +292,7 @@ def retrain(candidates: Sequence[Candidate], grid: Sequence[float], tune_seeds: 
     results = []
     for c in candidates:
         lr = grid[0] if len(grid) == 1 else choose_lr({lr: [score(c, lr, s, False) for s in tune_seeds] for lr in grid})
+        # the seeded runs are deterministic: the test split's run trains the network the validation split's run did
         val = [score(c, lr, s, False) if lr is not None else math.nan for s in report_seeds]
         test = [score(c, lr, s, True) if lr is not None else math.nan for s in report_seeds]
         edge = len(grid) > 1 and lr in (min(grid), max(grid))
@@ -299,8 +302,8 @@ def retrain(candidates: Sequence[Candidate], grid: Sequence[float], tune_seeds: 
 
 def result_table(results: Sequence[Mapping[str, Any]], what: str) -> Tuple[List[str], List[List[str]]]:
     """Header and rows: name, formula, chosen lr (marked where it is the grid's end), validation / test accuracy
-    (mean ± s.d. over the report seeds, diverged runs left out and counted), search reward."""
-    header = [what, "formula", "lr", "val acc", "test acc", "search reward", "diverged"]
+    (mean ± s.d. over the report seeds, diverged runs left out), search reward, seeds that diverged."""
+    header = [what, "formula", "lr", "val acc", "test acc", "search reward", "seeds diverged"]
     rows = []
     for r in results:
         c = r["candidate"]
@@ -308,14 +311,14 @@ def result_table(results: Sequence[Mapping[str, Any]], what: str) -> Tuple[List[
         for accs in (r["val"], r["test"]):
             ok = [a for a in accs if math.isfinite(a)]
             cells.append(fmt_mean_sd(ok, 3) if ok else "-")
-        bad = sum(not math.isfinite(a) for a in r["val"] + r["test"])
+        bad = sum(not (math.isfinite(v) and math.isfinite(t)) for v, t in zip(r["val"], r["test"]))
         lr = "-" if r["lr"] is None else f"{r['lr']:g}" + (" (grid edge)" if r.get("edge") else "")
         rows.append([c.name, c.formula, lr, *cells,
-                     "" if c.reward is None else f"{c.reward:.3f}", f"{bad}/{len(r['val']) + len(r['test'])}"])
+                     "" if c.reward is None else f"{c.reward:.3f}", f"{bad}/{len(r['val'])}"])
     return header, rows
 
 
-def evaluator_score(make: Callable[[Callable[[], HoldoutDataModule], float, int], Any], epochs: int) -> Score:
+def evaluator_score(make: Callable[[Callable[[], HoldoutDataModule], float, int], Evaluator], epochs: int) -> Score:
     """Scores a candidate by the evaluator ``make(datamodule factory, lr, seed)`` builds for each lr, seed and split
     (its public API, its training loop); a run whose loss turns non-finite scores NaN."""
 
@@ -458,7 +461,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--rule-lr-grid", type=float, nargs="+", default=None,
                         help=f"rules: learning rates tried for each rule (default {list(RULE_GRID)})")
     parser.add_argument("--act-children", type=int, default=None,
-                        help="activations: activations the search samples (a multiple of 4; default 160, --quick 8)")
+                        help="activations: activations the search samples (a multiple of 4; default 240, --quick 8)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="rules / activations: report seeds (default 3 / 5, --quick 2)")
     parser.add_argument("--seed", type=int, default=0)
@@ -482,7 +485,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         part_rules(children, 4, epochs, grid, tune_seeds, report_seeds, seed=args.seed)
     if "activations" in args.parts:
         act_seeds = [args.seed + 1 + i for i in range(args.seeds or (2 if args.quick else 5))]
-        part_activations(args.act_children or (8 if args.quick else 160), 4, epochs, act_seeds, seed=args.seed)
+        part_activations(args.act_children or (8 if args.quick else 240), 4, epochs, act_seeds, seed=args.seed)
     print(f"\ntotal {fmt_duration(time.perf_counter() - start)}")
 
 
