@@ -32,10 +32,11 @@ that neither the search nor the lr choice read, mean ± s.d. The hand-designed o
 language (equal step for step to ``torch.optim`` and ``lit_automl.meta.PowerSign`` / ``AddSign``, tested in
 tests/nas/test_update_rules.py), so every row trains through the same :class:`UpdateRuleEvaluator`.
 
-``activations``: activation search (Ramachandran et al. 2018) on the same digits split: activations of one core unit
-(``ActivationSpace(num_units=1)``; Swish is one), each in every ReLU place of a small CIFAR-style ResNet (ResNet-8,
-width 8: ours, the paper's child is ResNet-20 on CIFAR-10) trained by the :class:`ActivationEvaluator`'s SGD (lr 0.1,
-momentum 0.9, weight decay 1e-4, cosine), PPO as above (``--act-children``, default 240). The 3 best distinct
+``activations``: activation search (Ramachandran et al. 2018) as recipes/activation_search_digits.yaml sets it up, on
+the same digits split: activations of one core unit (``ActivationSpace(num_units=1)``; Swish is one), each in every
+ReLU place of a small CIFAR-style ResNet (ResNet-8, width 8: ours, the paper's child is ResNet-20 on CIFAR-10) trained
+by the :class:`ActivationEvaluator`'s SGD (lr 0.1, momentum 0.9, weight decay 1e-4, cosine), PPO as above, with more
+activations (``--act-children``, default 240). The 3 best distinct
 activations are trained again next to ReLU, Swish (trainable beta) and Swish-1 (= SiLU) over ``--seeds`` seeds
 (default 5) with the same training for all (the paper changes only the activation): validation and test accuracy.
 
