@@ -69,14 +69,14 @@ def _module(**kw):
     return LearningToSimulateDigits(**{**args, **kw})
 
 
-def test_reward_rises_and_the_policy_turns_back_to_the_plain_held_out_digits():
+def test_reward_rises_and_the_policy_turns_back_to_the_plain_held_out_digits(tmp_path):
     # The real data is the plain held-out digits, so the best psi is known: rotation 0, scale 1. The policy starts
     # at 45 degrees and 0.7; on seed 0 the mean reward goes 0.35 -> 0.8 in 60 updates, the policy to (1.8, 0.99).
     pl.seed_everything(0, verbose=False)
     module = _module()
     x, _ = module.validation_data()
     assert x.shape == (360, 64) and float(x.min()) >= 0  # the held-out split, unwarped, pixels in [0, 1]
-    pl.Trainer(max_epochs=4, **QUIET).fit(module)
+    pl.Trainer(max_epochs=4, default_root_dir=str(tmp_path), **QUIET).fit(module)
     history = module.reward_history
     first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
     assert last > first + 0.2, (first, last)
@@ -105,7 +105,7 @@ def test_the_run_folder_gets_the_best_psi_and_the_history_picture(tmp_path):
     import json
 
     module = _module(batch=3, samples=40, train_steps=5, updates_per_epoch=3)
-    pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), **{**QUIET, "logger": False}).fit(module)
+    pl.Trainer(max_epochs=1, default_root_dir=str(tmp_path), **QUIET).fit(module)
     record = json.loads((tmp_path / "best_psi.json").read_text())
     assert record["best_psi"] == pytest.approx(module.best_psi()) and record["updates"] == 3
     assert record["real_psi"] == {"rotation": 0.0, "scale": 1.0}

@@ -63,24 +63,25 @@ def test_reinforce_step_equals_a_by_hand_score_function_estimate_float64():
     assert rule.baseline.value == pytest.approx(0.9 * 0.625 + 0.1 * 0.5)
 
 
-def short_run(seed: int = 0, epochs: int = 6, **kw) -> LearningToSimulate:
+def short_run(root, seed: int = 0, epochs: int = 6, **kw) -> LearningToSimulate:
     pl.seed_everything(seed, verbose=False)
     args = dict(REAL, psi_ranges={"mean1_0": [-3, 3], "mean1_1": [-3, 3]}, psi_init={"mean1_0": -1.0, "mean1_1": -1.0},
                 batch=8, samples=100, val_samples=500, train_steps=30, updates_per_epoch=10, seed=seed)
     module = LearningToSimulate(**{**args, **kw})
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         default_root_dir=str(root),
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module)
     return module
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_reward_rises_and_the_policy_moves_to_the_real_mixture(seed):
+def test_reward_rises_and_the_policy_moves_to_the_real_mixture(seed, tmp_path):
     # The real classes sit at (-1, 0) and (1, 0) with std 0.5; psi is the simulated class-1 mean, starting at
     # (-1, -1) (a horizontal boundary at y = -0.5). The best psi is the real (1, 0): any other class-1 mean
     # moves the learned boundary off the real perpendicular bisector. (A start on the wrong side of class 0,
     # e.g. (-2, 0.5), flips the labels and the policy settles at reward 0.5: the landscape is not concave.)
-    module = short_run(seed)
+    module = short_run(tmp_path, seed)
     history = module.reward_history
     assert len(history) == 60
     first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
