@@ -43,6 +43,8 @@ ALLOWED_ACROSS.add(("lit_automl.nas.update_rules", "lit_automl.meta.sign_optimiz
 # the rule language's decay operands are the sign-decay schedules PowerSign / AddSign define (Bello et al. 2017 Sec. 5)
 ALLOWED_ACROSS.add(("lit_automl.meta.simulate", "lit_automl.nas.policy_gradient"))
 # learning to simulate updates its psi policy with the one REINFORCE + EMA baseline (Ruiz et al. 2019 Sec. 3)
+ALLOWED_ACROSS.add(("lit_automl.meta.simulate", "lit_automl.nas.controller"))
+# ... and its policy="controller" is the project's one controller over a grid of psi
 ALLOWED_UP: Set[Tuple[str, str]] = set()
 """Upward edges that are needed, as ``(importer, imported)``: none."""
 

@@ -44,12 +44,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lit_automl._checks import check_bool, check_int, check_real
+from lit_automl._checks import check_bool, check_choice, check_int, check_real
 from lit_automl.meta.gmm_simulator import GaussianMixtureSimulator, classifier_accuracy, train_classifiers
 from lit_automl.nas.policy_gradient import Reinforce
 from lit_automl.rng import keyed_generator
 
-__all__ = ["GaussianPsiPolicy", "LearningToSimulate", "LearningToSimulateDigits", "SimulatorSearch"]
+__all__ = ["ControllerPsiPolicy", "GaussianPsiPolicy", "LearningToSimulate", "LearningToSimulateDigits",
+           "SimulatorSearch"]
 
 
 class GaussianPsiPolicy(nn.Module):
@@ -108,6 +109,57 @@ class GaussianPsiPolicy(nn.Module):
         return self.to_psi(self.mean.detach())
 
 
+class ControllerPsiPolicy(nn.Module):
+    """The project's one controller (:class:`~lit_automl.nas.controller.Controller`) over psi on a grid: one
+    categorical decision per parameter, ``bins`` values evenly spaced from ``low`` to ``high`` (Ruiz et al. 2019,
+    Sec. 3 model discrete simulator parameters by categorical distributions; the grid over continuous ones is ours).
+
+    Same interface as :class:`GaussianPsiPolicy`: ``start``, ``sample``, ``log_prob``, ``to_psi``, ``mean_psi``
+    (here the mode: the controller's most probable value of each decision, taken greedily in its order).
+    """
+
+    def __init__(self, names: Sequence[str], low: Sequence[float], high: Sequence[float], bins: int = 11,
+                 hidden_size: int = 32) -> None:
+        super().__init__()
+        from lit_automl.nas.controller import Controller
+        from lit_automl.spaces.decisions import Decision
+
+        self.bins = check_int("bins", bins, low=2, hint="grid points per simulator parameter")
+        self.controller = Controller([Decision.categorical(n, bins) for n in names], hidden_size=hidden_size,
+                                     num_layers=1)
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+
+    @property
+    def start(self) -> Tensor:
+        return self.controller.start
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> List[List[int]]:
+        """``n`` grid-index sequences (no gradient)."""
+        with torch.no_grad():
+            return [list(a) for a in self.controller.sample(n, generator)[0]]
+
+    def log_prob(self, actions: Sequence[Sequence[int]]) -> Tuple[Tensor, Tensor]:
+        """``log pi(a_k)`` and the entropy, each ``[m]`` (the controller's)."""
+        return self.controller.log_prob([list(a) for a in actions])
+
+    def to_psi(self, actions: Sequence[Sequence[int]]) -> Tensor:
+        """Simulator parameters ``[m, d]``: ``low + a (high - low) / (bins - 1)``."""
+        a = torch.as_tensor([list(x) for x in actions], dtype=torch.float32, device=self.low.device)
+        return self.low + a * (self.high - self.low) / (self.bins - 1)
+
+    def mean_psi(self) -> Tensor:
+        """The mode in simulator units ``[d]``: each decision's most probable grid value given the earlier ones."""
+        chosen: List[int] = []
+        with torch.no_grad():
+            for i in range(len(self.controller.decisions)):
+                logits = self.controller.step_logits([chosen + [0]])[i]  # decision i sees only earlier tokens
+                chosen.append(int(logits.argmax(-1)))
+        return self.to_psi([chosen])[0]
+
+
+POLICIES = ("gaussian", "controller")
+
 RangeSpec = Union[Sequence[float], Tuple[float, float]]
 
 
@@ -123,6 +175,9 @@ class SimulatorSearch(pl.LightningModule):
         psi_init: the policy's initial mean in simulator units (``name -> value``; default: range centres).
         batch: psi sampled per policy update (the paper's ``K``).
         samples: simulated training samples per psi.
+        policy: ``"gaussian"`` (:class:`GaussianPsiPolicy`, the default) or ``"controller"``
+            (:class:`ControllerPsiPolicy`: the project's LSTM controller over a grid of ``bins`` values per parameter,
+            11 by default, ours; ``psi_init`` does not apply to it and is refused).
         policy_std, learn_std: the Gaussian policy's standard deviation in logit units (0.3, fixed; ours).
         lr: the policy's Adam learning rate (0.1, ours).
         baseline_decay: the EMA baseline's decay (0.9, ours).
@@ -139,8 +194,12 @@ class SimulatorSearch(pl.LightningModule):
                  batch: int = 8, samples: int = 200, policy_std: float = 0.3, learn_std: bool = False,
                  lr: float = 0.1, baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50,
                  train_lr: float = 0.1, common_noise: bool = True, updates_per_epoch: int = 10,
-                 seed: int = 0) -> None:
+                 seed: int = 0, policy: str = "gaussian", bins: int = 11) -> None:
         super().__init__()
+        check_choice("policy", policy, POLICIES)
+        if policy == "controller" and psi_init is not None:
+            raise ValueError(f"psi_init={dict(psi_init)!r} applies to the Gaussian policy; the controller starts "
+                             "near-uniform over its grid: drop psi_init or use policy='gaussian'")
         self.automatic_optimization = False
         self.real = real
         if not isinstance(psi_ranges, Mapping) or not psi_ranges:
@@ -175,7 +234,10 @@ class SimulatorSearch(pl.LightningModule):
         check_int("train_steps", train_steps, low=1)
         check_real("train_lr", train_lr, low=0, low_open=True)
         self.save_hyperparameters(ignore=["real"])
-        self.policy = GaussianPsiPolicy(low, high, init, policy_std, learn_std)
+        if policy == "controller":
+            self.policy: nn.Module = ControllerPsiPolicy(self.psi_names, low, high, bins)
+        else:
+            self.policy = GaussianPsiPolicy(low, high, init, policy_std, learn_std)
         self.policy_gradient = Reinforce(baseline_decay=baseline_decay)
         self.val_x, self.val_y = self.validation_data()
         self.reward_history: List[float] = []  # mean reward of every update so far (checkpointed)
@@ -260,7 +322,7 @@ class SimulatorSearch(pl.LightningModule):
         axes[0][0].set(xlabel="policy update", ylabel="mean reward (real validation accuracy)")
         for k, (ax, name) in enumerate(zip(axes[0][1:], self.psi_names)):
             ax.plot(list(range(1, len(self.psi_history) + 1)), [row[k] for row in self.psi_history],
-                    label="policy mean")
+                    label="policy mode" if self.hparams.policy == "controller" else "policy mean")
             ax.axhline(self.real.get(name), color="C1", linestyle="--", label="real value")
             ax.set(xlabel="policy update", ylabel=name)
             ax.legend(loc="best")
@@ -291,8 +353,8 @@ class LearningToSimulate(SimulatorSearch):
             ``GaussianMixtureSimulator.parameter_names()``: ``mean{c}_{d}``, ``std{c}_{d}``, ``prior{c}``); the
             others stay at the real mixture's values.
         val_samples: real validation samples (drawn once, from ``seed``).
-        psi_init, batch, samples, policy_std, learn_std, lr, baseline_decay, hidden, train_steps, train_lr,
-            common_noise, updates_per_epoch, seed: as :class:`SimulatorSearch`.
+        psi_init, batch, samples, policy, bins, policy_std, learn_std, lr, baseline_decay, hidden, train_steps,
+            train_lr, common_noise, updates_per_epoch, seed: as :class:`SimulatorSearch`.
     """
 
     def __init__(self, real_means: List[List[float]], psi_ranges: Mapping[str, RangeSpec],
@@ -300,11 +362,12 @@ class LearningToSimulate(SimulatorSearch):
                  psi_init: Optional[Mapping[str, float]] = None, batch: int = 8, samples: int = 200,
                  val_samples: int = 1000, policy_std: float = 0.3, learn_std: bool = False, lr: float = 0.1,
                  baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50, train_lr: float = 0.1,
-                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0) -> None:
+                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0, policy: str = "gaussian",
+                 bins: int = 11) -> None:
         self.val_samples = check_int("val_samples", val_samples, low=1)
         super().__init__(GaussianMixtureSimulator(real_means, real_stds, real_priors), psi_ranges, psi_init, batch,
                          samples, policy_std, learn_std, lr, baseline_decay, hidden, train_steps, train_lr,
-                         common_noise, updates_per_epoch, seed)
+                         common_noise, updates_per_epoch, seed, policy=policy, bins=bins)
 
     def check_psi_range(self, name: str, low: float, high: float, bounds: RangeSpec) -> None:
         if name.startswith("std") and low <= 0:
@@ -331,15 +394,16 @@ class LearningToSimulateDigits(SimulatorSearch):
             :data:`~lit_automl.meta.digits_simulator.DIGITS_PARAMETERS`).
         real_psi: the real domain's parameters (``name -> value``; default: the identity, plain digits).
         test_fraction: the held-out share of the digits (0.2; the split is stratified and keyed by ``seed``).
-        psi_init, batch, samples, policy_std, learn_std, lr, baseline_decay, hidden, train_steps, train_lr,
-            common_noise, updates_per_epoch, seed: as :class:`SimulatorSearch`.
+        psi_init, batch, samples, policy, bins, policy_std, learn_std, lr, baseline_decay, hidden, train_steps,
+            train_lr, common_noise, updates_per_epoch, seed: as :class:`SimulatorSearch`.
     """
 
     def __init__(self, psi_ranges: Mapping[str, RangeSpec], real_psi: Optional[Mapping[str, float]] = None,
                  psi_init: Optional[Mapping[str, float]] = None, batch: int = 8, samples: int = 200,
                  test_fraction: float = 0.2, policy_std: float = 0.3, learn_std: bool = False, lr: float = 0.1,
                  baseline_decay: float = 0.9, hidden: int = 0, train_steps: int = 50, train_lr: float = 0.1,
-                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0) -> None:
+                 common_noise: bool = True, updates_per_epoch: int = 10, seed: int = 0, policy: str = "gaussian",
+                 bins: int = 11) -> None:
         from lit_automl.datamodules import DigitsDataModule
         from lit_automl.meta.digits_simulator import DigitsRenderer
 
@@ -349,7 +413,7 @@ class LearningToSimulateDigits(SimulatorSearch):
         real = DigitsRenderer(train_x, train_y, data.num_classes, **dict(real_psi or {}))
         self._held_out = (self_val_x, self_val_y)
         super().__init__(real, psi_ranges, psi_init, batch, samples, policy_std, learn_std, lr, baseline_decay,
-                         hidden, train_steps, train_lr, common_noise, updates_per_epoch, seed)
+                         hidden, train_steps, train_lr, common_noise, updates_per_epoch, seed, policy=policy, bins=bins)
 
     def check_psi_range(self, name: str, low: float, high: float, bounds: RangeSpec) -> None:
         if name == "scale" and low <= 0:
