@@ -88,6 +88,7 @@ EXPECTED = {
     "activation_search_digits.yaml": RLSearch,
     "activation_search_cifar10.yaml": RLSearch,
     "blackbox_rnn_gp_prior.yaml": BlackBoxRNN,
+    "blackbox_rnn_paper.yaml": BlackBoxRNN,
 }
 
 

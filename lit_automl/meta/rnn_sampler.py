@@ -13,9 +13,11 @@ one needs a trained network): pass it to Optuna directly,
 (a ``BlackBoxRNN`` checkpoint of ``recipes/blackbox_rnn_gp_prior.yaml``, or a ``BlackBoxRNN.save_rnn`` file).
 
 Ours, not the paper's: the first trial (Optuna learns the search space from it) is drawn uniformly
-at random, matching the random x_0 of meta-training; the objective values are standardised by the
-mean and standard deviation of all completed values before they enter the LSTM (the training
-functions have prior mean 0 and variance 1); ``direction="maximize"`` studies feed -y.
+at random, matching the random x_0 of meta-training; the objective values enter the network raw and it
+standardises them causally (:func:`~lit_automl.meta.blackbox_rnn.causal_standardise`, exactly as in
+meta-training, so Branin's hundreds look like the GP prior's units); ``direction="maximize"`` studies feed -y.
+A network with ``query="sample"`` draws its query's noise from ``keyed_generator(seed, trial.number)``, so a
+resumed study with the same seed proposes what the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from lit_automl._checks import check_int
 from lit_automl.meta.blackbox_rnn import QueryLSTM, load_query_lstm
+from lit_automl.rng import keyed_generator
 
 __all__ = ["RNNSampler"]
 
@@ -49,7 +53,7 @@ class RNNSampler(BaseSampler):
     Args:
         model: the trained network, or a path to :meth:`BlackBoxRNN.save_rnn`'s file or a
             ``BlackBoxRNN`` Lightning checkpoint.
-        seed: seed of the random first trial.
+        seed: seed of the random first trial and of the queries' noise (None: drawn at random).
 
     Every parameter must be a float without ``step`` (log or linear); a study of more than the
     network's ``max_dim`` parameters, or any other distribution, raises a ``ValueError``.
@@ -61,6 +65,7 @@ class RNNSampler(BaseSampler):
         if not isinstance(model, QueryLSTM):
             raise ValueError(f"model must be a QueryLSTM or a path to a saved one, got {type(model).__name__}")
         self.model = model.eval()
+        self.seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else check_int("seed", seed, low=0)
         self._random = RandomSampler(seed=seed)
         self._space = IntersectionSearchSpace()
 
@@ -104,10 +109,9 @@ class RNNSampler(BaseSampler):
         y = np.array([t.value for t in done], dtype=np.float64)
         if study.direction == StudyDirection.MAXIMIZE:
             y = -y
-        std = y.std()
-        y = (y - y.mean()) / (std if std > 0 else 1.0)
         with torch.no_grad():
-            u = self.model.replay(x[None], torch.as_tensor(y)[None])[0].double().tolist()
+            u = self.model.replay(x[None], torch.as_tensor(y)[None], keyed_generator(self.seed, trial.number))
+        u = u[0].double().tolist()
         return {n: self._from_unit(ui, search_space[n]) for n, ui in zip(names, u)}
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
