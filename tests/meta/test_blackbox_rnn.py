@@ -123,6 +123,21 @@ def test_sampler_in_bounds_and_resumes_to_the_same_proposal(tmp_path):
     assert (again.suggest_float("a", -5.0, 10.0), again.suggest_float("b", 1e-3, 1.0, log=True)) == first_params
 
 
+@pytest.mark.parametrize("query", ["sample", "mean"])
+def test_sampler_seed_draws_the_query_noise_only(query):
+    torch.manual_seed(0)
+    rnn = QueryLSTM(max_dim=2, hidden=8, layers=1, query=query)
+    history = [{"a": 1.0, "b": 0.1}, {"a": -2.0, "b": 0.5}, {"a": 4.0, "b": 0.01}]
+    proposals = []
+    for seed in (0, 1):
+        study = optuna.create_study(sampler=RNNSampler(rnn, seed=seed))
+        for params in history:
+            study.enqueue_trial(params)
+        study.optimize(_study_objective, n_trials=4)
+        proposals.append((study.trials[-1].params["a"], study.trials[-1].params["b"]))
+    assert (proposals[0] != proposals[1]) == (query == "sample")
+
+
 def test_sampler_proposals_do_not_depend_on_the_objective_scale():
     # the network standardises what it reads, so 100 f + 7 is searched exactly as f (Branin vs a GP sample)
     rnn = QueryLSTM(max_dim=2, hidden=8, layers=1)
