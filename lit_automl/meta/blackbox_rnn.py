@@ -225,11 +225,6 @@ class QueryLSTM(nn.Module):
         return {"max_dim": self.max_dim, "hidden": self.hidden, "layers": self.layers, "query": self.query,
                 "init_scale": self.init_scale, "max_scale": self.max_scale}
 
-    def _check_dim(self, dim: int) -> int:
-        if not 1 <= dim <= self.max_dim:
-            raise ValueError(f"queries have dimension {dim}; this network serves 1..{self.max_dim}")
-        return dim
-
     def _inputs(self, x: Tensor, y: Tensor, best: Tensor, incumbent: Tensor) -> Tensor:
         """(B, n, d) queries, (B, n) standardised y and best y, (B, n, d) incumbents -> (B, n, 3 max_dim + 2)."""
         batch, steps, dim = x.shape
@@ -257,7 +252,7 @@ class QueryLSTM(nn.Module):
     def replay(self, x: Tensor, y: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """The next query after a whole history x (B, n, d), y (B, n), in one LSTM pass (no gradients of the
         black box: its values enter as inputs only); ``generator`` draws the query's noise (``"sample"``)."""
-        dim = self._check_dim(x.shape[-1])
+        dim = check_int("query dimension", x.shape[-1], low=1, high=self.max_dim, hint="the network's max_dim")
         y_hat, best_hat = causal_standardise(y)
         best_idx = torch.cummin(y.to(torch.float64), 1).indices  # (B, n)
         incumbents = x.gather(1, best_idx[..., None].expand(-1, -1, dim))
@@ -270,7 +265,7 @@ class QueryLSTM(nn.Module):
         ys carry gradients through f (training only: Chen et al. 2017, Sec. 2), and so do the incumbents and the
         standardised inputs. Each step feeds the LSTM exactly the inputs :meth:`replay` computes for that history."""
         check_int("horizon", horizon, low=1)
-        dim = self._check_dim(x0.shape[-1])
+        dim = check_int("query dimension", x0.shape[-1], low=1, high=self.max_dim, hint="the network's max_dim")
         batch = x0.shape[0]
         xs, ys = [x0.float()], [f(x0.to(torch.float64))]
         state = None

@@ -207,5 +207,5 @@ def test_sampler_rejects_unsupported_parameters():
         study.optimize(lambda t: t.suggest_float("a", 0, 1) + t.suggest_float("b", 0, 1), n_trials=1)
     with pytest.raises(ValueError, match="QueryLSTM"):
         RNNSampler(object())
-    with pytest.raises(ValueError, match="dimension 3"):
+    with pytest.raises(ValueError, match=r"query dimension must be an int in \[1, 2\].*got 3"):
         QueryLSTM(max_dim=2).replay(torch.zeros(1, 2, 3), torch.zeros(1, 2))
