@@ -8,8 +8,7 @@ import torch
 
 from lit_automl.nas.activation_search import ActivationEvaluator, ActivationSpace, activation_resnet
 from lit_automl.nas.activations import ACTIVATIONS, Activation, parse_activation
-from lit_automl.nas.rl_search import RLSearch
-from tests.trainers import quiet_trainer
+from tests.nas.unit_program_search import check_two_child_search
 
 
 def test_space_decodes_encodes_and_records_activations():
@@ -112,16 +111,7 @@ def test_search_over_activations_end_to_end(tmp_path):
     space = ActivationSpace(unaries=["identity", "sigmoid", "max0", "tanh"], binaries=["mul", "max", "sigmoid_mul"])
     evaluator = ActivationEvaluator(space, _digits, width=4, blocks=1,
                                     trainer_kwargs=dict(limit_train_batches=2, limit_val_batches=1))
-    search = RLSearch(evaluator, children_per_step=2, budget=1, reward="final", hidden_size=8, num_layers=1,
-                      steps_per_epoch=1, storage=f"sqlite:///{tmp_path / 'acts.db'}", study_name="acts",
-                      on_child_failure="zero", lr=0.05, algorithm="ppo")
-    quiet_trainer(tmp_path, max_steps=1).fit(search)
-    assert len(search.history) == 2 and search.controller_steps == 1
-    assert [r["state"] for r in search.history] == ["COMPLETE", "COMPLETE"], search.history
-    for record in search.history:
-        act = space.from_json(record["architecture"])
-        assert record["architecture"]["formula"] == act.formula()
-        assert record["reward"] == pytest.approx(evaluator.evaluate(act, 1)["val_acc"])  # seeded child
+    check_two_child_search(evaluator, tmp_path, algorithm="ppo")
 
 
 def test_recipes_carry_the_settings(tmp_path, monkeypatch):

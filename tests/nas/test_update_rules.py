@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from lit_automl.meta import AddSign, PowerSign
-from lit_automl.nas.rl_search import RLSearch
 from lit_automl.nas.update_rule_search import UpdateRuleEvaluator, UpdateRuleSpace
 from lit_automl.nas.update_rules import BINARIES, RULES, UNARIES, UpdateRuleOptimizer, parse_rule
-from tests.trainers import quiet_trainer
+from tests.nas.unit_program_search import check_two_child_search
 
 STEPS = 6
 
@@ -241,16 +240,7 @@ def test_search_over_rules_end_to_end(tmp_path):
                             binaries=["mul", "add", "keep"])
     evaluator = UpdateRuleEvaluator(space, _digits, lr=0.05, filters=4,
                                     trainer_kwargs=dict(limit_train_batches=2, limit_val_batches=1))
-    search = RLSearch(evaluator, children_per_step=2, budget=1, reward="final", hidden_size=8, num_layers=1,
-                      steps_per_epoch=1, storage=f"sqlite:///{tmp_path / 'rules.db'}", study_name="rules",
-                      on_child_failure="zero", lr=0.05)
-    quiet_trainer(tmp_path, max_steps=1).fit(search)
-    assert len(search.history) == 2 and search.controller_steps == 1
-    assert [r["state"] for r in search.history] == ["COMPLETE", "COMPLETE"], search.history
-    for record in search.history:
-        rule = space.from_json(record["architecture"])
-        assert record["architecture"]["formula"] == rule.formula()
-        assert record["reward"] == pytest.approx(evaluator.evaluate(rule, 1)["val_acc"])  # seeded child
+    check_two_child_search(evaluator, tmp_path, algorithm="reinforce")
 
 
 def test_paper_settings_recipe_carries_the_paper_settings(tmp_path, monkeypatch):
