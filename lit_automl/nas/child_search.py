@@ -324,7 +324,7 @@ class ChildSearch(pl.LightningModule):
                 "reward": reward, "state": trial.state.name, "architecture": self.space.to_json(arch),
                 "params": trial.user_attrs.get("params"), "train_seconds": trial.user_attrs.get("train_seconds"),
                 "retry_of": trial.system_attrs.get("retry_history"),
-                **{k: trial.user_attrs[k] for k in ("val_acc", "val_ppl") if k in trial.user_attrs},
+                **{k: trial.user_attrs[k] for k in ("val_acc", "val_ppl", "lr") if k in trial.user_attrs},
             }
             self.history.append(record)
             if trial.state.name == "COMPLETE" and (self.best is None or reward > self.best["reward"]):

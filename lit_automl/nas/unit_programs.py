@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
 
 import pytorch_lightning as pl
 from torch import nn
@@ -313,11 +313,16 @@ class UnitProgramEvaluator(Evaluator):
         """Train the program's child for ``budget`` epochs; per-epoch validation accuracy, parameters, time, and the
         program (token string and formula). A child whose loss is not finite raises ``FloatingPointError``
         (:class:`~lit_automl.nas.child.ChildClassifier`), which the search records as a failed child."""
+        return self.train_child(self.space.parse(architecture), budget, key, self.child)
+
+    def train_child(self, program: UnitProgram, budget: int, key: Optional[str],
+                    make_child: Callable[[UnitProgram], Tuple[nn.Module, ChildClassifier]]) -> Dict[str, Any]:
+        """:meth:`evaluate`'s training of the child ``make_child(program)`` builds (seeded first, so every child
+        starts from the same weights)."""
         check_int("budget (epochs)", budget, low=1)
-        program = self.space.parse(architecture)
         if self.seed is not None:  # the same initial weights and data order for every program
             pl.seed_everything(self.seed, workers=True, verbose=False)
-        network, module = self.child(program)
+        network, module = make_child(program)
         seconds, _ = fit_child(module, self.datamodule, budget, callbacks=[], run_dir=self.run_dir, key=key,
                                trainer_kwargs=self.trainer_kwargs)
         history = list(module.val_acc_history)

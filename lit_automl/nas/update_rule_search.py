@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from lit_automl._checks import check_int, check_real
+from lit_automl._checks import check_int, check_real, check_sequence
 from lit_automl.nas.child import ChildClassifier
 from lit_automl.nas.evaluator import DataModuleFactory
 from lit_automl.nas.unit_programs import UnitProgramEvaluator, UnitSpace
@@ -97,8 +97,10 @@ class UpdateRuleEvaluator(UnitProgramEvaluator):
         space: the :class:`UpdateRuleSpace` searched.
         datamodule: a factory of the data (its validation split gives the reward), as for
             :class:`~lit_automl.nas.evaluator.TrainingEvaluator`.
-        lr: every rule's learning rate (0.01 is ours: the paper picks each rule's from a grid, which multiplies the
-            cost of a child).
+        lr: the rules' learning rate (0.01, ours), or a grid of them: each rule's child is then trained once per
+            learning rate (from the same initial weights) and scored by its best, as the paper tunes each rule's
+            learning rate (which multiplies the cost of a child by the grid's length); the record holds the chosen
+            ``"lr"`` and every grid point's ``"lr_val_acc"`` (``None`` where the child diverged).
         filters, layers: the child ConvNet (32 and 2, Sec. 4).
         trainer_kwargs, run_dir, seed: as :class:`~lit_automl.nas.evaluator.TrainingEvaluator`.
         num_classes, in_channels: override the datamodule's attributes.
@@ -106,22 +108,50 @@ class UpdateRuleEvaluator(UnitProgramEvaluator):
 
     space_type = UpdateRuleSpace
 
-    def __init__(self, space: UpdateRuleSpace, datamodule: DataModuleFactory, lr: float = 0.01, filters: int = 32,
+    def __init__(self, space: UpdateRuleSpace, datamodule: DataModuleFactory, lr: Union[float, Sequence[float]] = 0.01,
+                 filters: int = 32,
                  layers: int = 2, trainer_kwargs: Optional[Dict[str, Any]] = None, run_dir: Optional[str] = None,
                  num_classes: Optional[int] = None, in_channels: Optional[int] = None, seed: Optional[int] = 0) -> None:
         if not isinstance(space, UpdateRuleSpace):
             raise ValueError(f"space must be an UpdateRuleSpace, got {type(space).__name__}")
-        self.lr = check_real("lr", lr, low=0, low_open=True)
+        if isinstance(lr, Sequence) and not isinstance(lr, str):
+            self.lrs = list(check_sequence("lr", lr, lambda n, v: check_real(n, v, low=0, low_open=True), min_len=1,
+                                           allowed="learning rates > 0"))
+            if len(set(self.lrs)) != len(self.lrs):
+                raise ValueError(f"lr must not repeat a learning rate, got {list(lr)!r}")
+        else:
+            self.lrs = [check_real("lr", lr, low=0, low_open=True)]
+        self.lr = self.lrs[0]
         rule_cnn(1, 2, filters, layers)  # validates filters / layers here rather than in the first child
         self.filters, self.layers = filters, layers
         super().__init__(space, datamodule, trainer_kwargs, run_dir, num_classes, in_channels, seed)
 
-    def child(self, program: UpdateRule) -> Tuple[nn.Module, RuleChild]:
-        """:func:`rule_cnn` trained by the rule at the evaluator's learning rate."""
+    def child(self, program: UpdateRule, lr: Optional[float] = None) -> Tuple[nn.Module, RuleChild]:
+        """:func:`rule_cnn` trained by the rule at ``lr`` (default: the first of the evaluator's learning rates)."""
         network = rule_cnn(self.in_channels, self.num_classes, self.filters, self.layers)
-        return network, RuleChild(network, program, num_classes=self.num_classes, lr=self.lr)
+        return network, RuleChild(network, program, num_classes=self.num_classes, lr=self.lr if lr is None else lr)
 
     def evaluate(self, architecture: Union[str, UpdateRule], budget: int, key: Optional[str] = None) -> Dict[str, Any]:
-        """Train the child with the rule for ``budget`` epochs; per-epoch validation accuracy, parameters, time, and
-        the rule (``"rule"``, ``"formula"``)."""
-        return super().evaluate(architecture, budget, key)
+        """Train the child with the rule for ``budget`` epochs at each learning rate of the grid; the best one's
+        per-epoch validation accuracy, parameters, time, the rule (``"rule"``, ``"formula"``), its ``"lr"`` and
+        every grid point's ``"lr_val_acc"``. Raises ``FloatingPointError`` when the child diverges at every one."""
+        rule = self.space.parse(architecture)
+        best: Optional[Dict[str, Any]] = None
+        scores: Dict[float, Optional[float]] = {}
+        errors = []
+        for lr in self.lrs:
+            child_key = key if len(self.lrs) == 1 or key is None else f"{key}_lr{lr:g}"
+            try:
+                out = self.train_child(rule, budget, child_key, lambda p, lr=lr: self.child(p, lr))
+            except FloatingPointError as err:
+                if len(self.lrs) == 1:
+                    raise
+                scores[lr] = None
+                errors.append(f"lr {lr:g}: {err}")
+                continue
+            scores[lr] = out["val_acc"]
+            if best is None or out["val_acc"] > best["val_acc"]:
+                best = {**out, "lr": lr}
+        if best is None:
+            raise FloatingPointError(f"rule {str(rule)!r} diverged at every learning rate: {'; '.join(errors)}")
+        return {**best, "lr_val_acc": {f"{lr:g}": v for lr, v in scores.items()}}

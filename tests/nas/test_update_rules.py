@@ -235,10 +235,32 @@ def test_evaluator_refuses_a_diverging_rule_and_bad_arguments():
         UpdateRuleEvaluator(UpdateRuleSpace(), _digits, filters=0)
 
 
+def test_a_learning_rate_grid_scores_each_rule_by_its_best_learning_rate():
+    grid = _evaluator(lr=[0.005, 0.05, 0.5])
+    out = grid.evaluate(RULES["adam"], 1)
+    single = {lr: _evaluator(lr=lr).evaluate(RULES["adam"], 1) for lr in (0.005, 0.05, 0.5)}
+    assert out["lr_val_acc"] == {f"{lr:g}": r["val_acc"] for lr, r in single.items()}
+    best = max(single, key=lambda lr: single[lr]["val_acc"])  # the first of ties, as the grid keeps it
+    assert out["lr"] == best and out["val_acc_history"] == single[best]["val_acc_history"]
+    assert "lr" in _evaluator(lr=0.05).evaluate(RULES["sgd"], 1)
+
+
+def test_a_grid_skips_learning_rates_where_the_child_diverges():
+    rule = "g wd1 identity identity add"  # g + 0.1 w: at lr 1e12 the weights grow 1e11-fold a step, to inf
+    out = _evaluator(lr=[0.05, 1e12]).evaluate(rule, 1)
+    assert out["lr"] == 0.05 and out["lr_val_acc"]["1e+12"] is None and out["lr_val_acc"]["0.05"] == out["val_acc"]
+    with pytest.raises(FloatingPointError, match="diverged at every learning rate: lr 1e\\+11: .*lr 1e\\+12"):
+        _evaluator(lr=[1e11, 1e12]).evaluate(rule, 1)
+    for bad, match in (([], "non-empty sequence"), ([0.1, -1.0], "must hold learning rates > 0"),
+                       ([0.1, 0.1], "must not repeat")):
+        with pytest.raises(ValueError, match=match):
+            _evaluator(lr=bad)
+
+
 def test_search_over_rules_end_to_end(tmp_path):
     space = UpdateRuleSpace(operands=["g", "m", "adam", "sign_g", "1"], unaries=["identity", "neg", "sign"],
                             binaries=["mul", "add", "keep"])
-    evaluator = UpdateRuleEvaluator(space, _digits, lr=0.05, filters=4,
+    evaluator = UpdateRuleEvaluator(space, _digits, lr=[0.05, 0.5], filters=4,
                                     trainer_kwargs=dict(limit_train_batches=2, limit_val_batches=1))
     check_two_child_search(evaluator, tmp_path, algorithm="reinforce")
 

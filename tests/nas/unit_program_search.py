@@ -23,4 +23,6 @@ def check_two_child_search(evaluator: UnitProgramEvaluator, tmp_path: Path, algo
     for record in search.history:
         program = evaluator.space.from_json(record["architecture"])
         assert record["architecture"]["formula"] == program.formula()
-        assert record["reward"] == pytest.approx(evaluator.evaluate(program, 1)["val_acc"])  # seeded child
+        again = evaluator.evaluate(program, 1)  # the seeded child, trained again
+        assert record["reward"] == pytest.approx(again["val_acc"])
+        assert record.get("lr") == again.get("lr")  # the chosen learning rate of a grid reaches the record
