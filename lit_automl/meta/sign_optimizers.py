@@ -26,7 +26,7 @@ from torch.optim import Optimizer
 
 from lit_automl._checks import check_choice, check_int, check_real
 
-__all__ = ["AddSign", "PowerSign", "SIGN_DECAYS", "sign_decay"]
+__all__ = ["AddSign", "ElementwiseOptimizer", "PowerSign", "SIGN_DECAYS", "sign_decay"]
 
 SIGN_DECAYS = ("none", "linear", "cosine", "restart")
 """The sign-decay schedules ``f(t)`` of Bello et al. 2017 Sec. 5 (``none``: ``f = 1``)."""
@@ -53,7 +53,32 @@ def sign_decay(kind: str, t: int, decay_steps: Optional[int] = None, num_periods
     return 0.5 * (1.0 + math.cos(math.pi * ((n * t) % T) / T))
 
 
-class _SignOptimizer(Optimizer):
+class ElementwiseOptimizer(Optimizer):
+    """An optimiser whose step is ``w <- w - lr * direction(w)`` per parameter with a dense gradient: the loop of
+    PowerSign / AddSign here and of :class:`~lit_automl.nas.update_rules.UpdateRuleOptimizer` (Bello et al. 2017)."""
+
+    def direction(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """The update direction of parameter ``p`` (its optimiser state advanced by this step)."""
+        raise NotImplementedError(f"{type(self).__name__} must define direction()")
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+        """One update ``w <- w - lr * direction(w)`` of every parameter with a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError(f"{type(self).__name__} does not support sparse gradients")
+                p.sub_(self.direction(p, group).broadcast_to(p.shape), alpha=group["lr"])
+        return loss
+
+
+class _SignOptimizer(ElementwiseOptimizer):
     """The shared part of PowerSign / AddSign: arguments, the running average ``m`` and the step count."""
 
     def __init__(self, params: Iterable[Any], lr: float, alpha: float, beta: float, sign_decay: str,
@@ -79,8 +104,6 @@ class _SignOptimizer(Optimizer):
     def agreement(self, p: torch.Tensor, group: dict) -> torch.Tensor:
         """``f(t) sign(g) sign(m)`` of parameter ``p`` after updating its ``m`` and step count (Sec. 5)."""
         g = p.grad
-        if g.is_sparse:
-            raise ValueError(f"{type(self).__name__} does not support sparse gradients")
         state = self.state[p]
         if not state:
             state["step"] = 0
@@ -95,19 +118,9 @@ class _SignOptimizer(Optimizer):
         """The factor multiplying the gradient (PowerSign / AddSign)."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
-        """One update ``w <- w - lr * scale(f(t) sign(g) sign(m)) * g`` of every parameter with a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                p.add_(self.scale(self.agreement(p, group), group["alpha"]) * p.grad, alpha=-group["lr"])
-        return loss
+    def direction(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """``scale(f(t) sign(g) sign(m)) * g``: the step is ``w <- w - lr * direction``."""
+        return self.scale(self.agreement(p, group), group["alpha"]) * p.grad
 
 
 class PowerSign(_SignOptimizer):

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, Iterable, Optional, Union
 
 import torch
-from torch.optim import Optimizer
 
 from lit_automl._checks import check_int, check_real
+from lit_automl.meta.sign_optimizers import ElementwiseOptimizer, sign_decay
 from lit_automl.nas.unit_programs import Unit, UnitLanguage, UnitProgram, substitute
 
 __all__ = ["BINARIES", "DECAY_OPERANDS", "OPERANDS", "RULES", "UNARIES", "Unit", "UpdateRule", "UpdateRuleOptimizer",
@@ -150,7 +150,7 @@ RULES = {
 """Hand-designed optimisers written in the language (momentum takes ``lr / (1 - beta1)``, see the module docstring)."""
 
 
-class UpdateRuleOptimizer(Optimizer):
+class UpdateRuleOptimizer(ElementwiseOptimizer):
     """Runs an update rule of the language: ``w <- w - lr * rule(g, m, v, ...)`` (Bello et al. 2017, Sec. 3.1).
 
     Args:
@@ -213,8 +213,6 @@ class UpdateRuleOptimizer(Optimizer):
             return m_hat / (v_hat.sqrt() + group["eps"])
         if name == "rmsprop":
             return g / (state["v"].sqrt() + group["eps"])
-        from lit_automl.meta.sign_optimizers import sign_decay
-
         return torch.full_like(g, sign_decay(DECAY_OPERANDS[name], t, group["decay_steps"]))
 
     def update(self, p: torch.Tensor, group: Dict[str, Any]) -> torch.Tensor:
@@ -238,18 +236,4 @@ class UpdateRuleOptimizer(Optimizer):
         state["step"] += 1
         return outputs[f"o{len(self.rule.units)}"]
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
-        """One update ``w <- w - lr * rule(...)`` of every parameter with a gradient (Sec. 3.1)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise ValueError("UpdateRuleOptimizer does not support sparse gradients")
-                p.sub_(self.update(p, group).broadcast_to(p.shape), alpha=group["lr"])
-        return loss
+    direction = update  # the step is ElementwiseOptimizer's: w <- w - lr * rule(...) (Sec. 3.1)
