@@ -61,7 +61,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from _harness import describe_machine, fmt_median_iqr, format_table
 
@@ -106,23 +106,21 @@ def _train_supernet(space: str, epochs: int, seed: int) -> Any:
     return module
 
 
-def _check_same_holdout(one_shot: Any, trained: Any) -> None:
-    """The one-shot scores and the trained accuracies are read on the same held-out images, in the same order."""
+def _held_out_images(one_shot: Any, trained: Any) -> Tuple[Any, Any]:
+    """The held-out images the one-shot scores are read on, and those the trained cells are validated on."""
     import torch
 
     scored = torch.cat([x for x, _ in one_shot.validation_batches()])
     dm = trained.datamodule
     dm.prepare_data()
     dm.setup("fit")
-    held = torch.cat([x for x, _ in dm.val_dataloader()])
-    if not torch.equal(scored, held):
-        raise RuntimeError(f"one-shot scoring reads {len(scored)} held-out images, training validates on {len(held)} "
-                           "other ones: both must use the same HoldoutDataModule split")
-    print(f"one-shot scores and trained accuracies on the same {len(held)} held-out images", flush=True)
+    return scored, torch.cat([x for x, _ in dm.val_dataloader()])
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Train the supernet, score and train the sampled cells; the accuracies and seconds of each."""
+    import torch
+
     from lit_automl.nas import OneShotEvaluator, TrainingEvaluator
 
     start = time.perf_counter()
@@ -132,7 +130,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     cells = module.sample_architectures(args.archs)
     one_shot = OneShotEvaluator(module, _data)
     trained = TrainingEvaluator(_trained_space(args.space, module.primitives), _data, lr=0.05, seed=args.seed)
-    _check_same_holdout(one_shot, trained)
+    scored_images, held = _held_out_images(one_shot, trained)
+    if not torch.equal(scored_images, held):  # both accuracies must be read on the same images, in the same order
+        raise RuntimeError(f"one-shot scoring reads {len(scored_images)} held-out images, training validates on "
+                           f"{len(held)} other ones: both must use the same HoldoutDataModule split")
+    print(f"one-shot scores and trained accuracies on the same {len(held)} held-out images", flush=True)
     rows = []
     for i, cell in enumerate(cells):
         scored = one_shot.evaluate(cell, 1)

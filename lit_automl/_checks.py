@@ -20,7 +20,7 @@ generated description where words read better than bounds (``allowed="a positive
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 __all__ = [
     "ArgumentTypeError",
@@ -28,6 +28,7 @@ __all__ = [
     "check_bool",
     "check_power_of_two",
     "check_choice",
+    "check_instance",
     "check_int",
     "check_real",
     "check_sequence",
@@ -118,6 +119,16 @@ def check_bool(name: str, value: Any, *, allowed: Optional[str] = None) -> bool:
     """``value`` as a ``bool`` (only ``True`` / ``False``: ``0``, ``1`` and strings are refused)."""
     if not isinstance(value, bool):
         raise ArgumentTypeError(f"{name} must be {allowed or 'True or False'}, got {value!r}")
+    return value
+
+
+def check_instance(name: str, value: Any, types: Union[type, Tuple[type, ...]], *, allowed: str,
+                   condition: Optional[Callable[[Any], bool]] = None) -> Any:
+    """``value`` if it is an instance of ``types`` (and ``condition(value)`` holds, when given); otherwise a
+    ``ValueError`` ``"{name} must be {allowed}, got {value!r}"`` -- e.g. an object handed over by a library
+    (an Optuna distribution) that a method supports only in some forms."""
+    if not isinstance(value, types) or (condition is not None and not condition(value)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return value
 
 

@@ -145,3 +145,14 @@ def test_check_token_lists_the_allowed_tokens_in_their_order():
     assert check_token("rule 'x'", "binary", "mul", ["add", "mul"]) == "mul"
     with pytest.raises(ValueError, match=r"^rule 'x' has the unknown binary 'muls'; allowed: add, mul$"):
         check_token("rule 'x'", "binary", "muls", ["add", "mul"])
+
+
+def test_check_instance_names_what_is_supported_and_the_value():
+    from lit_automl._checks import check_instance
+
+    assert check_instance("x", 1.5, float, allowed="a float") == 1.5
+    assert check_instance("x", 2.0, (int, float), allowed="a number > 0", condition=lambda v: v > 0) == 2.0
+    with pytest.raises(ValueError, match=r"^x must be a float, got 'a'$"):
+        check_instance("x", "a", float, allowed="a float")
+    with pytest.raises(ValueError, match=r"^x must be a number > 0, got -1.0$"):
+        check_instance("x", -1.0, float, allowed="a number > 0", condition=lambda v: v > 0)

@@ -30,6 +30,10 @@ DIGITS_PARAMETERS: Dict[str, float] = {"rotation": 0.0, "scale": 1.0, "translate
                                        "noise": 0.0}
 """The renderer's parameters and their identity values (no warp, no noise)."""
 
+_LIMITS: Dict[str, Dict[str, object]] = {"scale": dict(low=0, low_open=True),
+                                         "noise": dict(low=0, hint="a pixel-noise standard deviation")}
+"""``check_real`` bounds of the parameters that have them (the others take any finite value)."""
+
 
 def warp_images(images: Tensor, rotation: float = 0.0, scale: float = 1.0, translate_x: float = 0.0,
                 translate_y: float = 0.0) -> Tensor:
@@ -60,17 +64,8 @@ class DigitsRenderer:
         self._num_classes = check_int("num_classes", num_classes, low=2)
         self.psi = dict(DIGITS_PARAMETERS)
         for name, value in psi.items():
-            self.psi[self._check(name, value)] = float(value)
-
-    def _check(self, name: str, value: float) -> str:
-        check_choice("simulator parameter", name, DIGITS_PARAMETERS)
-        if name == "scale":
-            check_real("scale", value, low=0, low_open=True)
-        elif name == "noise":
-            check_real("noise", value, low=0, hint="a pixel-noise standard deviation")
-        else:
-            check_real(name, value)
-        return name
+            check_choice("simulator parameter", name, DIGITS_PARAMETERS)
+            self.psi[name] = float(check_real(name, value, **_LIMITS.get(name, {})))
 
     @property
     def num_classes(self) -> int:

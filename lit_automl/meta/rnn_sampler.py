@@ -33,18 +33,18 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from lit_automl._checks import check_int
+from lit_automl._checks import check_instance, check_int
 from lit_automl.meta.blackbox_rnn import QueryLSTM, load_query_lstm
 from lit_automl.rng import keyed_generator
 
 __all__ = ["RNNSampler"]
 
 
-def _check_distribution(name: str, dist: BaseDistribution) -> FloatDistribution:
-    if not isinstance(dist, FloatDistribution) or dist.step is not None:
-        raise ValueError(f"RNNSampler proposes continuous floats only (suggest_float without step); parameter "
-                         f"{name!r} has {dist!r}: use another sampler for integer, stepped or categorical parameters")
-    return dist
+def _float_distribution(name: str, dist: BaseDistribution) -> FloatDistribution:
+    """``dist`` when the sampler can propose it: a float without ``step`` (``_checks.check_instance``)."""
+    return check_instance(f"RNNSampler proposes continuous floats only: parameter {name!r}", dist, FloatDistribution,
+                          allowed="a FloatDistribution without step (suggest_float; use another sampler for integer, "
+                                  "stepped or categorical parameters)", condition=lambda d: d.step is None)
 
 
 class RNNSampler(BaseSampler):
@@ -73,7 +73,7 @@ class RNNSampler(BaseSampler):
         self._random.reseed_rng()
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> Dict[str, BaseDistribution]:
-        space = {name: _check_distribution(name, dist) for name, dist in self._space.calculate(study).items()}
+        space = {name: _float_distribution(name, dist) for name, dist in self._space.calculate(study).items()}
         if len(space) > self.model.max_dim:
             raise ValueError(f"the study has {len(space)} parameters ({sorted(space)}); this RNN serves at most "
                              f"{self.model.max_dim}: meta-train one with a larger max_dim")
@@ -116,6 +116,6 @@ class RNNSampler(BaseSampler):
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        _check_distribution(param_name, param_distribution)
+        _float_distribution(param_name, param_distribution)
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
