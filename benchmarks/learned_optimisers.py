@@ -76,6 +76,7 @@ from lit_automl.meta.functional import task_loss
 from lit_automl.nas import ActivationEvaluator, ActivationSpace, RLSearch, UpdateRuleEvaluator, UpdateRuleSpace
 from lit_automl.nas.activations import ACTIVATIONS
 from lit_automl.nas.evaluator import Evaluator
+from lit_automl.nas.unit_programs import UnitProgramEvaluator
 from lit_automl.nas.update_rules import RULES, parse_rule
 
 REPORT_STEPS = (20, 50, 100)
@@ -218,9 +219,9 @@ class Candidate:
     reward: Optional[float] = None  # its search reward (found candidates only)
 
 
-Score = Callable[[Candidate, float, int, bool], float]
-"""``score(candidate, lr, seed, test)``: accuracy of one child trained from scratch (NaN: it diverged); ``test``
-reads the untouched test split instead of the validation split."""
+Score = Callable[[Candidate, float, int], Tuple[float, float]]
+"""``score(candidate, lr, seed)``: validation and test accuracy of one child trained from scratch (NaN, NaN: it
+diverged); the test split is the untouched one."""
 
 
 class ScoredOnTestSplit(HoldoutDataModule):
@@ -292,10 +293,9 @@ def retrain(candidates: Sequence[Candidate], grid: Sequence[float], tune_seeds: 
     tuned), then trained afresh over ``report_seeds``: validation and test accuracies (NaN where a run diverged)."""
     results = []
     for c in candidates:
-        lr = grid[0] if len(grid) == 1 else choose_lr({lr: [score(c, lr, s, False) for s in tune_seeds] for lr in grid})
-        # the seeded runs are deterministic: the test split's run trains the network the validation split's run did
-        val = [score(c, lr, s, False) if lr is not None else math.nan for s in report_seeds]
-        test = [score(c, lr, s, True) if lr is not None else math.nan for s in report_seeds]
+        lr = grid[0] if len(grid) == 1 else choose_lr({lr: [score(c, lr, s)[0] for s in tune_seeds] for lr in grid})
+        runs = [score(c, lr, s) if lr is not None else (math.nan, math.nan) for s in report_seeds]
+        val, test = [v for v, _ in runs], [t for _, t in runs]
         edge = len(grid) > 1 and lr in (min(grid), max(grid))
         results.append({"candidate": c, "lr": lr, "edge": edge, "val": val, "test": test})
     return results
@@ -319,16 +319,40 @@ def result_table(results: Sequence[Mapping[str, Any]], what: str) -> Tuple[List[
     return header, rows
 
 
-def evaluator_score(make: Callable[[Callable[[], HoldoutDataModule], float, int], Evaluator], epochs: int) -> Score:
-    """Scores a candidate by the evaluator ``make(datamodule factory, lr, seed)`` builds for each lr, seed and split
-    (its public API, its training loop); a run whose loss turns non-finite scores NaN."""
+@functools.lru_cache(maxsize=1)
+def test_loader() -> DataLoader:
+    """Digits' 360 test images (read once), which neither the search nor the lr choice sees."""
+    data = digits(test=True)
+    data.setup("fit")
+    return data.val_dataloader()
 
-    def score(c: Candidate, lr: float, seed: int, test: bool) -> float:
-        evaluator = make(lambda: digits(test), lr * c.lr_scale, seed)
+
+def test_accuracy(module: pl.LightningModule) -> float:
+    """The trained child's accuracy on :func:`test_loader` (its own test step)."""
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    return float(trainer.test(module, dataloaders=test_loader(), verbose=False)[0]["test/acc"])
+
+
+def evaluator_score(make: Callable[[Callable[[], HoldoutDataModule], float, int], UnitProgramEvaluator],
+                    epochs: int) -> Score:
+    """Scores a candidate by training the child the evaluator ``make(datamodule factory, lr, seed)`` builds, through
+    its public API (``train_child``, its training loop): validation accuracy from the training run, test accuracy
+    of the same trained child; a run whose loss turns non-finite scores NaN."""
+
+    def score(c: Candidate, lr: float, seed: int) -> Tuple[float, float]:
+        evaluator = make(digits, lr * c.lr_scale, seed)
+        trained: Dict[str, Any] = {}
+
+        def keep_child(program: Any) -> Tuple[torch.nn.Module, pl.LightningModule]:
+            trained["network"], trained["module"] = evaluator.child(program)
+            return trained["network"], trained["module"]
+
         try:
-            return float(quietly(evaluator.evaluate, c.spec, epochs)["val_acc"])
+            out = quietly(evaluator.train_child, evaluator.space.parse(c.spec), epochs, None, keep_child)
         except FloatingPointError:  # the child's loss became non-finite: it diverged at this lr
-            return math.nan
+            return math.nan, math.nan
+        return float(out["val_acc"]), quietly(test_accuracy, trained["module"])
 
     return score
 

@@ -46,7 +46,7 @@ def test_the_test_split_is_the_digits_test_set_not_the_validation_hold_out():
     assert val.train_indices == test.train_indices  # the same training images
 
 
-def _check_table(header, rows, what, names):
+def _assert_table(header, rows, what, names):
     assert header == [what, "formula", "lr", "val acc", "test acc", "search reward", "seeds diverged"]
     assert [r[0] for r in rows] == names
     for row in rows:
@@ -60,7 +60,7 @@ def _check_table(header, rows, what, names):
 def test_rules_part_runs_on_a_tiny_budget(capsys):
     header, rows = bench.part_rules(children=2, per_step=2, epochs=1, grid=[0.01], tune_seeds=[1], report_seeds=[2],
                                     filters=4, top_k=2, trainer_kwargs=TINY)
-    _check_table(header, rows, "update rule", ["found #1", "found #2", *bench.RULE_BASELINES])
+    _assert_table(header, rows, "update rule", ["found #1", "found #2", *bench.RULE_BASELINES])
     assert [float(r[5]) for r in rows[:2]] == sorted((float(r[5]) for r in rows[:2]), reverse=True)
     assert all(r[5] == "" and r[2] == "0.01" for r in rows[2:])
     assert "2 rules of 2 units sampled by PPO" in capsys.readouterr().out
@@ -71,7 +71,7 @@ def test_activations_part_runs_on_a_tiny_budget(capsys):
                                           trainer_kwargs=TINY)
     found = len(rows) - len(bench.ACTIVATION_BASELINES)  # a child that diverged is not among the found
     assert 1 <= found <= 2
-    _check_table(header, rows, "activation", [f"found #{k + 1}" for k in range(found)] + list(bench.ACTIVATION_BASELINES))
+    _assert_table(header, rows, "activation", [f"found #{k + 1}" for k in range(found)] + list(bench.ACTIVATION_BASELINES))
     assert {r[2] for r in rows} == {"0.1"}  # one training setup for every activation
     assert [r[1] for r in rows[found:]] == ["max(max(x, 0), max(x, 0))", "sigmoid(beta*x) * x", "sigmoid(x) * x"]
     assert "2 activations of 1 core unit(s) sampled by PPO" in capsys.readouterr().out
