@@ -61,6 +61,10 @@ OPERANDS = ("g", "g2", "g3", "m", "v", "y", "sign_g", "sign_m", "1", "2", "noise
 DECAY_OPERANDS = {"ld": "linear", "cd": "cosine", "rd": "restart"}
 """Decay operand -> its schedule in :func:`~lit_automl.meta.sign_optimizers.sign_decay`."""
 
+_AVERAGES = {"m": ("beta1", 1, {"m", "sign_m", "adam"}), "v": ("beta2", 2, {"v", "adam", "rmsprop"}),
+             "y": ("beta3", 3, {"y"})}
+"""Running average -> (its decay's name, the power of g it averages, the operands that read it)."""
+
 DELTA = 1e-8
 """``delta`` of the division ``x / (y + delta)`` (ours; the paper names no value)."""
 
@@ -172,7 +176,9 @@ class UpdateRuleOptimizer(ElementwiseOptimizer):
         for name, value in (("beta1", beta1), ("beta2", beta2), ("beta3", beta3)):
             check_real(name, value, low=0, high=1, high_open=True)
         check_real("eps", eps, low=0)
-        decays = sorted(self.rule.operands() & set(DECAY_OPERANDS))
+        operands = self.rule.operands()  # fixed with the rule: which running averages to keep is decided once
+        self._averages = [(key, beta, power) for key, (beta, power, readers) in _AVERAGES.items() if operands & readers]
+        decays = sorted(operands & set(DECAY_OPERANDS))
         if decays:
             check_int("decay_steps", decay_steps, low=1, hint=f"T of the decay operands {decays} the rule reads")
         defaults = dict(lr=float(lr), beta1=float(beta1), beta2=float(beta2), beta3=float(beta3), eps=float(eps),
@@ -221,13 +227,9 @@ class UpdateRuleOptimizer(ElementwiseOptimizer):
         state = self.state[p]
         if not state:
             state["step"] = 0
-        needed = self.rule.operands()
-        averages = {"m": ("beta1", 1), "v": ("beta2", 2), "y": ("beta3", 3)}
-        reads = {"m": {"m", "sign_m", "adam"}, "v": {"v", "adam", "rmsprop"}, "y": {"y"}}
-        for key, (beta, power) in averages.items():
-            if needed & reads[key]:
-                avg = state.setdefault(key, torch.zeros_like(p, memory_format=torch.preserve_format))
-                avg.mul_(group[beta]).add_(g ** power, alpha=1 - group[beta])
+        for key, beta, power in self._averages:
+            avg = state.setdefault(key, torch.zeros_like(p, memory_format=torch.preserve_format))
+            avg.mul_(group[beta]).add_(g ** power, alpha=1 - group[beta])
         outputs: Dict[str, torch.Tensor] = {}
         for k, u in enumerate(self.rule.units):
             x = outputs[u.op1] if u.op1 in outputs else self._operand(u.op1, p, g, state, group)
