@@ -45,8 +45,8 @@ initial weights; the split and the data order stay fixed), so no reported run is
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py                 # about 15 minutes on 2 CPU cores
-    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --parts rules activations   # about 6 minutes
+    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py                 # about 10 minutes on 2 CPU cores
+    OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --parts rules activations   # about 5 minutes
     OMP_NUM_THREADS=1 python benchmarks/learned_optimisers.py --quick         # checks the script in about a minute
 """
 
